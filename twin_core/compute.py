@@ -1,0 +1,176 @@
+"""Compute: GPUs, Grace CPUs, switch trays and power shelves of every rack.
+
+Arrays are laid out (C, R) per rack (CDU, rack slot) and (C, R, G) per GPU, padded with
+``mask``; at rack granularity G = 1 and that GPU stands for the rack's mean GPU.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from twin_core.curves import loss, output_for_input
+from twin_core.pytree import pytree
+
+
+@pytree
+class ComputeParams:
+    mask: jnp.ndarray  # (C, R) 1 for a real rack
+    gpus: jnp.ndarray  # (C, R) GPUs in the rack
+    gpu_idle_w: jnp.ndarray  # (C, R)
+    gpu_span_w: jnp.ndarray  # (C, R) TDP - idle
+    fixed_dc_w: jnp.ndarray  # (C, R) switches, other, CPU idle
+    cpu_span_w: jnp.ndarray  # (C, R) all CPUs max - idle (CPU load follows GPU load)
+    liquid_fraction: jnp.ndarray  # (C, R)
+    peak_pflops: jnp.ndarray  # (C, R) per GPU
+    psu_loss: jnp.ndarray  # (C, R, 3) loss = l0 + l1 P + l2 P^2
+    rack_max_ac_w: jnp.ndarray  # (C, R) AC input at full load, the 100 % power-cap point
+    coolant_c_w_per_k: jnp.ndarray  # (C, R) rack coolant capacity rate, m_dot * cp
+    r_die: jnp.ndarray  # (C, R, G) K/W
+    die_decay: jnp.ndarray  # (C, R, G) exp(-dt / (R C))
+    coolant_position: jnp.ndarray  # (C, R, G) share of the rack's coolant rise ahead of the GPU
+    throttle_start_c: jnp.ndarray  # (C, R)
+    throttle_span_c: jnp.ndarray  # (C, R)
+    min_clock: jnp.ndarray  # (C, R)
+    floor_w: jnp.ndarray  # (C, R) smoothing power floor, 0 where off
+    ramp_w: jnp.ndarray  # (C, R) smoothing ramp limit per step (W), huge where off
+    storage_j: jnp.ndarray  # (C, R) smoothing energy storage, 0 where off
+    workload_of_rack: jnp.ndarray  # (C, R) int index into the workload vector; last = idle
+    job_period_s: jnp.ndarray  # (J,)
+    job_compute_s: jnp.ndarray  # (J,) compute part of an iteration
+    job_compute_util: jnp.ndarray  # (J,)
+    job_comm_util: jnp.ndarray  # (J,)
+    job_ckpt_every_s: jnp.ndarray  # (J,)
+    job_ckpt_s: jnp.ndarray  # (J,)
+    job_ckpt_util: jnp.ndarray  # (J,)
+    job_start_s: jnp.ndarray  # (J,)
+    gpu_weight: jnp.ndarray  # (C, R, G) GPUs each element stands for (rack level: all; 0 = pad)
+
+
+@pytree
+class ComputeState:
+    die_c: jnp.ndarray  # (C, R, G)
+    dc_out_w: jnp.ndarray  # (C, R) power drawn from the power shelves after smoothing
+    storage_j: jnp.ndarray  # (C, R) smoothing storage energy
+    job_clock_s: jnp.ndarray  # (J,) time since job start, wrapped at the iteration period
+    ckpt_clock_s: jnp.ndarray  # (J,) time since the last checkpoint began
+
+
+@pytree
+class ComputeInputs:
+    tcs_supply_c: jnp.ndarray  # (C,) from cooling
+    rack_cap_w: jnp.ndarray  # (C, R) from power
+    inference_util: jnp.ndarray  # (P,) from the drivers
+
+
+@pytree
+class ComputeOutputs:
+    rack_ac_w: jnp.ndarray  # (C, R) IT power at the rack inputs
+    heat_liquid_w: jnp.ndarray  # (C,) heat into each CDU's technology cooling loop
+    heat_air_w: jnp.ndarray  # () heat into the room air
+    rack_outlet_c: jnp.ndarray  # (C, R)
+    gpu_temp_max_c: jnp.ndarray  # ()
+    gpu_temp_mean_c: jnp.ndarray  # ()
+    throttled_gpus: jnp.ndarray  # () GPUs running below 99 % of their clock
+    delivered_pflops: jnp.ndarray  # ()
+    gpu_power_w: jnp.ndarray  # () all GPUs
+    residual_w: jnp.ndarray  # () AC in - heat - d(storage)/dt
+
+
+def workload_utilization(p: ComputeParams, s: ComputeState, inference_util):
+    """Utilization of each workload (training jobs, then inference pools, then idle)."""
+    active = s.job_clock_s >= 0.0
+    in_ckpt = s.ckpt_clock_s >= p.job_ckpt_every_s - p.job_ckpt_s  # last part of each interval
+    in_compute = s.job_clock_s < p.job_compute_s
+    train = jnp.where(in_compute, p.job_compute_util, p.job_comm_util)
+    train = jnp.where(in_ckpt, p.job_ckpt_util, train)
+    train = jnp.where(active, train, 0.0)
+    idle = jnp.zeros((1,), train.dtype)
+    return jnp.concatenate([train, inference_util.astype(train.dtype), idle])
+
+
+def thermal_clock(p: ComputeParams, die_c):
+    """Clock fraction from die temperature: linear derating to ``min_clock`` over the band."""
+    over = (die_c - p.throttle_start_c[..., None]) / p.throttle_span_c[..., None]
+    theta = 1.0 - over * (1.0 - p.min_clock[..., None])
+    return jnp.clip(theta, p.min_clock[..., None], 1.0)
+
+
+def init(p: ComputeParams, tcs_supply_c, dtype) -> ComputeState:
+    """Racks idle at t=0 with dies at coolant temperature plus their idle rise."""
+    idle_gpu = p.gpu_idle_w[..., None]
+    die = tcs_supply_c[:, None, None] + p.r_die * idle_gpu
+    dc = p.fixed_dc_w + p.gpus * p.gpu_idle_w
+    clock = -p.job_start_s  # negative until the job starts
+    return ComputeState(
+        die_c=die.astype(dtype),
+        dc_out_w=(dc * p.mask).astype(dtype),
+        storage_j=(0.5 * p.storage_j).astype(dtype),
+        job_clock_s=clock.astype(dtype),
+        ckpt_clock_s=clock.astype(dtype),
+    )
+
+
+def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
+    util_w = workload_utilization(p, s, x.inference_util)
+    u = util_w[p.workload_of_rack]  # (C, R)
+    theta_t = thermal_clock(p, s.die_c)  # (C, R, G)
+
+    # Power cap: the dynamic GPU part scales by theta_c so that the rack's AC input stays
+    # at or below its cap (PSU loss inverted exactly).
+    base_dc = p.fixed_dc_w + p.cpu_span_w * u + p.gpus * p.gpu_idle_w
+    dyn_dc = p.gpu_span_w * u * jnp.sum(p.gpu_weight * theta_t, axis=-1)
+    allowed_dc = output_for_input(p.psu_loss, x.rack_cap_w, jnp)
+    theta_c = jnp.clip((allowed_dc - base_dc) / jnp.maximum(dyn_dc, 1e-3), 0.0, 1.0)
+    demand_dc = base_dc + dyn_dc * theta_c
+
+    # Power smoothing: the floor is burnt in the GPUs (heat), the ramp limit is met from
+    # the rack energy storage until it is empty or full.
+    burnt_dc = jnp.maximum(demand_dc, p.floor_w)
+    ramped = jnp.clip(burnt_dc, s.dc_out_w - p.ramp_w, s.dc_out_w + p.ramp_w)
+    dc_out = jnp.clip(ramped, burnt_dc - s.storage_j / dt, burnt_dc + (p.storage_j - s.storage_j) / dt)
+    dc_out = dc_out * p.mask
+    burnt_dc = burnt_dc * p.mask
+    storage = s.storage_j + (dc_out - burnt_dc) * dt
+
+    psu_loss = loss(p.psu_loss, dc_out) * p.mask
+    rack_ac = dc_out + psu_loss
+    heat_liquid_rack = p.liquid_fraction * burnt_dc
+    heat_air = jnp.sum((1.0 - p.liquid_fraction) * burnt_dc + psu_loss)
+
+    # Die temperatures: exact exponential step of C dT/dt = P - (T - T_coolant)/R.
+    clock = theta_t * theta_c[..., None]
+    floor_extra = (burnt_dc - demand_dc) / jnp.maximum(p.gpus, 1.0)
+    gpu_w = p.gpu_idle_w[..., None] + p.gpu_span_w[..., None] * u[..., None] * clock
+    gpu_w = gpu_w + floor_extra[..., None]
+    rise = heat_liquid_rack / p.coolant_c_w_per_k
+    coolant = x.tcs_supply_c[:, None, None] + p.coolant_position * rise[..., None]
+    equilibrium = coolant + p.r_die * gpu_w
+    die = equilibrium + (s.die_c - equilibrium) * p.die_decay
+
+    weights = p.gpu_weight
+    n_gpu = jnp.sum(p.gpus)
+    throttled = jnp.sum(weights * (clock < 0.99) * (u[..., None] > 0.0))
+    pflops = jnp.sum(weights * p.peak_pflops[..., None] * u[..., None] * clock)
+    residual = jnp.sum(rack_ac) - jnp.sum(heat_liquid_rack) - heat_air - jnp.sum(storage - s.storage_j) / dt
+
+    job_clock = s.job_clock_s + dt
+    job_clock = jnp.where(job_clock >= p.job_period_s, job_clock - p.job_period_s, job_clock)
+    ckpt_clock = s.ckpt_clock_s + dt
+    ckpt_clock = jnp.where(ckpt_clock >= p.job_ckpt_every_s, ckpt_clock - p.job_ckpt_every_s, ckpt_clock)
+
+    state = ComputeState(
+        die_c=die, dc_out_w=dc_out, storage_j=storage, job_clock_s=job_clock, ckpt_clock_s=ckpt_clock
+    )
+    out = ComputeOutputs(
+        rack_ac_w=rack_ac,
+        heat_liquid_w=jnp.sum(heat_liquid_rack, axis=1),
+        heat_air_w=heat_air,
+        rack_outlet_c=(x.tcs_supply_c[:, None] + rise) * p.mask,
+        gpu_temp_max_c=jnp.max(jnp.where(weights > 0, die, -jnp.inf)),
+        gpu_temp_mean_c=jnp.sum(die * weights) / n_gpu,
+        throttled_gpus=throttled,
+        delivered_pflops=pflops,
+        gpu_power_w=jnp.sum(gpu_w * weights),
+        residual_w=residual,
+    )
+    return state, out

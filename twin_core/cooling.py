@@ -1,0 +1,223 @@
+"""Cooling: CDU technology loops, the facility water loop, dry coolers and trim chillers.
+
+Heat path: cold plates -> TCS loop of each CDU -> CDU plate heat exchanger (eps-NTU,
+counterflow) -> facility water -> dry coolers (eps-NTU, crossflow, fan PI control) ->
+trim chillers (DOE-2 EIR curves) when the dry coolers cannot reach the setpoint.
+The room's air heat reaches the facility water through air handlers.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from twin_core.constants import WATER_LATENT_J_PER_KG
+from twin_core.curves import (
+    biquadratic,
+    eps_counterflow,
+    eps_crossflow_unmixed,
+    quadratic,
+    wet_bulb_stull,
+)
+from twin_core.pytree import pytree
+
+
+@pytree
+class CoolingParams:
+    cdu_mask: jnp.ndarray  # (C,)
+    cdu_ua: jnp.ndarray  # (C,) W/K
+    tcs_c: jnp.ndarray  # (C,) TCS capacity rate, W/K
+    tcs_heat_capacity: jnp.ndarray  # (C,) loop fluid M*cp, J/K
+    tcs_pump_w: jnp.ndarray  # (C,) CDU pump electrical power
+    fws_c_per_pump: jnp.ndarray  # () facility water capacity rate per duty pump, W/K
+    fws_heat_capacity: jnp.ndarray  # () J/K
+    fws_pump_w: jnp.ndarray  # () electrical power per running pump
+    pumps: jnp.ndarray  # () installed facility pumps
+    duty_pumps: jnp.ndarray  # () pumps needed for design flow
+    supply_c: jnp.ndarray  # () facility water supply setpoint
+    dc_units: jnp.ndarray  # ()
+    dc_ua: jnp.ndarray  # () per unit at full fan speed
+    dc_air_c: jnp.ndarray  # () air capacity rate per unit at full speed, W/K
+    dc_fan_w: jnp.ndarray  # () per unit at full speed
+    dc_min_speed: jnp.ndarray  # ()
+    dc_ua_exponent: jnp.ndarray  # ()
+    adiabatic: jnp.ndarray  # () 1 when adiabatic pre-cooling is fitted
+    adiabatic_threshold_c: jnp.ndarray  # ()
+    pad_effectiveness: jnp.ndarray  # ()
+    ch_units: jnp.ndarray  # ()
+    ch_capacity_w: jnp.ndarray  # () reference capacity per unit
+    ch_cop: jnp.ndarray  # ()
+    capft: jnp.ndarray  # (6,)
+    eirft: jnp.ndarray  # (6,)
+    eirfplr: jnp.ndarray  # (3,)
+    ch_min_plr: jnp.ndarray  # ()
+    air_handling_w_per_w: jnp.ndarray  # ()
+    fan_kp: jnp.ndarray  # ()
+    fan_ki: jnp.ndarray  # ()
+
+
+@pytree
+class CoolingState:
+    tcs_supply_c: jnp.ndarray  # (C,)
+    fws_supply_c: jnp.ndarray  # ()
+    fan_integral: jnp.ndarray  # () PI integrator, in fan-speed units
+    dc_leaving_c: jnp.ndarray  # () measured water temperature after the dry coolers
+
+
+@pytree
+class CoolingInputs:
+    heat_liquid_w: jnp.ndarray  # (C,) from compute
+    heat_air_w: jnp.ndarray  # () from compute
+    ambient_c: jnp.ndarray  # () drivers
+    rh: jnp.ndarray  # () drivers, 0..1
+    chillers_up: jnp.ndarray  # () units not failed
+    pumps_up: jnp.ndarray  # ()
+    dry_coolers_up: jnp.ndarray  # ()
+    cdu_up: jnp.ndarray  # (C,) 1 for a working CDU heat exchanger
+
+
+@pytree
+class CoolingOutputs:
+    electrical_w: jnp.ndarray  # () all cooling loads
+    pumps_w: jnp.ndarray
+    fans_w: jnp.ndarray
+    chillers_w: jnp.ndarray
+    air_handling_w: jnp.ndarray
+    heat_rejected_w: jnp.ndarray  # () to the outdoor air
+    chillers_running: jnp.ndarray
+    chiller_load_w: jnp.ndarray
+    fan_speed: jnp.ndarray
+    fws_return_c: jnp.ndarray
+    fws_supply_c: jnp.ndarray
+    tcs_supply_mean_c: jnp.ndarray
+    tcs_supply_max_c: jnp.ndarray
+    water_m3_per_s: jnp.ndarray
+    residual_w: jnp.ndarray  # heat in + electrical - rejected - d(stored)/dt
+
+
+def chiller_power(p: CoolingParams, load_w, running, leaving_c, condenser_c):
+    """Electric power of ``running`` identical chillers sharing ``load_w`` (EnergyPlus
+    Chiller:Electric:EIR: P = Q_avail/COP_ref * EIRFT * EIRFPLR(PLR) * cycling ratio)."""
+    available = p.ch_capacity_w * biquadratic(p.capft, leaving_c, condenser_c)
+    plr = load_w / jnp.maximum(running * available, 1.0)
+    plr_eval = jnp.maximum(plr, p.ch_min_plr)
+    cycling = jnp.minimum(plr / jnp.maximum(p.ch_min_plr, 1e-9), 1.0)
+    eir = biquadratic(p.eirft, leaving_c, condenser_c) * quadratic(p.eirfplr, plr_eval)
+    return running * available / p.ch_cop * eir * cycling
+
+
+def _exp_relax(x0, rate, target, dt):
+    """Exact step of dx/dt = rate * (target - x); returns (x1, mean of x over the step)."""
+    kdt = rate * dt
+    small = kdt < 1e-4
+    decay = jnp.exp(-kdt)
+    # (1 - exp(-kdt)) / kdt, with its series where kdt is tiny (a failed exchanger).
+    frac = jnp.where(small, 1.0 - 0.5 * kdt, -jnp.expm1(-kdt) / jnp.where(small, 1.0, kdt))
+    x1 = target + (x0 - target) * decay
+    mean = target + (x0 - target) * frac
+    return x1, mean
+
+
+def init(p: CoolingParams, dtype) -> CoolingState:
+    c = p.cdu_mask.shape[0]
+    return CoolingState(
+        tcs_supply_c=jnp.full((c,), p.supply_c, dtype),
+        fws_supply_c=jnp.asarray(p.supply_c, dtype),
+        fan_integral=jnp.asarray(0.5, dtype),
+        dc_leaving_c=jnp.asarray(p.supply_c, dtype),
+    )
+
+
+def step(p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float):
+    running_pumps = jnp.minimum(x.pumps_up, p.duty_pumps)
+    fws_c = running_pumps * p.fws_c_per_pump
+    cdus = jnp.maximum(jnp.sum(p.cdu_mask), 1.0)
+    fws_c_cdu = fws_c / cdus
+
+    # --- CDU technology loops: M cp dT/dt = Q + P_pump - Q_hx, Q_hx linear in T.
+    q_in = x.heat_liquid_w + p.tcs_pump_w * p.cdu_mask
+    c_min = jnp.minimum(p.tcs_c, fws_c_cdu)
+    c_max = jnp.maximum(jnp.maximum(p.tcs_c, fws_c_cdu), 1e-9)
+    ntu = p.cdu_ua * x.cdu_up / jnp.maximum(c_min, 1e-9)
+    g = eps_counterflow(ntu, c_min / c_max, jnp) * c_min  # W/K, exchanger conductance
+    rise = x.heat_liquid_w / p.tcs_c
+    # dT/dt = (q_in - g (T + rise - T_fws)) / M  ->  rate g/M, target T_fws - rise + q_in/g
+    rate = g / p.tcs_heat_capacity
+    g_safe = jnp.maximum(g, 1e-6)
+    target = jnp.where(g > 1e-6, s.fws_supply_c - rise + q_in / g_safe, s.tcs_supply_c)
+    # With no exchange (failed CDU) the loop just heats up: integrate directly.
+    tcs1, tcs_mean = _exp_relax(s.tcs_supply_c, rate, target, dt)
+    heat_up = s.tcs_supply_c + q_in * dt / p.tcs_heat_capacity
+    tcs1 = jnp.where(g > 1e-6, tcs1, heat_up)
+    tcs_mean = jnp.where(g > 1e-6, tcs_mean, 0.5 * (s.tcs_supply_c + heat_up))
+    q_hx = jnp.where(g > 1e-6, g * (tcs_mean + rise - s.fws_supply_c), 0.0) * p.cdu_mask
+    tcs1 = jnp.where(p.cdu_mask > 0, tcs1, s.tcs_supply_c)
+
+    # --- Air handlers move the room heat into facility water.
+    ah_w = p.air_handling_w_per_w * x.heat_air_w
+    fws_pump_w = running_pumps * p.fws_pump_w
+    fws_in = jnp.sum(q_hx) + x.heat_air_w + ah_w + fws_pump_w
+    fws_c_safe = jnp.maximum(fws_c, 1e-6)
+    fws_return = s.fws_supply_c + fws_in / fws_c_safe
+
+    # --- Dry coolers: fan speed from a PI loop on the water leaving them (anti-windup by
+    # clamping the integrator to the output range).
+    error = s.dc_leaving_c - p.supply_c
+    integral = jnp.clip(s.fan_integral + p.fan_ki * error * dt, p.dc_min_speed, 1.0)
+    speed = jnp.clip(p.fan_kp * error + integral, p.dc_min_speed, 1.0)
+    units = x.dry_coolers_up
+    wet_bulb = wet_bulb_stull(x.ambient_c, x.rh, jnp)
+    assist = p.adiabatic * (x.ambient_c > p.adiabatic_threshold_c)
+    air_in = x.ambient_c - assist * p.pad_effectiveness * (x.ambient_c - wet_bulb)
+    air_c = units * speed * p.dc_air_c
+    ua = units * p.dc_ua * speed**p.dc_ua_exponent
+    c_min_dc = jnp.minimum(air_c, fws_c_safe)
+    c_max_dc = jnp.maximum(jnp.maximum(air_c, fws_c_safe), 1e-9)
+    eps_dc = eps_crossflow_unmixed(ua / jnp.maximum(c_min_dc, 1e-9), c_min_dc / c_max_dc, jnp)
+    # Bypassed (no heat pick-up) when the air is warmer than the water.
+    q_dc = jnp.maximum(eps_dc * c_min_dc * (fws_return - air_in), 0.0)
+    dc_leaving = fws_return - q_dc / fws_c_safe
+    fans_w = units * p.dc_fan_w * speed**3
+    water = assist * (air_c * (x.ambient_c - air_in)) / WATER_LATENT_J_PER_KG / 1000.0
+
+    # --- Trim chillers in series: staged on only once the dry-cooler fans are at full
+    # speed, then they bring the water down to the setpoint within their capacity.
+    capacity_unit = p.ch_capacity_w * biquadratic(p.capft, p.supply_c, x.ambient_c)
+    enabled = speed >= 0.999
+    needed = enabled * fws_c * jnp.maximum(dc_leaving - p.supply_c, 0.0)
+    q_ch = jnp.minimum(needed, x.chillers_up * capacity_unit)
+    running = jnp.minimum(jnp.ceil(q_ch / jnp.maximum(capacity_unit, 1.0) - 1e-6), x.chillers_up)
+    running = jnp.where(q_ch > 0.0, jnp.maximum(running, 1.0), 0.0)
+    ch_w = chiller_power(p, q_ch, running, p.supply_c, x.ambient_c)
+
+    # --- Facility loop node (explicit; the loop turnover is validated to be >> dt).
+    fws1 = s.fws_supply_c + (fws_in - q_dc - q_ch) * dt / p.fws_heat_capacity
+
+    pumps_w = jnp.sum(p.tcs_pump_w * p.cdu_mask) + fws_pump_w
+    electrical = pumps_w + fans_w + ch_w + ah_w
+    rejected = q_dc + q_ch + ch_w + fans_w
+    stored = (
+        jnp.sum((tcs1 - s.tcs_supply_c) * p.tcs_heat_capacity * p.cdu_mask)
+        + (fws1 - s.fws_supply_c) * p.fws_heat_capacity
+    ) / dt
+    heat_in = jnp.sum(x.heat_liquid_w) + x.heat_air_w
+    state = CoolingState(
+        tcs_supply_c=tcs1, fws_supply_c=fws1, fan_integral=integral, dc_leaving_c=dc_leaving
+    )
+    out = CoolingOutputs(
+        electrical_w=electrical,
+        pumps_w=pumps_w,
+        fans_w=fans_w,
+        chillers_w=ch_w,
+        air_handling_w=ah_w,
+        heat_rejected_w=rejected,
+        chillers_running=running,
+        chiller_load_w=q_ch,
+        fan_speed=speed,
+        fws_return_c=fws_return,
+        fws_supply_c=fws1,
+        tcs_supply_mean_c=jnp.sum(tcs1 * p.cdu_mask) / cdus,
+        tcs_supply_max_c=jnp.max(jnp.where(p.cdu_mask > 0, tcs1, -jnp.inf)),
+        water_m3_per_s=water,
+        residual_w=heat_in + electrical - rejected - stored,
+    )
+    return state, out

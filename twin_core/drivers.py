@@ -1,0 +1,206 @@
+"""Exogenous drivers: weather (EPW or synthetic from monthly normals), grid price, carbon
+intensity, carbon-free share, PPA output and inference load.
+
+Every driver is an hourly series for a whole year (hour 0 = 1 January 00:00 local
+standard time, as in EPW files), sliced from the run's start and interpolated inside the
+step, never expanded to per-step arrays.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from twin_core.site import Series, Site, SiteError, resolve_file
+
+HOURS_PER_YEAR = 8760
+# Column order of the hourly driver matrix; inference pools follow.
+COLUMNS = ("ambient_c", "rh", "price", "carbon", "grid_cfe", "ppa_w")
+
+
+def _ar1(n: int, rho: float, rng: np.random.Generator) -> np.ndarray:
+    """Unit-variance AR(1) noise: persistent weather/market deviations."""
+    out = np.empty(n)
+    out[0] = rng.standard_normal()
+    shocks = rng.standard_normal(n) * math.sqrt(1.0 - rho * rho)
+    for i in range(1, n):
+        out[i] = rho * out[i - 1] + shocks[i]
+    return out
+
+
+def _hour_of_day() -> np.ndarray:
+    return np.arange(HOURS_PER_YEAR) % 24
+
+
+def _day_of_year() -> np.ndarray:
+    return np.arange(HOURS_PER_YEAR) // 24 + 1
+
+
+def parse_epw(path: Path) -> dict[str, np.ndarray]:
+    """Dry bulb (C), relative humidity (0..1) and global horizontal irradiance (W/m2) of an
+    EnergyPlus weather file (8 header lines, then 8760 hourly records)."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()[8:]
+    except OSError as exc:
+        raise SiteError(f"weather.epw: cannot read {path} ({exc.strerror})") from None
+    rows = [line.split(",") for line in lines if line.strip()]
+    if len(rows) < HOURS_PER_YEAR or any(len(r) < 22 for r in rows[:HOURS_PER_YEAR]):
+        raise SiteError(f"weather.epw: {path} does not hold 8760 hourly EPW records")
+    rows = rows[:HOURS_PER_YEAR]
+    try:
+        return {
+            "ambient_c": np.array([float(r[6]) for r in rows]),
+            "rh": np.clip(np.array([float(r[8]) for r in rows]) / 100.0, 0.0, 1.0),
+            "ghi": np.maximum(np.array([float(r[13]) for r in rows]), 0.0),
+        }
+    except ValueError as exc:
+        raise SiteError(f"weather.epw: {path}: {exc}") from None
+
+
+def _monthly_to_hourly(values: list[float]) -> np.ndarray:
+    """Periodic linear interpolation of monthly normals (mid-month) to each hour."""
+    mid = (np.arange(12) + 0.5) * (365.0 / 12.0)
+    t = np.arange(HOURS_PER_YEAR) / 24.0
+    return np.interp(t, np.concatenate([mid - 365, mid, mid + 365]), np.tile(values, 3))
+
+
+def synthetic_weather(site: Site) -> dict[str, np.ndarray]:
+    w = site.weather.synthetic
+    assert w is not None
+    rng = np.random.default_rng(w.seed)
+    hod = _hour_of_day()
+    # Daily minimum near 05:00 and maximum near 15:00 (a cosine with its peak at 15:00).
+    diurnal = 0.5 * _monthly_to_hourly(w.monthly_diurnal_range_c)
+    mean = _monthly_to_hourly(w.monthly_mean_c)
+    swing = np.cos(2 * np.pi * (hod - 15) / 24)
+    temp = mean + diurnal * swing + w.noise_std_c * _ar1(HOURS_PER_YEAR, 0.97, rng)
+    rh = np.clip(_monthly_to_hourly(w.monthly_rh) - 0.15 * swing, 0.05, 1.0)
+    ghi = clear_sky_ghi(site) * np.clip(0.75 + 0.2 * _ar1(HOURS_PER_YEAR, 0.9, rng), 0.2, 1.0)
+    return {"ambient_c": temp, "rh": rh, "ghi": ghi}
+
+
+def clear_sky_ghi(site: Site) -> np.ndarray:
+    """Haurwitz (1945) clear-sky GHI from solar geometry (Cooper declination, local standard
+    time corrected to solar time by longitude)."""
+    lat = math.radians(site.location.latitude)
+    day = _day_of_year()
+    decl = np.radians(23.45) * np.sin(2 * np.pi * (284 + day) / 365)
+    solar_time = _hour_of_day() + 0.5 + (site.location.longitude - 15 * site.location.utc_offset_h) / 15
+    hour_angle = np.radians(15 * (solar_time - 12))
+    cos_z = np.sin(lat) * np.sin(decl) + np.cos(lat) * np.cos(decl) * np.cos(hour_angle)
+    safe = np.maximum(cos_z, 1e-3)
+    return np.where(cos_z > 0, 1098 * cos_z * np.exp(-0.057 / safe), 0.0)
+
+
+def weather(site: Site) -> dict[str, np.ndarray]:
+    if site.weather.epw:
+        data = parse_epw(resolve_file(site, site.weather.epw))
+    else:
+        data = synthetic_weather(site)
+    data["ambient_c"] = data["ambient_c"] + site.weather.offset_c
+    return data
+
+
+def series(spec: Series, field: str, site: Site) -> np.ndarray:
+    """An hourly year of ``spec``: a CSV column repeated to a year, or the synthetic shape."""
+    if spec.file:
+        return _series_file(spec, field, site)
+    hod, day = _hour_of_day(), _day_of_year()
+    rng = np.random.default_rng(spec.seed)
+    values = (
+        spec.mean
+        + spec.daily_amplitude * np.cos(2 * np.pi * (hod - spec.peak_hour) / 24)
+        + spec.seasonal_amplitude * np.cos(2 * np.pi * (day - spec.peak_day) / 365)
+    )
+    if spec.noise_std:
+        values = values + spec.noise_std * _ar1(HOURS_PER_YEAR, 0.9, rng)
+    return values
+
+
+def _series_file(spec: Series, field: str, site: Site) -> np.ndarray:
+    path = resolve_file(site, spec.file or "")
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise SiteError(f"{field}.file: cannot read {path} ({exc.strerror})") from None
+    column = spec.column or "value"
+    if not rows or column not in rows[0]:
+        raise SiteError(f"{field}.column: {path} has no column {column!r}")
+    try:
+        values = np.array([float(r[column]) for r in rows])
+    except ValueError as exc:
+        raise SiteError(f"{field}.file: {path}: {exc}") from None
+    return np.resize(values, HOURS_PER_YEAR)
+
+
+def ppa_output_w(site: Site, ghi: np.ndarray) -> np.ndarray:
+    """Hourly PPA output (W) for all PPAs, each scaled to its annual capacity factor."""
+    total = np.zeros(HOURS_PER_YEAR)
+    for ppa in site.energy.ppas:
+        rng = np.random.default_rng(ppa.seed)
+        if ppa.kind == "solar":
+            shape = ghi / 1000.0
+        elif ppa.kind == "wind":
+            speed = np.clip(8.0 + 3.5 * _ar1(HOURS_PER_YEAR, 0.95, rng), 0.0, None)
+            # Generic turbine: cut-in 3 m/s, rated 12 m/s (cubic between), cut-out 25 m/s.
+            shape = np.clip((speed**3 - 27.0) / (12.0**3 - 27.0), 0.0, 1.0) * (speed < 25.0)
+        else:
+            shape = np.ones(HOURS_PER_YEAR)
+        mean = shape.mean()
+        scaled = np.clip(shape * (ppa.capacity_factor / mean if mean > 0 else 0.0), 0.0, 1.0)
+        total += scaled * ppa.capacity_mw * 1e6
+    return total
+
+
+def inference_utilization(site: Site) -> list[np.ndarray]:
+    hod = _hour_of_day()
+    pools = []
+    for pool in site.workload.inference:
+        rng = np.random.default_rng(pool.seed)
+        util = pool.mean_util + pool.daily_amplitude * np.cos(2 * np.pi * (hod - pool.peak_hour) / 24)
+        if pool.noise_std:
+            util = util + pool.noise_std * _ar1(HOURS_PER_YEAR, 0.8, rng)
+        pools.append(np.clip(util, 0.0, 1.0))
+    return pools
+
+
+def heat_wave_offsets(site: Site, hours: int) -> np.ndarray:
+    """Extra ambient temperature for each hour after the start (heat waves)."""
+    extra = np.zeros(hours)
+    for wave in site.weather.heat_waves:
+        start = int(wave.start_h)
+        stop = int(math.ceil(wave.start_h + wave.duration_h))
+        extra[start:stop] += wave.delta_c
+    return extra
+
+
+def hourly_matrix(site: Site, hours: int) -> np.ndarray:
+    """(hours + 1, len(COLUMNS) + pools) drivers from the run's start, wrapping the year."""
+    w = weather(site)
+    grid = site.energy.grid
+    columns = [
+        w["ambient_c"],
+        w["rh"],
+        series(grid.price_usd_per_mwh, "energy.grid.price_usd_per_mwh", site),
+        np.maximum(series(grid.carbon_g_per_kwh, "energy.grid.carbon_g_per_kwh", site), 0.0),
+        np.clip(series(grid.cfe_fraction, "energy.grid.cfe_fraction", site), 0.0, 1.0),
+        ppa_output_w(site, w["ghi"]),
+        *inference_utilization(site),
+    ]
+    start = (site.start.day_of_year - 1) * 24 + site.start.hour
+    index = (start + np.arange(hours + 1)) % HOURS_PER_YEAR
+    matrix = np.stack([c[index] for c in columns], axis=1)
+    matrix[:, 0] += heat_wave_offsets(site, hours + 1)
+    return matrix
+
+
+def interpolate(matrix, hour, frac):
+    """Linear interpolation of every driver between ``hour`` and ``hour + 1`` (JAX)."""
+    import jax
+
+    rows = jax.lax.dynamic_slice_in_dim(matrix, hour, 2, axis=0)
+    return rows[0] * (1.0 - frac) + rows[1] * frac

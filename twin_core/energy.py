@@ -1,0 +1,151 @@
+"""Energy: grid, PPAs, battery and on-site generation behind the meter.
+
+Battery power is positive when discharging. Emissions are location-based (grid import x
+grid intensity + generation) and market-based (import net of PPA energy). The hourly
+24/7 carbon-free-energy score follows the Google/UN 24/7 CFE method: for each hour,
+CFE = min(consumption, PPA + carbon-free share of grid import); score = sum CFE / sum
+consumption.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from twin_core.pytree import pytree
+
+OFF, PEAK_SHAVE, SWING_FIRMING, ARBITRAGE = 0, 1, 2, 3
+
+
+@pytree
+class EnergyParams:
+    battery_capacity_mwh: jnp.ndarray
+    battery_power_mw: jnp.ndarray
+    battery_efficiency: jnp.ndarray  # one-way, sqrt(round trip)
+    battery_mode: jnp.ndarray  # int code
+    peak_threshold_w: jnp.ndarray
+    grid_ramp_w_per_s: jnp.ndarray  # swing firming: grid import ramp limit
+    charge_below: jnp.ndarray  # $/MWh
+    discharge_above: jnp.ndarray
+    import_limit_w: jnp.ndarray  # inf when none
+    gen_capacity_w: jnp.ndarray
+    gen_dispatchable: jnp.ndarray  # 1 when it runs to cover a shortfall
+    gen_t_per_mwh: jnp.ndarray
+    gen_usd_per_mwh: jnp.ndarray
+
+
+@pytree
+class EnergyState:
+    battery_j: jnp.ndarray
+    grid_w: jnp.ndarray  # last grid import (swing-firming ramp reference)
+    hour_demand_j: jnp.ndarray  # this hour's accumulators for the CFE score
+    hour_clean_j: jnp.ndarray
+    cfe_j: jnp.ndarray  # closed hours: sum of min(demand, clean)
+    steps_in_hour: jnp.ndarray  # int
+
+
+@pytree
+class EnergyInputs:
+    demand_w: jnp.ndarray  # meter, from power
+    price: jnp.ndarray  # $/MWh
+    carbon: jnp.ndarray  # g/kWh
+    grid_cfe: jnp.ndarray  # 0..1
+    ppa_w: jnp.ndarray
+
+
+@pytree
+class EnergyOutputs:
+    grid_w: jnp.ndarray
+    battery_w: jnp.ndarray
+    generation_w: jnp.ndarray
+    soc: jnp.ndarray
+    supply_limit_w: jnp.ndarray
+    cost_usd_per_s: jnp.ndarray
+    emissions_t_per_s: jnp.ndarray
+    market_emissions_t_per_s: jnp.ndarray
+    residual_w: jnp.ndarray
+
+
+def capacity_j(p: EnergyParams):
+    return p.battery_capacity_mwh * 3.6e9
+
+
+def init(p: EnergyParams, soc0, meter_w, dtype) -> EnergyState:
+    zero = jnp.asarray(0.0, dtype)
+    return EnergyState(
+        battery_j=jnp.asarray(soc0 * capacity_j(p), dtype),
+        grid_w=jnp.asarray(meter_w, dtype),
+        hour_demand_j=zero,
+        hour_clean_j=zero,
+        cfe_j=zero,
+        steps_in_hour=jnp.asarray(0, jnp.int32),
+    )
+
+
+def _battery_request(p: EnergyParams, s: EnergyState, x: EnergyInputs, dt: float):
+    """Requested battery power (+ discharge) by dispatch mode, before limits."""
+    max_w = p.battery_power_mw * 1e6
+    peak = x.demand_w - p.peak_threshold_w
+    target_grid = jnp.clip(
+        x.demand_w, s.grid_w - p.grid_ramp_w_per_s * dt, s.grid_w + p.grid_ramp_w_per_s * dt
+    )
+    soc = s.battery_j / jnp.maximum(capacity_j(p), 1.0)
+    # Swing firming recentres the state of charge slowly so it can absorb either direction.
+    firming = x.demand_w - target_grid + 0.01 * max_w * (soc - 0.5)
+    arbitrage = jnp.where(
+        x.price >= p.discharge_above, max_w, jnp.where(x.price <= p.charge_below, -max_w, 0.0)
+    )
+    modes = jnp.stack([jnp.zeros_like(peak), peak, firming, arbitrage])
+    return modes[p.battery_mode]
+
+
+def step(p: EnergyParams, s: EnergyState, x: EnergyInputs, dt: float, steps_per_hour: int):
+    eff = p.battery_efficiency
+    max_w = p.battery_power_mw * 1e6
+    cap_j = capacity_j(p)
+    request = jnp.clip(_battery_request(p, s, x, dt), -max_w, max_w)
+    can_discharge = s.battery_j * eff / dt
+    can_charge = (cap_j - s.battery_j) / (eff * dt)
+    battery = jnp.clip(request, -can_charge, can_discharge)
+    battery = jnp.minimum(battery, x.demand_w)  # never export
+    shortfall = x.demand_w - battery - p.import_limit_w
+    gen = jnp.clip(shortfall, 0.0, p.gen_capacity_w) * p.gen_dispatchable
+    grid = x.demand_w - battery - gen
+    drawn = jnp.where(battery > 0, battery / eff, battery * eff)  # energy leaving the cells
+    battery_j = s.battery_j - drawn * dt
+
+    headroom = jnp.minimum(can_discharge, max_w)
+    supply_limit = p.import_limit_w + headroom + p.gen_capacity_w * p.gen_dispatchable
+
+    # Hourly CFE matching: close the hour after its last step.
+    clean = x.ppa_w + x.grid_cfe * grid
+    hour_demand = s.hour_demand_j + x.demand_w * dt
+    hour_clean = s.hour_clean_j + clean * dt
+    steps = s.steps_in_hour + 1
+    closing = steps >= steps_per_hour
+    cfe = s.cfe_j + jnp.where(closing, jnp.minimum(hour_demand, hour_clean), 0.0)
+
+    price_per_j = x.price / 3.6e9
+    tonnes_per_j = x.carbon / 3.6e12  # g/kWh -> t/J
+    state = EnergyState(
+        battery_j=battery_j,
+        grid_w=grid,
+        hour_demand_j=jnp.where(closing, 0.0, hour_demand),
+        hour_clean_j=jnp.where(closing, 0.0, hour_clean),
+        cfe_j=cfe,
+        steps_in_hour=jnp.where(closing, 0, steps),
+    )
+    out = EnergyOutputs(
+        grid_w=grid,
+        battery_w=battery,
+        generation_w=gen,
+        soc=battery_j / jnp.maximum(cap_j, 1.0),
+        supply_limit_w=supply_limit,
+        cost_usd_per_s=grid * price_per_j + gen * p.gen_usd_per_mwh / 3.6e9,
+        emissions_t_per_s=grid * tonnes_per_j + gen * p.gen_t_per_mwh / 3.6e9,
+        market_emissions_t_per_s=jnp.maximum(grid - x.ppa_w, 0.0) * tonnes_per_j
+        + gen * p.gen_t_per_mwh / 3.6e9,
+        # supply + energy released by the cells = demand + conversion loss
+        residual_w=grid + gen - (battery_j - s.battery_j) / dt - x.demand_w
+        - jnp.abs(battery - drawn),
+    )
+    return state, out

@@ -1,0 +1,115 @@
+"""Power: the electrical chain from the grid meter to the rack inputs, and power capping.
+
+Meter = IT + distribution (busway/PDU, I^2R) + UPS loss (three-term curve) + cooling +
+miscellaneous + transformer loss (no-load + load^2). When the meter would exceed the
+interconnect limit (less failed feeders), the supply limit from energy, or an operator IT
+cap, an integral controller lowers a site-wide cap fraction that compute applies to every
+rack's maximum AC input.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from twin_core.curves import loss
+from twin_core.pytree import pytree
+
+
+@pytree
+class PowerParams:
+    rack_max_ac_w: jnp.ndarray  # (C, R)
+    it_design_w: jnp.ndarray  # () sum of rack_max_ac_w
+    dist_loss_coeff: jnp.ndarray  # () per W^2: loss = coeff * P^2
+    ups_loss: jnp.ndarray  # (3,)
+    xfmr_rating_va: jnp.ndarray
+    xfmr_no_load_w: jnp.ndarray
+    xfmr_load_loss_w: jnp.ndarray  # at rated load
+    power_factor: jnp.ndarray
+    misc_fixed_w: jnp.ndarray
+    misc_fraction: jnp.ndarray
+    interconnect_w: jnp.ndarray
+    feeders: jnp.ndarray
+    it_cap_w: jnp.ndarray  # operator IT cap (inf when none)
+    cap_gain: jnp.ndarray
+    cap_min: jnp.ndarray
+    hp_alpha: jnp.ndarray  # high-pass (0.1 Hz) coefficient for the meter band filter
+    lp_alpha: jnp.ndarray  # low-pass (2 Hz) coefficient
+
+
+@pytree
+class PowerState:
+    cap_fraction: jnp.ndarray  # ()
+    meter_w: jnp.ndarray  # () last meter reading, for the ramp rate
+    hp_in: jnp.ndarray  # band filter states
+    hp_out: jnp.ndarray
+    lp_out: jnp.ndarray
+
+
+@pytree
+class PowerInputs:
+    rack_ac_w: jnp.ndarray  # (C, R) from compute
+    cooling_w: jnp.ndarray  # () from cooling
+    supply_limit_w: jnp.ndarray  # () from energy
+    feeders_up: jnp.ndarray  # () failures
+
+
+@pytree
+class PowerOutputs:
+    meter_w: jnp.ndarray
+    it_w: jnp.ndarray
+    losses_w: jnp.ndarray  # distribution + UPS + transformers
+    misc_w: jnp.ndarray
+    rack_cap_w: jnp.ndarray  # (C, R)
+    limit_w: jnp.ndarray
+    ramp_w_per_s: jnp.ndarray  # |d meter / dt|
+    band_w: jnp.ndarray  # meter power in the 0.1-2 Hz band (resolvable part)
+    residual_w: jnp.ndarray
+
+
+def meter_power(p: PowerParams, it_w, cooling_w):
+    """Meter demand and its parts for an IT load and a cooling load (W)."""
+    dist = p.dist_loss_coeff * it_w**2
+    ups_out = it_w + dist
+    ups = loss(p.ups_loss, ups_out)
+    misc = p.misc_fixed_w + p.misc_fraction * it_w
+    through = ups_out + ups + cooling_w + misc
+    load = through / p.power_factor / p.xfmr_rating_va
+    xfmr = p.xfmr_no_load_w + p.xfmr_load_loss_w * load**2
+    return through + xfmr, dist + ups + xfmr, misc
+
+
+def init(p: PowerParams, meter_w, dtype) -> PowerState:
+    zero = jnp.asarray(0.0, dtype)
+    return PowerState(
+        cap_fraction=jnp.asarray(1.0, dtype),
+        meter_w=jnp.asarray(meter_w, dtype),
+        hp_in=jnp.asarray(meter_w, dtype),
+        hp_out=zero,
+        lp_out=zero,
+    )
+
+
+def step(p: PowerParams, s: PowerState, x: PowerInputs, dt: float):
+    it_w = jnp.sum(x.rack_ac_w)
+    meter, losses, misc = meter_power(p, it_w, x.cooling_w)
+    grid_limit = p.interconnect_w * x.feeders_up / p.feeders
+    limit = jnp.minimum(grid_limit, x.supply_limit_w)
+    # Integral cap control, normalised by the design IT load; clipping is the anti-windup.
+    error = jnp.minimum((limit - meter) / p.it_design_w, (p.it_cap_w - it_w) / p.it_design_w)
+    cap = jnp.clip(s.cap_fraction + p.cap_gain * error, p.cap_min, 1.0)
+    ramp = jnp.abs(meter - s.meter_w) / dt
+    hp = p.hp_alpha * (s.hp_out + meter - s.hp_in)
+    lp = s.lp_out + p.lp_alpha * (hp - s.lp_out)
+    state = PowerState(cap_fraction=cap, meter_w=meter, hp_in=meter, hp_out=hp, lp_out=lp)
+    out = PowerOutputs(
+        meter_w=meter,
+        it_w=it_w,
+        losses_w=losses,
+        misc_w=misc,
+        rack_cap_w=cap * p.rack_max_ac_w,
+        limit_w=limit,
+        ramp_w_per_s=ramp,
+        band_w=lp,
+        residual_w=meter - (it_w + x.cooling_w + misc + losses),
+    )
+    return state, out

@@ -1,0 +1,345 @@
+"""Rollouts: ``simulate`` (lax.scan with interval aggregates), ``simulate_batch`` (vmap over
+parameter overrides) and gradients of KPIs (jax.grad).
+
+A rollout records site-level series at the recording interval as the mean and the max
+of each quantity over the interval, so a year at 1 s never holds per-second arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from twin_core import kpis as kpi_mod
+from twin_core.coupling import StepOutputs, TwinState, coupled_step, init_state
+from twin_core.params import Granularity, Layout, Params, build_params, layout_of
+from twin_core.site import Site, with_overrides
+
+# Site-level quantities recorded each step (units in the name).
+SERIES: tuple[str, ...] = (
+    "it_power_mw",
+    "facility_power_mw",
+    "cooling_power_mw",
+    "pumps_mw",
+    "dry_cooler_fans_mw",
+    "chillers_mw",
+    "air_handling_mw",
+    "electrical_losses_mw",
+    "misc_mw",
+    "gpu_power_mw",
+    "heat_liquid_mw",
+    "heat_air_mw",
+    "heat_rejected_mw",
+    "tcs_supply_c",
+    "tcs_supply_max_c",
+    "facility_supply_c",
+    "facility_return_c",
+    "rack_outlet_c",
+    "gpu_temp_max_c",
+    "gpu_temp_mean_c",
+    "throttled_gpus",
+    "cap_fraction",
+    "chillers_running",
+    "chiller_load_mw",
+    "fan_speed",
+    "ambient_c",
+    "delivered_pflops",
+    "grid_mw",
+    "battery_mw",
+    "battery_soc",
+    "generation_mw",
+    "ppa_mw",
+    "price_usd_per_mwh",
+    "carbon_g_per_kwh",
+    "cost_usd_per_h",
+    "emissions_t_per_h",
+    "market_emissions_t_per_h",
+    "water_m3_per_h",
+    "ramp_mw_per_s",
+    "meter_band_mw",
+    "supply_limit_mw",
+    "residual_compute_w",
+    "residual_cooling_w",
+    "residual_power_w",
+    "residual_energy_w",
+)
+
+
+def site_series(p: Params, o: StepOutputs) -> jnp.ndarray:
+    """The SERIES vector of one step."""
+    mw = 1e-6
+    cm, cl, pw, en, d = o.compute, o.cooling, o.power, o.energy, o.drivers
+    racks = p.compute.mask
+    values = {
+        "it_power_mw": pw.it_w * mw,
+        "facility_power_mw": pw.meter_w * mw,
+        "cooling_power_mw": cl.electrical_w * mw,
+        "pumps_mw": cl.pumps_w * mw,
+        "dry_cooler_fans_mw": cl.fans_w * mw,
+        "chillers_mw": cl.chillers_w * mw,
+        "air_handling_mw": cl.air_handling_w * mw,
+        "electrical_losses_mw": pw.losses_w * mw,
+        "misc_mw": pw.misc_w * mw,
+        "gpu_power_mw": cm.gpu_power_w * mw,
+        "heat_liquid_mw": jnp.sum(cm.heat_liquid_w) * mw,
+        "heat_air_mw": cm.heat_air_w * mw,
+        "heat_rejected_mw": cl.heat_rejected_w * mw,
+        "tcs_supply_c": cl.tcs_supply_mean_c,
+        "tcs_supply_max_c": cl.tcs_supply_max_c,
+        "facility_supply_c": cl.fws_supply_c,
+        "facility_return_c": cl.fws_return_c,
+        "rack_outlet_c": jnp.sum(cm.rack_outlet_c) / jnp.sum(racks),
+        "gpu_temp_max_c": cm.gpu_temp_max_c,
+        "gpu_temp_mean_c": cm.gpu_temp_mean_c,
+        "throttled_gpus": cm.throttled_gpus,
+        "cap_fraction": jnp.max(pw.rack_cap_w) / jnp.max(p.power.rack_max_ac_w),
+        "chillers_running": cl.chillers_running,
+        "chiller_load_mw": cl.chiller_load_w * mw,
+        "fan_speed": cl.fan_speed,
+        "ambient_c": d.ambient_c,
+        "delivered_pflops": cm.delivered_pflops,
+        "grid_mw": en.grid_w * mw,
+        "battery_mw": en.battery_w * mw,
+        "battery_soc": en.soc,
+        "generation_mw": en.generation_w * mw,
+        "ppa_mw": d.ppa_w * mw,
+        "price_usd_per_mwh": d.price,
+        "carbon_g_per_kwh": d.carbon,
+        "cost_usd_per_h": en.cost_usd_per_s * 3600.0,
+        "emissions_t_per_h": en.emissions_t_per_s * 3600.0,
+        "market_emissions_t_per_h": en.market_emissions_t_per_s * 3600.0,
+        "water_m3_per_h": cl.water_m3_per_s * 3600.0,
+        "ramp_mw_per_s": pw.ramp_w_per_s * mw,
+        "meter_band_mw": jnp.abs(pw.band_w) * mw,
+        "supply_limit_mw": jnp.minimum(pw.limit_w, 1e12) * mw,
+        "residual_compute_w": jnp.abs(cm.residual_w),
+        "residual_cooling_w": jnp.abs(cl.residual_w),
+        "residual_power_w": jnp.abs(pw.residual_w),
+        "residual_energy_w": jnp.abs(en.residual_w),
+    }
+    dtype = p.hourly.dtype
+    return jnp.stack([jnp.asarray(values[name], dtype) for name in SERIES])
+
+
+def _run(p: Params, s0: TwinState, n_records: int, every: int):
+    """Advance ``n_records * every`` steps; per record, the mean and max of SERIES."""
+    k = len(SERIES)
+    dtype = p.hourly.dtype
+
+    def one_step(carry, _):
+        s, total, peak = carry
+        s, out = coupled_step(p, s)
+        v = site_series(p, out)
+        return (s, total + v, jnp.maximum(peak, v)), None
+
+    def one_record(s, _):
+        start = (s, jnp.zeros(k, dtype), jnp.full(k, -jnp.inf, dtype))
+        (s, total, peak), _ = jax.lax.scan(one_step, start, None, length=every, unroll=min(every, 4))
+        return s, (total / every, peak)
+
+    return jax.lax.scan(one_record, s0, None, length=n_records)
+
+
+run_jit = jax.jit(_run, static_argnames=("n_records", "every"))
+run_batch_jit = jax.jit(
+    jax.vmap(_run, in_axes=(0, 0, None, None)), static_argnames=("n_records", "every")
+)
+
+
+@dataclass
+class Result:
+    """A rollout: recorded series (mean and max per interval), final state and KPIs."""
+
+    record_s: float
+    dt: float
+    means: dict[str, np.ndarray]
+    maxes: dict[str, np.ndarray]
+    final: TwinState
+    kpis: dict[str, float]
+
+    @property
+    def time_h(self) -> np.ndarray:
+        n = len(next(iter(self.means.values())))
+        return np.arange(n) * self.record_s / 3600.0
+
+
+def plan(horizon_s: float, dt: float, record_s: float | None) -> tuple[int, int]:
+    """(records, steps per record) for a horizon; raises ValueError naming the argument."""
+    steps = horizon_s / dt
+    if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
+        raise ValueError(f"duration: {horizon_s:g} s is not a whole number of dt = {dt:g} s steps")
+    if record_s is None:
+        record_s = min(60.0, horizon_s) if dt <= 60 else dt
+    every = record_s / dt
+    if abs(every - round(every)) > 1e-6 or round(every) < 1:
+        raise ValueError(f"record_every: {record_s:g} s is not a whole number of dt = {dt:g} s")
+    if round(steps) % round(every):
+        raise ValueError(
+            f"record_every: {record_s:g} s does not divide the duration {horizon_s:g} s"
+        )
+    return round(steps) // round(every), round(every)
+
+
+def _unpack(means: np.ndarray, maxes: np.ndarray) -> tuple[dict, dict]:
+    return (
+        {name: means[..., i] for i, name in enumerate(SERIES)},
+        {name: maxes[..., i] for i, name in enumerate(SERIES)},
+    )
+
+
+def run_records(
+    p: Params,
+    s0: TwinState,
+    n_records: int,
+    every: int,
+    progress: Callable[[int], None] | None = None,
+    chunks: int = 1,
+) -> tuple[TwinState, np.ndarray, np.ndarray]:
+    """``run_jit`` in ``chunks`` pieces (same compiled size) so a caller can show progress."""
+    chunks = max(1, min(chunks, n_records))
+    size = math.ceil(n_records / chunks)
+    means, maxes, s, done = [], [], s0, 0
+    while done < n_records:
+        n = min(size, n_records - done)
+        s, (mean, peak) = run_jit(p, s, n, every)
+        means.append(np.asarray(mean))
+        maxes.append(np.asarray(peak))
+        done += n
+        if progress:
+            progress(n)
+    return s, np.concatenate(means), np.concatenate(maxes)
+
+
+def simulate(
+    site: Site,
+    horizon_s: float,
+    dt: float = 1.0,
+    record_s: float | None = None,
+    granularity: Granularity = "rack",
+    dtype=jnp.float32,
+    progress: Callable[[int], None] | None = None,
+    chunks: int = 1,
+) -> Result:
+    """Run ``site`` for ``horizon_s`` seconds at coupling interval ``dt``."""
+    n_records, every = plan(horizon_s, dt, record_s)
+    p = build_params(site, horizon_s, dt, granularity, dtype)
+    s0 = init_state(p)
+    final, means, maxes = run_records(p, s0, n_records, every, progress, chunks)
+    m, x = _unpack(means, maxes)
+    return Result(every * dt, dt, m, x, final, kpi_mod.summarize(m, x, final, every * dt))
+
+
+def stack_params(params: Sequence[Params]) -> Params:
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
+
+
+def batch_params(
+    site: Site,
+    variants: Sequence[dict[str, Any]],
+    horizon_s: float,
+    dt: float,
+    granularity: Granularity = "rack",
+    dtype=jnp.float32,
+) -> Params:
+    """Stacked params of every variant (dotted-path overrides), padded to one layout."""
+    sites = [with_overrides(site, v) for v in variants]
+    lay: Layout = layout_of(sites[0], granularity)
+    for s in sites[1:]:
+        lay = lay.union(layout_of(s, granularity))
+    return stack_params([build_params(s, horizon_s, dt, granularity, dtype, lay) for s in sites])
+
+
+def simulate_batch(
+    site: Site,
+    variants: Sequence[dict[str, Any]],
+    horizon_s: float,
+    dt: float = 1.0,
+    record_s: float | None = None,
+    granularity: Granularity = "rack",
+    dtype=jnp.float32,
+) -> list[Result]:
+    """All ``variants`` (each a dict of dotted-path overrides) in one vmapped rollout."""
+    n_records, every = plan(horizon_s, dt, record_s)
+    p = batch_params(site, variants, horizon_s, dt, granularity, dtype)
+    s0 = jax.vmap(init_state)(p)
+    final, (means, maxes) = run_batch_jit(p, s0, n_records, every)
+    means, maxes = np.asarray(means), np.asarray(maxes)
+    results = []
+    for i in range(len(variants)):
+        fin = jax.tree.map(lambda leaf, i=i: leaf[i], final)
+        m, x = _unpack(means[i], maxes[i])
+        results.append(Result(every * dt, dt, m, x, fin, kpi_mod.summarize(m, x, fin, every * dt)))
+    return results
+
+
+# Continuous site fields that gradients can be taken with respect to:
+# site path -> (params path, factor from site units to params units).
+TUNABLE: dict[str, tuple[str, float]] = {
+    "cooling.supply_c": ("cooling.supply_c", 1.0),
+    "cooling.air_handling_w_per_w": ("cooling.air_handling_w_per_w", 1.0),
+    "controls.fan_kp": ("cooling.fan_kp", 1.0),
+    "controls.fan_ki": ("cooling.fan_ki", 1.0),
+    "energy.battery.capacity_mwh": ("energy.battery_capacity_mwh", 1.0),
+    "energy.battery.power_mw": ("energy.battery_power_mw", 1.0),
+    "energy.battery.peak_threshold_mw": ("energy.peak_threshold_w", 1e6),
+    "power.interconnect_limit_mw": ("power.interconnect_w", 1e6),
+    "power.misc_fixed_mw": ("power.misc_fixed_w", 1e6),
+}
+
+
+def set_param(p: Params, path: str, value) -> Params:
+    """A copy of ``p`` with the leaf at dotted ``path`` replaced (works under tracing)."""
+    from twin_core.pytree import replace
+
+    head, _, rest = path.partition(".")
+    child = getattr(p, head)
+    if not rest:
+        return replace(p, **{head: jnp.asarray(value, jnp.asarray(child).dtype)})
+    return replace(p, **{head: set_param(child, rest, value)})
+
+
+def get_param(p: Params, path: str):
+    node: Any = p
+    for key in path.split("."):
+        node = getattr(node, key)
+    return node
+
+
+def kpi_value_and_grad(
+    site: Site,
+    kpi: str,
+    wrt: Sequence[str],
+    horizon_s: float,
+    dt: float = 1.0,
+    record_s: float | None = None,
+    granularity: Granularity = "rack",
+    dtype=jnp.float32,
+) -> tuple[float, dict[str, float]]:
+    """A KPI and its gradient with respect to continuous site fields (``TUNABLE``), per
+    site unit, by reverse-mode differentiation through the whole rollout."""
+    unknown = [w for w in wrt if w not in TUNABLE]
+    if unknown:
+        raise ValueError(f"wrt: {unknown[0]!r} is not differentiable (choose from {sorted(TUNABLE)})")
+    n_records, every = plan(horizon_s, dt, record_s)
+    p = build_params(site, horizon_s, dt, granularity, dtype)
+    x0 = {w: get_param(p, TUNABLE[w][0]) / TUNABLE[w][1] for w in wrt}
+
+    def objective(x):
+        q = p
+        for w, v in x.items():
+            q = set_param(q, TUNABLE[w][0], v * TUNABLE[w][1])
+        s0 = init_state(q)
+        final, (means, maxes) = _run(q, s0, n_records, every)
+        m, mx = _unpack(means, maxes)
+        return kpi_mod.kpi_jax(kpi, m, mx, final, every * dt)
+
+    value, grads = jax.jit(jax.value_and_grad(objective))(x0)
+    return float(value), {w: float(g) for w, g in grads.items()}
+
+

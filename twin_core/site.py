@@ -1,0 +1,542 @@
+"""The site file schema: site -> halls -> CDUs -> racks, cooling plant, electrical chain,
+energy sources, workload, weather, controls and failures.
+
+Every model forbids unknown keys and bounds its numbers, so a typo or an impossible
+value fails at load time with the dotted path of the field (``SiteError``).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from twin_core.durations import parse_duration
+
+CATALOG_DIR = Path(__file__).parent / "catalog"
+
+Pos = Annotated[float, Field(gt=0)]
+NonNeg = Annotated[float, Field(ge=0)]
+Frac = Annotated[float, Field(ge=0, le=1)]
+PosFrac = Annotated[float, Field(gt=0, le=1)]
+Celsius = Annotated[float, Field(ge=-60, le=120)]
+Count = Annotated[int, Field(ge=0)]
+PosCount = Annotated[int, Field(ge=1)]
+
+
+class SiteError(ValueError):
+    """A site file or override that does not validate; ``str()`` is one readable line."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------------- hardware
+
+
+class EfficiencyCurve(Strict):
+    """Conversion efficiency at 20/50/100 % of rated load (80 PLUS and UPS datasheet style).
+
+    The model fits the standard three-term loss model loss = l0 + l1*P + l2*P^2
+    exactly through these three points.
+    """
+
+    at_20: PosFrac
+    at_50: PosFrac
+    at_100: PosFrac
+
+
+class GpuThermal(Strict):
+    r_die_c_per_w: Pos = Field(description="die-to-coolant thermal resistance of one GPU, K/W")
+    c_die_j_per_c: Pos = Field(description="die + cold plate heat capacity of one GPU, J/K")
+    throttle_start_c: Celsius
+    throttle_max_c: Celsius
+    min_clock_fraction: PosFrac
+    spread_fraction: Frac = Field(
+        0.0, description="GPU-to-GPU spread (1 sigma) of thermal resistance, per-GPU runs"
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> GpuThermal:
+        if self.throttle_max_c <= self.throttle_start_c:
+            raise ValueError("throttle_max_c must be above throttle_start_c")
+        return self
+
+
+class PowerSmoothing(Strict):
+    """GB300-style rack power smoothing: power floor, ramp limit and energy storage."""
+
+    supported: bool = False
+    power_floor_fraction: Frac = 0.0
+    ramp_w_per_s: Pos = 1e12
+    storage_j: NonNeg = 0.0
+
+
+class RackType(Strict):
+    gpus: PosCount
+    gpu_idle_w: NonNeg
+    gpu_tdp_w: Pos
+    cpus: Count
+    cpu_idle_w: NonNeg
+    cpu_max_w: NonNeg
+    switch_trays: Count
+    switch_w: NonNeg
+    other_w: NonNeg = Field(description="fans, NICs, DPUs, management: constant draw")
+    liquid_fraction: Frac = Field(description="share of component heat taken by cold plates")
+    peak_pflops_per_gpu: Pos
+    psu_rated_w: Pos
+    psu_efficiency: EfficiencyCurve
+    coolant_flow_lpm: Pos
+    thermal: GpuThermal
+    smoothing: PowerSmoothing = PowerSmoothing()
+
+    @model_validator(mode="after")
+    def _idle_below_max(self) -> RackType:
+        if self.gpu_idle_w >= self.gpu_tdp_w:
+            raise ValueError("gpu_idle_w must be below gpu_tdp_w")
+        if self.cpu_idle_w > self.cpu_max_w:
+            raise ValueError("cpu_idle_w must not exceed cpu_max_w")
+        return self
+
+
+class Hall(Strict):
+    name: str
+    cdus: PosCount
+    racks_per_cdu: PosCount
+    rack_type: str
+
+
+# --------------------------------------------------------------------------- cooling
+
+
+class Fluid(Strict):
+    cp_j_per_kg_k: Pos
+    density_kg_per_m3: Pos
+
+
+class Pump(Strict):
+    rated_flow_lps: Pos
+    rated_head_kpa: Pos
+    efficiency: PosFrac
+    speed: PosFrac = Field(1.0, description="fixed speed fraction; affinity laws scale flow")
+
+
+class CduPump(Strict):
+    """The CDU's TCS pump; its flow is the sum of the racks' coolant flows at ``speed``."""
+
+    rated_head_kpa: Pos
+    efficiency: PosFrac
+    speed: PosFrac = 1.0
+
+
+class Cdu(Strict):
+    ua_w_per_k: Pos = Field(description="heat exchanger UA at rated flows")
+    loop_volume_m3: Pos = Field(description="TCS (secondary) loop volume per CDU")
+    pump: CduPump
+
+
+class FacilityWater(Strict):
+    fluid: Fluid
+    loop_volume_m3: Pos
+    pumps: PosCount = Field(description="installed facility water pumps")
+    duty_pumps: PosCount = Field(description="pumps running at design flow (N of N+1)")
+    pump: Pump
+
+    @model_validator(mode="after")
+    def _duty(self) -> FacilityWater:
+        if self.duty_pumps > self.pumps:
+            raise ValueError("duty_pumps must not exceed pumps")
+        return self
+
+
+class Adiabatic(Strict):
+    enabled: bool = False
+    threshold_c: Celsius = 30.0
+    pad_effectiveness: Frac = 0.8
+
+
+class DryCoolers(Strict):
+    units: PosCount
+    ua_w_per_k_per_unit: Pos = Field(description="UA at full fan speed")
+    air_flow_m3s_per_unit: Pos
+    fan_power_kw_per_unit: Pos
+    min_speed: PosFrac = 0.2
+    ua_exponent: Pos = 0.8
+    adiabatic: Adiabatic = Adiabatic()
+
+
+class Chillers(Strict):
+    """Air-cooled trim chillers after the dry coolers, DOE-2 / EnergyPlus EIR model."""
+
+    units: Count
+    capacity_kw: Pos
+    cop_ref: Pos
+    capft: tuple[float, float, float, float, float, float]
+    eirft: tuple[float, float, float, float, float, float]
+    eirfplr: tuple[float, float, float]
+    min_plr: Frac = 0.1
+
+
+class Cooling(Strict):
+    supply_c: Celsius = Field(description="facility water supply setpoint")
+    tcs_fluid: Fluid
+    cdu: Cdu
+    facility_water: FacilityWater
+    dry_coolers: DryCoolers
+    chillers: Chillers
+    air_handling_w_per_w: NonNeg = Field(
+        0.03, description="air handler fan power per W of air-side heat moved to facility water"
+    )
+
+
+# --------------------------------------------------------------------------- electrical
+
+
+class Transformers(Strict):
+    rating_mva: Pos
+    no_load_loss_fraction: Frac
+    load_loss_fraction: Frac = Field(description="copper loss at rated load, share of rating")
+
+
+class Ups(Strict):
+    rating_mw: Pos
+    efficiency: EfficiencyCurve
+
+
+class Power(Strict):
+    interconnect_limit_mw: Pos
+    feeders: PosCount = 1
+    power_factor: PosFrac = 1.0
+    transformers: Transformers
+    ups: Ups
+    distribution_loss_fraction: Frac = Field(description="busway/PDU I^2R loss at rated load")
+    misc_fixed_mw: NonNeg = 0.0
+    misc_fraction_of_it: Frac = 0.0
+    cap_gain: PosFrac = Field(0.5, description="integral gain of the site power-cap loop")
+    cap_min_fraction: Frac = 0.3
+
+
+# --------------------------------------------------------------------------- energy
+
+
+class Series(Strict):
+    """An hourly series: a CSV file column, or a synthetic diurnal + seasonal + noise shape."""
+
+    file: str | None = None
+    column: str | None = None
+    mean: float = 0.0
+    daily_amplitude: float = 0.0
+    peak_hour: Annotated[float, Field(ge=0, lt=24)] = 18.0
+    seasonal_amplitude: float = 0.0
+    peak_day: Annotated[int, Field(ge=1, le=366)] = 200
+    noise_std: NonNeg = 0.0
+    seed: int = 0
+
+
+class Grid(Strict):
+    price_usd_per_mwh: Series
+    carbon_g_per_kwh: Series
+    cfe_fraction: Series = Field(description="carbon-free share of grid supply, 0..1")
+    import_limit_mw: Pos | None = None
+
+
+class Ppa(Strict):
+    name: str
+    kind: Literal["solar", "wind", "hydro"]
+    capacity_mw: NonNeg
+    capacity_factor: Frac = Field(description="annual mean capacity factor")
+    seed: int = 0
+
+
+class Battery(Strict):
+    capacity_mwh: NonNeg = 0.0
+    power_mw: NonNeg = 0.0
+    round_trip_efficiency: PosFrac = 0.9
+    initial_soc: Frac = 0.5
+    mode: Literal["off", "peak_shave", "swing_firming", "arbitrage"] = "off"
+    peak_threshold_mw: NonNeg = 0.0
+    ramp_limit_mw_per_s: Pos = 1e9
+    charge_below_usd_per_mwh: float = 0.0
+    discharge_above_usd_per_mwh: float = 1e9
+
+
+class Generation(Strict):
+    capacity_mw: NonNeg = 0.0
+    emission_t_per_mwh: NonNeg = 0.0
+    cost_usd_per_mwh: NonNeg = 0.0
+    dispatch: Literal["never", "when_limited"] = "never"
+
+
+class Energy(Strict):
+    grid: Grid
+    ppas: list[Ppa] = []
+    battery: Battery = Battery()
+    generation: Generation = Generation()
+
+
+# --------------------------------------------------------------------------- workload
+
+
+class TrainingJob(Strict):
+    name: str
+    racks: PosCount
+    iteration_s: Pos
+    compute_fraction: PosFrac
+    compute_util: Frac
+    comm_util: Frac
+    checkpoint_every_s: Pos = 1e12
+    checkpoint_s: NonNeg = 0.0
+    checkpoint_util: Frac = 0.1
+    start_s: NonNeg = 0.0
+
+
+class InferencePool(Strict):
+    name: str
+    racks: PosCount
+    mean_util: Frac
+    daily_amplitude: Frac = 0.0
+    peak_hour: Annotated[float, Field(ge=0, lt=24)] = 15.0
+    noise_std: NonNeg = 0.0
+    seed: int = 0
+
+
+class Workload(Strict):
+    training: list[TrainingJob] = []
+    inference: list[InferencePool] = []
+
+
+# --------------------------------------------------------------------------- weather
+
+
+class HeatWave(Strict):
+    start_h: NonNeg
+    duration_h: Pos
+    delta_c: float
+
+
+class SyntheticWeather(Strict):
+    monthly_mean_c: Annotated[list[float], Field(min_length=12, max_length=12)]
+    monthly_diurnal_range_c: Annotated[list[NonNeg], Field(min_length=12, max_length=12)]
+    monthly_rh: Annotated[list[Frac], Field(min_length=12, max_length=12)]
+    noise_std_c: NonNeg = 0.0
+    seed: int = 0
+
+
+class Weather(Strict):
+    epw: str | None = None
+    synthetic: SyntheticWeather | None = None
+    offset_c: float = 0.0
+    heat_waves: list[HeatWave] = []
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Weather:
+        if (self.epw is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of epw or synthetic")
+        return self
+
+
+# --------------------------------------------------------------------------- controls
+
+
+class Controls(Strict):
+    fan_kp: NonNeg = Field(0.05, description="dry-cooler fan PI gain, speed per K")
+    fan_ki: NonNeg = Field(0.005, description="dry-cooler fan PI integral gain, speed per K s")
+    smoothing_enabled: bool = True
+    it_power_cap_mw: Pos | None = None
+
+
+class Failure(Strict):
+    equipment: Literal["chiller", "pump", "cdu", "dry_cooler", "feeder"]
+    index: Count = 0
+    at: str | float
+    repair_at: str | float | None = None
+
+    @model_validator(mode="after")
+    def _times(self) -> Failure:
+        at = parse_duration_or_zero(self.at)
+        if self.repair_at is not None and parse_duration_or_zero(self.repair_at) <= at:
+            raise ValueError("repair_at must be after at")
+        return self
+
+
+def parse_duration_or_zero(text: str | float) -> float:
+    return parse_duration(text, allow_zero=True)
+
+
+class Location(Strict):
+    latitude: Annotated[float, Field(ge=-90, le=90)]
+    longitude: Annotated[float, Field(ge=-180, le=180)]
+    utc_offset_h: Annotated[float, Field(ge=-12, le=14)] = 0.0
+
+
+class Start(Strict):
+    day_of_year: Annotated[int, Field(ge=1, le=365)] = 196
+    hour: Annotated[int, Field(ge=0, le=23)] = 0
+
+
+class Site(Strict):
+    name: str
+    location: Location
+    start: Start = Start()
+    rack_types: dict[str, RackType] = {}
+    halls: Annotated[list[Hall], Field(min_length=1)]
+    cooling: Cooling
+    power: Power
+    energy: Energy
+    workload: Workload = Workload()
+    weather: Weather
+    controls: Controls = Controls()
+    failures: list[Failure] = []
+    _base_dir: str = PrivateAttr(default=".")
+
+    @model_validator(mode="after")
+    def _references(self) -> Site:
+        for i, hall in enumerate(self.halls):
+            if hall.rack_type not in self.rack_types:
+                known = ", ".join(sorted(self.rack_types)) or "none"
+                raise ValueError(
+                    f"halls.{i}.rack_type: unknown rack type {hall.rack_type!r} (known: {known})"
+                )
+        assigned = sum(j.racks for j in self.workload.training) + sum(
+            p.racks for p in self.workload.inference
+        )
+        if assigned > self.rack_count:
+            raise ValueError(
+                f"workload: assigns {assigned} racks but the site has {self.rack_count}"
+            )
+        limits = {
+            "chiller": self.cooling.chillers.units,
+            "pump": self.cooling.facility_water.pumps,
+            "cdu": self.cdu_count,
+            "dry_cooler": self.cooling.dry_coolers.units,
+            "feeder": self.power.feeders,
+        }
+        for i, failure in enumerate(self.failures):
+            if failure.index >= limits[failure.equipment]:
+                raise ValueError(
+                    f"failures.{i}.index: {failure.index} out of range, the site has "
+                    f"{limits[failure.equipment]} {failure.equipment} unit(s)"
+                )
+        return self
+
+    @property
+    def cdu_count(self) -> int:
+        return sum(h.cdus for h in self.halls)
+
+    @property
+    def rack_count(self) -> int:
+        return sum(h.cdus * h.racks_per_cdu for h in self.halls)
+
+    @property
+    def gpu_count(self) -> int:
+        return sum(h.cdus * h.racks_per_cdu * self.rack_types[h.rack_type].gpus for h in self.halls)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown field"
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{path}: {message}{more}" if path else f"{message}{more}"
+
+
+def load_catalog() -> dict[str, Any]:
+    """Built-in rack types (sourced in the catalog file); a site may add or override them."""
+    types: dict[str, Any] = {}
+    for path in sorted(CATALOG_DIR.glob("*.yaml")):
+        types.update(yaml.safe_load(path.read_text())["rack_types"])
+    return types
+
+
+def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``a.b.0.c`` inside nested dicts/lists; the path must exist up to its last key."""
+    keys = path.split(".")
+    node: Any = doc
+    for depth, key in enumerate(keys[:-1]):
+        node = _child(node, key, ".".join(keys[: depth + 1]))
+    last = keys[-1]
+    if isinstance(node, list):
+        index = _index(node, last, path)
+        node[index] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise SiteError(f"{path}: cannot set a field inside a {type(node).__name__}")
+
+
+def _child(node: Any, key: str, where: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, key, where)]
+    if isinstance(node, dict):
+        if key not in node or node[key] is None:
+            node[key] = {}
+        return node[key]
+    raise SiteError(f"{where}: cannot descend into a {type(node).__name__}")
+
+
+def _index(node: list[Any], key: str, where: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise SiteError(f"{where}: no list item {key!r} (list has {len(node)} items)")
+    return int(key)
+
+
+def parse_value(text: str) -> Any:
+    """A ``--set`` value: YAML scalar or flow collection (``40``, ``true``, ``[1, 2]``)."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SiteError(f"cannot parse value {text!r}: {exc.problem}") from None
+
+
+def build_site(
+    doc: dict[str, Any], overrides: dict[str, Any] | None = None, base_dir: str | Path = "."
+) -> Site:
+    """Validate a site document (after dotted-path overrides) into a ``Site``."""
+    if not isinstance(doc, dict):
+        raise SiteError("site file: top level must be a mapping")
+    doc = copy.deepcopy(doc)
+    for path, value in (overrides or {}).items():
+        set_path(doc, path, value)
+    doc["rack_types"] = {**load_catalog(), **(doc.get("rack_types") or {})}
+    try:
+        site = Site.model_validate(doc)
+    except ValidationError as err:
+        raise SiteError(_format_error(err)) from None
+    site._base_dir = str(base_dir)
+    return site
+
+
+def with_overrides(site: Site, overrides: dict[str, Any]) -> Site:
+    """A copy of ``site`` with dotted-path overrides applied and validated."""
+    return build_site(site.model_dump(), overrides, site._base_dir)
+
+
+def load_site(path: str | Path, overrides: dict[str, Any] | None = None) -> Site:
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (FileNotFoundError, IsADirectoryError):
+        raise SiteError(f"{path}: no such scenario file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SiteError(f"{path}:{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(doc, dict):
+        raise SiteError(f"{path}: top level must be a mapping")
+    # Relative weather and series files are resolved against the scenario's folder.
+    return build_site(doc, overrides, path.parent.resolve())
+
+
+def resolve_file(site: Site, name: str) -> Path:
+    """A weather or series file named in ``site``, relative to its scenario folder."""
+    path = Path(name)
+    return path if path.is_absolute() else Path(site._base_dir) / path
