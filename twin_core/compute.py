@@ -127,7 +127,9 @@ def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
     # the rack energy storage until it is empty or full.
     burnt_dc = jnp.maximum(demand_dc, p.floor_w)
     ramped = jnp.clip(burnt_dc, s.dc_out_w - p.ramp_w, s.dc_out_w + p.ramp_w)
-    dc_out = jnp.clip(ramped, burnt_dc - s.storage_j / dt, burnt_dc + (p.storage_j - s.storage_j) / dt)
+    dc_out = jnp.clip(
+        ramped, burnt_dc - s.storage_j / dt, burnt_dc + (p.storage_j - s.storage_j) / dt
+    )
     dc_out = dc_out * p.mask
     burnt_dc = burnt_dc * p.mask
     storage = s.storage_j + (dc_out - burnt_dc) * dt
@@ -151,15 +153,26 @@ def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
     n_gpu = jnp.sum(p.gpus)
     throttled = jnp.sum(weights * (clock < 0.99) * (u[..., None] > 0.0))
     pflops = jnp.sum(weights * p.peak_pflops[..., None] * u[..., None] * clock)
-    residual = jnp.sum(rack_ac) - jnp.sum(heat_liquid_rack) - heat_air - jnp.sum(storage - s.storage_j) / dt
+    residual = (
+        jnp.sum(rack_ac)
+        - jnp.sum(heat_liquid_rack)
+        - heat_air
+        - jnp.sum(storage - s.storage_j) / dt
+    )
 
     job_clock = s.job_clock_s + dt
     job_clock = jnp.where(job_clock >= p.job_period_s, job_clock - p.job_period_s, job_clock)
     ckpt_clock = s.ckpt_clock_s + dt
-    ckpt_clock = jnp.where(ckpt_clock >= p.job_ckpt_every_s, ckpt_clock - p.job_ckpt_every_s, ckpt_clock)
+    ckpt_clock = jnp.where(
+        ckpt_clock >= p.job_ckpt_every_s, ckpt_clock - p.job_ckpt_every_s, ckpt_clock
+    )
 
     state = ComputeState(
-        die_c=die, dc_out_w=dc_out, storage_j=storage, job_clock_s=job_clock, ckpt_clock_s=ckpt_clock
+        die_c=die,
+        dc_out_w=dc_out,
+        storage_j=storage,
+        job_clock_s=job_clock,
+        ckpt_clock_s=ckpt_clock,
     )
     out = ComputeOutputs(
         rack_ac_w=rack_ac,

@@ -89,7 +89,10 @@ def coupled_step(p: Params, s: TwinState) -> tuple[TwinState, StepOutputs]:
     up, cdu_up = availability(p, t)
 
     cs, co = compute.step(
-        p.compute, s.compute, compute.ComputeInputs(b.tcs_supply_c, b.rack_cap_w, d.inference_util), dt
+        p.compute,
+        s.compute,
+        compute.ComputeInputs(b.tcs_supply_c, b.rack_cap_w, d.inference_util),
+        dt,
     )
     ks, ko = cooling.step(
         p.cooling,

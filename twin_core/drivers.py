@@ -88,7 +88,9 @@ def clear_sky_ghi(site: Site) -> np.ndarray:
     lat = math.radians(site.location.latitude)
     day = _day_of_year()
     decl = np.radians(23.45) * np.sin(2 * np.pi * (284 + day) / 365)
-    solar_time = _hour_of_day() + 0.5 + (site.location.longitude - 15 * site.location.utc_offset_h) / 15
+    solar_time = (
+        _hour_of_day() + 0.5 + (site.location.longitude - 15 * site.location.utc_offset_h) / 15
+    )
     hour_angle = np.radians(15 * (solar_time - 12))
     cos_z = np.sin(lat) * np.sin(decl) + np.cos(lat) * np.cos(decl) * np.cos(hour_angle)
     safe = np.maximum(cos_z, 1e-3)
@@ -161,7 +163,9 @@ def inference_utilization(site: Site) -> list[np.ndarray]:
     pools = []
     for pool in site.workload.inference:
         rng = np.random.default_rng(pool.seed)
-        util = pool.mean_util + pool.daily_amplitude * np.cos(2 * np.pi * (hod - pool.peak_hour) / 24)
+        util = pool.mean_util + pool.daily_amplitude * np.cos(
+            2 * np.pi * (hod - pool.peak_hour) / 24
+        )
         if pool.noise_std:
             util = util + pool.noise_std * _ar1(HOURS_PER_YEAR, 0.8, rng)
         pools.append(np.clip(util, 0.0, 1.0))
@@ -173,7 +177,7 @@ def heat_wave_offsets(site: Site, hours: int) -> np.ndarray:
     extra = np.zeros(hours)
     for wave in site.weather.heat_waves:
         start = int(wave.start_h)
-        stop = int(math.ceil(wave.start_h + wave.duration_h))
+        stop = math.ceil(wave.start_h + wave.duration_h)
         extra[start:stop] += wave.delta_c
     return extra
 

@@ -145,7 +145,10 @@ def step(p: EnergyParams, s: EnergyState, x: EnergyInputs, dt: float, steps_per_
         market_emissions_t_per_s=jnp.maximum(grid - x.ppa_w, 0.0) * tonnes_per_j
         + gen * p.gen_t_per_mwh / 3.6e9,
         # supply + energy released by the cells = demand + conversion loss
-        residual_w=grid + gen - (battery_j - s.battery_j) / dt - x.demand_w
+        residual_w=grid
+        + gen
+        - (battery_j - s.battery_j) / dt
+        - x.demand_w
         - jnp.abs(battery - drawn),
     )
     return state, out

@@ -46,7 +46,8 @@ def kpi_table(means, maxes, final, record_s: float) -> dict:
     partial_hour = jnp.minimum(e.hour_demand_j, e.hour_clean_j)
     cfe = (e.cfe_j + partial_hour) / jnp.maximum(demand_j, 1.0)
     residual = sum(
-        jnp.sum(jnp.abs(means[f"residual_{k}_w"])) for k in ("compute", "cooling", "power", "energy")
+        jnp.sum(jnp.abs(means[f"residual_{k}_w"]))
+        for k in ("compute", "cooling", "power", "energy")
     )
     return {
         "pue": facility / jnp.maximum(it, 1e-12),

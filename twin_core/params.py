@@ -27,7 +27,12 @@ from twin_core.site import RackType, Site, SiteError
 Granularity = Literal["rack", "gpu"]
 BIG = 1e30  # "no limit": finite so that gradients never meet inf * 0
 EQUIPMENT = ("chiller", "pump", "cdu", "dry_cooler", "feeder")
-MODES = {"off": OFF, "peak_shave": PEAK_SHAVE, "swing_firming": SWING_FIRMING, "arbitrage": ARBITRAGE}
+MODES = {
+    "off": OFF,
+    "peak_shave": PEAK_SHAVE,
+    "swing_firming": SWING_FIRMING,
+    "arbitrage": ARBITRAGE,
+}
 # Coolant passes the four GPUs of a compute tray in series (estimate from the NVL72 tray
 # layout: two Grace-Blackwell superchips per tray on one cold-plate loop).
 GPUS_IN_SERIES = 4
@@ -93,7 +98,9 @@ def steps_per_hour(dt: float) -> int:
 
 
 def rack_dc_max_w(rt: RackType) -> float:
-    return rt.switch_trays * rt.switch_w + rt.other_w + rt.cpus * rt.cpu_max_w + rt.gpus * rt.gpu_tdp_w
+    return (
+        rt.switch_trays * rt.switch_w + rt.other_w + rt.cpus * rt.cpu_max_w + rt.gpus * rt.gpu_tdp_w
+    )
 
 
 def _rack_types_grid(site: Site, lay: Layout) -> tuple[list[list[RackType | None]], np.ndarray]:
@@ -137,9 +144,15 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
     gpus = _per_rack(grid, lambda rt: rt.gpus)
     psu = np.stack(
         [
-            _per_rack(grid, lambda rt, k=k: fit_loss_model(
-                rt.psu_efficiency.at_20, rt.psu_efficiency.at_50, rt.psu_efficiency.at_100,
-                rt.psu_rated_w)[k])
+            _per_rack(
+                grid,
+                lambda rt, k=k: fit_loss_model(
+                    rt.psu_efficiency.at_20,
+                    rt.psu_efficiency.at_50,
+                    rt.psu_efficiency.at_100,
+                    rt.psu_rated_w,
+                )[k],
+            )
             for k in range(3)
         ],
         axis=-1,
@@ -152,11 +165,11 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
     if lay.gpus == 1:
         weight = gpus[..., None]
         r_die = r_nom[..., None]
-        position = np.full(mask.shape + (1,), 0.5)
+        position = np.full((*mask.shape, 1), 0.5)
     else:
         weight = (g[None, None, :] < gpus[..., None]) * 1.0
         spread = _per_rack(grid, lambda rt: rt.thermal.spread_fraction)
-        z = np.random.default_rng(0).standard_normal(mask.shape + (lay.gpus,))
+        z = np.random.default_rng(0).standard_normal((*mask.shape, lay.gpus))
         r_die = r_nom[..., None] * np.clip(1.0 + spread[..., None] * z, 0.5, 1.5)
         position = np.broadcast_to(((g % GPUS_IN_SERIES) + 0.5) / GPUS_IN_SERIES, weight.shape)
     decay = np.exp(-dt / (r_die * c_die[..., None]))
@@ -173,24 +186,46 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
         gpus=f(gpus),
         gpu_idle_w=f(_per_rack(grid, lambda rt: rt.gpu_idle_w)),
         gpu_span_w=f(_per_rack(grid, lambda rt: rt.gpu_tdp_w - rt.gpu_idle_w)),
-        fixed_dc_w=f(_per_rack(grid, lambda rt: rt.switch_trays * rt.switch_w + rt.other_w
-                               + rt.cpus * rt.cpu_idle_w)),
+        fixed_dc_w=f(
+            _per_rack(
+                grid,
+                lambda rt: rt.switch_trays * rt.switch_w + rt.other_w + rt.cpus * rt.cpu_idle_w,
+            )
+        ),
         cpu_span_w=f(_per_rack(grid, lambda rt: rt.cpus * (rt.cpu_max_w - rt.cpu_idle_w))),
         liquid_fraction=f(_per_rack(grid, lambda rt: rt.liquid_fraction)),
         peak_pflops=f(_per_rack(grid, lambda rt: rt.peak_pflops_per_gpu)),
         psu_loss=f(psu * mask[..., None]),
         rack_max_ac_w=f(rack_max_ac),
-        coolant_c_w_per_k=f(_per_rack(grid, lambda rt: rt.coolant_flow_lpm / 60000.0 * speed
-                                      * fluid.density_kg_per_m3 * fluid.cp_j_per_kg_k, 1.0)),
+        coolant_c_w_per_k=f(
+            _per_rack(
+                grid,
+                lambda rt: (
+                    rt.coolant_flow_lpm
+                    / 60000.0
+                    * speed
+                    * fluid.density_kg_per_m3
+                    * fluid.cp_j_per_kg_k
+                ),
+                1.0,
+            )
+        ),
         r_die=f(r_die),
         die_decay=f(decay),
         coolant_position=f(position),
         throttle_start_c=f(_per_rack(grid, lambda rt: rt.thermal.throttle_start_c)),
-        throttle_span_c=f(_per_rack(grid, lambda rt: rt.thermal.throttle_max_c
-                                    - rt.thermal.throttle_start_c, 1.0)),
+        throttle_span_c=f(
+            _per_rack(grid, lambda rt: rt.thermal.throttle_max_c - rt.thermal.throttle_start_c, 1.0)
+        ),
         min_clock=f(_per_rack(grid, lambda rt: rt.thermal.min_clock_fraction, 1.0)),
-        floor_w=f(_per_rack(grid, lambda rt: rt.smoothing.power_floor_fraction * rack_dc_max_w(rt)
-                            if smooth(rt) else 0.0)),
+        floor_w=f(
+            _per_rack(
+                grid,
+                lambda rt: (
+                    rt.smoothing.power_floor_fraction * rack_dc_max_w(rt) if smooth(rt) else 0.0
+                ),
+            )
+        ),
         ramp_w=f(_per_rack(grid, lambda rt: rt.smoothing.ramp_w_per_s * dt if smooth(rt) else BIG)),
         storage_j=f(_per_rack(grid, lambda rt: rt.smoothing.storage_j if smooth(rt) else 0.0)),
         workload_of_rack=jnp.asarray(_workload_of_rack(site, mask, lay)),
@@ -232,12 +267,17 @@ def _cooling_params(site: Site, cp: ComputeParams, lay: Layout, dt: float, dtype
         cdu_mask=f(cdu_mask),
         cdu_ua=f(np.full(lay.cdus, c.cdu.ua_w_per_k)),
         tcs_c=f(tcs_c),
-        tcs_heat_capacity=f(np.full(lay.cdus, c.cdu.loop_volume_m3 * tcs.density_kg_per_m3
-                                    * tcs.cp_j_per_kg_k)),
+        tcs_heat_capacity=f(
+            np.full(lay.cdus, c.cdu.loop_volume_m3 * tcs.density_kg_per_m3 * tcs.cp_j_per_kg_k)
+        ),
         tcs_pump_w=f(tcs_pump_w * cdu_mask),
         fws_c_per_pump=f(flow_per_pump * fw.density_kg_per_m3 * fw.cp_j_per_kg_k),
-        fws_heat_capacity=f(c.facility_water.loop_volume_m3 * fw.density_kg_per_m3 * fw.cp_j_per_kg_k),
-        fws_pump_w=f(fp.rated_head_kpa * fp.rated_flow_lps / 1000.0 * fp.speed**3 / fp.efficiency * 1e3),
+        fws_heat_capacity=f(
+            c.facility_water.loop_volume_m3 * fw.density_kg_per_m3 * fw.cp_j_per_kg_k
+        ),
+        fws_pump_w=f(
+            fp.rated_head_kpa * fp.rated_flow_lps / 1000.0 * fp.speed**3 / fp.efficiency * 1e3
+        ),
         pumps=f(c.facility_water.pumps),
         duty_pumps=f(c.facility_water.duty_pumps),
         supply_c=f(c.supply_c),
@@ -266,8 +306,12 @@ def _cooling_params(site: Site, cp: ComputeParams, lay: Layout, dt: float, dtype
 def _power_params(site: Site, cp: ComputeParams, dt: float, dtype) -> PowerParams:
     pw = site.power
     it_design = float(np.sum(np.asarray(cp.rack_max_ac_w)))
-    ups = fit_loss_model(pw.ups.efficiency.at_20, pw.ups.efficiency.at_50,
-                         pw.ups.efficiency.at_100, pw.ups.rating_mw * 1e6)
+    ups = fit_loss_model(
+        pw.ups.efficiency.at_20,
+        pw.ups.efficiency.at_50,
+        pw.ups.efficiency.at_100,
+        pw.ups.rating_mw * 1e6,
+    )
     rating = pw.transformers.rating_mva * 1e6
     rc_hp = 1.0 / (2 * math.pi * 0.1)
     rc_lp = 1.0 / (2 * math.pi * 2.0)
@@ -330,8 +374,9 @@ def _failures(site: Site, lay: Layout, dtype) -> Failures:
         start[i] = parse_duration_or_zero(failure.at)
         if failure.repair_at is not None:
             end[i] = parse_duration_or_zero(failure.repair_at)
-    return Failures(jnp.asarray(kind), jnp.asarray(index), jnp.asarray(start, dtype),
-                    jnp.asarray(end, dtype))
+    return Failures(
+        jnp.asarray(kind), jnp.asarray(index), jnp.asarray(start, dtype), jnp.asarray(end, dtype)
+    )
 
 
 def build_params(

@@ -140,7 +140,9 @@ def _run(p: Params, s0: TwinState, n_records: int, every: int):
 
     def one_record(s, _):
         start = (s, jnp.zeros(k, dtype), jnp.full(k, -jnp.inf, dtype))
-        (s, total, peak), _ = jax.lax.scan(one_step, start, None, length=every, unroll=min(every, 4))
+        (s, total, peak), _ = jax.lax.scan(
+            one_step, start, None, length=every, unroll=min(every, 4)
+        )
         return s, (total / every, peak)
 
     return jax.lax.scan(one_record, s0, None, length=n_records)
@@ -325,7 +327,9 @@ def kpi_value_and_grad(
     site unit, by reverse-mode differentiation through the whole rollout."""
     unknown = [w for w in wrt if w not in TUNABLE]
     if unknown:
-        raise ValueError(f"wrt: {unknown[0]!r} is not differentiable (choose from {sorted(TUNABLE)})")
+        raise ValueError(
+            f"wrt: {unknown[0]!r} is not differentiable (choose from {sorted(TUNABLE)})"
+        )
     n_records, every = plan(horizon_s, dt, record_s)
     p = build_params(site, horizon_s, dt, granularity, dtype)
     x0 = {w: get_param(p, TUNABLE[w][0]) / TUNABLE[w][1] for w in wrt}
@@ -341,5 +345,3 @@ def kpi_value_and_grad(
 
     value, grads = jax.jit(jax.value_and_grad(objective))(x0)
     return float(value), {w: float(g) for w, g in grads.items()}
-
-
