@@ -1,6 +1,6 @@
 """Compute: GPUs, Grace CPUs, switch trays and power shelves of every rack.
 
-Arrays are laid out (C, R) per rack (CDU, rack slot) and (C, R, G) per GPU, padded with
+Arrays are laid out (R, C) per rack (rack slot, CDU) and (R, C, G) per GPU, padded with
 ``mask``; at rack granularity G = 1 and that GPU stands for the rack's mean GPU.
 """
 
@@ -14,27 +14,27 @@ from twin_core.pytree import pytree
 
 @pytree
 class ComputeParams:
-    mask: jnp.ndarray  # (C, R) 1 for a real rack
-    gpus: jnp.ndarray  # (C, R) GPUs in the rack
-    gpu_idle_w: jnp.ndarray  # (C, R)
-    gpu_span_w: jnp.ndarray  # (C, R) TDP - idle
-    fixed_dc_w: jnp.ndarray  # (C, R) switches, other, CPU idle
-    cpu_span_w: jnp.ndarray  # (C, R) all CPUs max - idle (CPU load follows GPU load)
-    liquid_fraction: jnp.ndarray  # (C, R)
-    peak_pflops: jnp.ndarray  # (C, R) per GPU
+    mask: jnp.ndarray  # (R, C) 1 for a real rack
+    gpus: jnp.ndarray  # (R, C) GPUs in the rack
+    gpu_idle_w: jnp.ndarray  # (R, C)
+    gpu_span_w: jnp.ndarray  # (R, C) TDP - idle
+    fixed_dc_w: jnp.ndarray  # (R, C) switches, other, CPU idle
+    cpu_span_w: jnp.ndarray  # (R, C) all CPUs max - idle (CPU load follows GPU load)
+    liquid_fraction: jnp.ndarray  # (R, C)
+    peak_pflops: jnp.ndarray  # (R, C) per GPU
     psu_loss: jnp.ndarray  # (C, R, 3) loss = l0 + l1 P + l2 P^2
-    rack_max_ac_w: jnp.ndarray  # (C, R) AC input at full load, the 100 % power-cap point
-    coolant_c_w_per_k: jnp.ndarray  # (C, R) rack coolant capacity rate, m_dot * cp
-    r_die: jnp.ndarray  # (C, R, G) K/W
-    die_decay: jnp.ndarray  # (C, R, G) exp(-dt / (R C))
-    coolant_position: jnp.ndarray  # (C, R, G) share of the rack's coolant rise ahead of the GPU
-    throttle_start_c: jnp.ndarray  # (C, R)
-    throttle_span_c: jnp.ndarray  # (C, R)
-    min_clock: jnp.ndarray  # (C, R)
-    floor_w: jnp.ndarray  # (C, R) smoothing power floor, 0 where off
-    ramp_w: jnp.ndarray  # (C, R) smoothing ramp limit per step (W), huge where off
-    storage_j: jnp.ndarray  # (C, R) smoothing energy storage, 0 where off
-    workload_of_rack: jnp.ndarray  # (C, R) int index into the workload vector; last = idle
+    rack_max_ac_w: jnp.ndarray  # (R, C) AC input at full load, the 100 % power-cap point
+    coolant_c_w_per_k: jnp.ndarray  # (R, C) rack coolant capacity rate, m_dot * cp
+    r_die: jnp.ndarray  # (R, C, G) K/W
+    die_decay: jnp.ndarray  # (R, C, G) exp(-dt / (R C))
+    coolant_position: jnp.ndarray  # (R, C, G) share of the rack's coolant rise ahead of the GPU
+    throttle_start_c: jnp.ndarray  # (R, C)
+    throttle_span_c: jnp.ndarray  # (R, C)
+    min_clock: jnp.ndarray  # (R, C)
+    floor_w: jnp.ndarray  # (R, C) smoothing power floor, 0 where off
+    ramp_w: jnp.ndarray  # (R, C) smoothing ramp limit per step (W), huge where off
+    storage_j: jnp.ndarray  # (R, C) smoothing energy storage, 0 where off
+    workload_of_rack: jnp.ndarray  # (R, C) int index into the workload vector; last = idle
     job_period_s: jnp.ndarray  # (J,)
     job_compute_s: jnp.ndarray  # (J,) compute part of an iteration
     job_compute_util: jnp.ndarray  # (J,)
@@ -43,14 +43,14 @@ class ComputeParams:
     job_ckpt_s: jnp.ndarray  # (J,)
     job_ckpt_util: jnp.ndarray  # (J,)
     job_start_s: jnp.ndarray  # (J,)
-    gpu_weight: jnp.ndarray  # (C, R, G) GPUs each element stands for (rack level: all; 0 = pad)
+    gpu_weight: jnp.ndarray  # (R, C, G) GPUs each element stands for (rack level: all; 0 = pad)
 
 
 @pytree
 class ComputeState:
-    die_c: jnp.ndarray  # (C, R, G)
-    dc_out_w: jnp.ndarray  # (C, R) power drawn from the power shelves after smoothing
-    storage_j: jnp.ndarray  # (C, R) smoothing storage energy
+    die_c: jnp.ndarray  # (R, C, G)
+    dc_out_w: jnp.ndarray  # (R, C) power drawn from the power shelves after smoothing
+    storage_j: jnp.ndarray  # (R, C) smoothing storage energy
     job_clock_s: jnp.ndarray  # (J,) time since job start, wrapped at the iteration period
     ckpt_clock_s: jnp.ndarray  # (J,) time since the last checkpoint began
 
@@ -58,16 +58,16 @@ class ComputeState:
 @pytree
 class ComputeInputs:
     tcs_supply_c: jnp.ndarray  # (C,) from cooling
-    rack_cap_w: jnp.ndarray  # (C, R) from power
+    rack_cap_w: jnp.ndarray  # (R, C) from power
     inference_util: jnp.ndarray  # (P,) from the drivers
 
 
 @pytree
 class ComputeOutputs:
-    rack_ac_w: jnp.ndarray  # (C, R) IT power at the rack inputs
+    rack_ac_w: jnp.ndarray  # (R, C) IT power at the rack inputs
     heat_liquid_w: jnp.ndarray  # (C,) heat into each CDU's technology cooling loop
     heat_air_w: jnp.ndarray  # () heat into the room air
-    rack_outlet_c: jnp.ndarray  # (C, R)
+    rack_outlet_mean_c: jnp.ndarray  # ()
     gpu_temp_max_c: jnp.ndarray  # ()
     gpu_temp_mean_c: jnp.ndarray  # ()
     throttled_gpus: jnp.ndarray  # () GPUs running below 99 % of their clock
@@ -98,7 +98,7 @@ def thermal_clock(p: ComputeParams, die_c):
 def init(p: ComputeParams, tcs_supply_c, dtype) -> ComputeState:
     """Racks idle at t=0 with dies at coolant temperature plus their idle rise."""
     idle_gpu = p.gpu_idle_w[..., None]
-    die = tcs_supply_c[:, None, None] + p.r_die * idle_gpu
+    die = tcs_supply_c[None, :, None] + p.r_die * idle_gpu
     dc = p.fixed_dc_w + p.gpus * p.gpu_idle_w
     clock = -p.job_start_s  # negative until the job starts
     return ComputeState(
@@ -112,8 +112,8 @@ def init(p: ComputeParams, tcs_supply_c, dtype) -> ComputeState:
 
 def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
     util_w = workload_utilization(p, s, x.inference_util)
-    u = util_w[p.workload_of_rack]  # (C, R)
-    theta_t = thermal_clock(p, s.die_c)  # (C, R, G)
+    u = util_w[p.workload_of_rack]  # (R, C)
+    theta_t = thermal_clock(p, s.die_c)  # (R, C, G)
 
     # Power cap: the dynamic GPU part scales by theta_c so that the rack's AC input stays
     # at or below its cap (PSU loss inverted exactly).
@@ -137,7 +137,6 @@ def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
     psu_loss = loss(p.psu_loss, dc_out) * p.mask
     rack_ac = dc_out + psu_loss
     heat_liquid_rack = p.liquid_fraction * burnt_dc
-    heat_air = jnp.sum((1.0 - p.liquid_fraction) * burnt_dc + psu_loss)
 
     # Die temperatures: exact exponential step of C dT/dt = P - (T - T_coolant)/R.
     clock = theta_t * theta_c[..., None]
@@ -145,20 +144,41 @@ def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
     gpu_w = p.gpu_idle_w[..., None] + p.gpu_span_w[..., None] * u[..., None] * clock
     gpu_w = gpu_w + floor_extra[..., None]
     rise = heat_liquid_rack / p.coolant_c_w_per_k
-    coolant = x.tcs_supply_c[:, None, None] + p.coolant_position * rise[..., None]
+    coolant = x.tcs_supply_c[None, :, None] + p.coolant_position * rise[..., None]
     equilibrium = coolant + p.r_die * gpu_w
     die = equilibrium + (s.die_c - equilibrium) * p.die_decay
 
     weights = p.gpu_weight
     n_gpu = jnp.sum(p.gpus)
-    throttled = jnp.sum(weights * (clock < 0.99) * (u[..., None] > 0.0))
-    pflops = jnp.sum(weights * p.peak_pflops[..., None] * u[..., None] * clock)
-    residual = (
-        jnp.sum(rack_ac)
-        - jnp.sum(heat_liquid_rack)
-        - heat_air
-        - jnp.sum(storage - s.storage_j) / dt
+    # One stacked reduction for every site total (fewer kernels per step on CPU).
+    per_gpu = jnp.stack(
+        [
+            weights * (clock < 0.99) * (u[..., None] > 0.0),
+            weights * p.peak_pflops[..., None] * u[..., None] * clock,
+            weights * gpu_w,
+            weights * die,
+        ]
+    ).sum(axis=-1)
+    outlet = (x.tcs_supply_c[None, :] + rise) * p.mask
+    totals = jnp.sum(
+        jnp.concatenate(
+            [
+                per_gpu,
+                jnp.stack(
+                    [
+                        rack_ac,
+                        heat_liquid_rack,
+                        (1.0 - p.liquid_fraction) * burnt_dc + psu_loss,
+                        storage - s.storage_j,
+                        outlet,
+                    ]
+                ),
+            ]
+        ),
+        axis=(1, 2),
     )
+    throttled, pflops, gpu_power, die_sum, ac, liquid, heat_air, stored, outlet_sum = totals
+    residual = ac - liquid - heat_air - stored / dt
 
     job_clock = s.job_clock_s + dt
     job_clock = jnp.where(job_clock >= p.job_period_s, job_clock - p.job_period_s, job_clock)
@@ -176,14 +196,14 @@ def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
     )
     out = ComputeOutputs(
         rack_ac_w=rack_ac,
-        heat_liquid_w=jnp.sum(heat_liquid_rack, axis=1),
+        heat_liquid_w=jnp.sum(heat_liquid_rack, axis=0),
         heat_air_w=heat_air,
-        rack_outlet_c=(x.tcs_supply_c[:, None] + rise) * p.mask,
+        rack_outlet_mean_c=outlet_sum / jnp.sum(p.mask),
         gpu_temp_max_c=jnp.max(jnp.where(weights > 0, die, -jnp.inf)),
-        gpu_temp_mean_c=jnp.sum(die * weights) / n_gpu,
+        gpu_temp_mean_c=die_sum / n_gpu,
         throttled_gpus=throttled,
         delivered_pflops=pflops,
-        gpu_power_w=jnp.sum(gpu_w * weights),
+        gpu_power_w=gpu_power,
         residual_w=residual,
     )
     return state, out

@@ -20,8 +20,8 @@ class Boundary:
     """Values published at the end of an interval, read by the others in the next."""
 
     tcs_supply_c: jnp.ndarray  # cooling -> compute (C,)
-    rack_cap_w: jnp.ndarray  # power -> compute (C, R)
-    rack_ac_w: jnp.ndarray  # compute -> power (C, R)
+    rack_cap_w: jnp.ndarray  # power -> compute (R, C)
+    rack_ac_w: jnp.ndarray  # compute -> power (R, C)
     heat_liquid_w: jnp.ndarray  # compute -> cooling (C,)
     heat_air_w: jnp.ndarray  # compute -> cooling
     cooling_w: jnp.ndarray  # cooling -> power
@@ -140,11 +140,11 @@ def init_state(p: Params) -> TwinState:
     ks = cooling.init(p.cooling, dtype)
     cs = compute.init(p.compute, ks.tcs_supply_c, dtype)
     zero = jnp.asarray(0.0, dtype)
-    c, r = p.compute.mask.shape
+    racks, c = p.compute.mask.shape
     guess = Boundary(
         tcs_supply_c=ks.tcs_supply_c,
         rack_cap_w=p.power.rack_max_ac_w,
-        rack_ac_w=jnp.zeros((c, r), dtype),
+        rack_ac_w=jnp.zeros((racks, c), dtype),
         heat_liquid_w=jnp.zeros((c,), dtype),
         heat_air_w=zero,
         cooling_w=zero,

@@ -1,6 +1,6 @@
 """Site schema -> the arrays the model runs on.
 
-``build_params`` lays racks out as (CDU, rack slot) with a mask, expands per-GPU arrays at
+``build_params`` lays racks out as (rack slot, CDU) with a mask, expands per-GPU arrays at
 the finer granularity, fits equipment curves and slices the hourly drivers for the run.
 Shapes depend only on the site's layout and the horizon, so variants of one site stack
 for ``vmap``; ``pad_to`` pads smaller layouts to a common shape.
@@ -180,7 +180,9 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
         values = [fn(j) for j in jobs] + [default] * (lay.jobs - len(jobs))
         return jnp.asarray(values, dtype)
 
-    f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    # Built (CDU, slot) for readability, stored (slot, CDU): the long CDU axis innermost
+    # vectorises well and per-CDU sums become row additions.
+    f = lambda a: jnp.asarray(np.swapaxes(np.asarray(a), 0, 1), dtype)  # noqa: E731
     return ComputeParams(
         mask=f(mask),
         gpus=f(gpus),
@@ -228,7 +230,7 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
         ),
         ramp_w=f(_per_rack(grid, lambda rt: rt.smoothing.ramp_w_per_s * dt if smooth(rt) else BIG)),
         storage_j=f(_per_rack(grid, lambda rt: rt.smoothing.storage_j if smooth(rt) else 0.0)),
-        workload_of_rack=jnp.asarray(_workload_of_rack(site, mask, lay)),
+        workload_of_rack=jnp.asarray(np.swapaxes(_workload_of_rack(site, mask, lay), 0, 1)),
         job_period_s=job_array(lambda j: j.iteration_s, 1.0),
         job_compute_s=job_array(lambda j: j.iteration_s * j.compute_fraction, 1.0),
         job_compute_util=job_array(lambda j: j.compute_util, 0.0),
@@ -248,7 +250,7 @@ def _cooling_params(site: Site, cp: ComputeParams, lay: Layout, dt: float, dtype
     cdu_mask = np.zeros(lay.cdus)
     cdu_mask[: site.cdu_count] = 1.0
     rack_c = np.asarray(cp.coolant_c_w_per_k) * np.asarray(cp.mask)
-    tcs_c = np.maximum(rack_c.sum(axis=1), 1.0)
+    tcs_c = np.maximum(rack_c.sum(axis=0), 1.0)
     tcs_flow_m3s = tcs_c / (tcs.density_kg_per_m3 * tcs.cp_j_per_kg_k)
     pump = c.cdu.pump
     tcs_pump_w = pump.rated_head_kpa * 1e3 * pump.speed**2 * tcs_flow_m3s / pump.efficiency

@@ -17,7 +17,7 @@ from twin_core.pytree import pytree
 
 @pytree
 class PowerParams:
-    rack_max_ac_w: jnp.ndarray  # (C, R)
+    rack_max_ac_w: jnp.ndarray  # (R, C)
     it_design_w: jnp.ndarray  # () sum of rack_max_ac_w
     dist_loss_coeff: jnp.ndarray  # () per W^2: loss = coeff * P^2
     ups_loss: jnp.ndarray  # (3,)
@@ -47,7 +47,7 @@ class PowerState:
 
 @pytree
 class PowerInputs:
-    rack_ac_w: jnp.ndarray  # (C, R) from compute
+    rack_ac_w: jnp.ndarray  # (R, C) from compute
     cooling_w: jnp.ndarray  # () from cooling
     supply_limit_w: jnp.ndarray  # () from energy
     feeders_up: jnp.ndarray  # () failures
@@ -59,7 +59,8 @@ class PowerOutputs:
     it_w: jnp.ndarray
     losses_w: jnp.ndarray  # distribution + UPS + transformers
     misc_w: jnp.ndarray
-    rack_cap_w: jnp.ndarray  # (C, R)
+    rack_cap_w: jnp.ndarray  # (R, C)
+    cap_fraction: jnp.ndarray
     limit_w: jnp.ndarray
     ramp_w_per_s: jnp.ndarray  # |d meter / dt|
     band_w: jnp.ndarray  # meter power in the 0.1-2 Hz band (resolvable part)
@@ -107,6 +108,7 @@ def step(p: PowerParams, s: PowerState, x: PowerInputs, dt: float):
         losses_w=losses,
         misc_w=misc,
         rack_cap_w=cap * p.rack_max_ac_w,
+        cap_fraction=cap,
         limit_w=limit,
         ramp_w_per_s=ramp,
         band_w=lp,

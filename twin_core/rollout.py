@@ -75,7 +75,6 @@ def site_series(p: Params, o: StepOutputs) -> jnp.ndarray:
     """The SERIES vector of one step."""
     mw = 1e-6
     cm, cl, pw, en, d = o.compute, o.cooling, o.power, o.energy, o.drivers
-    racks = p.compute.mask
     values = {
         "it_power_mw": pw.it_w * mw,
         "facility_power_mw": pw.meter_w * mw,
@@ -94,11 +93,11 @@ def site_series(p: Params, o: StepOutputs) -> jnp.ndarray:
         "tcs_supply_max_c": cl.tcs_supply_max_c,
         "facility_supply_c": cl.fws_supply_c,
         "facility_return_c": cl.fws_return_c,
-        "rack_outlet_c": jnp.sum(cm.rack_outlet_c) / jnp.sum(racks),
+        "rack_outlet_c": cm.rack_outlet_mean_c,
         "gpu_temp_max_c": cm.gpu_temp_max_c,
         "gpu_temp_mean_c": cm.gpu_temp_mean_c,
         "throttled_gpus": cm.throttled_gpus,
-        "cap_fraction": jnp.max(pw.rack_cap_w) / jnp.max(p.power.rack_max_ac_w),
+        "cap_fraction": pw.cap_fraction,
         "chillers_running": cl.chillers_running,
         "chiller_load_mw": cl.chiller_load_w * mw,
         "fan_speed": cl.fan_speed,

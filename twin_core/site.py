@@ -457,6 +457,17 @@ def load_catalog() -> dict[str, Any]:
     return types
 
 
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``extra`` over ``base``, recursing into mappings (a site tweaks one catalog field)."""
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
     """Set ``a.b.0.c`` inside nested dicts/lists; the path must exist up to its last key."""
     keys = path.split(".")
@@ -506,7 +517,7 @@ def build_site(
     doc = copy.deepcopy(doc)
     for path, value in (overrides or {}).items():
         set_path(doc, path, value)
-    doc["rack_types"] = {**load_catalog(), **(doc.get("rack_types") or {})}
+    doc["rack_types"] = _deep_merge(load_catalog(), doc.get("rack_types") or {})
     try:
         site = Site.model_validate(doc)
     except ValidationError as err:

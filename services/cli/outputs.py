@@ -1,0 +1,47 @@
+"""Run artifacts: summary.json, timeseries.parquet and overview.png, written atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from twin_core.rollout import SERIES, Result
+
+# Series whose per-interval maximum is worth keeping next to the mean.
+MAX_COLUMNS = ("facility_power_mw", "gpu_temp_max_c", "tcs_supply_max_c", "ramp_mw_per_s")
+
+
+def timeseries_table(result: Result) -> pa.Table:
+    columns: dict[str, Any] = {"time_h": result.time_h}
+    for name in SERIES:
+        columns[name] = np.asarray(result.means[name], dtype=np.float64)
+    for name in MAX_COLUMNS:
+        columns[f"{name}_max"] = np.asarray(result.maxes[name], dtype=np.float64)
+    columns["pue"] = columns["facility_power_mw"] / np.maximum(columns["it_power_mw"], 1e-12)
+    return pa.table(columns)
+
+
+def write_run(out_dir: Path, summary: dict[str, Any], result: Result) -> None:
+    """Write the three artifacts into ``out_dir``; on any failure nothing is left behind."""
+    from services.cli.plots import overview_png
+
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".twin-", dir=out_dir.parent))
+    try:
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        table = timeseries_table(result)
+        pq.write_table(table, staging / "timeseries.parquet")
+        overview_png(table, summary, staging / "overview.png")
+        out_dir.mkdir(exist_ok=True)
+        for item in staging.iterdir():
+            item.replace(out_dir / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
