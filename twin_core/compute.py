@@ -65,6 +65,7 @@ class ComputeInputs:
 @pytree
 class ComputeOutputs:
     rack_ac_w: jnp.ndarray  # (R, C) IT power at the rack inputs
+    ac_total_w: jnp.ndarray  # () their sum
     heat_liquid_w: jnp.ndarray  # (C,) heat into each CDU's technology cooling loop
     heat_air_w: jnp.ndarray  # () heat into the room air
     rack_outlet_mean_c: jnp.ndarray  # ()
@@ -196,6 +197,7 @@ def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
     )
     out = ComputeOutputs(
         rack_ac_w=rack_ac,
+        ac_total_w=ac,
         heat_liquid_w=jnp.sum(heat_liquid_rack, axis=0),
         heat_air_w=heat_air,
         rack_outlet_mean_c=outlet_sum / jnp.sum(p.mask),

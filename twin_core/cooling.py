@@ -50,6 +50,8 @@ class CoolingParams:
     eirft: jnp.ndarray  # (6,)
     eirfplr: jnp.ndarray  # (3,)
     ch_min_plr: jnp.ndarray  # ()
+    curve_leaving_c: jnp.ndarray  # (2,) fitted range of the curves' first variable
+    curve_condenser_c: jnp.ndarray  # (2,) and of the second
     air_handling_w_per_w: jnp.ndarray  # ()
     fan_kp: jnp.ndarray  # ()
     fan_ki: jnp.ndarray  # ()
@@ -97,12 +99,25 @@ class CoolingOutputs:
 def chiller_power(p: CoolingParams, load_w, running, leaving_c, condenser_c):
     """Electric power of ``running`` identical chillers sharing ``load_w`` (EnergyPlus
     Chiller:Electric:EIR: P = Q_avail/COP_ref * EIRFT * EIRFPLR(PLR) * cycling ratio)."""
-    available = p.ch_capacity_w * biquadratic(p.capft, leaving_c, condenser_c)
+    available = chiller_capacity(p, leaving_c, condenser_c)
+    leaving_c, condenser_c = curve_inputs(p, leaving_c, condenser_c)
     plr = load_w / jnp.maximum(running * available, 1.0)
     plr_eval = jnp.maximum(plr, p.ch_min_plr)
     cycling = jnp.minimum(plr / jnp.maximum(p.ch_min_plr, 1e-9), 1.0)
     eir = biquadratic(p.eirft, leaving_c, condenser_c) * quadratic(p.eirfplr, plr_eval)
     return running * available / p.ch_cop * eir * cycling
+
+
+def curve_inputs(p: CoolingParams, leaving_c, condenser_c):
+    """Curve variables clamped to the range the curves were fitted over."""
+    leaving = jnp.clip(leaving_c, p.curve_leaving_c[0], p.curve_leaving_c[1])
+    return leaving, jnp.clip(condenser_c, p.curve_condenser_c[0], p.curve_condenser_c[1])
+
+
+def chiller_capacity(p: CoolingParams, leaving_c, condenser_c):
+    """Available capacity of one chiller (W): reference capacity x CAPFT."""
+    leaving_c, condenser_c = curve_inputs(p, leaving_c, condenser_c)
+    return p.ch_capacity_w * biquadratic(p.capft, leaving_c, condenser_c)
 
 
 def _exp_relax(x0, rate, target, dt):
@@ -181,7 +196,7 @@ def step(p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float):
 
     # --- Trim chillers in series: staged on only once the dry-cooler fans are at full
     # speed, then they bring the water down to the setpoint within their capacity.
-    capacity_unit = p.ch_capacity_w * biquadratic(p.capft, p.supply_c, x.ambient_c)
+    capacity_unit = chiller_capacity(p, p.supply_c, x.ambient_c)
     enabled = speed >= 0.999
     needed = enabled * fws_c * jnp.maximum(dc_leaving - p.supply_c, 0.0)
     q_ch = jnp.minimum(needed, x.chillers_up * capacity_unit)

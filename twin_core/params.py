@@ -299,6 +299,8 @@ def _cooling_params(site: Site, cp: ComputeParams, lay: Layout, dt: float, dtype
         eirft=f(ch.eirft),
         eirfplr=f(ch.eirfplr),
         ch_min_plr=f(ch.min_plr),
+        curve_leaving_c=f(ch.curve_leaving_c),
+        curve_condenser_c=f(ch.curve_condenser_c),
         air_handling_w_per_w=f(c.air_handling_w_per_w),
         fan_kp=f(site.controls.fan_kp),
         fan_ki=f(site.controls.fan_ki),

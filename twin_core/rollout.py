@@ -24,6 +24,7 @@ from twin_core.site import Site, with_overrides
 # Site-level quantities recorded each step (units in the name).
 SERIES: tuple[str, ...] = (
     "it_power_mw",
+    "rack_ac_mw",
     "facility_power_mw",
     "cooling_power_mw",
     "pumps_mw",
@@ -76,7 +77,8 @@ def site_series(p: Params, o: StepOutputs) -> jnp.ndarray:
     mw = 1e-6
     cm, cl, pw, en, d = o.compute, o.cooling, o.power, o.energy, o.drivers
     values = {
-        "it_power_mw": pw.it_w * mw,
+        "it_power_mw": pw.it_w * mw,  # as the power subsystem sees it (one interval later)
+        "rack_ac_mw": cm.ac_total_w * mw,  # as compute draws it
         "facility_power_mw": pw.meter_w * mw,
         "cooling_power_mw": cl.electrical_w * mw,
         "pumps_mw": cl.pumps_w * mw,

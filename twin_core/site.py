@@ -179,6 +179,10 @@ class Chillers(Strict):
     eirft: tuple[float, float, float, float, float, float]
     eirfplr: tuple[float, float, float]
     min_plr: Frac = 0.1
+    # Curve inputs are clamped to the range the curves were fitted over, as EnergyPlus does
+    # with a curve's minimum/maximum values: a biquadratic must not be extrapolated.
+    curve_leaving_c: tuple[Celsius, Celsius] = (-50.0, 120.0)
+    curve_condenser_c: tuple[Celsius, Celsius] = (-60.0, 120.0)
 
 
 class Cooling(Strict):
