@@ -295,3 +295,10 @@ def test_per_gpu_granularity_agrees_with_rack_level_power():
     # hottest of 576 GPUs (spread in thermal resistance, position on the loop) runs hotter
     assert gpu.kpis["max_gpu_temp_c"] > rack.kpis["max_gpu_temp_c"] + 2.0
     assert gpu.means["gpu_temp_mean_c"][-1] == pytest.approx(rack.means["gpu_temp_mean_c"][-1], abs=0.5)
+
+
+def test_cold_weather_bypass_holds_the_setpoint_at_minimum_fan_speed():
+    r = run64(small_site(constant_weather(-20.0), steady_load(0.5)), 4 * 3600, 10.0, 600)
+    assert r.means["fan_speed"][-1] == pytest.approx(0.2)  # minimum speed
+    assert r.means["facility_supply_c"][-1] == pytest.approx(30.0, abs=1e-6)
+    assert r.kpis["energy_balance_rel_error"] < 1e-9

@@ -188,8 +188,12 @@ def step(p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float):
     c_min_dc = jnp.minimum(air_c, fws_c_safe)
     c_max_dc = jnp.maximum(jnp.maximum(air_c, fws_c_safe), 1e-9)
     eps_dc = eps_crossflow_unmixed(ua / jnp.maximum(c_min_dc, 1e-9), c_min_dc / c_max_dc, jnp)
-    # Bypassed (no heat pick-up) when the air is warmer than the water.
+    # Bypassed (no heat pick-up) when the air is warmer than the water; at minimum fan
+    # speed in cold weather a three-way valve bypasses enough water to hold the setpoint.
     q_dc = jnp.maximum(eps_dc * c_min_dc * (fws_return - air_in), 0.0)
+    at_min = speed <= p.dc_min_speed + 1e-9
+    q_hold = fws_c_safe * jnp.maximum(fws_return - p.supply_c, 0.0)
+    q_dc = jnp.where(at_min, jnp.minimum(q_dc, q_hold), q_dc)
     dc_leaving = fws_return - q_dc / fws_c_safe
     fans_w = units * p.dc_fan_w * speed**3
     water = assist * (air_c * (x.ambient_c - air_in)) / WATER_LATENT_J_PER_KG / 1000.0

@@ -152,10 +152,19 @@ def ppa_output_w(site: Site, ghi: np.ndarray) -> np.ndarray:
             shape = np.clip((speed**3 - 27.0) / (12.0**3 - 27.0), 0.0, 1.0) * (speed < 25.0)
         else:
             shape = np.ones(HOURS_PER_YEAR)
-        mean = shape.mean()
-        scaled = np.clip(shape * (ppa.capacity_factor / mean if mean > 0 else 0.0), 0.0, 1.0)
-        total += scaled * ppa.capacity_mw * 1e6
+        total += _scale_to_capacity_factor(shape, ppa.capacity_factor) * ppa.capacity_mw * 1e6
     return total
+
+
+def _scale_to_capacity_factor(shape: np.ndarray, target: float) -> np.ndarray:
+    """Scale a profile so that, clipped at rated output, its mean equals ``target``."""
+    scale = 0.0
+    for _ in range(50):  # fixed point: clipping removes a little energy each round
+        mean = np.clip(shape * scale, 0.0, 1.0).mean() if scale else shape.mean()
+        if mean <= 0:
+            return np.zeros_like(shape)
+        scale = (scale or 1.0) * target / mean
+    return np.clip(shape * scale, 0.0, 1.0)
 
 
 def inference_utilization(site: Site) -> list[np.ndarray]:
