@@ -94,8 +94,12 @@ def _battery_request(p: EnergyParams, s: EnergyState, x: EnergyInputs, dt: float
     arbitrage = jnp.where(
         x.price >= p.discharge_above, max_w, jnp.where(x.price <= p.charge_below, -max_w, 0.0)
     )
-    modes = jnp.stack([jnp.zeros_like(peak), peak, firming, arbitrage])
-    return modes[p.battery_mode]
+    mode = p.battery_mode  # selects, not an index: cheaper batched
+    return jnp.where(
+        mode == PEAK_SHAVE,
+        peak,
+        jnp.where(mode == SWING_FIRMING, firming, jnp.where(mode == ARBITRAGE, arbitrage, 0.0)),
+    )
 
 
 def step(p: EnergyParams, s: EnergyState, x: EnergyInputs, dt: float, steps_per_hour: int):

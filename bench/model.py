@@ -1,0 +1,154 @@
+"""Model benchmark: the Fairwater scenario at dt = 1 s (rack and per-GPU granularity) and
+batched what-if throughput at dt = 10 s, printed as a table with targets and ratios.
+
+    python bench/model.py            # CPU targets (2-core CI machine)
+    python bench/model.py --gpus 500000 --variants 1,16,128,1024   # on an accelerator
+
+Compile time is measured on its own (lower + compile); the timed run re-uses the
+compiled rollout, so figures are steady-state simulation speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from twin_core.coupling import init_state
+from twin_core.params import build_params
+from twin_core.rollout import batch_init, batch_of, batch_runner, run_jit, set_param
+from twin_core.site import load_site
+
+ROOT = Path(__file__).resolve().parent.parent
+FAIRWATER = ROOT / "scenarios" / "fairwater-wi.yaml"
+# Memory bandwidth of the accelerators we report a floor for (vendor datasheets).
+BANDWIDTH_BYTES_PER_S = {"NVIDIA H200": 4.8e12, "NVIDIA H100 80GB HBM3": 3.35e12}
+
+
+def fairwater(gpus: int | None):
+    """The Fairwater site, or one scaled (more CDUs per hall) to about ``gpus`` GPUs."""
+    site = load_site(FAIRWATER)
+    if gpus is None:
+        return site
+    halls = len(site.halls)
+    per_cdu = site.halls[0].racks_per_cdu * 72
+    cdus = -(-gpus // (per_cdu * halls))
+    scale = cdus / site.halls[0].cdus
+    overrides: dict = {f"halls.{i}.cdus": cdus for i in range(halls)}
+    for i, job in enumerate(site.workload.training):
+        overrides[f"workload.training.{i}.racks"] = int(job.racks * scale)
+    for i, pool in enumerate(site.workload.inference):
+        overrides[f"workload.inference.{i}.racks"] = int(pool.racks * scale)
+    c = site.cooling
+    overrides["cooling.dry_coolers.units"] = int(c.dry_coolers.units * scale) + 1
+    overrides["cooling.chillers.units"] = int(c.chillers.units * scale) + 1
+    overrides["cooling.facility_water.pumps"] = int(c.facility_water.pumps * scale) + 1
+    overrides["cooling.facility_water.duty_pumps"] = int(c.facility_water.duty_pumps * scale)
+    overrides["cooling.facility_water.loop_volume_m3"] = c.facility_water.loop_volume_m3 * scale
+    overrides["power.interconnect_limit_mw"] = site.power.interconnect_limit_mw * scale
+    overrides["power.transformers.rating_mva"] = site.power.transformers.rating_mva * scale
+    overrides["power.ups.rating_mw"] = site.power.ups.rating_mw * scale
+    return load_site(FAIRWATER, overrides)
+
+
+def tree_bytes(tree) -> int:
+    return sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree))
+
+
+def time_single(site, granularity: str, seconds: int, dt: float = 1.0):
+    """(compile s, wall s, simulated s per wall s, bytes touched per step) for one rollout."""
+    every = 60
+    n_records = seconds // every
+    p = build_params(site, seconds, dt, granularity)
+    s0 = init_state(p)
+    start = time.perf_counter()
+    compiled = run_jit.lower(p, s0, n_records, every).compile()
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(compiled(p, s0))  # warm caches and allocations
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(p, s0))
+    wall = time.perf_counter() - start
+    # Lower bound on memory traffic per step: read every parameter, read+write the state.
+    touched = tree_bytes(p) - np.asarray(p.hourly).nbytes + 2 * tree_bytes(s0)
+    return compile_s, wall, seconds / wall, touched
+
+
+def time_batch(site, variants: int, seconds: int, dt: float = 10.0):
+    """(compile s, wall s, variant-days per wall minute) for ``variants`` supply setpoints."""
+    every = 60
+    n_records = int(seconds / dt) // every
+    base = build_params(site, seconds, dt, "rack")
+    setpoints = np.linspace(site.cooling.supply_c - 2, site.cooling.supply_c + 2, variants)
+    batch = batch_of([set_param(base, "cooling.supply_c", v) for v in setpoints])
+    p, s0 = batch.params, batch_init(batch)
+    start = time.perf_counter()
+    compiled = batch_runner(batch).lower(p, s0, n_records, every).compile()
+    compile_s = time.perf_counter() - start
+    jax.block_until_ready(compiled(p, s0))
+    start = time.perf_counter()
+    jax.block_until_ready(compiled(p, s0))
+    wall = time.perf_counter() - start
+    return compile_s, wall, variants * seconds / 86400 / (wall / 60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gpus", type=int, default=None, help="scale Fairwater to ~N GPUs")
+    parser.add_argument("--variants", default="1,16,128", help="batch sizes, comma separated")
+    parser.add_argument("--rack-seconds", type=int, default=3600, help="simulated s, rack run")
+    parser.add_argument("--gpu-seconds", type=int, default=600, help="simulated s, per-GPU run")
+    parser.add_argument("--batch-seconds", type=int, default=6 * 3600, help="simulated s, batches")
+    args = parser.parse_args()
+
+    device = jax.devices()[0]
+    accelerator = device.platform != "cpu"
+    kind = getattr(device, "device_kind", device.platform)
+    site = fairwater(args.gpus)
+    console = Console()
+    console.print(
+        f"device: {kind} ({device.platform}), jax {jax.__version__}; site {site.name}: "
+        f"{site.rack_count:,} racks, {site.gpu_count:,} GPUs"
+    )
+
+    single = Table(title="Fairwater rollout at dt = 1 s (float32)")
+    for col in ("granularity", "elements", "compile s", "step µs", "× real time", "target",
+                "ratio", "floor µs", "step/floor"):
+        single.add_column(col, justify="right")
+    targets = {"rack": 20_000, "gpu": 5_000 if accelerator else 200}
+    bandwidth = BANDWIDTH_BYTES_PER_S.get(kind)
+    for granularity, seconds in (("rack", args.rack_seconds), ("gpu", args.gpu_seconds)):
+        compile_s, wall, speed, touched = time_single(site, granularity, seconds)
+        step_us = wall / seconds * 1e6
+        floor_us = touched / bandwidth * 1e6 if bandwidth else float("nan")
+        elements = site.rack_count if granularity == "rack" else site.gpu_count
+        single.add_row(
+            granularity, f"{elements:,}", f"{compile_s:.1f}", f"{step_us:,.1f}", f"{speed:,.0f}",
+            f"{targets[granularity]:,}", f"{speed / targets[granularity]:.2f}",
+            f"{floor_us:.2f}" if bandwidth else "-",
+            f"{step_us / floor_us:.1f}" if bandwidth else "-",
+        )
+    console.print(single)
+
+    batch = Table(title="Batched what-if at dt = 10 s (rack granularity, float32)")
+    for col in ("variants", "compile s", "wall s", "variant-days / min", "target", "ratio",
+                "gain vs 1"):
+        batch.add_column(col, justify="right")
+    target = 100_000 if accelerator else 1_000
+    one = None
+    for n in (int(v) for v in args.variants.split(",")):
+        compile_s, wall, rate = time_batch(site, n, args.batch_seconds)
+        one = one or rate
+        batch.add_row(str(n), f"{compile_s:.1f}", f"{wall:.2f}", f"{rate:,.0f}", f"{target:,}",
+                      f"{rate / target:.2f}", f"{rate / one:.1f}×")
+    console.print(batch)
+
+
+if __name__ == "__main__":
+    jnp.zeros(1)  # initialise the backend before timing anything
+    main()
