@@ -20,9 +20,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from twin_core.batch import run_batch
 from twin_core.coupling import init_state
 from twin_core.params import build_params
-from twin_core.rollout import batch_init, batch_of, batch_runner, run_jit, set_param
+from twin_core.rollout import run_jit, set_param
 from twin_core.site import load_site
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,20 +80,18 @@ def time_single(site, granularity: str, seconds: int, dt: float = 1.0):
     return compile_s, wall, seconds / wall, touched
 
 
-def time_batch(site, variants: int, seconds: int, dt: float = 10.0):
+def time_batch(site, variants: int, seconds: int, dt: float = 10.0, chunk: int = 32):
     """(compile s, wall s, variant-days per wall minute) for ``variants`` supply setpoints."""
     every = 60
     n_records = int(seconds / dt) // every
     base = build_params(site, seconds, dt, "rack")
     setpoints = np.linspace(site.cooling.supply_c - 2, site.cooling.supply_c + 2, variants)
-    batch = batch_of([set_param(base, "cooling.supply_c", v) for v in setpoints])
-    p, s0 = batch.params, batch_init(batch)
+    params = [set_param(base, "cooling.supply_c", v) for v in setpoints]
     start = time.perf_counter()
-    compiled = batch_runner(batch).lower(p, s0, n_records, every).compile()
+    run_batch(params[: min(chunk, variants)], 1, every, chunk)  # compile (one record)
     compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(p, s0))
     start = time.perf_counter()
-    jax.block_until_ready(compiled(p, s0))
+    run_batch(params, n_records, every, chunk)
     wall = time.perf_counter() - start
     return compile_s, wall, variants * seconds / 86400 / (wall / 60)
 
@@ -117,8 +116,17 @@ def main() -> None:
     )
 
     single = Table(title="Fairwater rollout at dt = 1 s (float32)")
-    for col in ("granularity", "elements", "compile s", "step µs", "× real time", "target",
-                "ratio", "floor µs", "step/floor"):
+    for col in (
+        "granularity",
+        "elements",
+        "compile s",
+        "step µs",
+        "× real time",
+        "target",
+        "ratio",
+        "floor µs",
+        "step/floor",
+    ):
         single.add_column(col, justify="right")
     targets = {"rack": 20_000, "gpu": 5_000 if accelerator else 200}
     bandwidth = BANDWIDTH_BYTES_PER_S.get(kind)
@@ -128,24 +136,43 @@ def main() -> None:
         floor_us = touched / bandwidth * 1e6 if bandwidth else float("nan")
         elements = site.rack_count if granularity == "rack" else site.gpu_count
         single.add_row(
-            granularity, f"{elements:,}", f"{compile_s:.1f}", f"{step_us:,.1f}", f"{speed:,.0f}",
-            f"{targets[granularity]:,}", f"{speed / targets[granularity]:.2f}",
+            granularity,
+            f"{elements:,}",
+            f"{compile_s:.1f}",
+            f"{step_us:,.1f}",
+            f"{speed:,.0f}",
+            f"{targets[granularity]:,}",
+            f"{speed / targets[granularity]:.2f}",
             f"{floor_us:.2f}" if bandwidth else "-",
             f"{step_us / floor_us:.1f}" if bandwidth else "-",
         )
     console.print(single)
 
     batch = Table(title="Batched what-if at dt = 10 s (rack granularity, float32)")
-    for col in ("variants", "compile s", "wall s", "variant-days / min", "target", "ratio",
-                "gain vs 1"):
+    for col in (
+        "variants",
+        "compile s",
+        "wall s",
+        "variant-days / min",
+        "target",
+        "ratio",
+        "gain vs 1",
+    ):
         batch.add_column(col, justify="right")
     target = 100_000 if accelerator else 1_000
     one = None
     for n in (int(v) for v in args.variants.split(",")):
         compile_s, wall, rate = time_batch(site, n, args.batch_seconds)
         one = one or rate
-        batch.add_row(str(n), f"{compile_s:.1f}", f"{wall:.2f}", f"{rate:,.0f}", f"{target:,}",
-                      f"{rate / target:.2f}", f"{rate / one:.1f}×")
+        batch.add_row(
+            str(n),
+            f"{compile_s:.1f}",
+            f"{wall:.2f}",
+            f"{rate:,.0f}",
+            f"{target:,}",
+            f"{rate / target:.2f}",
+            f"{rate / one:.1f}×",
+        )
     console.print(batch)
 
 

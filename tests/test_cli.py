@@ -11,26 +11,52 @@ import pytest
 from conftest import ROOT, SMALL
 
 REQUIRED = {
-    "pue", "it_energy_mwh", "facility_energy_mwh", "peak_facility_mw", "max_gpu_temp_c",
-    "throttled_gpu_hours", "chiller_hours", "water_m3", "cost_usd", "emissions_tco2",
-    "cfe_score", "max_ramp_mw_per_s", "energy_balance_rel_error", "delivered_eflop",
+    "pue",
+    "it_energy_mwh",
+    "facility_energy_mwh",
+    "peak_facility_mw",
+    "max_gpu_temp_c",
+    "throttled_gpu_hours",
+    "chiller_hours",
+    "water_m3",
+    "cost_usd",
+    "emissions_tco2",
+    "cfe_score",
+    "max_ramp_mw_per_s",
+    "energy_balance_rel_error",
+    "delivered_eflop",
 }
 
 
 def twin(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args], capture_output=True, text=True, cwd=ROOT,
+        [sys.executable, "-m", "services.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
         timeout=600,
     )
 
 
 def test_simulate_writes_summary_timeseries_and_overview(tmp_path):
     out = tmp_path / "run"
-    done = twin("simulate", str(SMALL), "--duration", "2h", "--dt", "1s", "--out", str(out),
-                "--set", "cooling.supply_c=32", "--record", "5m")
+    done = twin(
+        "simulate",
+        str(SMALL),
+        "--duration",
+        "2h",
+        "--dt",
+        "1s",
+        "--out",
+        str(out),
+        "--set",
+        "cooling.supply_c=32",
+        "--record",
+        "5m",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert REQUIRED <= summary.keys()
+    assert summary.keys() >= REQUIRED
     assert summary["overrides"] == {"cooling.supply_c": 32}
     assert summary["duration_s"] == 7200 and summary["racks"] == 8 and summary["gpus"] == 576
     assert 1.0 < summary["pue"] < 1.3
@@ -44,8 +70,16 @@ def test_simulate_writes_summary_timeseries_and_overview(tmp_path):
 
 
 def test_per_gpu_granularity_from_the_cli(tmp_path):
-    done = twin("simulate", str(SMALL), "--duration", "10m", "--granularity", "gpu",
-                "--out", str(tmp_path / "g"))
+    done = twin(
+        "simulate",
+        str(SMALL),
+        "--duration",
+        "10m",
+        "--granularity",
+        "gpu",
+        "--out",
+        str(tmp_path / "g"),
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "g" / "summary.json").read_text())["granularity"] == "gpu"
 
@@ -54,9 +88,14 @@ def test_per_gpu_granularity_from_the_cli(tmp_path):
     ("args", "message"),
     [
         (["--set", "cooling.bogus=1"], "error: cooling.bogus: unknown field"),
-        (["--set", "cooling.facility_water.pump.rated_flow_lps=-3"],
-         "error: cooling.facility_water.pump.rated_flow_lps: Input should be greater than 0"),
-        (["--set", "nonsense"], "error: --set 'nonsense': expected path=value, e.g. cooling.supply_c=32"),
+        (
+            ["--set", "cooling.facility_water.pump.rated_flow_lps=-3"],
+            "error: cooling.facility_water.pump.rated_flow_lps: Input should be greater than 0",
+        ),
+        (
+            ["--set", "nonsense"],
+            "error: --set 'nonsense': expected path=value, e.g. cooling.supply_c=32",
+        ),
         (["--dt", "7s"], "error: dt: 7 s must divide an hour (e.g. 0.5, 1, 10, 60)"),
         (["--duration", "soon"], "error: invalid duration 'soon' (expected e.g. 1s, 90m, 24h, 7d)"),
         (["--granularity", "chip"], "error: --granularity: 'chip' is not one of rack, gpu"),

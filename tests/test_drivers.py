@@ -24,8 +24,10 @@ def write_epw(path, temps, rh=50.0, ghi=0.0):
 def test_epw_weather_is_read_and_sliced_from_the_start(tmp_path):
     temps = np.arange(8760) % 50 - 10.0  # a recognisable pattern
     write_epw(tmp_path / "site.epw", temps)
-    site = load_site(SMALL, {"weather": {"epw": str(tmp_path / "site.epw")},
-                             "start": {"day_of_year": 2, "hour": 5}})
+    site = load_site(
+        SMALL,
+        {"weather": {"epw": str(tmp_path / "site.epw")}, "start": {"day_of_year": 2, "hour": 5}},
+    )
     matrix = drivers.hourly_matrix(site, 48)
     start = 24 + 5
     np.testing.assert_array_equal(matrix[:, 0], temps[start : start + 49])
@@ -35,7 +37,9 @@ def test_epw_weather_is_read_and_sliced_from_the_start(tmp_path):
 def test_short_epw_is_rejected(tmp_path):
     write_epw(tmp_path / "short.epw", [10.0] * 100)
     site = load_site(SMALL, {"weather": {"epw": str(tmp_path / "short.epw")}})
-    with pytest.raises(SiteError, match=r"^weather\.epw: .* does not hold 8760 hourly EPW records$"):
+    with pytest.raises(
+        SiteError, match=r"^weather\.epw: .* does not hold 8760 hourly EPW records$"
+    ):
         drivers.hourly_matrix(site, 24)
 
 
@@ -64,15 +68,23 @@ def test_heat_wave_adds_to_the_ambient_for_its_hours(small):
 
 
 def test_series_from_csv_file_repeats_to_a_year(tmp_path):
-    (tmp_path / "price.csv").write_text("hour,usd\n" + "".join(f"{h},{h * 10}\n" for h in range(24)))
-    site = load_site(SMALL, {"energy.grid.price_usd_per_mwh": {"file": str(tmp_path / "price.csv"),
-                                                               "column": "usd"}})
-    price = drivers.series(site.energy.grid.price_usd_per_mwh, "energy.grid.price_usd_per_mwh", site)
+    (tmp_path / "price.csv").write_text(
+        "hour,usd\n" + "".join(f"{h},{h * 10}\n" for h in range(24))
+    )
+    site = load_site(
+        SMALL,
+        {"energy.grid.price_usd_per_mwh": {"file": str(tmp_path / "price.csv"), "column": "usd"}},
+    )
+    price = drivers.series(
+        site.energy.grid.price_usd_per_mwh, "energy.grid.price_usd_per_mwh", site
+    )
     assert len(price) == 8760 and price[25] == 10.0 and price[47] == 230.0
 
 
 def test_series_file_with_missing_column(tmp_path):
     (tmp_path / "p.csv").write_text("a\n1\n")
     site = load_site(SMALL, {"energy.grid.price_usd_per_mwh": {"file": str(tmp_path / "p.csv")}})
-    with pytest.raises(SiteError, match=r"^energy\.grid\.price_usd_per_mwh\.column: .* has no column 'value'$"):
+    with pytest.raises(
+        SiteError, match=r"^energy\.grid\.price_usd_per_mwh\.column: .* has no column 'value'$"
+    ):
         drivers.hourly_matrix(site, 2)

@@ -72,7 +72,9 @@ def test_heat_balance_over_the_run_from_states(busy_run):
     u1 = float(jnp.sum(s1.cooling.tcs_supply_c * k.tcs_heat_capacity * k.cdu_mask))
     u0 += float(s0.cooling.fws_supply_c * k.fws_heat_capacity)
     u1 += float(s1.cooling.fws_supply_c * k.fws_heat_capacity)
-    heat_in = (s0.boundary.heat_liquid_w.sum() + s0.boundary.heat_air_w) * dt + np.sum(heat_out[:-1])
+    heat_in = (s0.boundary.heat_liquid_w.sum() + s0.boundary.heat_air_w) * dt + np.sum(
+        heat_out[:-1]
+    )
     electric = np.sum(r.means["cooling_power_mw"]) * 1e6 * dt
     rejected = np.sum(r.means["heat_rejected_mw"]) * 1e6 * dt
     assert float(heat_in) + electric == pytest.approx(rejected + (u1 - u0), rel=1e-10)
@@ -88,10 +90,22 @@ def test_chiller_power_follows_doe2_eir_curves(small):
     eirfplr [0.222, 0.314, 0.464], 500 kW, COP 5.5, min PLR 0.15."""
 
     def hand(load_w, running, t_lvg, t_cond):
-        capft = (0.258 + 0.0389 * t_lvg - 0.000217 * t_lvg**2 + 0.0469 * t_cond
-                 - 0.000943 * t_cond**2 - 0.000343 * t_lvg * t_cond)
-        eirft = (0.934 - 0.0582 * t_lvg + 0.00450 * t_lvg**2 + 0.00243 * t_cond
-                 + 0.000486 * t_cond**2 - 0.00122 * t_lvg * t_cond)
+        capft = (
+            0.258
+            + 0.0389 * t_lvg
+            - 0.000217 * t_lvg**2
+            + 0.0469 * t_cond
+            - 0.000943 * t_cond**2
+            - 0.000343 * t_lvg * t_cond
+        )
+        eirft = (
+            0.934
+            - 0.0582 * t_lvg
+            + 0.00450 * t_lvg**2
+            + 0.00243 * t_cond
+            + 0.000486 * t_cond**2
+            - 0.00122 * t_lvg * t_cond
+        )
         cap = 500e3 * capft
         plr = load_w / (running * cap)
         eirfplr = 0.222 + 0.314 * max(plr, 0.15) + 0.464 * max(plr, 0.15) ** 2
@@ -225,8 +239,12 @@ def test_rack_power_smoothing_cuts_the_peak_ramp_by_the_configured_factor():
 
 
 def test_power_floor_holds_rack_power_above_the_floor():
-    floor = _wave({"halls.0.rack_type": "GB300_NVL72",
-                   "rack_types.GB300_NVL72.smoothing.power_floor_fraction": 0.7})
+    floor = _wave(
+        {
+            "halls.0.rack_type": "GB300_NVL72",
+            "rack_types.GB300_NVL72.smoothing.power_floor_fraction": 0.7,
+        }
+    )
     none = _wave(GB300_NO_FLOOR)
     floor_dc = 0.7 * rack_dc("GB300_NVL72", 1.0)
     assert rack_dc("GB300_NVL72", 0.2) < floor_dc  # the comm phase sits below the floor
@@ -294,7 +312,9 @@ def test_per_gpu_granularity_agrees_with_rack_level_power():
     assert gpu.kpis["it_energy_mwh"] == pytest.approx(rack.kpis["it_energy_mwh"], rel=1e-12)
     # hottest of 576 GPUs (spread in thermal resistance, position on the loop) runs hotter
     assert gpu.kpis["max_gpu_temp_c"] > rack.kpis["max_gpu_temp_c"] + 2.0
-    assert gpu.means["gpu_temp_mean_c"][-1] == pytest.approx(rack.means["gpu_temp_mean_c"][-1], abs=0.5)
+    assert gpu.means["gpu_temp_mean_c"][-1] == pytest.approx(
+        rack.means["gpu_temp_mean_c"][-1], abs=0.5
+    )
 
 
 def test_cold_weather_bypass_holds_the_setpoint_at_minimum_fan_speed():

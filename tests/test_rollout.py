@@ -7,13 +7,20 @@ import numpy as np
 import pytest
 from conftest import F64, constant_weather, run64, small_site, steady_load
 
-from twin_core.rollout import kpi_value_and_grad, plan, simulate, simulate_batch
+from twin_core.batch import simulate_batch
+from twin_core.rollout import kpi_value_and_grad, plan, simulate
 
 VARIANTS = [
     {},
     {"cooling.supply_c": 33.0},
-    {"energy.battery": {"capacity_mwh": 0.5, "power_mw": 0.3, "mode": "peak_shave",
-                        "peak_threshold_mw": 1.0}},
+    {
+        "energy.battery": {
+            "capacity_mwh": 0.5,
+            "power_mw": 0.3,
+            "mode": "peak_shave",
+            "peak_threshold_mw": 1.0,
+        }
+    },
     # fewer racks per CDU: padded to the common layout inside the batch
     {"halls.0.racks_per_cdu": 3, "workload.training.0.racks": 6},
     {"failures": [{"equipment": "chiller", "index": 0, "at": "10m"}], "weather.offset_c": 20.0},
@@ -32,26 +39,43 @@ def test_simulate_batch_equals_a_loop_of_simulate(small):
             np.testing.assert_allclose(got.means[name], alone.means[name], rtol=1e-9, atol=1e-12)
     # and the variants really differ
     assert batch[1].kpis["max_supply_c"] > batch[0].kpis["max_supply_c"] + 2.5
-    assert batch[3].kpis["it_energy_mwh"] == pytest.approx(0.75 * batch[0].kpis["it_energy_mwh"], rel=0.02)
+    assert batch[3].kpis["it_energy_mwh"] == pytest.approx(
+        0.75 * batch[0].kpis["it_energy_mwh"], rel=0.02
+    )
 
 
 def test_kpis_do_not_depend_on_the_recording_interval():
     site = small_site({"workload.training.0.iteration_s": 7})
     fine = run64(site, 1200, 1.0, 1)
     coarse = run64(site, 1200, 1.0, 600)
-    for key in ("it_energy_mwh", "facility_energy_mwh", "peak_facility_mw", "max_gpu_temp_c",
-                "cost_usd", "delivered_eflop", "max_ramp_mw_per_s", "cfe_score"):
+    for key in (
+        "it_energy_mwh",
+        "facility_energy_mwh",
+        "peak_facility_mw",
+        "max_gpu_temp_c",
+        "cost_usd",
+        "delivered_eflop",
+        "max_ramp_mw_per_s",
+        "cfe_score",
+    ):
         assert coarse.kpis[key] == pytest.approx(fine.kpis[key], rel=1e-12), key
     assert len(coarse.means["facility_power_mw"]) == 2
-    assert coarse.maxes["facility_power_mw"][0] == pytest.approx(fine.means["facility_power_mw"][:600].max())
+    assert coarse.maxes["facility_power_mw"][0] == pytest.approx(
+        fine.means["facility_power_mw"][:600].max()
+    )
 
 
 def test_gradient_matches_finite_difference():
     site = small_site(constant_weather(18.0), steady_load(0.85))
     horizon, dt = 2 * 3600, 10.0
     value, grad = kpi_value_and_grad(
-        site, "facility_energy_mwh", ["cooling.supply_c", "power.misc_fixed_mw"], horizon, dt,
-        600, dtype=F64,
+        site,
+        "facility_energy_mwh",
+        ["cooling.supply_c", "power.misc_fixed_mw"],
+        horizon,
+        dt,
+        600,
+        dtype=F64,
     )
 
     def kpi(**overrides):
@@ -62,7 +86,9 @@ def test_gradient_matches_finite_difference():
         ]
 
     h = 0.01
-    fd_supply = (kpi(**{"cooling.supply_c": 30 + h}) - kpi(**{"cooling.supply_c": 30 - h})) / (2 * h)
+    fd_supply = (kpi(**{"cooling.supply_c": 30 + h}) - kpi(**{"cooling.supply_c": 30 - h})) / (
+        2 * h
+    )
     assert value == pytest.approx(kpi(), rel=1e-12)
     assert grad["cooling.supply_c"] == pytest.approx(fd_supply, rel=1e-4)
     assert grad["cooling.supply_c"] < 0  # warmer water: less fan energy
@@ -74,11 +100,18 @@ def test_gradient_with_respect_to_battery_size():
     site = small_site(
         constant_weather(18.0),
         steady_load(0.85),
-        {"energy.battery": {"capacity_mwh": 0.2, "power_mw": 0.5, "mode": "peak_shave",
-                            "peak_threshold_mw": 0.9}},
+        {
+            "energy.battery": {
+                "capacity_mwh": 0.2,
+                "power_mw": 0.5,
+                "mode": "peak_shave",
+                "peak_threshold_mw": 0.9,
+            }
+        },
     )
-    _, grad = kpi_value_and_grad(site, "cost_usd", ["energy.battery.capacity_mwh"], 3600, 10.0,
-                                 600, dtype=F64)
+    _, grad = kpi_value_and_grad(
+        site, "cost_usd", ["energy.battery.capacity_mwh"], 3600, 10.0, 600, dtype=F64
+    )
 
     def cost(capacity):
         from twin_core.site import with_overrides

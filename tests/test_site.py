@@ -31,21 +31,31 @@ def test_negative_flow_is_named():
 
 def test_out_of_range_fraction():
     message = error_of({"rack_types.GB200_NVL72.liquid_fraction": 1.5})
-    assert message == "rack_types.GB200_NVL72.liquid_fraction: Input should be less than or equal to 1"
+    assert (
+        message == "rack_types.GB200_NVL72.liquid_fraction: Input should be less than or equal to 1"
+    )
 
 
 def test_wrong_type():
     message = error_of({"cooling.supply_c": "warm"})
-    assert message == "cooling.supply_c: Input should be a valid number, unable to parse string as a number"
+    assert (
+        message
+        == "cooling.supply_c: Input should be a valid number, unable to parse string as a number"
+    )
 
 
 def test_unknown_rack_type():
     message = error_of({"halls.0.rack_type": "H100_HGX"})
-    assert message == "halls.0.rack_type: unknown rack type 'H100_HGX' (known: GB200_NVL72, GB300_NVL72)"
+    assert (
+        message
+        == "halls.0.rack_type: unknown rack type 'H100_HGX' (known: GB200_NVL72, GB300_NVL72)"
+    )
 
 
 def test_workload_larger_than_site():
-    assert error_of({"workload.training.0.racks": 9}) == "workload: assigns 9 racks but the site has 8"
+    assert (
+        error_of({"workload.training.0.racks": 9}) == "workload: assigns 9 racks but the site has 8"
+    )
 
 
 def test_failure_index_out_of_range():
@@ -60,7 +70,9 @@ def test_failure_repair_before_failure():
 
 def test_throttle_band_ordered():
     message = error_of({"rack_types.GB200_NVL72.thermal.throttle_max_c": 80})
-    assert message == "rack_types.GB200_NVL72.thermal: throttle_max_c must be above throttle_start_c"
+    assert (
+        message == "rack_types.GB200_NVL72.thermal: throttle_max_c must be above throttle_start_c"
+    )
 
 
 def test_duty_pumps_bounded():

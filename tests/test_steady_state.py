@@ -84,8 +84,15 @@ def steady():
 
 @pytest.mark.parametrize(
     "name",
-    ["it_power_mw", "rack_outlet_c", "tcs_supply_c", "gpu_temp_mean_c", "fan_speed",
-     "dry_cooler_fans_mw", "facility_power_mw"],
+    [
+        "it_power_mw",
+        "rack_outlet_c",
+        "tcs_supply_c",
+        "gpu_temp_mean_c",
+        "fan_speed",
+        "dry_cooler_fans_mw",
+        "facility_power_mw",
+    ],
 )
 def test_steady_state_matches_hand_calculation(steady, name):
     expected = hand_calculation()[name]

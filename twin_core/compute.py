@@ -16,6 +16,7 @@ from twin_core.pytree import pytree
 class ComputeParams:
     mask: jnp.ndarray  # (R, C) 1 for a real rack
     gpus: jnp.ndarray  # (R, C) GPUs in the rack
+    # Per-rack properties are (R, C), or (1, 1) when every rack shares the value.
     gpu_idle_w: jnp.ndarray  # (R, C)
     gpu_span_w: jnp.ndarray  # (R, C) TDP - idle
     fixed_dc_w: jnp.ndarray  # (R, C) switches, other, CPU idle
@@ -99,13 +100,13 @@ def thermal_clock(p: ComputeParams, die_c):
 def init(p: ComputeParams, tcs_supply_c, dtype) -> ComputeState:
     """Racks idle at t=0 with dies at coolant temperature plus their idle rise."""
     idle_gpu = p.gpu_idle_w[..., None]
-    die = tcs_supply_c[None, :, None] + p.r_die * idle_gpu
+    die = jnp.broadcast_to(tcs_supply_c[None, :, None] + p.r_die * idle_gpu, p.gpu_weight.shape)
     dc = p.fixed_dc_w + p.gpus * p.gpu_idle_w
     clock = -p.job_start_s  # negative until the job starts
     return ComputeState(
         die_c=die.astype(dtype),
         dc_out_w=(dc * p.mask).astype(dtype),
-        storage_j=(0.5 * p.storage_j).astype(dtype),
+        storage_j=(0.5 * p.storage_j * p.mask).astype(dtype),
         job_clock_s=clock.astype(dtype),
         ckpt_clock_s=clock.astype(dtype),
     )

@@ -183,23 +183,35 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
     # Built (CDU, slot) for readability, stored (slot, CDU): the long CDU axis innermost
     # vectorises well and per-CDU sums become row additions.
     f = lambda a: jnp.asarray(np.swapaxes(np.asarray(a), 0, 1), dtype)  # noqa: E731
+
+    def g(a):
+        """Like ``f``, but a property that is the same for every real rack is stored once
+        (shape 1 on the rack axes) and broadcast: most sites have one or two rack types,
+        and the step then streams a handful of per-rack arrays instead of twenty."""
+        a = np.swapaxes(np.asarray(a, dtype=float), 0, 1)
+        real = np.swapaxes(mask, 0, 1) > 0
+        values = a[real]
+        if values.size and np.all(values == values[:1]):
+            return jnp.asarray(values[:1].reshape((1, 1, *a.shape[2:])), dtype)
+        return jnp.asarray(a, dtype)
+
     return ComputeParams(
         mask=f(mask),
         gpus=f(gpus),
-        gpu_idle_w=f(_per_rack(grid, lambda rt: rt.gpu_idle_w)),
-        gpu_span_w=f(_per_rack(grid, lambda rt: rt.gpu_tdp_w - rt.gpu_idle_w)),
-        fixed_dc_w=f(
+        gpu_idle_w=g(_per_rack(grid, lambda rt: rt.gpu_idle_w)),
+        gpu_span_w=g(_per_rack(grid, lambda rt: rt.gpu_tdp_w - rt.gpu_idle_w)),
+        fixed_dc_w=g(
             _per_rack(
                 grid,
                 lambda rt: rt.switch_trays * rt.switch_w + rt.other_w + rt.cpus * rt.cpu_idle_w,
             )
         ),
-        cpu_span_w=f(_per_rack(grid, lambda rt: rt.cpus * (rt.cpu_max_w - rt.cpu_idle_w))),
-        liquid_fraction=f(_per_rack(grid, lambda rt: rt.liquid_fraction)),
-        peak_pflops=f(_per_rack(grid, lambda rt: rt.peak_pflops_per_gpu)),
-        psu_loss=f(psu * mask[..., None]),
+        cpu_span_w=g(_per_rack(grid, lambda rt: rt.cpus * (rt.cpu_max_w - rt.cpu_idle_w))),
+        liquid_fraction=g(_per_rack(grid, lambda rt: rt.liquid_fraction)),
+        peak_pflops=g(_per_rack(grid, lambda rt: rt.peak_pflops_per_gpu)),
+        psu_loss=g(psu * mask[..., None]),
         rack_max_ac_w=f(rack_max_ac),
-        coolant_c_w_per_k=f(
+        coolant_c_w_per_k=g(
             _per_rack(
                 grid,
                 lambda rt: (
@@ -212,15 +224,15 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
                 1.0,
             )
         ),
-        r_die=f(r_die),
-        die_decay=f(decay),
-        coolant_position=f(position),
-        throttle_start_c=f(_per_rack(grid, lambda rt: rt.thermal.throttle_start_c)),
-        throttle_span_c=f(
+        r_die=g(r_die),
+        die_decay=g(decay),
+        coolant_position=g(position),
+        throttle_start_c=g(_per_rack(grid, lambda rt: rt.thermal.throttle_start_c)),
+        throttle_span_c=g(
             _per_rack(grid, lambda rt: rt.thermal.throttle_max_c - rt.thermal.throttle_start_c, 1.0)
         ),
-        min_clock=f(_per_rack(grid, lambda rt: rt.thermal.min_clock_fraction, 1.0)),
-        floor_w=f(
+        min_clock=g(_per_rack(grid, lambda rt: rt.thermal.min_clock_fraction, 1.0)),
+        floor_w=g(
             _per_rack(
                 grid,
                 lambda rt: (
@@ -228,8 +240,8 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
                 ),
             )
         ),
-        ramp_w=f(_per_rack(grid, lambda rt: rt.smoothing.ramp_w_per_s * dt if smooth(rt) else BIG)),
-        storage_j=f(_per_rack(grid, lambda rt: rt.smoothing.storage_j if smooth(rt) else 0.0)),
+        ramp_w=g(_per_rack(grid, lambda rt: rt.smoothing.ramp_w_per_s * dt if smooth(rt) else BIG)),
+        storage_j=g(_per_rack(grid, lambda rt: rt.smoothing.storage_j if smooth(rt) else 0.0)),
         workload_of_rack=jnp.asarray(np.swapaxes(_workload_of_rack(site, mask, lay), 0, 1)),
         job_period_s=job_array(lambda j: j.iteration_s, 1.0),
         job_compute_s=job_array(lambda j: j.iteration_s * j.compute_fraction, 1.0),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import jax
@@ -19,9 +18,9 @@ import numpy as np
 
 from twin_core import kpis as kpi_mod
 from twin_core.coupling import StepOutputs, TwinState, coupled_step, init_state
-from twin_core.params import Granularity, Layout, Params, build_params, layout_of
+from twin_core.params import Granularity, Params, build_params
 from twin_core.pytree import replace
-from twin_core.site import Site, with_overrides
+from twin_core.site import Site
 
 # Site-level quantities recorded each step (units in the name).
 SERIES: tuple[str, ...] = (
@@ -158,64 +157,6 @@ def _run(p: Params, s0: TwinState, n_records: int, every: int, advance=_single_s
 run_jit = jax.jit(_run, static_argnames=("n_records", "every"))
 
 
-@dataclass(frozen=True)
-class Batch:
-    """Variants of one site: leaves that differ are stacked on a leading axis, leaves that
-    all variants share are kept once (``axes`` holds 0 or None per leaf), so a batch reads
-    shared per-rack parameters once per step instead of once per variant."""
-
-    params: Params
-    axes: tuple[int | None, ...]
-    size: int
-
-    def in_axes(self) -> Params:
-        return jax.tree.structure(self.params).unflatten(list(self.axes))
-
-
-def batch_of(params: Sequence[Params]) -> Batch:
-    treedef = jax.tree.structure(params[0])
-    merged, axes = [], []
-    for leaves in zip(*(jax.tree.leaves(p) for p in params), strict=True):
-        first = np.asarray(leaves[0])
-        if all(np.array_equal(first, np.asarray(other)) for other in leaves[1:]):
-            merged.append(leaves[0])
-            axes.append(None)
-        else:
-            merged.append(jnp.stack(leaves))
-            axes.append(0)
-    return Batch(treedef.unflatten(merged), tuple(axes), len(params))
-
-
-@lru_cache(maxsize=16)
-def _batch_fns(axes: tuple[int | None, ...], treedef, size: int):
-    in_axes = treedef.unflatten(list(axes))
-    # The step counter stays shared (all variants advance in lockstep), so time-indexed
-    # lookups (drivers, failures) stay plain slices instead of per-variant gathers.
-    state_axes = TwinState(None, 0, 0, 0, 0, 0)
-    init = jax.jit(jax.vmap(init_state, in_axes=(in_axes,), out_axes=state_axes))
-    advance = jax.vmap(_single_step, in_axes=(in_axes, state_axes), out_axes=(state_axes, 0))
-
-    def run(p, s0, n_records, every):
-        return _run(p, s0, n_records, every, advance, (size,))
-
-    return init, jax.jit(run, static_argnames=("n_records", "every"))
-
-
-def batch_init(batch: Batch) -> TwinState:
-    """Initial states of a batch; the step counter is shared, the rest per variant."""
-    treedef = jax.tree.structure(batch.params)
-    if all(a is None for a in batch.axes):  # identical variants: replicate one state
-        one = init_state(batch.params)
-        per_variant = jax.tree.map(lambda x: jnp.broadcast_to(x, (batch.size, *x.shape)), one)
-        return replace(per_variant, step=one.step)
-    return _batch_fns(batch.axes, treedef, batch.size)[0](batch.params)
-
-
-def batch_runner(batch: Batch):
-    """The compiled, vmapped rollout for this batch's sharing pattern."""
-    return _batch_fns(batch.axes, jax.tree.structure(batch.params), batch.size)[1]
-
-
 @dataclass
 class Result:
     """A rollout: recorded series (mean and max per interval), final state and KPIs."""
@@ -297,49 +238,6 @@ def simulate(
     final, means, maxes = run_records(p, s0, n_records, every, progress, chunks)
     m, x = _unpack(means, maxes)
     return Result(every * dt, dt, m, x, final, kpi_mod.summarize(m, x, final, every * dt))
-
-
-def stack_params(params: Sequence[Params]) -> Params:
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *params)
-
-
-def batch_params(
-    site: Site,
-    variants: Sequence[dict[str, Any]],
-    horizon_s: float,
-    dt: float,
-    granularity: Granularity = "rack",
-    dtype=jnp.float32,
-) -> Batch:
-    """Params of every variant (dotted-path overrides), padded to one layout."""
-    sites = [with_overrides(site, v) for v in variants]
-    lay: Layout = layout_of(sites[0], granularity)
-    for s in sites[1:]:
-        lay = lay.union(layout_of(s, granularity))
-    return batch_of([build_params(s, horizon_s, dt, granularity, dtype, lay) for s in sites])
-
-
-def simulate_batch(
-    site: Site,
-    variants: Sequence[dict[str, Any]],
-    horizon_s: float,
-    dt: float = 1.0,
-    record_s: float | None = None,
-    granularity: Granularity = "rack",
-    dtype=jnp.float32,
-) -> list[Result]:
-    """All ``variants`` (each a dict of dotted-path overrides) in one vmapped rollout."""
-    n_records, every = plan(horizon_s, dt, record_s)
-    batch = batch_params(site, variants, horizon_s, dt, granularity, dtype)
-    s0 = batch_init(batch)
-    final, (means, maxes) = batch_runner(batch)(batch.params, s0, n_records, every)
-    means, maxes = np.asarray(means), np.asarray(maxes)
-    results = []
-    for i in range(len(variants)):
-        fin = jax.tree.map(lambda leaf, i=i: leaf[i] if leaf.ndim else leaf, final)
-        m, x = _unpack(means[i], maxes[i])
-        results.append(Result(every * dt, dt, m, x, fin, kpi_mod.summarize(m, x, fin, every * dt)))
-    return results
 
 
 # Continuous site fields that gradients can be taken with respect to:

@@ -82,7 +82,7 @@ def simulate(
 
     try:
         steps_per_hour(step)
-        n_records, every = plan(horizon, step, record_s)
+        n_records, _ = plan(horizon, step, record_s)
         build_params(site, horizon, step, granularity, jnp.float64 if x64 else jnp.float32)
     except (ValueError, SiteError) as exc:
         fail(str(exc))

@@ -1,0 +1,135 @@
+"""Batched what-if rollouts: variants stacked on a leading axis and advanced together by
+one vmapped, compiled rollout, in chunks that fit the cache, sharded over devices.
+
+All variants advance in lockstep, so the step counter stays unbatched: time-indexed
+lookups (drivers, failure schedules) remain plain slices instead of per-variant gathers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from twin_core import kpis as kpi_mod
+from twin_core.coupling import TwinState, init_state
+from twin_core.params import Granularity, Layout, Params, build_params, layout_of
+from twin_core.rollout import Result, _run, _single_step, _unpack, plan
+from twin_core.site import Site, with_overrides
+
+STATE_AXES = TwinState(None, 0, 0, 0, 0, 0)
+# Variants per compiled call: past ~32 Fairwater-size variants the per-step working set
+# leaves the CPU caches and throughput per variant drops (bench/model.py).
+DEFAULT_CHUNK = 32
+
+
+def stack_params(params: Sequence[Params]) -> Params:
+    """Stack variants leaf by leaf; a property stored once per site in one variant and per
+    rack in another (rack-type swaps) is broadcast to the per-rack shape first."""
+
+    def stack(*leaves):
+        shape = np.broadcast_shapes(*(np.shape(leaf) for leaf in leaves))
+        return jnp.stack([jnp.broadcast_to(leaf, shape) for leaf in leaves])
+
+    return jax.tree.map(stack, *params)
+
+
+@lru_cache(maxsize=8)
+def _compiled(size: int):
+    init = jax.jit(jax.vmap(init_state, out_axes=STATE_AXES))
+    advance = jax.vmap(_single_step, in_axes=(0, STATE_AXES), out_axes=(STATE_AXES, 0))
+
+    def run(p, s0, n_records, every):
+        return _run(p, s0, n_records, every, advance, (size,))
+
+    return init, jax.jit(run, static_argnames=("n_records", "every"))
+
+
+def _shard(tree, size: int):
+    """Split the variant axis over the local devices (several GPUs, or CPU host devices
+    made with --xla_force_host_platform_device_count); replicate everything else."""
+    devices = jax.devices()
+    if len(devices) < 2 or size % len(devices):
+        return tree
+    mesh = Mesh(np.array(devices), ("variant",))
+    split = NamedSharding(mesh, PartitionSpec("variant"))
+    whole = NamedSharding(mesh, PartitionSpec())
+
+    def place(leaf):
+        batched = np.ndim(leaf) > 0 and np.shape(leaf)[0] == size
+        return jax.device_put(leaf, split if batched else whole)
+
+    return jax.tree.map(place, tree)
+
+
+def run_batch(
+    params: Sequence[Params],
+    n_records: int,
+    every: int,
+    chunk: int = DEFAULT_CHUNK,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[TwinState], np.ndarray, np.ndarray]:
+    """Advance every variant; returns final states and (variants, records, series) means and
+    maxes. The last chunk is padded by repeating a variant so one compilation serves all."""
+    chunk = max(1, min(chunk, len(params)))
+    init, run = _compiled(chunk)
+    finals: list[TwinState] = []
+    means, maxes = [], []
+    for start in range(0, len(params), chunk):
+        part = list(params[start : start + chunk])
+        real = len(part)
+        part += [part[-1]] * (chunk - real)
+        p = _shard(stack_params(part), chunk)
+        final, (mean, peak) = run(p, init(p), n_records, every)
+        # records come out (record, variant, series): put variants first
+        means.append(np.swapaxes(np.asarray(mean), 0, 1)[:real])
+        maxes.append(np.swapaxes(np.asarray(peak), 0, 1)[:real])
+        finals += [jax.tree.map(lambda x, i=i: x[i] if x.ndim else x, final) for i in range(real)]
+        if progress:
+            progress(real)
+    return finals, np.concatenate(means), np.concatenate(maxes)
+
+
+def batch_params(
+    site: Site,
+    variants: Sequence[dict[str, Any]],
+    horizon_s: float,
+    dt: float,
+    granularity: Granularity = "rack",
+    dtype=jnp.float32,
+) -> list[Params]:
+    """Params of every variant (dotted-path overrides), padded to one layout."""
+    sites = [with_overrides(site, v) for v in variants]
+    lay: Layout = layout_of(sites[0], granularity)
+    for s in sites[1:]:
+        lay = lay.union(layout_of(s, granularity))
+    return [build_params(s, horizon_s, dt, granularity, dtype, lay) for s in sites]
+
+
+def simulate_batch(
+    site: Site,
+    variants: Sequence[dict[str, Any]],
+    horizon_s: float,
+    dt: float = 1.0,
+    record_s: float | None = None,
+    granularity: Granularity = "rack",
+    dtype=jnp.float32,
+    chunk: int = DEFAULT_CHUNK,
+    progress: Callable[[int], None] | None = None,
+) -> list[Result]:
+    """All ``variants`` (each a dict of dotted-path overrides) in vmapped rollouts."""
+    n_records, every = plan(horizon_s, dt, record_s)
+    params = batch_params(site, variants, horizon_s, dt, granularity, dtype)
+    finals, means, maxes = run_batch(params, n_records, every, chunk, progress)
+    results = []
+    for final, mean, peak in zip(finals, means, maxes, strict=True):
+        m, x = _unpack(mean, peak)
+        results.append(
+            Result(every * dt, dt, m, x, final, kpi_mod.summarize(m, x, final, every * dt))
+        )
+    return results
