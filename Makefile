@@ -1,0 +1,29 @@
+# Two entry points do all the set-up on a fresh machine (Python >= 3.11 with venv):
+#   make run    the main job: a simulated day of the Fairwater site -> out/fairwater
+#   make test   the whole test suite (slow tests included), as CI runs it
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/twin simulate scenarios/fairwater-wi.yaml --duration 24h --dt 1s --out out/fairwater
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python -m pytest -n 2 --durations=10
+
+bench: $(STAMP)
+	$(BIN)/python bench/model.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .ruff_cache
