@@ -25,7 +25,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from twin_core.batch import run_batch
+from twin_core.batch import default_chunk, run_batch
 from twin_core.coupling import init_state
 from twin_core.params import build_params
 from twin_core.rollout import run_jit, set_param
@@ -85,10 +85,11 @@ def time_single(site, granularity: str, seconds: int, dt: float = 1.0):
     return compile_s, wall, seconds / wall, touched
 
 
-def time_batch(site, variants: int, seconds: int, dt: float = 10.0, chunk: int = 32):
+def time_batch(site, variants: int, seconds: int, dt: float = 10.0):
     """(compile s, wall s, variant-days per wall minute) for ``variants`` supply setpoints."""
     every = 60
     n_records = int(seconds / dt) // every
+    chunk = default_chunk()
     base = build_params(site, seconds, dt, "rack")
     setpoints = np.linspace(site.cooling.supply_c - 2, site.cooling.supply_c + 2, variants)
     params = [set_param(base, "cooling.supply_c", v) for v in setpoints]

@@ -23,9 +23,13 @@ from twin_core.rollout import Result, _run, _single_step, _unpack, plan
 from twin_core.site import Site, with_overrides
 
 STATE_AXES = TwinState(None, 0, 0, 0, 0, 0)
-# Variants per compiled call: past ~32 Fairwater-size variants the per-step working set
-# leaves the CPU caches and throughput per variant drops (bench/model.py).
-DEFAULT_CHUNK = 32
+
+
+def default_chunk() -> int:
+    """Variants per compiled call: on a CPU, past ~32 Fairwater-size variants the per-step
+    working set leaves the caches and throughput per variant drops (bench/model.py); an
+    accelerator wants as many as fit."""
+    return 32 if jax.default_backend() == "cpu" else 1024
 
 
 def stack_params(params: Sequence[Params]) -> Params:
@@ -71,12 +75,12 @@ def run_batch(
     params: Sequence[Params],
     n_records: int,
     every: int,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[TwinState], np.ndarray, np.ndarray]:
     """Advance every variant; returns final states and (variants, records, series) means and
     maxes. The last chunk is padded by repeating a variant so one compilation serves all."""
-    chunk = max(1, min(chunk, len(params)))
+    chunk = max(1, min(chunk or default_chunk(), len(params)))
     init, run = _compiled(chunk)
     finals: list[TwinState] = []
     means, maxes = [], []
@@ -119,7 +123,7 @@ def simulate_batch(
     record_s: float | None = None,
     granularity: Granularity = "rack",
     dtype=jnp.float32,
-    chunk: int = DEFAULT_CHUNK,
+    chunk: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[Result]:
     """All ``variants`` (each a dict of dotted-path overrides) in vmapped rollouts."""
