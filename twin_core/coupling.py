@@ -81,45 +81,58 @@ def availability(p: Params, t):
     return up, jnp.where(cdu_down > 0, 0.0, 1.0).astype(p.hourly.dtype)
 
 
-def coupled_step(p: Params, s: TwinState) -> tuple[TwinState, StepOutputs]:
-    dt = p.dt
-    b = s.boundary
-    t = s.step.astype(p.hourly.dtype) * dt
-    d = drivers_at(p, s.step)
-    up, cdu_up = availability(p, t)
+def time_of(p: Params, k):
+    return k.astype(p.hourly.dtype) * p.dt
 
-    cs, co = compute.step(
-        p.compute,
-        s.compute,
-        compute.ComputeInputs(b.tcs_supply_c, b.rack_cap_w, d.inference_util),
-        dt,
+
+# One function per domain: what a domain service runs for coupling interval ``k`` from
+# the boundary values published at the end of interval ``k - 1``. The monolithic step
+# below calls the same four, so the distributed and monolithic runs agree.
+
+
+def compute_node(p: Params, s: compute.ComputeState, b: Boundary, k):
+    d = drivers_at(p, k)
+    inputs = compute.ComputeInputs(b.tcs_supply_c, b.rack_cap_w, d.inference_util)
+    return compute.step(p.compute, s, inputs, p.dt)
+
+
+def cooling_node(p: Params, s: cooling.CoolingState, b: Boundary, k):
+    d = drivers_at(p, k)
+    up, cdu_up = availability(p, time_of(p, k))
+    inputs = cooling.CoolingInputs(
+        heat_liquid_w=b.heat_liquid_w,
+        heat_air_w=b.heat_air_w,
+        ambient_c=d.ambient_c,
+        rh=d.rh,
+        chillers_up=up[0],
+        pumps_up=up[1],
+        dry_coolers_up=up[3],
+        cdu_up=cdu_up,
     )
-    ks, ko = cooling.step(
-        p.cooling,
-        s.cooling,
-        cooling.CoolingInputs(
-            heat_liquid_w=b.heat_liquid_w,
-            heat_air_w=b.heat_air_w,
-            ambient_c=d.ambient_c,
-            rh=d.rh,
-            chillers_up=up[0],
-            pumps_up=up[1],
-            dry_coolers_up=up[3],
-            cdu_up=cdu_up,
-        ),
-        dt,
-    )
-    ps, po = power.step(
-        p.power, s.power, power.PowerInputs(b.rack_ac_w, b.cooling_w, b.supply_limit_w, up[4]), dt
-    )
-    es, eo = energy.step(
-        p.energy,
-        s.energy,
-        energy.EnergyInputs(b.meter_w, d.price, d.carbon, d.grid_cfe, d.ppa_w),
-        dt,
-        p.steps_per_hour,
-    )
-    boundary = Boundary(
+    return cooling.step(p.cooling, s, inputs, p.dt)
+
+
+def power_node(p: Params, s: power.PowerState, b: Boundary, k):
+    up, _ = availability(p, time_of(p, k))
+    inputs = power.PowerInputs(b.rack_ac_w, b.cooling_w, b.supply_limit_w, up[4])
+    return power.step(p.power, s, inputs, p.dt)
+
+
+def energy_node(p: Params, s: energy.EnergyState, b: Boundary, k):
+    d = drivers_at(p, k)
+    inputs = energy.EnergyInputs(b.meter_w, d.price, d.carbon, d.grid_cfe, d.ppa_w)
+    return energy.step(p.energy, s, inputs, p.dt, p.steps_per_hour)
+
+
+def publish(
+    ks: cooling.CoolingState,
+    co: compute.ComputeOutputs,
+    ko: cooling.CoolingOutputs,
+    po: power.PowerOutputs,
+    eo: energy.EnergyOutputs,
+) -> Boundary:
+    """The boundary values the four domains publish at the end of an interval."""
+    return Boundary(
         tcs_supply_c=ks.tcs_supply_c,
         rack_cap_w=po.rack_cap_w,
         rack_ac_w=co.rack_ac_w,
@@ -129,8 +142,16 @@ def coupled_step(p: Params, s: TwinState) -> tuple[TwinState, StepOutputs]:
         supply_limit_w=eo.supply_limit_w,
         meter_w=po.meter_w,
     )
-    state = TwinState(s.step + 1, cs, ks, ps, es, boundary)
-    return state, StepOutputs(co, ko, po, eo, d, t)
+
+
+def coupled_step(p: Params, s: TwinState) -> tuple[TwinState, StepOutputs]:
+    b, k = s.boundary, s.step
+    cs, co = compute_node(p, s.compute, b, k)
+    ks, ko = cooling_node(p, s.cooling, b, k)
+    ps, po = power_node(p, s.power, b, k)
+    es, eo = energy_node(p, s.energy, b, k)
+    state = TwinState(k + 1, cs, ks, ps, es, publish(ks, co, ko, po, eo))
+    return state, StepOutputs(co, ko, po, eo, drivers_at(p, k), time_of(p, k))
 
 
 def init_state(p: Params) -> TwinState:
