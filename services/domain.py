@@ -1,0 +1,153 @@
+"""One domain of the coupled model as a service runs it: its own subsystem state, the
+boundary values it needs from the other domains, and its live commands.
+
+The scheme is the monolithic one (``twin_core.coupling``): for coupling interval ``k`` a
+domain reads what its peers published at the end of ``k - 1`` (interval 0 reads the
+initial boundary every domain computes identically), advances with the same node
+function, and publishes its own boundary values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from twin_core import coupling
+from twin_core.coupling import Boundary
+from twin_core.params import BIG, EQUIPMENT, Layout, Params, build_params, layout_of
+from twin_core.pytree import replace
+from twin_core.rollout import set_param
+from twin_core.site import Site
+
+DOMAINS = ("compute", "cooling", "power", "energy")
+# Boundary fields each domain publishes, and the peers each domain reads.
+OWNS: dict[str, tuple[str, ...]] = {
+    "compute": ("rack_ac_w", "heat_liquid_w", "heat_air_w"),
+    "cooling": ("tcs_supply_c", "cooling_w"),
+    "power": ("rack_cap_w", "meter_w"),
+    "energy": ("supply_limit_w",),
+}
+NEEDS: dict[str, tuple[str, ...]] = {
+    "compute": ("cooling", "power"),
+    "cooling": ("compute",),
+    "power": ("compute", "cooling", "energy"),
+    "energy": ("power",),
+}
+NODES = {
+    "compute": coupling.compute_node,
+    "cooling": coupling.cooling_node,
+    "power": coupling.power_node,
+    "energy": coupling.energy_node,
+}
+# A live twin runs open-ended: drivers cover a year and wrap; spare failure slots take
+# failures and repairs applied at run time without changing array shapes (no recompile).
+LIVE_HORIZON_S = 365 * 86400.0
+FAILURE_SLOTS = 16
+
+
+def owned_parts(domain: str, state: Any, outputs: Any) -> dict[str, np.ndarray]:
+    """The boundary values ``domain`` publishes after a step, as host arrays."""
+    source = {
+        "rack_ac_w": lambda: outputs.rack_ac_w,
+        "heat_liquid_w": lambda: outputs.heat_liquid_w,
+        "heat_air_w": lambda: outputs.heat_air_w,
+        "tcs_supply_c": lambda: state.tcs_supply_c,
+        "cooling_w": lambda: outputs.electrical_w,
+        "rack_cap_w": lambda: outputs.rack_cap_w,
+        "meter_w": lambda: outputs.meter_w,
+        "supply_limit_w": lambda: outputs.supply_limit_w,
+    }
+    return {name: np.asarray(source[name]()) for name in OWNS[domain]}
+
+
+@dataclass
+class DomainModel:
+    """The subsystem ``domain`` of ``site``, stepped one coupling interval at a time."""
+
+    site: Site
+    domain: str
+    dt: float = 1.0
+    dtype: Any = jnp.float32
+    horizon_s: float = LIVE_HORIZON_S
+    params: Params = field(init=False)
+    state: Any = field(init=False)
+    initial: Boundary = field(init=False)
+    step: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.domain not in DOMAINS:
+            raise ValueError(f"domain: {self.domain!r} is not one of {', '.join(DOMAINS)}")
+        lay = layout_of(self.site, "rack")
+        lay = Layout(lay.cdus, lay.racks, lay.gpus, lay.jobs, lay.pools, FAILURE_SLOTS)
+        self.params = build_params(self.site, self.horizon_s, self.dt, "rack", self.dtype, lay)
+        s0 = coupling.jit_init_state(self.params)
+        self.state = getattr(s0, self.domain)
+        self.initial = s0.boundary
+        self._step = jax.jit(NODES[self.domain])
+
+    def boundary(self, peers: dict[str, dict[str, np.ndarray]]) -> Boundary:
+        """The boundary for the next interval from the peers' published values (their
+        previous interval); at interval 0 the initial boundary."""
+        if self.step == 0:
+            return self.initial
+        values = {name: getattr(self.initial, name) for name in Boundary.__dataclass_fields__}
+        for peer in NEEDS[self.domain]:
+            for name, value in peers[peer].items():
+                values[name] = jnp.asarray(value, self.dtype)
+        return Boundary(**values)
+
+    def advance(self, peers: dict[str, dict[str, np.ndarray]]) -> tuple[Any, dict[str, np.ndarray]]:
+        """Step once; returns the outputs and the boundary values to publish."""
+        b = self.boundary(peers)
+        self.state, outputs = self._step(
+            self.params, self.state, b, jnp.asarray(self.step, jnp.int32)
+        )
+        self.step += 1
+        return outputs, owned_parts(self.domain, self.state, outputs)
+
+    # ---------------------------------------------------------------- live commands
+
+    def set(self, path: str, value: float) -> None:
+        """Change a continuous parameter (e.g. ``cooling.supply_c``) from the next step."""
+        self.params = set_param(self.params, path, value)
+
+    def fail(self, equipment: str, index: int, at_s: float | None = None) -> None:
+        """Take a unit out of service from ``at_s`` (default: now) until repaired."""
+        f = self.params.failures
+        free = np.flatnonzero(np.asarray(f.kind) < 0)
+        if not free.size:
+            raise ValueError(f"failures: all {FAILURE_SLOTS} failure slots are in use")
+        slot = int(free[0])
+        start = self.step * self.dt if at_s is None else at_s
+        self._set_failures(
+            kind=_with(f.kind, slot, EQUIPMENT.index(equipment)),
+            index=_with(f.index, slot, index),
+            start_s=_with(f.start_s, slot, start),
+            end_s=_with(f.end_s, slot, BIG),
+        )
+
+    def repair(self, equipment: str, index: int) -> None:
+        """End every open failure of that unit now."""
+        f = self.params.failures
+        now = self.step * self.dt
+        open_ = (
+            (np.asarray(f.kind) == EQUIPMENT.index(equipment))
+            & (np.asarray(f.index) == index)
+            & (np.asarray(f.end_s) > now)
+        )
+        self._set_failures(end_s=np.where(open_, now, np.asarray(f.end_s)))
+
+    def _set_failures(self, **fields: Any) -> None:
+        f = self.params.failures
+        arrays = {k: jnp.asarray(v, getattr(f, k).dtype) for k, v in fields.items()}
+        self.params = replace(self.params, failures=replace(f, **arrays))
+
+
+def _with(array: Any, slot: int, value: float) -> np.ndarray:
+    out = np.asarray(array).copy()
+    out[slot] = value
+    return out

@@ -1,0 +1,78 @@
+"""Domains stepped apart, exchanging only their published boundary values, reproduce the
+monolithic rollout: the scheme the distributed services run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import F64, run64, small_site
+
+from services.domain import DOMAINS, DomainModel
+
+
+def run_apart(site, steps: int, commands=None):
+    models = {d: DomainModel(site, d, dt=1.0, dtype=F64) for d in DOMAINS}
+    published: dict[str, dict] = {d: {} for d in DOMAINS}
+    meter, ac, supply, grid = [], [], [], []
+    for k in range(steps):
+        for action in (commands or {}).get(k, []):
+            action(models)
+        outputs = {}
+        fresh = {}
+        for d, model in models.items():
+            outputs[d], fresh[d] = model.advance(published)
+        published = fresh  # peers read these in the next interval
+        meter.append(float(outputs["power"].meter_w))
+        ac.append(float(outputs["compute"].ac_total_w))
+        supply.append(float(outputs["cooling"].tcs_supply_mean_c))
+        grid.append(float(outputs["energy"].grid_w))
+    return np.array(meter), np.array(ac), np.array(supply), np.array(grid)
+
+
+def monolithic(site, steps):
+    r = run64(site, steps, 1.0, 1)
+    return (
+        r.means["facility_power_mw"] * 1e6,
+        r.means["rack_ac_mw"] * 1e6,
+        r.means["tcs_supply_c"],
+        r.means["grid_mw"] * 1e6,
+    )
+
+
+@pytest.mark.parametrize("name", ["meter", "rack_ac", "tcs_supply", "grid"])
+def test_domains_apart_equal_the_monolithic_rollout(name):
+    site = small_site({"workload.training.0.iteration_s": 9})
+    index = ["meter", "rack_ac", "tcs_supply", "grid"].index(name)
+    apart = run_apart(site, 300)[index]
+    whole = monolithic(site, 300)[index]
+    np.testing.assert_allclose(apart, whole, rtol=1e-12)
+
+
+def test_live_failure_command_equals_a_scheduled_failure():
+    hot = {"weather.offset_c": 20.0, "workload.training.0.comm_util": 0.95}
+    site = small_site(hot)
+    scheduled = small_site(hot, {"failures": [{"equipment": "chiller", "index": 0, "at": 120}]})
+    fail = {120: [lambda m: m["cooling"].fail("chiller", 0)]}
+    apart = run_apart(site, 300, fail)
+    whole = monolithic(scheduled, 300)
+    np.testing.assert_allclose(apart[0], whole[0], rtol=1e-12)
+    assert not np.allclose(apart[0], monolithic(site, 300)[0], rtol=1e-6)  # it did matter
+
+
+def test_live_setpoint_change_and_repair():
+    site = small_site()
+    model = DomainModel(site, "cooling", dt=1.0, dtype=F64)
+    model.set("cooling.supply_c", 33.0)
+    assert float(model.params.cooling.supply_c) == 33.0
+    model.fail("chiller", 1)
+    model.step = 50
+    model.repair("chiller", 1)
+    f = model.params.failures
+    assert (
+        int(np.sum(np.asarray(f.kind) >= 0)) == 1 and float(np.max(np.asarray(f.end_s)[:1])) == 50.0
+    )
+
+
+def test_unknown_domain_is_named():
+    with pytest.raises(ValueError, match=r"^domain: 'lighting' is not one of compute, cooling"):
+        DomainModel(small_site(), "lighting")
