@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/model.py
+
+# Regenerate proto/gen/python from proto/twin (commit the result); lint with buf.
+proto: $(STAMP)
+	test -x node_modules/.bin/buf || npm ci --silent --no-audit --no-fund
+	node_modules/.bin/buf format -w proto
+	node_modules/.bin/buf lint proto
+	$(BIN)/python proto/generate.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache
