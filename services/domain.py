@@ -88,6 +88,11 @@ class DomainModel:
         self.state = getattr(s0, self.domain)
         self.initial = s0.boundary
         self._step = jax.jit(NODES[self.domain])
+        self._drivers = jax.jit(coupling.drivers_at)
+
+    def drivers(self, step: int) -> coupling.Drivers:
+        """The exogenous drivers of interval ``step`` (ambient, prices, PPA output...)."""
+        return self._drivers(self.params, jnp.asarray(step, jnp.int32))
 
     def boundary(self, peers: dict[str, dict[str, np.ndarray]]) -> Boundary:
         """The boundary for the next interval from the peers' published values (their

@@ -76,3 +76,21 @@ def test_live_setpoint_change_and_repair():
 def test_unknown_domain_is_named():
     with pytest.raises(ValueError, match=r"^domain: 'lighting' is not one of compute, cooling"):
         DomainModel(small_site(), "lighting")
+
+
+def test_state_messages_carry_exactly_what_peers_need():
+    from services.messages import parts_of, sources_of, state_message
+
+    site = small_site()
+    for domain in DOMAINS:
+        model = DomainModel(site, domain)  # float32, as services run
+        outputs, parts = model.advance({})
+        message = state_message(
+            domain, "run-1", 0, 1.0, sources_of(outputs, parts, model.drivers(0))
+        )
+        wire = type(message).FromString(message.SerializeToString())
+        assert (wire.run_id, wire.step, wire.time_s) == ("run-1", 0, 1.0)
+        back = parts_of(domain, wire)
+        assert back.keys() == parts.keys()
+        for name, value in parts.items():
+            np.testing.assert_array_equal(back[name], np.asarray(value, back[name].dtype))

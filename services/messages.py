@@ -1,0 +1,85 @@
+"""Domain outputs <-> the protobuf state messages published on ``twin.<site>.<domain>.state``.
+
+State message fields are named after the model's output fields, so the mapping is by
+name; per-rack arrays travel as packed ``FloatArray``s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from services.domain import OWNS
+from twin.common.v1 import common_pb2
+from twin.compute.v1 import compute_pb2
+from twin.cooling.v1 import cooling_pb2
+from twin.energy.v1 import energy_pb2
+from twin.power.v1 import power_pb2
+
+STATE_TYPES: dict[str, type[Message]] = {
+    "compute": compute_pb2.ComputeState,
+    "cooling": cooling_pb2.CoolingState,
+    "power": power_pb2.PowerState,
+    "energy": energy_pb2.EnergyState,
+}
+HEADER = ("run_id", "step", "time_s")
+# Boundary values whose message field has another name.
+FIELD_OF = {"cooling_w": "electrical_w"}
+
+
+def pack(array: Any) -> common_pb2.FloatArray:
+    a = np.asarray(array, dtype=np.float32)
+    return common_pb2.FloatArray(values=a.ravel().tolist(), shape=list(a.shape))
+
+
+def unpack(message: common_pb2.FloatArray) -> np.ndarray:
+    values = np.asarray(message.values, dtype=np.float32)
+    return values.reshape(tuple(message.shape)) if message.shape else values
+
+
+def state_message(
+    domain: str, run_id: str, step: int, time_s: float, sources: dict[str, Any]
+) -> Message:
+    """Build ``domain``'s state message; each field is looked up by name in ``sources``
+    (boundary values first, then outputs, then drivers)."""
+    message = STATE_TYPES[domain](run_id=run_id, step=step, time_s=time_s)
+    for field in message.DESCRIPTOR.fields:
+        if field.name in HEADER:
+            continue
+        value = sources[field.name]
+        if field.message_type is not None:
+            getattr(message, field.name).CopyFrom(pack(value))
+        elif field.is_repeated:
+            getattr(message, field.name).extend(np.asarray(value, dtype=float).ravel().tolist())
+        elif field.type in (FieldDescriptor.TYPE_UINT32, FieldDescriptor.TYPE_INT64):
+            setattr(message, field.name, round(float(value)))
+        else:
+            setattr(message, field.name, float(value))
+    return message
+
+
+def sources_of(outputs: Any, parts: dict[str, np.ndarray], drivers: Any) -> dict[str, Any]:
+    """Name -> value for ``state_message`` from a domain step's results."""
+    sources: dict[str, Any] = {}
+    for obj in (drivers, outputs):
+        sources.update({k: getattr(obj, k) for k in obj.__dataclass_fields__})
+    for name, value in parts.items():
+        sources[FIELD_OF.get(name, name)] = value
+    return sources
+
+
+def parts_of(domain: str, message: Message) -> dict[str, np.ndarray]:
+    """The boundary values a peer reads from ``domain``'s state message."""
+    parts = {}
+    for name in OWNS[domain]:
+        value = getattr(message, FIELD_OF.get(name, name))
+        if isinstance(value, common_pb2.FloatArray):
+            parts[name] = unpack(value)
+        elif hasattr(value, "__len__"):
+            parts[name] = np.asarray(value, dtype=float)
+        else:
+            parts[name] = np.asarray(float(value))
+    return parts
