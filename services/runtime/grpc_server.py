@@ -1,0 +1,143 @@
+"""``grpc.aio`` server bootstrap: servicers, health, reflection, interceptors, binding.
+
+Health follows the gRPC convention: the empty service name ("") is the process as a whole
+(a liveness probe), each registered service name is that service being able to serve (a
+readiness probe; the service runtime turns it NOT_SERVING while the bus is away). On
+shutdown every name reports NOT_SERVING before the server stops accepting calls, so load
+balancers and probes see the drain before connections are refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime.interceptors import default_interceptors
+
+log = logging.getLogger(__name__)
+
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+REFLECTION_SERVICE = reflection.SERVICE_NAME
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+S = TypeVar("S")
+
+
+class _RecordingServer:
+    """Stands in for the server while a generated ``add_XServicer_to_server`` runs, to
+    learn the full service name it registers (needed for health and reflection)."""
+
+    def __init__(self, server: aio.Server) -> None:
+        self._server = server
+        self.names: list[str] = []
+
+    def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
+        handlers = tuple(handlers)
+        for handler in handlers:
+            if callable(name := getattr(handler, "service_name", None)):
+                self.names.append(name())
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service_name: str, handlers: Any) -> None:
+        self.names.append(service_name)
+        self._server.add_registered_method_handlers(service_name, handlers)
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._server, attr)
+
+
+class GrpcServer:
+    """A ``grpc.aio`` server with health, reflection and the runtime interceptors.
+
+    Add servicers, then ``await start()`` (returns the bound port), then ``await stop()``.
+    """
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:0",
+        *,
+        interceptors: Sequence[aio.ServerInterceptor] | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        reflection_enabled: bool = True,
+    ) -> None:
+        self.address = address
+        self.server = aio.server(
+            interceptors=list(default_interceptors() if interceptors is None else interceptors),
+            options=list(options),
+        )
+        self.health = HealthServicer()
+        self.reflection_enabled = reflection_enabled
+        self.services: list[str] = []  # application services, in registration order
+        self.port: int | None = None
+        self._stopped = False
+
+    def add_servicer(
+        self, add_to_server: Callable[[S, Any], None], servicer: S, *, name: str | None = None
+    ) -> list[str]:
+        """Register ``servicer`` with its generated ``add_XServicer_to_server``; returns the
+        service name(s) it registered (learned from the registration, or ``name``)."""
+        if self.port is not None:
+            raise RuntimeError("add servicers before start()")
+        recorder = _RecordingServer(self.server)
+        add_to_server(servicer, recorder)
+        names = [name] if name else recorder.names
+        if not names:
+            raise ValueError(f"could not learn the service name of {servicer!r}; pass name=")
+        self.services += [n for n in names if n not in self.services]
+        return names
+
+    async def start(self, serving: bool = True) -> int:
+        """Add health and reflection, bind, start; return the port actually bound."""
+        if self.port is not None:
+            return self.port
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        exposed = [*self.services, HEALTH_SERVICE]
+        if self.reflection_enabled:
+            exposed.append(REFLECTION_SERVICE)
+            reflection.enable_server_reflection(exposed, self.server)
+        try:
+            port = self.server.add_insecure_port(self.address)
+        except RuntimeError as exc:  # grpc raises RuntimeError when the bind fails
+            raise OSError(f"cannot bind gRPC server to {self.address}: {exc}") from exc
+        if not port:
+            raise OSError(f"cannot bind gRPC server to {self.address}")
+        await self.set_serving(serving)
+        await self.health.set(HEALTH_SERVICE, SERVING)
+        await self.server.start()
+        self.port = port
+        log.info("gRPC server listening", extra={"address": self.address, "port": port})
+        return port
+
+    async def set_serving(self, serving: bool, service: str | None = None) -> None:
+        """Report SERVING/NOT_SERVING for one service, or for all of them and "" when
+        ``service`` is None. Ignored once shutdown has begun."""
+        status = SERVING if serving else NOT_SERVING
+        for name in ["", *self.services] if service is None else [service]:
+            await self.health.set(name, status)
+
+    async def stop(self, grace_s: float = 5.0, *, announce_s: float = 0.0) -> None:
+        """NOT_SERVING everywhere (permanently), then let in-flight calls finish for up to
+        ``grace_s`` while refusing new ones, then cancel what is left.
+
+        ``announce_s``: keep answering (health checks included) that long after turning
+        NOT_SERVING, so that polling probes and load balancers see it before the port
+        closes; watchers (Health.Watch) see it at once either way.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.health.enter_graceful_shutdown()
+        if announce_s > 0 and self.port is not None:
+            await asyncio.sleep(announce_s)
+        log.info("gRPC server stopping", extra={"grace_s": grace_s})
+        await self.server.stop(grace_s)
+        log.info("gRPC server stopped")

@@ -1,0 +1,171 @@
+"""``grpc.aio`` server interceptors: request ids and one access-log line per RPC.
+
+Both wrap the method handler's behaviour rather than the call details, because only the
+behaviour sees the servicer context (to send metadata and read the final status code).
+The four RPC shapes are wrapped once here, so each interceptor writes just a
+``before``/``after`` pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from services.runtime.log import request_id_var
+
+log = logging.getLogger("twin.runtime.grpc")
+
+REQUEST_ID_KEY = "x-request-id"
+_MAX_REQUEST_ID = 128
+# Kubelet probes and grpcurl listings would drown the access log at INFO.
+QUIET_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+
+# around(context, method) -> finish(error) : entered before the behaviour, finish after it.
+Finish = Callable[[BaseException | None], None]
+Around = Callable[[aio.ServicerContext, str], Awaitable[Finish]]
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.RpcMethodHandler:
+    """The same handler with ``around`` run around its behaviour, whatever its shape."""
+    if handler.unary_unary or handler.stream_unary:
+        field = "unary_unary" if handler.unary_unary else "stream_unary"
+        inner = getattr(handler, field)
+
+        async def unary_response(request: Any, context: aio.ServicerContext) -> Any:
+            finish = await around(context, method)
+            try:
+                response = await inner(request, context)
+            except BaseException as exc:
+                finish(exc)
+                raise
+            finish(None)
+            return response
+
+        return handler._replace(**{field: unary_response})
+
+    field = "unary_stream" if handler.unary_stream else "stream_stream"
+    inner = getattr(handler, field)
+    if inspect.isasyncgenfunction(inner):
+        # A generator behaviour must stay a generator: grpc iterates it for the responses.
+        async def stream_response(request: Any, context: aio.ServicerContext) -> AsyncIterator:
+            finish = await around(context, method)
+            try:
+                async for response in inner(request, context):
+                    yield response
+            except BaseException as exc:
+                finish(exc)
+                raise
+            finish(None)
+
+        return handler._replace(**{field: stream_response})
+
+    # A coroutine behaviour that answers with context.write(): stays a coroutine.
+    async def write_response(request: Any, context: aio.ServicerContext) -> None:
+        finish = await around(context, method)
+        try:
+            await inner(request, context)
+        except BaseException as exc:
+            finish(exc)
+            raise
+        finish(None)
+
+    return handler._replace(**{field: write_response})
+
+
+class _WrappingInterceptor(aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:  # unknown method: grpc answers UNIMPLEMENTED itself
+            return handler
+        return _wrap(handler, handler_call_details.method, self.around)
+
+    async def around(self, context: aio.ServicerContext, method: str) -> Finish:
+        raise NotImplementedError
+
+
+def _valid_request_id(value: str | bytes | None) -> str | None:
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if value and len(value) <= _MAX_REQUEST_ID and value.isascii() and value.isprintable():
+        return value
+    return None
+
+
+class RequestIdInterceptor(_WrappingInterceptor):
+    """Take ``x-request-id`` from the caller (or make one), expose it to the servicer and
+    to every log line through ``request_id_var``, and send it back in the initial
+    metadata, which the client receives whatever the final status.
+
+    Servicers must not send initial metadata themselves (it can be sent only once).
+    """
+
+    async def around(self, context: aio.ServicerContext, method: str) -> Finish:
+        metadata = dict(context.invocation_metadata() or ())
+        request_id = _valid_request_id(metadata.get(REQUEST_ID_KEY)) or uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+
+        def finish(error: BaseException | None) -> None:
+            # Each RPC runs in its own task (own context copy); resetting is tidiness, and
+            # a generator finalised from another context must not fail the call.
+            with contextlib.suppress(ValueError):
+                request_id_var.reset(token)
+
+        return finish
+
+
+def status_of(context: aio.ServicerContext, error: BaseException | None) -> grpc.StatusCode:
+    """The status the client will see: set by abort()/set_code(), else from the outcome."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if error is None:
+        return grpc.StatusCode.OK
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+class LoggingInterceptor(_WrappingInterceptor):
+    """One line per RPC: method, status code, duration (and the request id, via the log
+    formatter). Health and reflection calls log at DEBUG; failures with a traceback."""
+
+    def __init__(self, logger: logging.Logger = log) -> None:
+        self.logger = logger
+
+    async def around(self, context: aio.ServicerContext, method: str) -> Finish:
+        start = time.perf_counter()
+        quiet = method.lstrip("/").split("/")[0] in QUIET_SERVICES
+
+        def finish(error: BaseException | None) -> None:
+            code = status_of(context, error)
+            fields = {
+                "method": method,
+                "code": code.name,
+                "duration_ms": round((time.perf_counter() - start) * 1e3, 3),
+            }
+            unexpected = error is not None and code is grpc.StatusCode.UNKNOWN
+            if unexpected:
+                self.logger.error("rpc failed", extra=fields, exc_info=error)
+            else:
+                self.logger.log(logging.DEBUG if quiet else logging.INFO, "rpc", extra=fields)
+
+        return finish
+
+
+def default_interceptors() -> list[aio.ServerInterceptor]:
+    """Request ids outermost, so the access-log line carries the id."""
+    return [RequestIdInterceptor(), LoggingInterceptor()]

@@ -1,0 +1,267 @@
+"""The lifetime of a service process: config → logging → NATS → gRPC → run → shutdown.
+
+Resources are entered on an ``AsyncExitStack`` and released in reverse: the NATS
+connection is entered first, so it is drained last, after the gRPC server has stopped
+and the service's own tasks and callbacks have finished with the bus. Shutdown (SIGTERM,
+SIGINT, ``request_shutdown()`` or a crashed task) runs:
+
+  health NOT_SERVING → server.stop(grace) → service callbacks, LIFO → nc.drain()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from contextlib import AsyncExitStack, suppress
+from types import TracebackType
+from typing import Any, Self
+
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+
+from services.runtime import bus
+from services.runtime.config import ConfigError, RuntimeConfig
+from services.runtime.grpc_server import GrpcServer
+from services.runtime.log import setup_logging
+
+log = logging.getLogger(__name__)
+
+Setup = Callable[["Service"], Awaitable[None]]
+Callback = Callable[[], Awaitable[None]]
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class ServiceFailed(RuntimeError):
+    """A background task of the service crashed; the service shut down because of it."""
+
+
+class Service:
+    """One service process. ``async with Service(name, setup) as svc: await svc.wait()``.
+
+    ``setup(svc)`` runs before the gRPC server starts: register servicers with
+    ``svc.grpc.add_servicer``, declare JetStream objects with ``svc.js``, start loops
+    with ``svc.create_task`` and register cleanup with ``svc.on_shutdown``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        setup: Setup | None = None,
+        *,
+        config: RuntimeConfig | None = None,
+        use_nats: bool = True,
+        handle_signals: bool = True,
+        announce_s: float = 0.0,
+        drain_timeout_s: float = 10.0,
+        nats_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.config = config if config is not None else RuntimeConfig.from_env()
+        self.grpc = GrpcServer(self.config.grpc_address)
+        self.nc: NATS | None = None
+        self.failure: BaseException | None = None
+        self._setup = setup
+        self._use_nats = use_nats
+        self._handle_signals = handle_signals
+        self._announce_s = announce_s  # NOT_SERVING shown this long before the server stops
+        self._drain_timeout_s = drain_timeout_s
+        self._nats_options = dict(nats_options or {})  # extra bus.connect() keywords
+        self._stack = AsyncExitStack()
+        self._stopping = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._signals: list[signal.Signals] = []
+
+    # -- what setup() uses -----------------------------------------------------------
+
+    @property
+    def js(self) -> JetStreamContext:
+        if self.nc is None:
+            raise RuntimeError(f"{self.name}: no NATS connection (use_nats=False)")
+        return self.nc.jetstream()
+
+    @property
+    def port(self) -> int:
+        if self.grpc.port is None:
+            raise RuntimeError(f"{self.name}: gRPC server not started")
+        return self.grpc.port
+
+    def on_shutdown(self, callback: Callback) -> None:
+        """Run ``callback`` at shutdown: after the gRPC server stopped, before the drain
+        of NATS; callbacks run in reverse order of registration."""
+        self._stack.push_async_callback(callback)
+
+    def create_task(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task:
+        """A background task, cancelled at shutdown. If it crashes, the service shuts
+        down and ``serve`` raises ServiceFailed: a half-working node is worse than a
+        restarted one."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def request_shutdown(self) -> None:
+        if not self._stopping.is_set():
+            log.info("shutdown requested", extra={"service": self.name})
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def wait(self) -> None:
+        """Until shutdown is requested."""
+        await self._stopping.wait()
+
+    # -- lifetime --------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self._start()
+        except BaseException:
+            await self._stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._stop()
+
+    async def _start(self) -> None:
+        if self._use_nats:
+            self.nc = await bus.connect(
+                self.config.nats_servers or bus.DEFAULT_NATS_URL,
+                name=f"{self.name}@{self.config.site}",
+                on_disconnect=self._bus_down,
+                on_reconnect=self._bus_up,
+                **self._nats_options,
+            )
+            self._stack.push_async_callback(self._drain, self.nc)
+        self._stack.push_async_callback(self._cancel_tasks)
+        if self._setup is not None:
+            await self._setup(self)
+        ready = self.nc is None or self.nc.is_connected
+        await self.grpc.start(serving=ready)
+        self._install_signal_handlers()
+        log.info(
+            "service started",
+            extra={"service": self.name, "site": self.config.site, "port": self.grpc.port},
+        )
+
+    async def _stop(self) -> None:
+        self._stopping.set()
+        self._remove_signal_handlers()
+        try:
+            await self.grpc.stop(self.config.shutdown_grace_s, announce_s=self._announce_s)
+        finally:
+            await self._stack.aclose()
+        log.info("service stopped", extra={"service": self.name})
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [t for t in self._tasks if not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _drain(self, nc: NATS) -> None:
+        """Flush what was published and let subscriptions finish, then close."""
+        if nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(nc.drain(), self._drain_timeout_s)
+            log.info("NATS drained", extra={"service": self.name})
+        except Exception as exc:  # a bus that is already gone must not block the exit
+            log.warning("NATS drain failed; closing", extra={"error": repr(exc)})
+            with suppress(Exception):
+                await nc.close()
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if self.failure is None:
+            self.failure = exc
+        log.error("background task crashed", extra={"task": task.get_name()}, exc_info=exc)
+        self.request_shutdown()
+
+    async def _bus_down(self) -> None:
+        for name in self.grpc.services:
+            await self.grpc.set_serving(False, name)
+
+    async def _bus_up(self) -> None:
+        for name in self.grpc.services:
+            await self.grpc.set_serving(True, name)
+
+    def _install_signal_handlers(self) -> None:
+        if not self._handle_signals or threading.current_thread() is not threading.main_thread():
+            return
+        loop = asyncio.get_running_loop()
+        for sig in SIGNALS:
+            try:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+            except (NotImplementedError, RuntimeError):  # e.g. Windows
+                continue
+            self._signals.append(sig)
+
+    def _remove_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._signals:
+            loop.remove_signal_handler(self._signals.pop())
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        log.info("signal received", extra={"signal": sig.name, "service": self.name})
+        self.request_shutdown()
+
+
+async def serve(
+    name: str,
+    setup: Setup | None = None,
+    *,
+    config: RuntimeConfig | None = None,
+    on_ready: Callable[[Service], Awaitable[None] | None] | None = None,
+    **options: Any,
+) -> None:
+    """The async main of a service: start, run until SIGTERM/SIGINT (or
+    ``request_shutdown()``), shut down gracefully. ``on_ready(svc)`` runs once the
+    server listens (tests use it to learn the port). Raises ServiceFailed if a task
+    created with ``svc.create_task`` crashed."""
+    async with Service(name, setup, config=config, **options) as svc:
+        if on_ready is not None and (pending := on_ready(svc)) is not None:
+            await pending
+        await svc.wait()
+    if svc.failure is not None:
+        raise ServiceFailed(f"{name}: {svc.failure!r}") from svc.failure
+
+
+def run(
+    name: str,
+    setup: Setup | None = None,
+    *,
+    config_type: type[RuntimeConfig] = RuntimeConfig,
+    **options: Any,
+) -> int:
+    """Sync entry point for ``python -m services.<name>``: config from the environment
+    (a bad value: one line naming the variable, exit status 2), logging, ``serve``.
+    Returns the process exit status."""
+    try:
+        config = config_type.from_env()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(serve(name, setup, config=config, **options))
+    except ServiceFailed:
+        return 1  # already logged with its traceback by the task callback
+    except (TimeoutError, OSError) as exc:  # NATS unreachable, port taken
+        log.error("service could not start", extra={"service": name, "error": str(exc)})
+        return 1
+    return 0
