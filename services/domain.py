@@ -90,6 +90,20 @@ class DomainModel:
         self._step = jax.jit(NODES[self.domain])
         self._drivers = jax.jit(coupling.drivers_at)
 
+    def warm_up(self) -> None:
+        """Compile the step and the drivers now (a discarded step from the initial state)."""
+        jax.block_until_ready(self._step(self.params, self.state, self.initial, jnp.int32(0)))
+        jax.block_until_ready(self._drivers(self.params, jnp.int32(0)))
+
+    def initial_parts(self) -> dict[str, np.ndarray]:
+        """The initial boundary values this domain owns (published as step -1)."""
+        return {name: np.asarray(getattr(self.initial, name)) for name in OWNS[self.domain]}
+
+    def initial_outputs(self) -> Any:
+        """Zero outputs of the right structure, for the step -1 ("ready") message."""
+        shapes = jax.eval_shape(self._step, self.params, self.state, self.initial, jnp.int32(0))
+        return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes[1])
+
     def drivers(self, step: int) -> coupling.Drivers:
         """The exogenous drivers of interval ``step`` (ambient, prices, PPA output...)."""
         return self._drivers(self.params, jnp.asarray(step, jnp.int32))

@@ -177,5 +177,94 @@ def validate(scenario: Annotated[Path, typer.Argument(help="site file (YAML)")])
     )
 
 
+@app.command()
+def serve(service: Annotated[str, typer.Argument(help="compute, cooling, power, energy or twin")]):
+    """Run one service (configured by TWIN_* environment variables)."""
+    from services.serve import SERVICES
+    from services.serve import serve as run_service
+
+    if service not in SERVICES:
+        fail(f"service: {service!r} is not one of {', '.join(SERVICES)}")
+    raise typer.Exit(run_service(service))
+
+
+@app.command()
+def up(
+    scenario: Annotated[str, typer.Argument(help="seeded site name or site file")] = "fairwater-wi",
+    speed: Annotated[float, typer.Option(help="real-time factor; 0 = as fast as possible")] = 1.0,
+    paused: Annotated[bool, typer.Option(help="start the run paused")] = False,
+) -> None:
+    """Start a local twin: nats-server, every service, and a run; Ctrl-C stops it all."""
+    import signal as signals
+    import threading
+    from pathlib import Path as P
+
+    from services.launcher import LocalTwin
+    from services.scenario import site_from_spec
+    from twin.twin.v1 import clock_pb2, twin_pb2
+
+    path = P(scenario)
+    spec = clock_pb2.RunSpec(dt_s=1.0)
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            spec.scenario_yaml = path.read_text()
+        except OSError as exc:
+            fail(f"{scenario}: {exc.strerror}")
+    else:
+        spec.scenario_name = scenario
+    from twin_core.site import SiteError
+
+    try:
+        site = site_from_spec(spec)
+    except SiteError as exc:
+        fail(str(exc))
+    with LocalTwin(site.name) as twin:
+        address = twin.addresses["twin"]
+        start = twin_pb2.StartRequest(spec=spec, paused=paused)
+        if speed > 0:
+            start.speed.real_time_factor = speed
+        else:
+            start.speed.as_fast_as_possible = True
+        run_id = _start_run(address, start)
+        Console().print(
+            f"twin {site.name} up: run {run_id}; gRPC {address} (nats {twin.nats_url})\n"
+            f"  grpcurl -plaintext {address} list\n"
+            f"  grpcurl -plaintext {address} twin.twin.v1.TwinService/GetSnapshot\n"
+            "Ctrl-C stops everything."
+        )
+        stop = threading.Event()
+        for sig in (signals.SIGINT, signals.SIGTERM):
+            signals.signal(sig, lambda *_: stop.set())
+        stop.wait()
+    Console().print("stopped")
+
+
+def _start_run(address: str, request) -> str:
+    import grpc
+
+    from twin.twin.v1 import twin_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = twin_pb2_grpc.TwinServiceStub(channel).Start(request, timeout=300)
+        except grpc.RpcError as exc:
+            fail(f"start: {exc.details()}")
+    return reply.run_id
+
+
+@app.command()
+def status() -> None:
+    """Health of each service of a local twin (default ports)."""
+    from services.launcher import default_addresses, health
+
+    table = Table(title="services")
+    table.add_column("service")
+    table.add_column("address")
+    table.add_column("health")
+    for name, address in default_addresses().items():
+        table.add_row(name, address, health(address))
+    Console().print(table)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

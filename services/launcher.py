@@ -1,0 +1,113 @@
+"""Start a whole twin on this machine: a local nats-server (unless TWIN_NATS_URL names
+one) and every service as its own process; stop them all cleanly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.runtime.nats_server import NatsServer
+from services.serve import SERVICES
+
+BASE_PORT = 50051  # twin on 50051, then compute, cooling, power, energy
+
+
+def default_addresses(host: str = "127.0.0.1", base: int = BASE_PORT) -> dict[str, str]:
+    order = ("twin", *[s for s in SERVICES if s != "twin"])
+    return {name: f"{host}:{base + i}" for i, name in enumerate(order)}
+
+
+def health(address: str, timeout_s: float = 1.0) -> str:
+    """SERVING, NOT_SERVING, or UNREACHABLE for the service at ``address``."""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+    except grpc.RpcError:
+        return "UNREACHABLE"
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+@dataclass
+class LocalTwin:
+    """The processes of a local twin; ``with LocalTwin(site) as twin: ...``."""
+
+    site: str
+    addresses: dict[str, str] = field(default_factory=default_addresses)
+    nats_url: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 60.0
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _stack: ExitStack = field(default_factory=ExitStack)
+
+    def __enter__(self) -> LocalTwin:
+        try:
+            self.nats_url = self.nats_url or os.environ.get("TWIN_NATS_URL")
+            if not self.nats_url:
+                self.nats_url = self._stack.enter_context(NatsServer()).url
+            for name in SERVICES:
+                self.processes[name] = self._spawn(name)
+            self.wait_ready()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _spawn(self, name: str) -> subprocess.Popen:
+        env = {
+            **os.environ,
+            **self.env,
+            "TWIN_SITE": self.site,
+            "TWIN_NATS_URL": self.nats_url or "",
+            "TWIN_GRPC_ADDRESS": self.addresses[name],
+        }
+        command = [sys.executable, "-m", "services.cli", "serve", name]
+        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        waiting = set(self.processes)
+        while waiting:
+            for name in list(waiting):
+                code = self.processes[name].poll()
+                if code is not None:
+                    raise RuntimeError(f"service {name} exited with status {code} at start-up")
+                if health(self.addresses[name]) == "SERVING":
+                    waiting.discard(name)
+            if waiting and time.monotonic() > deadline:
+                raise TimeoutError(f"services not serving in time: {', '.join(sorted(waiting))}")
+            time.sleep(0.2)
+
+    def restart(self, name: str) -> None:
+        """Stop one service (SIGTERM) and start it again, as after a crash or a rollout."""
+        self._terminate(self.processes[name])
+        self.processes[name] = self._spawn(name)
+
+    @staticmethod
+    def _terminate(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def close(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            self._terminate(process)
+        self._stack.close()

@@ -1,0 +1,48 @@
+"""Process entry points: ``twin serve compute|cooling|power|energy|twin``."""
+
+from __future__ import annotations
+
+import os
+
+import jax.numpy as jnp
+
+from services.clock import Clock
+from services.domain import DOMAINS
+from services.domain_service import add_to_server
+from services.node import CoSimNode
+from services.runtime import bus, run
+from services.runtime.service import Service
+from services.twin_service import TwinServicer
+from twin.twin.v1 import twin_pb2_grpc
+
+SERVICES = (*DOMAINS, "twin")
+
+
+def domain_setup(domain: str):
+    async def setup(svc: Service) -> None:
+        # TWIN_X64=1 runs the model in float64 (checks against the monolithic rollout).
+        dtype = jnp.float64 if os.environ.get("TWIN_X64") == "1" else jnp.float32
+        node = CoSimNode(svc.nc, svc.config.site, domain, dtype)
+        await node.start()
+        svc.create_task(node.run())
+        add_to_server(domain, svc.grpc, node)
+
+    return setup
+
+
+async def twin_setup(svc: Service) -> None:
+    await bus.declare_all(svc.js, svc.config.site)
+    clock = Clock(svc.nc, svc.config.site)
+    await clock.start()
+    svc.grpc.add_servicer(twin_pb2_grpc.add_TwinServiceServicer_to_server, TwinServicer(clock))
+    svc.on_shutdown(clock.stop)
+
+
+def serve(name: str) -> int:
+    if name not in SERVICES:
+        raise ValueError(f"service: {name!r} is not one of {', '.join(SERVICES)}")
+    if os.environ.get("TWIN_X64") == "1":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    return run(name, twin_setup if name == "twin" else domain_setup(name))
