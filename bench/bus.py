@@ -1,0 +1,76 @@
+"""Co-simulation over the bus: coupled ticks per second and tick latency of the Fairwater
+scenario with all services as separate processes on loopback, against the monolithic
+step time measured in the same run.
+
+    python bench/bus.py [--ticks 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import grpc
+import jax
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from services.launcher import LocalTwin
+from twin.twin.v1 import clock_pb2, twin_pb2, twin_pb2_grpc
+from twin_core.coupling import init_state
+from twin_core.params import build_params
+from twin_core.rollout import run_jit
+from twin_core.site import load_site
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def monolithic_step_us(seconds: int = 600) -> float:
+    site = load_site(ROOT / "scenarios" / "fairwater-wi.yaml")
+    p = build_params(site, seconds, 1.0)
+    s0 = init_state(p)
+    jax.block_until_ready(run_jit(p, s0, seconds // 60, 60))
+    start = time.perf_counter()
+    jax.block_until_ready(run_jit(p, s0, seconds // 60, 60))
+    return (time.perf_counter() - start) / seconds * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=2000)
+    parser.add_argument("--latency-ticks", type=int, default=300)
+    args = parser.parse_args()
+    mono_us = monolithic_step_us()
+    with (
+        LocalTwin("fairwater-wi", ready_timeout_s=120) as twin,
+        grpc.insecure_channel(twin.addresses["twin"]) as channel,
+    ):
+        if True:
+            stub = twin_pb2_grpc.TwinServiceStub(channel)
+            spec = clock_pb2.RunSpec(scenario_name="fairwater-wi", dt_s=1.0)
+            run_id = stub.Start(twin_pb2.StartRequest(spec=spec, paused=True), timeout=300).run_id
+            stub.Step(twin_pb2.StepRequest(run_id=run_id, ticks=50), timeout=60)  # warm up
+            latencies = []
+            for _ in range(args.latency_ticks):  # one tick per call: the full round trip
+                start = time.perf_counter()
+                stub.Step(twin_pb2.StepRequest(run_id=run_id, ticks=1), timeout=60)
+                latencies.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            stub.Step(twin_pb2.StepRequest(run_id=run_id, ticks=args.ticks), timeout=600)
+            rate = args.ticks / (time.perf_counter() - start)
+    p50, p99 = np.percentile(np.array(latencies) * 1e3, [50, 99])
+    table = Table(title="Fairwater co-simulation over NATS (5 processes, loopback, float32)")
+    for col in ("figure", "value", "target", "ratio"):
+        table.add_column(col, justify="right")
+    table.add_row("coupled ticks / s", f"{rate:,.0f}", "200", f"{rate / 200:.2f}")
+    table.add_row("tick latency p50 (ms)", f"{p50:.2f}", "-", "-")
+    table.add_row("tick latency p99 (ms)", f"{p99:.2f}", "20", f"{20 / p99:.2f}")
+    table.add_row("monolithic step (µs)", f"{mono_us:.1f}", "-", "-")
+    table.add_row("bus tick / monolithic step", f"{1e6 / rate / mono_us:.0f}×", "-", "-")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""The distributed twin: real nats-server, the four domain services and the clock as
+separate processes, driven over gRPC; its published states equal the monolithic rollout."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import nats
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from services.launcher import LocalTwin
+from twin.common.v1 import common_pb2
+from twin.cooling.v1 import cooling_pb2, cooling_pb2_grpc
+from twin.power.v1 import power_pb2
+from twin.twin.v1 import clock_pb2, twin_pb2, twin_pb2_grpc
+from twin_core.rollout import simulate
+from twin_core.site import load_site
+
+pytestmark = pytest.mark.slow
+TICKS = 600
+
+
+@pytest.fixture(scope="module")
+def local_twin():
+    with LocalTwin("fairwater-wi", ready_timeout_s=120) as twin:
+        yield twin
+
+
+def stub(twin, name="twin"):
+    channel = grpc.insecure_channel(twin.addresses[name])
+    return channel, twin_pb2_grpc.TwinServiceStub(channel)
+
+
+def start_paused(twin, scenario="fairwater-wi", overrides=()):
+    channel, s = stub(twin)
+    spec = clock_pb2.RunSpec(scenario_name=scenario, dt_s=1.0, overrides=list(overrides))
+    reply = s.Start(twin_pb2.StartRequest(spec=spec, paused=True), timeout=300)
+    return channel, s, reply.run_id
+
+
+async def collect(url: str, subject: str, message_type, until_step: int, run_id: str, action):
+    """Subscribe, run ``action`` (a blocking gRPC call) in a thread, gather the states."""
+    nc = await nats.connect(url)
+    got: dict[int, object] = {}
+
+    async def handle(msg):
+        state = message_type.FromString(msg.data)
+        if state.run_id == run_id and state.step >= 0:
+            got[state.step] = state
+
+    await nc.subscribe(subject, cb=handle)
+    await nc.flush()
+    await asyncio.to_thread(action)
+    for _ in range(100):
+        if len(got) >= until_step:
+            break
+        await asyncio.sleep(0.05)
+    await nc.close()
+    return [got[k] for k in sorted(got)]
+
+
+def test_distributed_run_equals_monolithic_rollout(local_twin):
+    channel, s, run_id = start_paused(local_twin)
+    with channel:
+        states = asyncio.run(
+            collect(
+                local_twin.nats_url,
+                "twin.fairwater-wi.power.state",
+                power_pb2.PowerState,
+                TICKS,
+                run_id,
+                lambda: s.Step(twin_pb2.StepRequest(run_id=run_id, ticks=TICKS), timeout=600),
+            )
+        )
+        snapshot = s.GetSnapshot(twin_pb2.GetSnapshotRequest(run_id=run_id)).snapshot
+    assert [st.step for st in states] == list(range(TICKS))
+    whole = simulate(load_site(ROOT / "scenarios" / "fairwater-wi.yaml"), TICKS, 1.0, 1)
+    meter = np.array([st.meter_w for st in states])
+    np.testing.assert_allclose(meter, whole.means["facility_power_mw"] * 1e6, rtol=1e-6)
+    it = np.array([st.it_w for st in states])
+    np.testing.assert_allclose(it, whole.means["it_power_mw"] * 1e6, rtol=1e-6)
+    assert snapshot.step == TICKS and snapshot.pue == pytest.approx(meter[-1] / it[-1], rel=1e-6)
+
+
+def cooling_stub(twin):
+    channel = grpc.insecure_channel(twin.addresses["cooling"])
+    return channel, cooling_pb2_grpc.CoolingServiceStub(channel)
+
+
+def supply_series(twin, overrides, commands_at: int | None, failures: int) -> np.ndarray:
+    channel, s, run_id = start_paused(twin, overrides=overrides)
+    with channel:
+        s.Step(twin_pb2.StepRequest(run_id=run_id, ticks=commands_at), timeout=600)
+        cch, cooling = cooling_stub(twin)
+        with cch:
+            for index in range(failures):
+                ref = common_pb2.EquipmentRef(kind=common_pb2.EQUIPMENT_KIND_CHILLER, index=index)
+                reply = cooling.Apply(
+                    cooling_pb2.ApplyRequest(
+                        fail_equipment=cooling_pb2.FailEquipment(equipment=ref)
+                    )
+                )
+                assert reply.effective.step == commands_at
+        states = asyncio.run(
+            collect(
+                twin.nats_url,
+                "twin.fairwater-wi.cooling.state",
+                cooling_pb2.CoolingState,
+                100,
+                run_id,
+                lambda: s.Step(twin_pb2.StepRequest(run_id=run_id, ticks=100), timeout=600),
+            )
+        )
+    return np.array([st.fws_supply_c for st in states])
+
+
+def test_chiller_failures_over_grpc_show_up_in_the_next_states(local_twin):
+    hot = ["weather.offset_c=16"]
+    failed = supply_series(local_twin, hot, 50, failures=8)
+    healthy = supply_series(local_twin, hot, 50, failures=0)
+    assert failed[-1] > healthy[-1] + 1e-3  # fewer chillers: warmer facility water
+    # and exactly as a failure scheduled in the site file at the same time
+    scheduled = [
+        *hot,
+        "failures=["
+        + ", ".join(f"{{equipment: chiller, index: {i}, at: 50}}" for i in range(8))
+        + "]",
+    ]
+    channel, s, run_id = start_paused(local_twin, overrides=scheduled)
+    with channel:
+        states = asyncio.run(
+            collect(
+                local_twin.nats_url,
+                "twin.fairwater-wi.cooling.state",
+                cooling_pb2.CoolingState,
+                150,
+                run_id,
+                lambda: s.Step(twin_pb2.StepRequest(run_id=run_id, ticks=150), timeout=600),
+            )
+        )
+    np.testing.assert_allclose(failed, [st.fws_supply_c for st in states][50:], rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda c: c.Apply(
+                cooling_pb2.ApplyRequest(
+                    fail_equipment=cooling_pb2.FailEquipment(
+                        equipment=common_pb2.EquipmentRef(
+                            kind=common_pb2.EQUIPMENT_KIND_CHILLER, index=99
+                        )
+                    )
+                )
+            ),
+            "fail_equipment.equipment.index: 99 out of range, the site has 32 chiller unit(s)",
+        ),
+        (
+            lambda c: c.Apply(
+                cooling_pb2.ApplyRequest(
+                    set_supply_setpoint=cooling_pb2.SetSupplySetpoint(supply_c=90)
+                )
+            ),
+            "set_supply_setpoint.supply_c: 90 C is outside 5..60 C",
+        ),
+        (
+            lambda c: c.Apply(cooling_pb2.ApplyRequest()),
+            "command: required (set_supply_setpoint, fail_equipment, repair_equipment)",
+        ),
+    ],
+)
+def test_bad_cooling_commands_are_invalid_argument(local_twin, call, message):
+    start_paused(local_twin)[0].close()
+    channel, cooling = cooling_stub(local_twin)
+    with channel, pytest.raises(grpc.RpcError) as info:
+        call(cooling)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == message
+
+
+def test_bad_twin_requests_are_invalid_argument(local_twin):
+    channel, s = stub(local_twin)
+    with channel:
+        cases = [
+            (
+                twin_pb2.StartRequest(spec=clock_pb2.RunSpec(scenario_name="atlantis")),
+                "spec.scenario_name: unknown scenario 'atlantis' (known: fairwater-wi, "
+                "loughton-uk, narvik-no)",
+            ),
+            (
+                twin_pb2.StartRequest(spec=clock_pb2.RunSpec()),
+                "spec.scenario: give scenario_name or scenario_yaml",
+            ),
+            (
+                twin_pb2.StartRequest(spec=clock_pb2.RunSpec(scenario_name="fairwater-wi", dt_s=7)),
+                "spec.dt: 7 s must divide an hour (e.g. 0.5, 1, 10, 60)",
+            ),
+            (
+                twin_pb2.StartRequest(
+                    spec=clock_pb2.RunSpec(
+                        scenario_name="fairwater-wi", overrides=["cooling.supply_c=hot"]
+                    )
+                ),
+                "cooling.supply_c: Input should be a valid number, unable to parse string as a "
+                "number",
+            ),
+        ]
+        for request, message in cases:
+            with pytest.raises(grpc.RpcError) as info:
+                s.Start(request, timeout=60)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details() == message
+        _, _, run_id = start_paused(local_twin)
+        with pytest.raises(grpc.RpcError) as info:
+            s.Step(twin_pb2.StepRequest(run_id=run_id, ticks=0))
+        assert (info.value.code(), info.value.details()) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "ticks: must be at least 1",
+        )
+
+
+def test_garbled_bus_messages_are_skipped(local_twin):
+    channel, s, run_id = start_paused(local_twin)
+
+    async def garble():
+        nc = await nats.connect(local_twin.nats_url)
+        for subject in (
+            "twin.fairwater-wi.clock",
+            "twin.fairwater-wi.power.state",
+            "twin.fairwater-wi.compute.state",
+        ):
+            await nc.publish(subject, b"\xff\x00 not protobuf")
+        await nc.flush()
+        await nc.close()
+
+    with channel:
+        asyncio.run(garble())
+        reply = s.Step(twin_pb2.StepRequest(run_id=run_id, ticks=5), timeout=120)
+    assert reply.snapshot.step == 5 and reply.snapshot.pue > 1.0
+    assert all(p.poll() is None for p in local_twin.processes.values())
+
+
+def test_watch_streams_snapshots(local_twin):
+    channel, s, run_id = start_paused(local_twin)
+    with channel:
+        stream = s.Watch(twin_pb2.WatchRequest(run_id=run_id, every_steps=10), timeout=120)
+        s.SetSpeed(
+            twin_pb2.SetSpeedRequest(run_id=run_id, speed=twin_pb2.Speed(as_fast_as_possible=True))
+            if hasattr(twin_pb2, "Speed")
+            else twin_pb2.SetSpeedRequest(
+                run_id=run_id, speed=clock_pb2.Speed(as_fast_as_possible=True)
+            )
+        )
+        s.Resume(twin_pb2.ResumeRequest(run_id=run_id))
+        steps = []
+        for reply in stream:
+            steps.append(reply.snapshot.step)
+            if len(steps) == 4:
+                stream.cancel()
+                break
+        s.Pause(twin_pb2.PauseRequest(run_id=run_id))
+    assert steps == sorted(steps) and steps[-1] - steps[0] >= 30
+
+
+def test_grpcurl_lists_services_and_reads_a_snapshot(local_twin):
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+    start_paused(local_twin)[0].close()
+    address = local_twin.addresses["twin"]
+    listed = subprocess.run(
+        [grpcurl, "-plaintext", address, "list"], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert {"twin.twin.v1.TwinService", "grpc.health.v1.Health"} <= set(listed.stdout.split())
+    snap = subprocess.run(
+        [grpcurl, "-plaintext", address, "twin.twin.v1.TwinService/GetSnapshot"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert snap.returncode == 0, snap.stderr
+    body = json.loads(snap.stdout)["snapshot"]
+    # grpcurl prints JSON with the proto field names
+    assert body["site_id"] == "fairwater-wi" and body["state"] == "RUN_STATE_PAUSED"
