@@ -47,19 +47,18 @@ def main() -> None:
         LocalTwin("fairwater-wi", ready_timeout_s=120) as twin,
         grpc.insecure_channel(twin.addresses["twin"]) as channel,
     ):
-        if True:
-            stub = twin_pb2_grpc.TwinServiceStub(channel)
-            spec = clock_pb2.RunSpec(scenario_name="fairwater-wi", dt_s=1.0)
-            run_id = stub.Start(twin_pb2.StartRequest(spec=spec, paused=True), timeout=300).run_id
-            stub.Step(twin_pb2.StepRequest(run_id=run_id, ticks=50), timeout=60)  # warm up
-            latencies = []
-            for _ in range(args.latency_ticks):  # one tick per call: the full round trip
-                start = time.perf_counter()
-                stub.Step(twin_pb2.StepRequest(run_id=run_id, ticks=1), timeout=60)
-                latencies.append(time.perf_counter() - start)
+        stub = twin_pb2_grpc.TwinServiceStub(channel)
+        spec = clock_pb2.RunSpec(scenario_name="fairwater-wi", dt_s=1.0)
+        run_id = stub.Start(twin_pb2.StartRequest(spec=spec, paused=True), timeout=300).run_id
+        stub.Step(twin_pb2.StepRequest(run_id=run_id, ticks=50), timeout=60)  # warm up
+        latencies = []
+        for _ in range(args.latency_ticks):  # one tick per call: the full round trip
             start = time.perf_counter()
-            stub.Step(twin_pb2.StepRequest(run_id=run_id, ticks=args.ticks), timeout=600)
-            rate = args.ticks / (time.perf_counter() - start)
+            stub.Step(twin_pb2.StepRequest(run_id=run_id, ticks=1), timeout=60)
+            latencies.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        stub.Step(twin_pb2.StepRequest(run_id=run_id, ticks=args.ticks), timeout=600)
+        rate = args.ticks / (time.perf_counter() - start)
     p50, p99 = np.percentile(np.array(latencies) * 1e3, [50, 99])
     table = Table(title="Fairwater co-simulation over NATS (5 processes, loopback, float32)")
     for col in ("figure", "value", "target", "ratio"):
