@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from services.launcher import LocalTwin
+from services.launcher import LocalTwin, free_addresses
 from twin.twin.v1 import clock_pb2, twin_pb2, twin_pb2_grpc
 from twin_core.coupling import init_state
 from twin_core.params import build_params
@@ -44,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     mono_us = monolithic_step_us()
     with (
-        LocalTwin("fairwater-wi", ready_timeout_s=120) as twin,
+        LocalTwin("fairwater-wi", free_addresses(), ready_timeout_s=120) as twin,
         grpc.insecure_channel(twin.addresses["twin"]) as channel,
     ):
         stub = twin_pb2_grpc.TwinServiceStub(channel)

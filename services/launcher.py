@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,22 @@ BASE_PORT = 50051  # twin on 50051, then compute, cooling, power, energy
 def default_addresses(host: str = "127.0.0.1", base: int = BASE_PORT) -> dict[str, str]:
     order = ("twin", *[s for s in SERVICES if s != "twin"])
     return {name: f"{host}:{base + i}" for i, name in enumerate(order)}
+
+
+def free_addresses(host: str = "127.0.0.1") -> dict[str, str]:
+    """A free loopback port per service (tests and benchmarks run several twins at once)."""
+    sockets = []
+    try:
+        for _ in SERVICES:
+            sock = socket.socket()
+            sock.bind((host, 0))
+            sockets.append(sock)
+        ports = [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+    order = ("twin", *[s for s in SERVICES if s != "twin"])
+    return {name: f"{host}:{port}" for name, port in zip(order, ports, strict=True)}
 
 
 def health(address: str, timeout_s: float = 1.0) -> str:

@@ -27,10 +27,38 @@ from services.messages import STATE_TYPES, parts_of, sources_of, state_message
 from services.runtime import bus
 from services.runtime.codec import DecodeStats, decode_msg
 from services.scenario import site_from_spec
+from twin.telemetry.v1 import telemetry_pb2
 from twin.twin.v1 import clock_pb2
+from twin_core.pytree import replace
 
 log = logging.getLogger(__name__)
 PEER_TIMEOUT_S = 30.0
+# Live mode: measured quantity -> (published boundary field, entity prefix, index shape).
+MEASURED = {
+    "compute": {
+        telemetry_pb2.QUANTITY_RACK_POWER_W: (
+            "rack_ac_w",
+            "rack",
+            lambda m: tuple(np.shape(m.initial.rack_ac_w)),
+        ),
+    },
+    "cooling": {
+        telemetry_pb2.QUANTITY_SUPPLY_TEMPERATURE_C: (
+            "tcs_supply_c",
+            "cdu",
+            lambda m: (int(np.sum(np.asarray(m.params.cooling.cdu_mask))),),
+        ),
+    },
+}
+
+
+def _entity_index(entity: str, prefix: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """``rack/3/17`` -> (3, 17) within ``shape``; None when malformed or out of range."""
+    head, *rest = entity.split("/")
+    if head != prefix or len(rest) != len(shape) or not all(r.isdigit() for r in rest):
+        return None
+    index = tuple(int(r) for r in rest)
+    return index if all(i < n for i, n in zip(index, shape, strict=True)) else None
 
 
 class CoSimNode:
@@ -44,12 +72,17 @@ class CoSimNode:
         self._arrived = asyncio.Condition()
         self._ticks: asyncio.Queue[clock_pb2.Clock] = asyncio.Queue()
         self._pending: list[Callable[[DomainModel], None]] = []
+        # Live mode: measurements replace modelled values at the next tick.
+        self._measured: dict[tuple[str, tuple[int, ...]], float] = {}
 
     async def start(self) -> None:
         await self.nc.subscribe(bus.clock_subject(self.site_id), cb=self._on_clock)
         for peer in NEEDS[self.domain]:
             subject = bus.state_subject(self.site_id, peer)
             await self.nc.subscribe(subject, cb=self._peer_handler(peer))
+        if self.domain in MEASURED:
+            subject = bus.telemetry_subject(self.site_id)
+            await self.nc.subscribe(subject, cb=self._on_telemetry)
 
     async def run(self) -> None:
         """Process clock messages in order (a background task of the service)."""
@@ -71,6 +104,22 @@ class CoSimNode:
         clock = decode_msg(clock_pb2.Clock, msg, stats=self.stats)
         if clock is not None:
             await self._ticks.put(clock)
+
+    async def _on_telemetry(self, msg) -> None:
+        batch = decode_msg(telemetry_pb2.MeasurementBatch, msg, stats=self.stats)
+        if batch is None or self.model is None:
+            return
+        for m in batch.measurements:
+            target = MEASURED[self.domain].get(m.quantity)
+            if target is None:
+                continue
+            field, prefix, shape = target
+            index = _entity_index(m.entity, prefix, shape(self.model))
+            if index is None:
+                self.stats.record("Measurement.entity")
+                log.warning("unknown entity", extra={"entity": m.entity, "domain": self.domain})
+                continue
+            self._measured[(field, index)] = m.value
 
     def _peer_handler(self, peer: str):
         message_type = STATE_TYPES[peer]
@@ -119,8 +168,23 @@ class CoSimNode:
             action(model)
         self._pending.clear()
         outputs, parts = model.advance(self._peers.get(step - 1, {}))
+        if self._measured:
+            parts = self._assimilate(model, parts)
         self._peers.pop(step - 2, None)
         await self._publish(step, outputs, parts, model.drivers(step))
+
+    def _assimilate(self, model: DomainModel, parts: dict[str, np.ndarray]):
+        """Replace modelled values by the measurements received since the last tick: in
+        what peers read and, for state variables, in the model's state."""
+        parts = {k: np.array(v) for k, v in parts.items()}
+        for (field, index), value in self._measured.items():
+            parts[field][index] = value
+        if "tcs_supply_c" in parts:
+            model.state = replace(
+                model.state, tcs_supply_c=jnp.asarray(parts["tcs_supply_c"], model.dtype)
+            )
+        self._measured.clear()
+        return parts
 
     def _ready(self, step: int) -> bool:
         return all(peer in self._peers.get(step, {}) for peer in NEEDS[self.domain])

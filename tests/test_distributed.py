@@ -11,21 +11,23 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from services.launcher import LocalTwin
+from services.launcher import LocalTwin, free_addresses
 from twin.common.v1 import common_pb2
+from twin.compute.v1 import compute_pb2
 from twin.cooling.v1 import cooling_pb2, cooling_pb2_grpc
 from twin.power.v1 import power_pb2
 from twin.twin.v1 import clock_pb2, twin_pb2, twin_pb2_grpc
 from twin_core.rollout import simulate
 from twin_core.site import load_site
 
-pytestmark = pytest.mark.slow
+# One twin (five processes) per module, all its tests on one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 TICKS = 600
 
 
 @pytest.fixture(scope="module")
 def local_twin():
-    with LocalTwin("fairwater-wi", ready_timeout_s=120) as twin:
+    with LocalTwin("fairwater-wi", free_addresses(), ready_timeout_s=120) as twin:
         yield twin
 
 
@@ -291,3 +293,65 @@ def test_grpcurl_lists_services_and_reads_a_snapshot(local_twin):
     body = json.loads(snap.stdout)["snapshot"]
     # grpcurl prints JSON with the proto field names
     assert body["site_id"] == "fairwater-wi" and body["state"] == "RUN_STATE_PAUSED"
+
+
+def test_live_telemetry_replaces_modelled_values_at_the_next_tick(local_twin):
+    from twin.telemetry.v1 import telemetry_pb2
+
+    channel, s, run_id = start_paused(local_twin)
+    batch = telemetry_pb2.MeasurementBatch(
+        site_id="fairwater-wi",
+        source="bms",
+        measurements=[
+            telemetry_pb2.Measurement(
+                entity="rack/2/7", value=150000.0, quantity=telemetry_pb2.QUANTITY_RACK_POWER_W
+            ),
+            telemetry_pb2.Measurement(
+                entity="cdu/5", value=41.5, quantity=telemetry_pb2.QUANTITY_SUPPLY_TEMPERATURE_C
+            ),
+            telemetry_pb2.Measurement(
+                entity="rack/99/99",
+                value=1.0,  # no such rack: skipped
+                quantity=telemetry_pb2.QUANTITY_RACK_POWER_W,
+            ),
+        ],
+    )
+
+    async def scenario():
+        nc = await nats.connect(local_twin.nats_url)
+        got = {"compute": {}, "cooling": {}}
+
+        async def keep(domain, message_type):
+            async def handle(msg):
+                state = message_type.FromString(msg.data)
+                if state.run_id == run_id:
+                    got[domain][state.step] = state
+
+            return handle
+
+        await nc.subscribe(
+            "twin.fairwater-wi.compute.state", cb=await keep("compute", compute_pb2.ComputeState)
+        )
+        await nc.subscribe(
+            "twin.fairwater-wi.cooling.state", cb=await keep("cooling", cooling_pb2.CoolingState)
+        )
+        await asyncio.to_thread(s.Step, twin_pb2.StepRequest(run_id=run_id, ticks=3))
+        await nc.publish("telemetry.fairwater-wi.bms", batch.SerializeToString())
+        await nc.flush()
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(s.Step, twin_pb2.StepRequest(run_id=run_id, ticks=2))
+        await asyncio.sleep(0.2)
+        await nc.close()
+        return got
+
+    with channel:
+        got = asyncio.run(scenario())
+    from services.messages import unpack
+
+    before = unpack(got["compute"][2].rack_ac_w)
+    measured = unpack(got["compute"][3].rack_ac_w)
+    assert before[2, 7] != 150000.0 and measured[2, 7] == 150000.0
+    assert unpack(got["compute"][4].rack_ac_w)[2, 7] != 150000.0  # the model takes over again
+    assert got["cooling"][3].tcs_supply_c[5] == 41.5
+    assert got["cooling"][2].tcs_supply_c[5] != 41.5
+    assert all(p.poll() is None for p in local_twin.processes.values())

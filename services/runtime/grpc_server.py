@@ -72,7 +72,8 @@ class GrpcServer:
         self.address = address
         self.server = aio.server(
             interceptors=list(default_interceptors() if interceptors is None else interceptors),
-            options=list(options),
+            # No SO_REUSEPORT: a second process on a taken port must fail, not share it.
+            options=[("grpc.so_reuseport", 0), *options],
         )
         self.health = HealthServicer()
         self.reflection_enabled = reflection_enabled
