@@ -30,8 +30,8 @@ RUNNING, PAUSED, STOPPED = (
 
 
 class Clock:
-    def __init__(self, nc: NATS, site_id: str) -> None:
-        self.nc, self.site_id = nc, site_id
+    def __init__(self, nc: NATS, site_id: str, kv=None) -> None:
+        self.nc, self.site_id, self.kv = nc, site_id, kv
         self.run_id = ""
         self.state = STOPPED
         self.step = 0  # the next tick to send
@@ -82,6 +82,8 @@ class Clock:
         clock = clock_pb2.Clock(
             run_id=self.run_id, command=clock_pb2.CLOCK_COMMAND_START, spec=spec
         )
+        if self.kv is not None:  # a restarted domain service finds the run here
+            await self.kv.put("run", clock.SerializeToString())
         await bus.publish(self.nc, bus.clock_subject(self.site_id), clock)
         await self._wait_for_step(-1, READY_TIMEOUT_S)
         self.state = PAUSED
@@ -148,13 +150,25 @@ class Clock:
                 time_s=k * self.dt,
                 command=clock_pb2.CLOCK_COMMAND_TICK,
             )
-            await bus.publish(self.nc, bus.clock_subject(self.site_id), tick)
-            await self._wait_for_step(k, TICK_TIMEOUT_S)
+            await self._send_until_done(tick, k)
             energy = self.latest["energy"]
             self.cost_usd += energy.cost_usd_per_s * self.dt
             self.emissions_t += energy.emissions_t_per_s * self.dt
             self.market_emissions_t += energy.market_emissions_t_per_s * self.dt
             self.step = k + 1
+
+    async def _send_until_done(self, tick: clock_pb2.Clock, k: int) -> None:
+        """Send the tick, and again every second until every domain has answered: a
+        domain service that restarted meanwhile picks the run up from the re-sent tick."""
+        deadline = time.monotonic() + TICK_TIMEOUT_S
+        while True:
+            await bus.publish(self.nc, bus.clock_subject(self.site_id), tick)
+            try:
+                await self._wait_for_step(k, 1.0)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
 
     async def _wait_for_step(self, step: int, timeout_s: float) -> None:
         def arrived() -> bool:

@@ -9,6 +9,8 @@ function, and publishes its own boundary values.
 
 from __future__ import annotations
 
+import io
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +49,7 @@ NODES = {
 # failures and repairs applied at run time without changing array shapes (no recompile).
 LIVE_HORIZON_S = 365 * 86400.0
 FAILURE_SLOTS = 16
+FAILURE_FIELDS = ("kind", "index", "start_s", "end_s")
 
 
 def owned_parts(domain: str, state: Any, outputs: Any) -> dict[str, np.ndarray]:
@@ -77,6 +80,7 @@ class DomainModel:
     state: Any = field(init=False)
     initial: Boundary = field(init=False)
     step: int = field(init=False, default=0)
+    settings: dict[str, float] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.domain not in DOMAINS:
@@ -133,6 +137,30 @@ class DomainModel:
     def set(self, path: str, value: float) -> None:
         """Change a continuous parameter (e.g. ``cooling.supply_c``) from the next step."""
         self.params = set_param(self.params, path, value)
+        self.settings[path] = float(value)
+
+    # ---------------------------------------------------------------- snapshots
+
+    def snapshot(self) -> bytes:
+        """Step, state and live changes (settings, failures) as bytes, to rejoin a run."""
+        arrays = {f"state_{i}": np.asarray(x) for i, x in enumerate(jax.tree.leaves(self.state))}
+        f = self.params.failures
+        arrays |= {f"failures_{k}": np.asarray(getattr(f, k)) for k in FAILURE_FIELDS}
+        arrays["settings"] = np.array(json.dumps(self.settings))
+        arrays["step"] = np.array(self.step)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    def restore(self, data: bytes) -> None:
+        with np.load(io.BytesIO(data)) as z:
+            treedef = jax.tree.structure(self.state)
+            leaves = [jnp.asarray(z[f"state_{i}"]) for i in range(treedef.num_leaves)]
+            self.state = treedef.unflatten(leaves)
+            self._set_failures(**{k: z[f"failures_{k}"] for k in FAILURE_FIELDS})
+            for path, value in json.loads(str(z["settings"])).items():
+                self.set(path, value)
+            self.step = int(z["step"])
 
     def fail(self, equipment: str, index: int, at_s: float | None = None) -> None:
         """Take a unit out of service from ``at_s`` (default: now) until repaired."""

@@ -27,12 +27,14 @@ from services.messages import STATE_TYPES, parts_of, sources_of, state_message
 from services.runtime import bus
 from services.runtime.codec import DecodeStats, decode_msg
 from services.scenario import site_from_spec
+from twin.common.v1 import common_pb2
 from twin.telemetry.v1 import telemetry_pb2
 from twin.twin.v1 import clock_pb2
 from twin_core.pytree import replace
 
 log = logging.getLogger(__name__)
 PEER_TIMEOUT_S = 30.0
+HISTORY = 64  # published states kept for replays
 # Live mode: measured quantity -> (published boundary field, entity prefix, index shape).
 MEASURED = {
     "compute": {
@@ -62,8 +64,11 @@ def _entity_index(entity: str, prefix: str, shape: tuple[int, ...]) -> tuple[int
 
 
 class CoSimNode:
-    def __init__(self, nc: NATS, site_id: str, domain: str, dtype: Any = jnp.float32) -> None:
-        self.nc, self.site_id, self.domain, self.dtype = nc, site_id, domain, dtype
+    def __init__(
+        self, nc: NATS, site_id: str, domain: str, dtype: Any = jnp.float32, js=None
+    ) -> None:
+        self.nc, self.site_id, self.domain, self.dtype, self.js = nc, site_id, domain, dtype, js
+        self._history: dict[int, bytes] = {}  # published state messages, for replays
         self.model: DomainModel | None = None
         self.run_id = ""
         self.latest: Message | None = None
@@ -83,6 +88,31 @@ class CoSimNode:
         if self.domain in MEASURED:
             subject = bus.telemetry_subject(self.site_id)
             await self.nc.subscribe(subject, cb=self._on_telemetry)
+        await self.nc.subscribe(bus.replay_subject(self.site_id, self.domain), cb=self._on_replay)
+        if self.js is not None:
+            self.kv = await bus.declare_run_bucket(self.js, self.site_id)
+            await self._rejoin()
+
+    async def _rejoin(self) -> None:
+        """After a restart: rebuild the run in progress and continue from this domain's
+        last snapshot; the clock re-sends the tick it is waiting for."""
+        try:
+            run = await self.kv.get("run")
+            saved = await self.kv.get(self.domain)
+        except Exception:  # no run in progress (keys absent)
+            return
+        clock = clock_pb2.Clock.FromString(run.value)
+        run_id, _, data = saved.value.partition(b"\n")
+        if run_id.decode() != clock.run_id:
+            return
+        await self._start_run(clock, publish=False)
+        self.model.restore(data)
+        log.info("rejoined run", extra={"domain": self.domain, "step": self.model.step})
+
+    async def _on_replay(self, msg) -> None:
+        tick = decode_msg(common_pb2.Tick, msg, stats=self.stats)
+        if tick is not None and tick.run_id == self.run_id:
+            await msg.respond(self._history.get(tick.step, b""))
 
     async def run(self) -> None:
         """Process clock messages in order (a background task of the service)."""
@@ -136,7 +166,7 @@ class CoSimNode:
 
     # ------------------------------------------------------------------ stepping
 
-    async def _start_run(self, clock: clock_pb2.Clock) -> None:
+    async def _start_run(self, clock: clock_pb2.Clock, publish: bool = True) -> None:
         site = site_from_spec(clock.spec)
         dt = clock.spec.dt_s or 1.0
         loop = asyncio.get_running_loop()
@@ -146,7 +176,11 @@ class CoSimNode:
             self.model, self.run_id = model, clock.run_id
             self._peers.clear()
             self._pending.clear()
-        await self._publish(-1, model.initial_outputs(), model.initial_parts(), model.drivers(0))
+            self._history.clear()
+        if publish:
+            await self._publish(
+                -1, model.initial_outputs(), model.initial_parts(), model.drivers(0)
+            )
         log.info("run started", extra={"domain": self.domain, "run_id": self.run_id})
 
     def _build(self, site, dt: float) -> DomainModel:
@@ -156,14 +190,21 @@ class CoSimNode:
 
     async def _tick(self, step: int) -> None:
         model = self.model
-        if model is None or step != model.step:
-            log.warning("tick out of order", extra={"domain": self.domain, "step": step})
+        if model is None:
             return
+        if step < model.step:  # the clock re-sent a tick we did
+            if step in self._history:
+                await self.nc.publish(self._state_subject(), self._history[step])
+            return
+        # A restarted node may resume from a snapshot a step or two behind: catch up with
+        # the peers' replayed states (the same values they published then).
+        while model.step <= step:
+            await self._advance_one(model)
+
+    async def _advance_one(self, model: DomainModel) -> None:
+        step = model.step
         if step > 0:
-            async with self._arrived:
-                await asyncio.wait_for(
-                    self._arrived.wait_for(lambda: self._ready(step - 1)), PEER_TIMEOUT_S
-                )
+            await self._await_peers(step - 1)
         for action in self._pending:
             action(model)
         self._pending.clear()
@@ -180,11 +221,40 @@ class CoSimNode:
         for (field, index), value in self._measured.items():
             parts[field][index] = value
         if "tcs_supply_c" in parts:
-            model.state = replace(
-                model.state, tcs_supply_c=jnp.asarray(parts["tcs_supply_c"], model.dtype)
-            )
+            supply = jnp.asarray(parts["tcs_supply_c"], model.dtype)
+            model.state = replace(model.state, tcs_supply_c=supply)
         self._measured.clear()
         return parts
+
+    async def _await_peers(self, step: int) -> None:
+        """Wait for the peers' states of ``step``; ask them to replay what we missed (a
+        restarted service never saw the messages sent while it was down)."""
+        async with self._arrived:
+            try:
+                await asyncio.wait_for(self._arrived.wait_for(lambda: self._ready(step)), 1.0)
+                return
+            except TimeoutError:
+                pass
+        for peer in NEEDS[self.domain]:
+            if peer in self._peers.get(step, {}):
+                continue
+            request = common_pb2.Tick(run_id=self.run_id, step=step).SerializeToString()
+            try:
+                reply = await self.nc.request(
+                    bus.replay_subject(self.site_id, peer), request, timeout=2.0
+                )
+            except Exception:
+                continue
+            if reply.data:
+                state = STATE_TYPES[peer].FromString(reply.data)
+                self._peers[step][peer] = parts_of(peer, state)
+        async with self._arrived:
+            await asyncio.wait_for(
+                self._arrived.wait_for(lambda: self._ready(step)), PEER_TIMEOUT_S
+            )
+
+    def _state_subject(self) -> str:
+        return bus.state_subject(self.site_id, self.domain)
 
     def _ready(self, step: int) -> bool:
         return all(peer in self._peers.get(step, {}) for peer in NEEDS[self.domain])
@@ -195,4 +265,11 @@ class CoSimNode:
             self.domain, self.run_id, step, time_s, sources_of(outputs, parts, drivers)
         )
         self.latest = message
-        await bus.publish(self.nc, bus.state_subject(self.site_id, self.domain), message)
+        data = message.SerializeToString(deterministic=True)
+        self._history[step] = data
+        self._history.pop(step - HISTORY, None)
+        await self.nc.publish(self._state_subject(), data)
+        if self.js is not None and self.model is not None and step >= 0:
+            # Snapshot for a restart, published without waiting for the KV's ack.
+            snapshot = self.run_id.encode() + b"\n" + self.model.snapshot()
+            await self.nc.publish(f"$KV.{bus.run_bucket(self.site_id)}.{self.domain}", snapshot)

@@ -94,3 +94,30 @@ def test_state_messages_carry_exactly_what_peers_need():
         assert back.keys() == parts.keys()
         for name, value in parts.items():
             np.testing.assert_array_equal(back[name], np.asarray(value, back[name].dtype))
+
+
+def test_snapshot_restores_state_settings_and_failures():
+    site = small_site()
+    model = DomainModel(site, "cooling")
+    for _ in range(5):
+        model.advance(
+            {
+                "compute": {
+                    k: np.asarray(v)
+                    for k, v in DomainModel(site, "compute").initial_parts().items()
+                }
+            }
+        )
+    model.set("cooling.supply_c", 31.5)
+    model.fail("chiller", 1)
+    data = model.snapshot()
+    fresh = DomainModel(site, "cooling")
+    fresh.restore(data)
+    assert fresh.step == 5 and fresh.settings == {"cooling.supply_c": 31.5}
+    assert float(fresh.params.cooling.supply_c) == 31.5
+    np.testing.assert_array_equal(
+        np.asarray(fresh.params.failures.kind), np.asarray(model.params.failures.kind)
+    )
+    np.testing.assert_array_equal(
+        np.asarray(fresh.state.tcs_supply_c), np.asarray(model.state.tcs_supply_c)
+    )

@@ -89,6 +89,29 @@ def config_bucket(site: str) -> str:
     return f"twin-{_site(site)}-config"
 
 
+def run_bucket(site: str) -> str:
+    """KV bucket of the run in progress: the START message and each domain's latest state
+    snapshot, so a restarted service rejoins the run where it left it."""
+    return f"twin-{_site(site)}-run"
+
+
+def replay_subject(site: str, domain: str) -> str:
+    """Request/reply: a domain answers with the state message it published for a step."""
+    return f"twin.{_site(site)}.{_token('domain', domain)}.replay"
+
+
+async def declare_run_bucket(js: JetStreamContext, site: str) -> KeyValue:
+    try:
+        return await js.create_key_value(
+            bucket=run_bucket(site),
+            description=f"run in progress at {site}",
+            history=1,
+            storage=api.StorageType.FILE,
+        )
+    except BadRequestError:  # exists (with other settings): use it as it is
+        return await js.key_value(run_bucket(site))
+
+
 def stream_subjects(site: str) -> list[str]:
     """What the history stream captures: state, clock and events; never ``.cmd``, because
     JetStream answers every captured message that has a reply subject with a publish ack,
