@@ -88,6 +88,9 @@ class DomainModel:
         lay = layout_of(self.site, "rack")
         lay = Layout(lay.cdus, lay.racks, lay.gpus, lay.jobs, lay.pools, FAILURE_SLOTS)
         self.params = build_params(self.site, self.horizon_s, self.dt, "rack", self.dtype, lay)
+        if self.domain == "compute":  # operator caps per rack, settable without recompiling
+            caps = jnp.full(self.params.compute.mask.shape, BIG, self.dtype)
+            self.params = set_param(self.params, "compute.operator_cap_w", caps)
         s0 = coupling.jit_init_state(self.params)
         self.state = getattr(s0, self.domain)
         self.initial = s0.boundary
@@ -139,6 +142,16 @@ class DomainModel:
         self.params = set_param(self.params, path, value)
         self.settings[path] = float(value)
 
+    def set_item(self, path: str, index: tuple[int, ...], value: float) -> None:
+        """Change one element of an array parameter (a rack's cap, a job's period),
+        broadcasting a parameter stored once per site to its full shape first."""
+        from twin_core.rollout import get_param
+
+        array = np.array(get_param(self.params, path))
+        array[index] = value
+        self.params = set_param(self.params, path, array)
+        self.settings[f"{path}[{','.join(map(str, index))}]"] = float(value)
+
     # ---------------------------------------------------------------- snapshots
 
     def snapshot(self) -> bytes:
@@ -158,8 +171,12 @@ class DomainModel:
             leaves = [jnp.asarray(z[f"state_{i}"]) for i in range(treedef.num_leaves)]
             self.state = treedef.unflatten(leaves)
             self._set_failures(**{k: z[f"failures_{k}"] for k in FAILURE_FIELDS})
-            for path, value in json.loads(str(z["settings"])).items():
-                self.set(path, value)
+            for key, value in json.loads(str(z["settings"])).items():
+                path, _, index = key.partition("[")
+                if index:
+                    self.set_item(path, tuple(int(i) for i in index[:-1].split(",")), value)
+                else:
+                    self.set(path, value)
             self.step = int(z["step"])
 
     def fail(self, equipment: str, index: int, at_s: float | None = None) -> None:

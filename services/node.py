@@ -35,6 +35,7 @@ from twin_core.pytree import replace
 log = logging.getLogger(__name__)
 PEER_TIMEOUT_S = 30.0
 HISTORY = 64  # published states kept for replays
+SNAPSHOT_EVERY = 10  # coupling intervals between restart snapshots (< HISTORY)
 # Live mode: measured quantity -> (published boundary field, entity prefix, index shape).
 MEASURED = {
     "compute": {
@@ -122,6 +123,16 @@ class CoSimNode:
                 await self._start_run(clock)
             elif clock.command == clock_pb2.CLOCK_COMMAND_TICK and clock.run_id == self.run_id:
                 await self._tick(clock.step)
+
+    async def save_config(self, config: Message) -> None:
+        """Keep the configuration in force in the site's live-configuration KV bucket."""
+        if self.js is None:
+            return
+        try:
+            kv = await self.js.key_value(bus.config_bucket(self.site_id))
+            await kv.put(self.domain, config.SerializeToString())
+        except Exception as exc:
+            log.warning("config not saved", extra={"domain": self.domain, "error": str(exc)})
 
     def command(self, action: Callable[[DomainModel], None]) -> int:
         """Queue a live command for the next interval; returns that interval's index."""
@@ -269,7 +280,8 @@ class CoSimNode:
         self._history[step] = data
         self._history.pop(step - HISTORY, None)
         await self.nc.publish(self._state_subject(), data)
-        if self.js is not None and self.model is not None and step >= 0:
-            # Snapshot for a restart, published without waiting for the KV's ack.
+        if self.js is not None and self.model is not None and step % SNAPSHOT_EVERY == 0:
+            # Snapshot for a restart, published without waiting for the KV's ack; a node
+            # restarting from it catches up through its peers' replays (HISTORY steps).
             snapshot = self.run_id.encode() + b"\n" + self.model.snapshot()
             await self.nc.publish(f"$KV.{bus.run_bucket(self.site_id)}.{self.domain}", snapshot)

@@ -398,3 +398,26 @@ def test_a_service_restarting_mid_run_rejoins_without_corrupting_it(local_twin):
     whole = simulate(load_site(ROOT / "scenarios" / "fairwater-wi.yaml"), horizon, 1.0, 1)
     meter = np.array([got[k].meter_w for k in range(horizon)])
     np.testing.assert_allclose(meter, whole.means["facility_power_mw"] * 1e6, rtol=1e-6)
+
+
+def test_commands_are_kept_in_the_live_configuration_bucket(local_twin):
+    start_paused(local_twin)[0].close()
+    channel, cooling = cooling_stub(local_twin)
+    with channel:
+        reply = cooling.Apply(
+            cooling_pb2.ApplyRequest(
+                set_supply_setpoint=cooling_pb2.SetSupplySetpoint(supply_c=33.5)
+            )
+        )
+        config = cooling.GetConfig(cooling_pb2.GetConfigRequest()).config
+    assert reply.config.supply_c == 33.5  # in force from the next tick
+
+    async def stored():
+        nc = await nats.connect(local_twin.nats_url)
+        kv = await nc.jetstream().key_value("twin-fairwater-wi-config")
+        entry = await kv.get("cooling")
+        await nc.close()
+        return cooling_pb2.CoolingConfig.FromString(entry.value)
+
+    assert asyncio.run(stored()).supply_c == 33.5
+    assert config.chillers == 32 and config.cdus == 240

@@ -45,6 +45,7 @@ class ComputeParams:
     job_ckpt_util: jnp.ndarray  # (J,)
     job_start_s: jnp.ndarray  # (J,)
     gpu_weight: jnp.ndarray  # (R, C, G) GPUs each element stands for (rack level: all; 0 = pad)
+    operator_cap_w: jnp.ndarray  # (R, C) per-rack caps set by an operator, or (1, 1) "none"
 
 
 @pytree
@@ -121,7 +122,8 @@ def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
     # at or below its cap (PSU loss inverted exactly).
     base_dc = p.fixed_dc_w + p.cpu_span_w * u + p.gpus * p.gpu_idle_w
     dyn_dc = p.gpu_span_w * u * jnp.sum(p.gpu_weight * theta_t, axis=-1)
-    allowed_dc = output_for_input(p.psu_loss, x.rack_cap_w, jnp)
+    cap = jnp.minimum(x.rack_cap_w, p.operator_cap_w)
+    allowed_dc = output_for_input(p.psu_loss, cap, jnp)
     theta_c = jnp.clip((allowed_dc - base_dc) / jnp.maximum(dyn_dc, 1e-3), 0.0, 1.0)
     demand_dc = base_dc + dyn_dc * theta_c
 

@@ -252,6 +252,7 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
         job_ckpt_util=job_array(lambda j: j.checkpoint_util, 0.0),
         job_start_s=job_array(lambda j: j.start_s, 0.0),
         gpu_weight=f(weight * mask[..., None]),
+        operator_cap_w=jnp.full((1, 1), BIG, dtype),
     )
 
 
