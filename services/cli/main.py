@@ -230,7 +230,8 @@ def up(
             f"twin {site.name} up: run {run_id}; gRPC {address} (nats {twin.nats_url})\n"
             f"  grpcurl -plaintext {address} list\n"
             f"  grpcurl -plaintext {address} twin.twin.v1.TwinService/GetSnapshot\n"
-            "Ctrl-C stops everything."
+            "Ctrl-C stops everything.",
+            soft_wrap=True,
         )
         stop = threading.Event()
         for sig in (signals.SIGINT, signals.SIGTERM):
@@ -264,6 +265,35 @@ def status() -> None:
     for name, address in default_addresses().items():
         table.add_row(name, address, health(address))
     Console().print(table)
+
+
+db_app = typer.Typer(help="The history database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("migrate")
+def db_migrate(
+    url: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL/TimescaleDB conninfo or URL", envvar="TWIN_DATABASE_URL"),
+    ] = None,
+) -> None:
+    """Apply the pending schema migrations (TimescaleDB features when the extension is
+    available, plain PostgreSQL tables otherwise)."""
+    from rich.markup import escape
+
+    from services.historian.migrate import MigrationError, migrate
+
+    if not url:
+        fail("no database: pass --url or set TWIN_DATABASE_URL")
+    try:
+        applied = migrate(url)
+    except MigrationError as exc:
+        fail(escape(str(exc)))
+    if applied:
+        console.print(f"applied migrations {', '.join(f'{v:04d}' for v in applied)}")
+    else:
+        console.print("schema is up to date")
 
 
 def main() -> None:  # pragma: no cover - console entry point
