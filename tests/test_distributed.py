@@ -421,3 +421,52 @@ def test_commands_are_kept_in_the_live_configuration_bucket(local_twin):
 
     assert asyncio.run(stored()).supply_c == 33.5
     assert config.chillers == 32 and config.cdus == 240
+
+
+def test_twin_up_serves_until_interrupted_and_status_reports_health():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    command = [
+        sys.executable,
+        "-m",
+        "services.cli",
+        "up",
+        str(ROOT / "tests/sites/small.yaml"),
+        "--speed",
+        "0",
+    ]
+    up = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        lines = []
+        while time.monotonic() < deadline:
+            line = up.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        assert any("grpcurl -plaintext 127.0.0.1:50051" in line for line in lines), lines
+        status = subprocess.run(
+            [sys.executable, "-m", "services.cli", "status"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert status.stdout.count("SERVING") == 5, status.stdout
+    finally:
+        up.send_signal(signal.SIGINT)
+        out, _ = up.communicate(timeout=60)
+    assert up.returncode == 0 and "stopped" in out
+    after = subprocess.run(
+        [sys.executable, "-m", "services.cli", "status"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert after.stdout.count("UNREACHABLE") == 5
