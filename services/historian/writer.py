@@ -1,0 +1,409 @@
+"""The historian writer: a site's JetStream state stream -> the history tables.
+
+One durable pull consumer (explicit ack) on ``twin.<site>.*.state``. Messages are grouped
+by ``(run_id, step)``; a step is written once its four domain states (compute, cooling,
+power, energy) have all arrived:
+
+- ``site_series``: one row per step, combined from the four states;
+- ``cdu_series``: one row per CDU (cooling ``tcs_supply_c``, compute ``heat_liquid_w``);
+- ``rack_arrays``: compute ``rack_ac_w`` and power ``rack_cap_w``, every ``rack_every``
+  steps only.
+
+Writes: psycopg 3 binary COPY into TEMP staging tables, then ``INSERT ... SELECT ... ON
+CONFLICT DO NOTHING`` into the targets, one transaction per batch; the batch's messages are
+acked only after the commit, so a crash between commit and ack makes JetStream redeliver
+messages whose rows are already stored, and the conflict clause makes that a no-op.
+
+Batches close at ``batch_max_msgs`` messages of complete steps, ``batch_max_s`` after the
+first complete step, or when the consumer is idle. Memory is bounded: at most
+``max_unacked`` messages are held (the fetch size is what is left of that budget, and the
+durable's ``max_ack_pending`` is the same number). If the budget is full of incomplete steps
+(a domain that stopped publishing), or a step stays incomplete ``incomplete_max_age_s``, the
+oldest steps are written with what they have (NULL columns for missing domains); a domain
+message for that step arriving later is then dropped by the conflict clause.
+
+Database outage: a failed write closes the connection, nothing is acked, and the same batch
+is retried with exponential backoff (forever, or until cancelled); meanwhile no new messages
+are fetched and JetStream keeps them. If the outage outlasts the consumer's ack wait, the
+held messages are redelivered; duplicates are merged in memory and the writes are idempotent.
+
+Time column: ``epoch + time_s`` where ``epoch`` is fixed (``WriterConfig.epoch``, default
+2000-01-01T00:00Z, the origin the rollup buckets use). A run's ``started_at`` is not carried
+by the state messages, and the key must be a pure function of (run_id, step) for the writes
+to stay idempotent, so the historian does not look it up; a query that wants wall-clock time
+adds ``runs.started_at - epoch``.
+
+Backend: plain PostgreSQL. COPY does not work on the PGlite socket server that the tests use
+for TimescaleDB, so this writer is not run against it; on a real TimescaleDB server the same
+statements apply unchanged (hypertables accept COPY and ON CONFLICT on their unique keys).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from google.protobuf.message import Message
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from services.messages import STATE_TYPES
+from services.runtime import bus
+from services.runtime.codec import PayloadError
+
+log = logging.getLogger(__name__)
+
+EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+DOMAINS = ("compute", "cooling", "power", "energy")
+
+SITE_COLUMNS = (
+    "run_id",
+    "step",
+    "time",
+    "it_w",
+    "facility_w",
+    "cooling_w",
+    "losses_w",
+    "misc_w",
+    "pue",
+    "tcs_supply_mean_c",
+    "tcs_supply_max_c",
+    "facility_supply_c",
+    "gpu_temp_max_c",
+    "gpu_temp_mean_c",
+    "throttled_gpus",
+    "delivered_pflops",
+    "grid_w",
+    "battery_w",
+    "ppa_w",
+    "generation_w",
+    "soc",
+    "cost_usd_per_s",
+    "emissions_t_per_s",
+    "ambient_c",
+)
+SITE_TYPES = ("text", "int8", "timestamptz", *["float8"] * 11, "int4", *["float8"] * 9)
+CDU_COLUMNS = ("run_id", "step", "time", "cdu", "tcs_supply_c", "heat_liquid_w")
+CDU_TYPES = ("text", "int8", "timestamptz", "int4", "float8", "float8")
+RACK_COLUMNS = ("run_id", "step", "time", "quantity", "values")
+RACK_TYPES = ("text", "int8", "timestamptz", "text", "float4[]")
+
+# target table -> (staging table, columns, binary COPY types, conflict key)
+TABLES: dict[str, tuple[str, Sequence[str], Sequence[str], str]] = {
+    "site_series": ("stage_site_series", SITE_COLUMNS, SITE_TYPES, "run_id, step, time"),
+    "cdu_series": ("stage_cdu_series", CDU_COLUMNS, CDU_TYPES, "run_id, step, cdu, time"),
+    "rack_arrays": ("stage_rack_arrays", RACK_COLUMNS, RACK_TYPES, "run_id, step, quantity, time"),
+}
+
+
+@dataclass(frozen=True)
+class WriterConfig:
+    site: str
+    database_url: str
+    nats_url: str = bus.DEFAULT_NATS_URL
+    durable: str = bus.HISTORIAN_DURABLE
+    rack_every: int = 60  # rack_arrays every this many steps
+    batch_max_msgs: int = 2000  # close a batch at this many messages of complete steps ...
+    batch_max_s: float = 0.2  # ... or this long after its first complete step
+    max_unacked: int = 8000  # messages held (fetched, not yet acked), at most
+    fetch_batch: int = 1000  # one pull request, at most
+    fetch_timeout_s: float = 0.2
+    ack_wait_s: float = 60.0  # the durable's ack wait: longer than a typical outage
+    incomplete_max_age_s: float = 30.0  # write a step with missing domains after this
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 5.0
+    epoch: datetime = EPOCH
+
+
+@dataclass
+class _Step:
+    first_seen: float
+    states: dict[str, Message] = field(default_factory=dict)
+    msgs: list[Msg] = field(default_factory=list)
+
+
+@dataclass
+class WriterStats:
+    batches: int = 0
+    steps: int = 0
+    partial_steps: int = 0
+    acked: int = 0
+    db_failures: int = 0
+    bad_messages: int = 0
+
+
+def _q(name: str) -> str:
+    return '"values"' if name == "values" else name
+
+
+class HistorianWriter:
+    """Consume one site's state stream into PostgreSQL. ``await writer.run()`` until
+    cancelled; declare the stream first (``bus.declare_stream``); the writer declares its
+    durable consumer itself."""
+
+    def __init__(self, js: JetStreamContext, config: WriterConfig) -> None:
+        self.js = js
+        self.config = config
+        self.stats = WriterStats()
+        self._steps: dict[tuple[str, int], _Step] = {}
+        self._held = 0  # messages in self._steps
+        self._conn: psycopg.AsyncConnection | None = None
+        self._prefix = f"twin.{config.site}."
+
+    # -- consuming ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        cfg = self.config
+        await bus.declare_consumer(
+            self.js,
+            cfg.site,
+            cfg.durable,
+            filter_subjects=[f"twin.{cfg.site}.*.state"],
+            ack_wait_s=cfg.ack_wait_s,
+            max_ack_pending=cfg.max_unacked,
+        )
+        sub = await bus.pull_subscription(self.js, cfg.site, cfg.durable)
+        try:
+            batch_started: float | None = None
+            while True:
+                room = cfg.max_unacked - self._held
+                msgs: list[Msg] = []
+                if room > 0:
+                    msgs = await bus.fetch(sub, min(cfg.fetch_batch, room), cfg.fetch_timeout_s)
+                    for msg in msgs:
+                        await self._add(msg)
+                ready = self._complete()
+                ready_msgs = sum(len(self._steps[k].msgs) for k in ready)
+                now = time.monotonic()
+                if ready and batch_started is None:
+                    batch_started = now
+                due = (
+                    ready_msgs >= cfg.batch_max_msgs
+                    or (batch_started is not None and now - batch_started >= cfg.batch_max_s)
+                    or (ready and not msgs)  # idle: write what is complete
+                )
+                stale = self._stale(now, full=room <= 0 and not ready)
+                if (due and ready) or stale:
+                    batch = self._take(ready, cfg.batch_max_msgs) if due else []
+                    await self._write(batch + stale)
+                    batch_started = time.monotonic() if len(batch) < len(ready) else None
+        finally:
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await sub.unsubscribe()
+            await self.close()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def _add(self, msg: Msg) -> None:
+        domain = msg.subject[len(self._prefix) :].split(".", 1)[0]
+        message_type = STATE_TYPES.get(domain) if msg.subject.startswith(self._prefix) else None
+        if message_type is None:  # not a state message of this site: nothing to store
+            await msg.ack()
+            return
+        try:
+            state = message_type.FromString(msg.data)
+        except Exception as exc:  # protobuf DecodeError and friends
+            log.warning("%s", PayloadError(msg.subject, message_type.__name__, str(exc)))
+            self.stats.bad_messages += 1
+            await msg.term()  # never redeliver a payload that cannot parse
+            return
+        key = (state.run_id, int(state.step))
+        step = self._steps.get(key)
+        if step is None:
+            step = self._steps[key] = _Step(time.monotonic())
+        # A redelivery replaces the state; both deliveries are acked with the step.
+        step.states[domain] = state
+        step.msgs.append(msg)
+        self._held += 1
+
+    def _complete(self) -> list[tuple[str, int]]:
+        return [k for k, s in self._steps.items() if len(s.states) == len(DOMAINS)]
+
+    def _take(self, keys: list[tuple[str, int]], max_msgs: int) -> list[tuple[str, int]]:
+        """The first of ``keys`` (oldest first) up to ``max_msgs`` messages, at least one."""
+        taken, n = [], 0
+        for key in keys:
+            n += len(self._steps[key].msgs)
+            if taken and n > max_msgs:
+                break
+            taken.append(key)
+        return taken
+
+    def _stale(self, now: float, full: bool) -> list[tuple[str, int]]:
+        """Incomplete steps to write as they are: too old, or (budget full of incomplete
+        steps) the oldest quarter of them."""
+        incomplete = [(s.first_seen, k) for k, s in self._steps.items() if len(s.states) < 4]
+        old = [k for t, k in incomplete if now - t >= self.config.incomplete_max_age_s]
+        if full and not old:
+            incomplete.sort()
+            old = [k for _, k in incomplete[: max(1, len(incomplete) // 4)]]
+        return old
+
+    # -- writing -----------------------------------------------------------------------
+
+    async def _write(self, keys: list[tuple[str, int]]) -> None:
+        steps = [self._steps[k] for k in keys]
+        rows = self.rows([s.states for s in steps])
+        delay = self.config.backoff_initial_s
+        while True:
+            try:
+                await self._copy(rows)
+                break
+            except psycopg.Error as exc:
+                self.stats.db_failures += 1
+                log.warning("historian write failed, retrying in %.2f s: %s", delay, exc)
+                await self.close()
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self.config.backoff_max_s)
+        msgs = [m for s in steps for m in s.msgs]
+        await self._ack(msgs)
+        for k, s in zip(keys, steps, strict=True):
+            del self._steps[k]
+            self._held -= len(s.msgs)
+            if len(s.states) < len(DOMAINS):
+                self.stats.partial_steps += 1
+        self.stats.batches += 1
+        self.stats.steps += len(steps)
+
+    async def _ack(self, msgs: Iterable[Msg]) -> None:
+        """Ack after commit. An ack lost to a NATS outage only means a redelivery."""
+        for msg in msgs:
+            try:
+                await msg.ack()
+                self.stats.acked += 1
+            except Exception as exc:  # NATS away: JetStream redelivers
+                log.warning("ack failed (message will be redelivered): %r", exc)
+
+    async def _connect(self) -> psycopg.AsyncConnection:
+        if self._conn is None or self._conn.closed:
+            conn = await psycopg.AsyncConnection.connect(
+                self.config.database_url, prepare_threshold=None, connect_timeout=5
+            )
+            for target, (stage, *_rest) in TABLES.items():
+                await conn.execute(
+                    f"CREATE TEMP TABLE IF NOT EXISTS {stage}"
+                    f" (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+                )
+            await conn.commit()
+            self._conn = conn
+        return self._conn
+
+    async def _copy(self, rows: dict[str, list[tuple]]) -> None:
+        conn = await self._connect()
+        try:
+            async with conn.transaction():
+                for target, (stage, columns, types, key) in TABLES.items():
+                    if not rows[target]:
+                        continue
+                    names = ", ".join(_q(c) for c in columns)
+                    async with conn.cursor() as cur:
+                        async with cur.copy(
+                            f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)"
+                        ) as copy:
+                            copy.set_types(list(types))
+                            for row in rows[target]:
+                                await copy.write_row(row)
+                        await cur.execute(
+                            f"INSERT INTO {target} ({names}) SELECT {names} FROM {stage}"
+                            f" ON CONFLICT ({key}) DO NOTHING"
+                        )
+        except BaseException:  # the connection state is unknown: start afresh next time
+            await self.close()
+            raise
+
+    def rows(self, steps: Iterable[dict[str, Message]]) -> dict[str, list[tuple]]:
+        """Rows for the three tables from each step's states (domain -> message)."""
+        out: dict[str, list[tuple]] = {t: [] for t in TABLES}
+        for states in steps:
+            power = states.get("power")
+            cooling = states.get("cooling")
+            compute = states.get("compute")
+            energy = states.get("energy")
+            first = next(s for s in (power, cooling, compute, energy) if s is not None)
+            run_id, step = first.run_id, int(first.step)
+            t = self.config.epoch + timedelta(seconds=first.time_s)
+
+            def get(msg: Message | None, name: str) -> Any:
+                return getattr(msg, name) if msg is not None else None
+
+            meter, it = get(power, "meter_w"), get(power, "it_w")
+            out["site_series"].append(
+                (
+                    run_id,
+                    step,
+                    t,
+                    it,
+                    meter,
+                    get(cooling, "electrical_w"),
+                    get(power, "losses_w"),
+                    get(power, "misc_w"),
+                    meter / it if power is not None and it > 0 else None,
+                    get(cooling, "tcs_supply_mean_c"),
+                    get(cooling, "tcs_supply_max_c"),
+                    get(cooling, "fws_supply_c"),
+                    get(compute, "gpu_temp_max_c"),
+                    get(compute, "gpu_temp_mean_c"),
+                    get(compute, "throttled_gpus"),
+                    get(compute, "delivered_pflops"),
+                    get(energy, "grid_w"),
+                    get(energy, "battery_w"),
+                    get(energy, "ppa_w"),
+                    get(energy, "generation_w"),
+                    get(energy, "soc"),
+                    get(energy, "cost_usd_per_s"),
+                    get(energy, "emissions_t_per_s"),
+                    get(cooling, "ambient_c"),
+                )
+            )
+            supply = list(cooling.tcs_supply_c) if cooling is not None else []
+            heat = list(compute.heat_liquid_w) if compute is not None else []
+            for cdu in range(max(len(supply), len(heat))):
+                out["cdu_series"].append(
+                    (
+                        run_id,
+                        step,
+                        t,
+                        cdu,
+                        supply[cdu] if cdu < len(supply) else None,
+                        heat[cdu] if cdu < len(heat) else None,
+                    )
+                )
+            if self.config.rack_every > 0 and step % self.config.rack_every == 0:
+                for quantity, msg, name in (
+                    ("rack_ac_w", compute, "rack_ac_w"),
+                    ("rack_cap_w", power, "rack_cap_w"),
+                ):
+                    if msg is not None and msg.HasField(name):
+                        values = list(getattr(msg, name).values)
+                        out["rack_arrays"].append((run_id, step, t, quantity, values))
+        return out
+
+
+# ------------------------------------------------------------------------------ service
+
+
+async def run(config: WriterConfig) -> None:
+    """The historian as a service: connect to NATS, declare the site stream, consume until
+    cancelled (or SIGINT/SIGTERM through ``Service``)."""
+    from services.runtime.config import RuntimeConfig
+    from services.runtime.service import Service
+
+    async def setup(svc: Service) -> None:
+        await bus.declare_stream(svc.js, config.site)
+        writer = HistorianWriter(svc.js, config)
+        svc.create_task(writer.run(), name="historian-writer")
+
+    runtime = RuntimeConfig.from_env(site=config.site, nats_url=config.nats_url)
+    async with Service("historian", setup, config=runtime) as svc:
+        await svc.wait()

@@ -1,0 +1,470 @@
+"""The historian writer (services/historian/writer.py) on a real nats-server (the wheel) and a
+real PostgreSQL 16 (pgserver): exact rows, redelivery after a crash between commit and ack,
+and a database outage mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from datetime import timedelta
+
+import psycopg
+import pytest
+from db_fixtures import postgres_url  # noqa: F401 (session fixture)
+from nats.js.errors import NotFoundError
+
+from services.historian.migrate import migrate
+from services.historian.writer import EPOCH, HistorianWriter, WriterConfig
+from services.historian.writer import run as historian_run
+from services.messages import pack
+from services.runtime import bus
+from services.runtime.nats_server import NatsServer
+from twin.compute.v1 import compute_pb2
+from twin.cooling.v1 import cooling_pb2
+from twin.energy.v1 import energy_pb2
+from twin.power.v1 import power_pb2
+
+STEPS = 300
+CDUS = 3
+RACKS = 4
+TIMEOUT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def nats_server():
+    with NatsServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def db(postgres_url):  # noqa: F811
+    migrate(postgres_url)
+    return postgres_url
+
+
+def run(coro, timeout: float = 60.0):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+# ------------------------------------------------------------------------ a fake run
+
+
+def meter_w(step: int) -> float:
+    return 1.25e6 + 256.0 * (step % 5)  # exact in binary: sums are exact
+
+
+def it_w(step: int) -> float:
+    return 1.0e6 + 512.0 * (step % 7)
+
+
+def states(run_id: str, step: int) -> dict[str, object]:
+    t = float(step)
+    head = {"run_id": run_id, "step": step, "time_s": t}
+    return {
+        "power": power_pb2.PowerState(
+            **head,
+            meter_w=meter_w(step),
+            it_w=it_w(step),
+            losses_w=1000.0 + step,
+            misc_w=500.0,
+            rack_cap_w=pack([2.0e5 + step] * RACKS),
+        ),
+        "cooling": cooling_pb2.CoolingState(
+            **head,
+            tcs_supply_c=[30.0 + 0.25 * c for c in range(CDUS)],
+            electrical_w=2.0e5 + step,
+            fws_supply_c=25.5,
+            tcs_supply_mean_c=30.25,
+            tcs_supply_max_c=30.5,
+            ambient_c=12.0 + 0.5 * (step % 3),
+        ),
+        "compute": compute_pb2.ComputeState(
+            **head,
+            rack_ac_w=pack([1.0e5 + r for r in range(RACKS)]),
+            heat_liquid_w=[3.0e5 + c for c in range(CDUS)],
+            gpu_temp_max_c=70.0 + (step % 4),
+            gpu_temp_mean_c=60.0,
+            throttled_gpus=step % 3,
+            delivered_pflops=42.0,
+        ),
+        "energy": energy_pb2.EnergyState(
+            **head,
+            grid_w=1.2e6,
+            battery_w=-5.0e4,
+            generation_w=1.0e5,
+            ppa_w=3.0e5,
+            soc=0.5 + 0.125 * (step % 4),
+            cost_usd_per_s=0.03,
+            emissions_t_per_s=1e-5,
+        ),
+    }
+
+
+async def publish_steps(nc, site: str, run_id: str, steps: range) -> None:
+    js = nc.jetstream()
+    before = (await js.stream_info(bus.stream_name(site))).state.messages
+    for step in steps:
+        for domain, message in states(run_id, step).items():
+            await bus.publish(nc, bus.state_subject(site, domain), message)
+    await nc.flush()
+    await wait_for(
+        lambda: _stream_count(js, site), lambda n: n >= before + 4 * len(steps), "stream"
+    )
+
+
+async def _stream_count(js, site: str) -> int:
+    return (await js.stream_info(bus.stream_name(site))).state.messages
+
+
+async def wait_for(probe, done, what: str, timeout: float = TIMEOUT_S):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}: last {value!r}")
+        await asyncio.sleep(0.05)
+
+
+async def drained(js, site: str, durable: str = bus.HISTORIAN_DURABLE) -> None:
+    """Until the durable has nothing pending and nothing unacked."""
+
+    async def probe():
+        try:
+            info = await js.consumer_info(bus.stream_name(site), durable)
+        except NotFoundError:  # the writer has not declared it yet
+            return None
+        return info.num_pending, info.num_ack_pending
+
+    await wait_for(probe, lambda v: v == (0, 0), "the consumer to drain")
+
+
+def count(db: str, table: str, run_id: str) -> int:
+    with psycopg.connect(db, prepare_threshold=None) as conn:
+        return conn.execute(
+            f"SELECT count(*) FROM {table} WHERE run_id = %s", (run_id,)
+        ).fetchone()[0]
+
+
+async def acount(db: str, table: str, run_id: str) -> int:
+    return await asyncio.to_thread(count, db, table, run_id)
+
+
+def config(site: str, db: str, **kw) -> WriterConfig:
+    return WriterConfig(site=site, database_url=db, **kw)
+
+
+async def stop(task: asyncio.Task) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def assert_complete_run(db: str, run_id: str) -> None:
+    with psycopg.connect(db, prepare_threshold=None) as conn:
+        n, steps, facility, it, throttled = conn.execute(
+            "SELECT count(*), count(DISTINCT step), sum(facility_w), sum(it_w),"
+            " sum(throttled_gpus) FROM site_series WHERE run_id = %s",
+            (run_id,),
+        ).fetchone()
+        assert (n, steps) == (STEPS, STEPS)
+        assert facility == sum(meter_w(s) for s in range(STEPS))
+        assert it == sum(it_w(s) for s in range(STEPS))
+        assert throttled == sum(s % 3 for s in range(STEPS))
+        assert count(db, "cdu_series", run_id) == STEPS * CDUS
+        assert count(db, "rack_arrays", run_id) == 2 * len(range(0, STEPS, 60))
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_writer_stores_a_synthetic_run(nats_server: NatsServer, db: str) -> None:
+    site, run_id = "hist-synth", "synth-1"
+
+    async def main() -> HistorianWriter:
+        nc = await bus.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await bus.declare_stream(js, site)
+            await publish_steps(nc, site, run_id, range(STEPS))
+            writer = HistorianWriter(js, config(site, db, batch_max_msgs=400))
+            task = asyncio.create_task(writer.run())
+            await drained(js, site)
+            await stop(task)
+            return writer
+        finally:
+            await nc.close()
+
+    writer = run(main())
+    assert writer.stats.steps == STEPS and writer.stats.partial_steps == 0
+    assert writer.stats.acked == 4 * STEPS
+    assert writer.stats.batches >= 3  # 400 messages a batch at most
+    assert_complete_run(db, run_id)
+    with psycopg.connect(db, prepare_threshold=None) as conn:
+        row = conn.execute(
+            "SELECT time, it_w, facility_w, cooling_w, losses_w, misc_w, pue,"
+            " tcs_supply_mean_c, tcs_supply_max_c, facility_supply_c, gpu_temp_max_c,"
+            " gpu_temp_mean_c, throttled_gpus, delivered_pflops, grid_w, battery_w, ppa_w,"
+            " generation_w, soc, cost_usd_per_s, emissions_t_per_s, ambient_c"
+            " FROM site_series WHERE run_id = %s AND step = 7",
+            (run_id,),
+        ).fetchone()
+        assert row == (
+            EPOCH + timedelta(seconds=7),
+            it_w(7),
+            meter_w(7),
+            2.0e5 + 7,
+            1007.0,
+            500.0,
+            pytest.approx(meter_w(7) / it_w(7)),
+            30.25,
+            30.5,
+            25.5,
+            73.0,
+            60.0,
+            1,
+            42.0,
+            1.2e6,
+            -5.0e4,
+            3.0e5,
+            1.0e5,
+            0.875,
+            0.03,
+            1e-5,
+            12.5,
+        )
+        cdus = conn.execute(
+            "SELECT cdu, tcs_supply_c, heat_liquid_w FROM cdu_series"
+            " WHERE run_id = %s AND step = 7 ORDER BY cdu",
+            (run_id,),
+        ).fetchall()
+        assert cdus == [(c, 30.0 + 0.25 * c, 3.0e5 + c) for c in range(CDUS)]
+        racks = dict(
+            conn.execute(
+                'SELECT quantity, "values" FROM rack_arrays WHERE run_id = %s AND step = 120',
+                (run_id,),
+            ).fetchall()
+        )
+        assert racks == {
+            "rack_ac_w": [1.0e5 + r for r in range(RACKS)],
+            "rack_cap_w": [2.0e5 + 120] * RACKS,
+        }
+        steps = conn.execute(
+            "SELECT array_agg(DISTINCT step ORDER BY step) FROM rack_arrays WHERE run_id = %s",
+            (run_id,),
+        ).fetchone()[0]
+        assert steps == [0, 60, 120, 180, 240]
+
+
+def test_incomplete_step_is_written_after_its_max_age(nats_server: NatsServer, db: str) -> None:
+    site, run_id = "hist-partial", "partial-1"
+
+    async def main() -> HistorianWriter:
+        nc = await bus.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await bus.declare_stream(js, site)
+            for domain, message in states(run_id, 0).items():
+                if domain != "energy":  # the energy service never published step 0
+                    await bus.publish(nc, bus.state_subject(site, domain), message)
+            await nc.flush()
+            await wait_for(lambda: _stream_count(js, site), lambda n: n >= 3, "stream")
+            writer = HistorianWriter(js, config(site, db, incomplete_max_age_s=0.5))
+            task = asyncio.create_task(writer.run())
+            await drained(js, site)
+            await stop(task)
+            return writer
+        finally:
+            await nc.close()
+
+    writer = run(main())
+    assert writer.stats.partial_steps == 1
+    with psycopg.connect(db, prepare_threshold=None) as conn:
+        row = conn.execute(
+            "SELECT facility_w, grid_w, soc FROM site_series WHERE run_id = %s", (run_id,)
+        ).fetchall()
+    assert row == [(meter_w(0), None, None)]
+
+
+class HangingWriter(HistorianWriter):
+    """Commits its first batches normally, then hangs before acking one: the crash window
+    between commit and ack."""
+
+    def __init__(self, *args, ack_batches: int, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.ack_batches = ack_batches
+        self.hung = asyncio.Event()
+
+    async def _ack(self, msgs):
+        if self.stats.batches >= self.ack_batches:
+            self.hung.set()
+            await asyncio.Event().wait()  # until cancelled: never acks this batch
+        await super()._ack(msgs)
+
+
+def test_crash_between_commit_and_ack_loses_and_duplicates_nothing(
+    nats_server: NatsServer, db: str
+) -> None:
+    site, run_id = "hist-crash", "crash-1"
+
+    async def main() -> tuple[int, int, HistorianWriter]:
+        nc = await bus.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await bus.declare_stream(js, site)
+            await publish_steps(nc, site, run_id, range(STEPS))
+            cfg = config(site, db, batch_max_msgs=200, fetch_batch=100, ack_wait_s=1.5)
+            first = HangingWriter(js, cfg, ack_batches=2)
+            task = asyncio.create_task(first.run())
+            await asyncio.wait_for(first.hung.wait(), TIMEOUT_S)
+            await stop(task)  # killed with a committed, unacked batch
+            stored = await acount(db, "site_series", run_id)
+            info = await js.consumer_info(bus.stream_name(site), bus.HISTORIAN_DURABLE)
+            second = HistorianWriter(js, cfg)  # the restart: redeliveries included
+            task = asyncio.create_task(second.run())
+            await drained(js, site)
+            await stop(task)
+            return stored, info.num_ack_pending, second
+        finally:
+            await nc.close()
+
+    stored, unacked, second = run(main())
+    assert 0 < stored < STEPS  # the crash happened mid-run ...
+    assert unacked > 0  # ... with messages whose rows were committed but not acked
+    assert second.stats.acked >= 4 * STEPS - 4 * stored  # it redid the rest
+    assert_complete_run(db, run_id)
+
+
+class PausableProxy:
+    """TCP on loopback -> the PostgreSQL unix socket; ``pause()`` drops every connection
+    and refuses new ones (a database outage) until ``resume()``."""
+
+    def __init__(self, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def pause(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    resume = start
+
+    async def close(self) -> None:
+        if self._server is not None:
+            await self.pause()
+
+    async def _handle(self, reader, writer) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_unix_connection(self.socket_path)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src, dst) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+def _socket_path(url: str) -> str:
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    return f"{params['host']}/.s.PGSQL.{params.get('port') or 5432}"
+
+
+@pytest.mark.slow
+def test_database_outage_loses_nothing(nats_server: NatsServer, db: str) -> None:
+    site, run_id = "hist-outage", "outage-1"
+    params = psycopg.conninfo.conninfo_to_dict(db)
+    if not str(params.get("host", "")).startswith("/"):
+        pytest.skip("the proxy forwards to pgserver's unix socket")
+    half = STEPS // 2
+
+    async def main() -> HistorianWriter:
+        proxy = PausableProxy(_socket_path(db))
+        await proxy.start()
+        via_proxy = psycopg.conninfo.make_conninfo(
+            db, host="127.0.0.1", port=str(proxy.port), sslmode="disable"
+        )
+        nc = await bus.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await bus.declare_stream(js, site)
+            cfg = config(
+                site, via_proxy, batch_max_msgs=200, backoff_initial_s=0.05, backoff_max_s=0.5
+            )
+            writer = HistorianWriter(js, cfg)
+            task = asyncio.create_task(writer.run())
+            await publish_steps(nc, site, run_id, range(half))
+            await drained(js, site)
+            assert await acount(db, "site_series", run_id) == half
+            await proxy.pause()  # the database goes away ...
+            await publish_steps(nc, site, run_id, range(half, STEPS))
+            await wait_for(
+                lambda: asyncio.sleep(0, writer.stats.db_failures),
+                lambda n: n >= 3,
+                "write failures during the outage",
+            )
+            info = await js.consumer_info(bus.stream_name(site), bus.HISTORIAN_DURABLE)
+            assert info.num_ack_pending + info.num_pending == 4 * (STEPS - half)  # kept
+            assert await acount(db, "site_series", run_id) == half
+            await proxy.resume()  # ... and comes back
+            await drained(js, site)
+            await stop(task)
+            return writer
+        finally:
+            await nc.close()
+            await proxy.close()
+
+    writer = run(main())
+    assert writer.stats.db_failures >= 3
+    assert_complete_run(db, run_id)
+
+
+def test_run_as_a_service(nats_server: NatsServer, db: str) -> None:
+    site, run_id = "hist-service", "service-1"
+
+    async def main() -> None:
+        cfg = config(site, db, nats_url=nats_server.url)
+        service = asyncio.create_task(historian_run(cfg))
+        nc = await bus.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await wait_for(lambda: _has_stream(js, site), bool, "the service's stream")
+            await publish_steps(nc, site, run_id, range(10))
+            await drained(js, site)
+            await stop(service)
+        finally:
+            await nc.close()
+
+    run(main())
+    assert count(db, "site_series", run_id) == 10
+
+
+async def _has_stream(js, site: str) -> bool:
+    try:
+        await js.stream_info(bus.stream_name(site))
+    except NotFoundError:
+        return False
+    return True
