@@ -22,7 +22,7 @@ BASE_PORT = 50051  # twin on 50051, then compute, cooling, power, energy
 
 
 def default_addresses(host: str = "127.0.0.1", base: int = BASE_PORT) -> dict[str, str]:
-    order = ("twin", *[s for s in SERVICES if s != "twin"])
+    order = ("twin", *[s for s in SERVICES if s != "twin"])  # historian last: 50056
     return {name: f"{host}:{base + i}" for i, name in enumerate(order)}
 
 
@@ -60,6 +60,8 @@ class LocalTwin:
     site: str
     addresses: dict[str, str] = field(default_factory=default_addresses)
     nats_url: str | None = None
+    database_url: str | None = None
+    history: bool = True  # run the historian (a local PostgreSQL unless TWIN_DATABASE_URL)
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 60.0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -70,8 +72,13 @@ class LocalTwin:
             self.nats_url = self.nats_url or os.environ.get("TWIN_NATS_URL")
             if not self.nats_url:
                 self.nats_url = self._stack.enter_context(NatsServer()).url
+            if self.history:
+                self.database_url = self.database_url or os.environ.get("TWIN_DATABASE_URL")
+                if not self.database_url:
+                    self.database_url = self._start_postgres()
             for name in SERVICES:
-                self.processes[name] = self._spawn(name)
+                if name != "historian" or self.history:
+                    self.processes[name] = self._spawn(name)
             self.wait_ready()
         except BaseException:
             self.close()
@@ -81,6 +88,17 @@ class LocalTwin:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _start_postgres(self) -> str:
+        """A local PostgreSQL from the pgserver wheel, deleted when the twin stops."""
+        import tempfile
+
+        import pgserver
+
+        data = self._stack.enter_context(tempfile.TemporaryDirectory(prefix="twin-pg-"))
+        server = pgserver.get_server(data, cleanup_mode="stop")
+        self._stack.callback(server.cleanup)
+        return server.get_uri()
+
     def _spawn(self, name: str) -> subprocess.Popen:
         env = {
             **os.environ,
@@ -88,6 +106,7 @@ class LocalTwin:
             "TWIN_SITE": self.site,
             "TWIN_NATS_URL": self.nats_url or "",
             "TWIN_GRPC_ADDRESS": self.addresses[name],
+            **({"TWIN_DATABASE_URL": self.database_url} if self.database_url else {}),
         }
         command = [sys.executable, "-m", "services.cli", "serve", name]
         return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import jax.numpy as jnp
@@ -11,11 +12,12 @@ from services.domain import DOMAINS
 from services.domain_service import add_to_server
 from services.node import CoSimNode
 from services.runtime import bus, run
+from services.runtime.config import ConfigError
 from services.runtime.service import Service
 from services.twin_service import TwinServicer
 from twin.twin.v1 import twin_pb2_grpc
 
-SERVICES = (*DOMAINS, "twin")
+SERVICES = (*DOMAINS, "twin", "historian")
 
 
 def domain_setup(domain: str):
@@ -39,6 +41,22 @@ async def twin_setup(svc: Service) -> None:
     svc.on_shutdown(clock.stop)
 
 
+async def historian_setup(svc: Service) -> None:
+    from services.historian.migrate import migrate
+    from services.historian.writer import HistorianWriter, WriterConfig
+
+    url = os.environ.get("TWIN_DATABASE_URL")
+    if not url:
+        raise ConfigError("TWIN_DATABASE_URL", "required by the historian")
+    await asyncio.to_thread(migrate, url)  # idempotent: applies only what is pending
+    await bus.declare_stream(svc.js, svc.config.site)
+    config = WriterConfig(site=svc.config.site, database_url=url)
+    svc.create_task(HistorianWriter(svc.js, config).run())
+
+
+SETUPS = {"twin": twin_setup, "historian": historian_setup}
+
+
 def serve(name: str) -> int:
     if name not in SERVICES:
         raise ValueError(f"service: {name!r} is not one of {', '.join(SERVICES)}")
@@ -46,4 +64,4 @@ def serve(name: str) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    return run(name, twin_setup if name == "twin" else domain_setup(name))
+    return run(name, SETUPS.get(name) or domain_setup(name))

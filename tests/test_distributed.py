@@ -85,6 +85,28 @@ def test_distributed_run_equals_monolithic_rollout(local_twin):
     it = np.array([st.it_w for st in states])
     np.testing.assert_allclose(it, whole.means["it_power_mw"] * 1e6, rtol=1e-6)
     assert snapshot.step == TICKS and snapshot.pue == pytest.approx(meter[-1] / it[-1], rel=1e-6)
+    # and the historian stored every step, with the published values
+    stored = stored_series(local_twin.database_url, run_id, TICKS)
+    np.testing.assert_array_equal(stored[:, 0], np.arange(TICKS))
+    np.testing.assert_allclose(stored[:, 1], meter, rtol=1e-12)
+
+
+def stored_series(url: str, run_id: str, rows: int, timeout_s: float = 60.0) -> np.ndarray:
+    """(step, facility_w) rows of a run once the historian has written ``rows`` of them."""
+    import time
+
+    import psycopg
+
+    deadline = time.monotonic() + timeout_s
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            found = conn.execute(
+                "SELECT step, facility_w FROM site_series WHERE run_id = %s ORDER BY step",
+                (run_id,),
+            ).fetchall()
+            if len(found) >= rows or time.monotonic() > deadline:
+                return np.array(found, dtype=float)
+            time.sleep(0.25)
 
 
 def cooling_stub(twin):
@@ -457,7 +479,7 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health():
             text=True,
             timeout=60,
         )
-        assert status.stdout.count("SERVING") == 5, status.stdout
+        assert status.stdout.count("SERVING") == 6, status.stdout  # with the historian
     finally:
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=60)
@@ -469,4 +491,4 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health():
         text=True,
         timeout=60,
     )
-    assert after.stdout.count("UNREACHABLE") == 5
+    assert after.stdout.count("UNREACHABLE") == 6

@@ -218,6 +218,9 @@ class HistorianWriter:
             self.stats.bad_messages += 1
             await msg.term()  # never redeliver a payload that cannot parse
             return
+        if state.step < 0:  # a domain's "ready" message before the first interval
+            await msg.ack()
+            return
         key = (state.run_id, int(state.step))
         step = self._steps.get(key)
         if step is None:
