@@ -7,24 +7,14 @@ from pathlib import Path
 import yaml
 
 from twin.twin.v1 import clock_pb2
-from twin_core.site import Site, SiteError, build_site, load_site, parse_value
+from twin_core.site import Site, SiteError, build_site, load_site, parse_overrides
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
 
-def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, object]:
-    overrides: dict[str, object] = {}
-    for item in items:
-        path, sep, value = item.partition("=")
-        if not sep or not path.strip():
-            raise SiteError(f"overrides: {item!r} is not path=value")
-        overrides[path.strip()] = parse_value(value)
-    return overrides
-
-
 def site_from_spec(spec: clock_pb2.RunSpec) -> Site:
     """The site a run spec names; raises SiteError naming the problem."""
-    overrides = parse_overrides(list(spec.overrides))
+    overrides = parse_overrides(list(spec.overrides), "spec.overrides")
     which = spec.WhichOneof("scenario")
     if which == "scenario_name":
         name = spec.scenario_name

@@ -122,3 +122,15 @@ def test_set_path_creates_mapping_and_rejects_scalars():
     assert doc["a"]["c"] == {"d": 3}
     with pytest.raises(SiteError, match=r"^a\.b\.x: cannot set a field inside a int$"):
         set_path(doc, "a.b.x", 1)
+
+
+def test_parse_overrides_reads_yaml_values_and_names_bad_items():
+    from twin_core.site import parse_overrides
+
+    assert parse_overrides(["cooling.supply_c=32", "controls.smoothing_enabled=false"]) == {
+        "cooling.supply_c": 32,
+        "controls.smoothing_enabled": False,
+    }
+    with pytest.raises(SiteError) as info:
+        parse_overrides(["oops"], "spec.overrides")
+    assert str(info.value) == "spec.overrides 'oops': expected path=value, e.g. cooling.supply_c=32"

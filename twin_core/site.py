@@ -512,6 +512,17 @@ def parse_value(text: str) -> Any:
         raise SiteError(f"cannot parse value {text!r}: {exc.problem}") from None
 
 
+def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
+    """``["cooling.supply_c=32", ...]`` -> ``{"cooling.supply_c": 32, ...}``."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        path, sep, value = item.partition("=")
+        if not sep or not path.strip():
+            raise SiteError(f"{option} {item!r}: expected path=value, e.g. cooling.supply_c=32")
+        overrides[path.strip()] = parse_value(value)
+    return overrides
+
+
 def build_site(
     doc: dict[str, Any], overrides: dict[str, Any] | None = None, base_dir: str | Path = "."
 ) -> Site:

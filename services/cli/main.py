@@ -28,18 +28,6 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
-def parse_sets(items: list[str]) -> dict[str, object]:
-    from twin_core.site import parse_value
-
-    overrides: dict[str, object] = {}
-    for item in items:
-        path, sep, value = item.partition("=")
-        if not sep or not path.strip():
-            fail(f"--set {item!r}: expected path=value, e.g. cooling.supply_c=32")
-        overrides[path.strip()] = parse_value(value)
-    return overrides
-
-
 @app.command()
 def simulate(
     scenario: Annotated[Path, typer.Argument(help="site file (YAML)")],
@@ -55,7 +43,7 @@ def simulate(
 ) -> None:
     """Run a scenario and write summary.json, timeseries.parquet and overview.png."""
     from twin_core.durations import parse_duration
-    from twin_core.site import SiteError, load_site
+    from twin_core.site import SiteError, load_site, parse_overrides
 
     try:
         horizon = parse_duration(duration)
@@ -65,8 +53,8 @@ def simulate(
         fail(str(exc))
     if granularity not in ("rack", "gpu"):
         fail(f"--granularity: {granularity!r} is not one of rack, gpu")
-    overrides = parse_sets(set_ or [])
     try:
+        overrides = parse_overrides(set_ or [])
         site = load_site(scenario, overrides)
     except SiteError as exc:
         fail(str(exc))
