@@ -42,6 +42,7 @@ async def twin_setup(svc: Service) -> None:
 
 
 async def historian_setup(svc: Service) -> None:
+    from services.historian import history_service
     from services.historian.migrate import migrate
     from services.historian.writer import HistorianWriter, WriterConfig
 
@@ -52,6 +53,7 @@ async def historian_setup(svc: Service) -> None:
     await bus.declare_stream(svc.js, svc.config.site)
     config = WriterConfig(site=svc.config.site, database_url=url)
     svc.create_task(HistorianWriter(svc.js, config).run())
+    history_service.add_to_server(svc.grpc, url)  # the History API (twin history ...)
 
 
 SETUPS = {"twin": twin_setup, "historian": historian_setup}

@@ -492,3 +492,41 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health():
         timeout=60,
     )
     assert after.stdout.count("UNREACHABLE") == 6
+
+
+def test_history_api_serves_the_stored_run(local_twin):
+    from twin.history.v1 import history_pb2, history_pb2_grpc
+
+    channel, s, run_id = start_paused(local_twin)
+    with channel:
+        states = asyncio.run(
+            collect(
+                local_twin.nats_url,
+                "twin.fairwater-wi.power.state",
+                power_pb2.PowerState,
+                120,
+                run_id,
+                lambda: s.Step(twin_pb2.StepRequest(run_id=run_id, ticks=120), timeout=600),
+            )
+        )
+    stored_series(local_twin.database_url, run_id, 120)  # wait for the historian
+    meter = np.array([st.meter_w for st in states])
+    with grpc.insecure_channel(local_twin.addresses["historian"]) as hc:
+        history = history_pb2_grpc.HistoryServiceStub(hc)
+        reply = history.Query(
+            history_pb2.QueryRequest(
+                run_id=run_id,
+                metrics=["facility_w"],
+                bucket_s=60,
+                aggregate=history_pb2.AGGREGATE_AVG,
+            ),
+            timeout=30,
+        )
+        runs = history.ListRuns(history_pb2.ListRunsRequest(), timeout=30).runs
+    values = [row.values[0] for row in reply.rows]
+    # step k ends at time_s = k + 1; buckets are [0, 60), [60, 120), [120, 180)
+    bucket = (np.arange(120) + 1) // 60
+    expected = [meter[bucket == b].mean() for b in range(3)]
+    np.testing.assert_allclose(values, expected, rtol=1e-9)
+    assert [row.time_s for row in reply.rows] == [0.0, 60.0, 120.0]
+    assert run_id in {r.run_id for r in runs}

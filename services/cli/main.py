@@ -284,5 +284,179 @@ def db_migrate(
         console.print("schema is up to date")
 
 
+history_app = typer.Typer(
+    help="Query the history (the historian's gRPC API).", no_args_is_help=True
+)
+app.add_typer(history_app, name="history")
+HISTORY_ADDRESS = "127.0.0.1:50056"
+AGGREGATE_CHOICES = ("avg", "min", "max", "last", "sum", "p50", "p95", "p99", "pNN")
+
+
+def _history_call(address: str, method: str, request):
+    import grpc
+    from rich.markup import escape
+
+    from twin.history.v1 import history_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            return getattr(history_pb2_grpc.HistoryServiceStub(channel), method)(
+                request, timeout=60
+            )
+        except grpc.RpcError as exc:
+            fail(escape(f"{method}: {exc.details()} ({exc.code().name})"))
+
+
+def _aggregate(text: str) -> tuple[int, float]:
+    """``avg``/``min``/``max``/``last``/``sum`` or ``pNN`` (a percentile, e.g. p95)."""
+    from twin.history.v1 import history_pb2
+
+    name = text.strip().lower()
+    if name.startswith("p") and len(name) > 1:
+        try:
+            return history_pb2.AGGREGATE_PERCENTILE, float(name[1:])
+        except ValueError:
+            pass
+    value = getattr(history_pb2, f"AGGREGATE_{name.upper()}", None)
+    if value is None or name in ("unspecified", "percentile"):
+        fail(f"--agg: unknown aggregate {text!r} (expected one of {', '.join(AGGREGATE_CHOICES)})")
+    return value, 0.0
+
+
+@history_app.command("runs")
+def history_runs(
+    address: Annotated[str, typer.Option(help="historian gRPC address")] = HISTORY_ADDRESS,
+    site: Annotated[str, typer.Option(help="only this site")] = "",
+) -> None:
+    """The stored runs, most recent first."""
+    from twin.history.v1 import history_pb2
+
+    table = Table(title="runs")
+    for column in (
+        "run",
+        "site",
+        "scenario",
+        "started",
+        "dt (s)",
+        "horizon (s)",
+        "status",
+        "steps",
+    ):
+        table.add_column(column)
+    token = ""
+    while True:
+        reply = _history_call(
+            address, "ListRuns", history_pb2.ListRunsRequest(site_id=site, page_token=token)
+        )
+        for r in reply.runs:
+            table.add_row(
+                r.run_id,
+                r.site_id,
+                r.scenario,
+                r.started_at.ToDatetime().isoformat(timespec="seconds") + "Z",
+                f"{r.dt_s:g}",
+                f"{r.horizon_s:g}",
+                r.status,
+                str(r.steps_stored),
+            )
+        token = reply.next_page_token
+        if not token:
+            break
+    Console().print(table)
+
+
+@history_app.command("query")
+def history_query(
+    metrics: Annotated[list[str], typer.Argument(help="site_series columns, e.g. facility_w")],
+    run: Annotated[str, typer.Option(help="run id (see `twin history runs`)")],
+    bucket: Annotated[str, typer.Option(help="bucket width, e.g. 1m, 1h; 0 = raw")] = "1h",
+    agg: Annotated[str, typer.Option(help="avg, min, max, last, sum or pNN")] = "avg",
+    start: Annotated[str | None, typer.Option(help="simulated start, e.g. 0s, 6h")] = None,
+    end: Annotated[str | None, typer.Option(help="simulated end (exclusive), e.g. 24h")] = None,
+    address: Annotated[str, typer.Option(help="historian gRPC address")] = HISTORY_ADDRESS,
+    plot: Annotated[Path | None, typer.Option(help="also plot the series to this PNG")] = None,
+    limit: Annotated[int, typer.Option(help="rows at most (all pages up to this)")] = 100_000,
+) -> None:
+    """One run's site series, bucketed (default hourly averages) or raw."""
+    from twin.history.v1 import history_pb2
+    from twin_core.durations import parse_duration
+
+    def seconds(option: str, text: str | None) -> float | None:
+        if text is None:
+            return None
+        try:
+            return parse_duration(text, allow_zero=True)
+        except ValueError as exc:
+            fail(f"{option}: {exc}")
+
+    bucket_s = seconds("--bucket", bucket) or 0.0
+    aggregate, percentile = _aggregate(agg)
+    request = history_pb2.QueryRequest(
+        run_id=run,
+        metrics=metrics,
+        bucket_s=bucket_s,
+        aggregate=aggregate,
+        percentile=percentile,
+        page_size=10_000,
+    )
+    if (start_s := seconds("--start", start)) is not None:
+        request.start_s = start_s
+    if (end_s := seconds("--end", end)) is not None:
+        request.end_s = end_s
+    rows: list = []
+    while len(rows) < limit:
+        reply = _history_call(address, "Query", request)
+        rows += list(reply.rows)
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    rows = rows[:limit]
+    label = "raw" if bucket_s == 0 else f"{agg} per {bucket}"
+    table = Table(title=f"{run}: {label}")
+    table.add_column("time")
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for row in rows:
+        table.add_row(_clock(row.time_s), *(f"{v:.6g}" for v in row.values))
+    Console().print(table)
+    if plot is not None:
+        _plot(plot, metrics, rows, f"{run}: {label}")
+        console.print(f"wrote {plot}")
+
+
+def _clock(seconds: float) -> str:
+    days, rest = divmod(seconds, 86_400)
+    h, rest = divmod(rest, 3600)
+    m, s = divmod(rest, 60)
+    text = f"{int(h):02d}:{int(m):02d}:{s:06.3f}".rstrip("0").rstrip(".")
+    return f"{int(days)}d {text}" if days else text
+
+
+def _plot(path: Path, metrics: list[str], rows: list, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hours = [r.time_s / 3600 for r in rows]
+    fig, axes = plt.subplots(
+        len(metrics), 1, sharex=True, squeeze=False, figsize=(9, 2.5 * len(metrics))
+    )
+    for i, m in enumerate(metrics):
+        ax = axes[i][0]
+        ax.plot(hours, [r.values[i] for r in rows])
+        ax.set_ylabel(m)
+        ax.grid(True, alpha=0.3)
+    axes[-1][0].set_xlabel("simulated time (h)")
+    axes[0][0].set_title(title)
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except OSError as exc:
+        fail(f"--plot: {exc}")
+    finally:
+        plt.close(fig)
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())

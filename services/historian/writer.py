@@ -156,6 +156,7 @@ class HistorianWriter:
         self._held = 0  # messages in self._steps
         self._conn: psycopg.AsyncConnection | None = None
         self._prefix = f"twin.{config.site}."
+        self._runs_seen: set[str] = set()  # run_ids whose runs row is stored
 
     # -- consuming ---------------------------------------------------------------------
 
@@ -304,8 +305,15 @@ class HistorianWriter:
 
     async def _copy(self, rows: dict[str, list[tuple]]) -> None:
         conn = await self._connect()
+        new_runs = self._new_runs(rows["site_series"])
         try:
             async with conn.transaction():
+                for run_id, dt_s in new_runs.items():  # first sight of a run: its row
+                    await conn.execute(
+                        "INSERT INTO runs (run_id, site_id, scenario, started_at, dt_s,"
+                        " horizon_s) VALUES (%s, %s, %s, %s, %s, 0) ON CONFLICT DO NOTHING",
+                        (run_id, self.config.site, self.config.site, self.config.epoch, dt_s),
+                    )
                 for target, (stage, columns, types, key) in TABLES.items():
                     if not rows[target]:
                         continue
@@ -324,6 +332,25 @@ class HistorianWriter:
         except BaseException:  # the connection state is unknown: start afresh next time
             await self.close()
             raise
+        self._runs_seen.update(new_runs)
+
+    def _new_runs(self, site_rows: list[tuple]) -> dict[str, float]:
+        """Runs not seen before in ``site_rows`` -> their dt (s): from two consecutive
+        steps of the batch when it has them, else 1.0. The site is the scenario's name as
+        far as the writer knows (state messages do not carry the run spec)."""
+        by_run: dict[str, dict[int, datetime]] = {}
+        for row in site_rows:
+            if row[0] not in self._runs_seen:
+                by_run.setdefault(row[0], {})[row[1]] = row[2]
+        out = {}
+        for run_id, times in by_run.items():
+            dt_s = 1.0
+            for step in sorted(times):
+                if step + 1 in times:
+                    dt_s = (times[step + 1] - times[step]).total_seconds() or 1.0
+                    break
+            out[run_id] = dt_s
+        return out
 
     def rows(self, steps: Iterable[dict[str, Message]]) -> dict[str, list[tuple]]:
         """Rows for the three tables from each step's states (domain -> message)."""

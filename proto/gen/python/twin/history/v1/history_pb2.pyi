@@ -1,0 +1,108 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Aggregate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AGGREGATE_UNSPECIFIED: _ClassVar[Aggregate]
+    AGGREGATE_AVG: _ClassVar[Aggregate]
+    AGGREGATE_MIN: _ClassVar[Aggregate]
+    AGGREGATE_MAX: _ClassVar[Aggregate]
+    AGGREGATE_LAST: _ClassVar[Aggregate]
+    AGGREGATE_SUM: _ClassVar[Aggregate]
+    AGGREGATE_PERCENTILE: _ClassVar[Aggregate]
+AGGREGATE_UNSPECIFIED: Aggregate
+AGGREGATE_AVG: Aggregate
+AGGREGATE_MIN: Aggregate
+AGGREGATE_MAX: Aggregate
+AGGREGATE_LAST: Aggregate
+AGGREGATE_SUM: Aggregate
+AGGREGATE_PERCENTILE: Aggregate
+
+class QueryRequest(_message.Message):
+    __slots__ = ("site_id", "run_id", "metrics", "start_s", "end_s", "bucket_s", "aggregate", "percentile", "page_size", "page_token")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_S_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    PERCENTILE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    run_id: str
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    start_s: float
+    end_s: float
+    bucket_s: float
+    aggregate: Aggregate
+    percentile: float
+    page_size: int
+    page_token: str
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., metrics: _Optional[_Iterable[str]] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., bucket_s: _Optional[float] = ..., aggregate: _Optional[_Union[Aggregate, str]] = ..., percentile: _Optional[float] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class Row(_message.Message):
+    __slots__ = ("time_s", "values")
+    TIME_S_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    time_s: float
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, time_s: _Optional[float] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class QueryResponse(_message.Message):
+    __slots__ = ("metrics", "rows", "next_page_token")
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    rows: _containers.RepeatedCompositeFieldContainer[Row]
+    next_page_token: str
+    def __init__(self, metrics: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[Row, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListRunsRequest(_message.Message):
+    __slots__ = ("site_id", "page_size", "page_token")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, site_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class Run(_message.Message):
+    __slots__ = ("run_id", "site_id", "scenario", "started_at", "dt_s", "horizon_s", "status", "steps_stored")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    DT_S_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_S_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_STORED_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    site_id: str
+    scenario: str
+    started_at: _timestamp_pb2.Timestamp
+    dt_s: float
+    horizon_s: float
+    status: str
+    steps_stored: int
+    def __init__(self, run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., scenario: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., dt_s: _Optional[float] = ..., horizon_s: _Optional[float] = ..., status: _Optional[str] = ..., steps_stored: _Optional[int] = ...) -> None: ...
+
+class ListRunsResponse(_message.Message):
+    __slots__ = ("runs", "next_page_token")
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    runs: _containers.RepeatedCompositeFieldContainer[Run]
+    next_page_token: str
+    def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,331 @@
+"""The History API (twin.history.v1.HistoryService) against a real PostgreSQL 16: synthetic
+site_series rows, the servicer on a grpc.aio server, a real gRPC client."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import grpc
+import numpy as np
+import psycopg
+import pytest
+from db_fixtures import postgres_url  # noqa: F401 - the fixture
+
+from services.historian.history_service import HistoryServicer
+from services.historian.migrate import migrate
+from services.historian.writer import EPOCH
+from services.runtime.grpc_server import GrpcServer
+from twin.history.v1 import history_pb2, history_pb2_grpc
+
+RUN = "run-hist-1"
+N = 2 * 3600  # 2 h at 1 s
+STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def series() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    it = 50e6 + 5e6 * rng.standard_normal(N)
+    facility = it * 1.2 + 1e6 * rng.random(N)
+    return facility, it
+
+
+@pytest.fixture(scope="module")
+def database(postgres_url):  # noqa: F811 - the fixture
+    migrate(postgres_url)
+    facility, it = series()
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("DELETE FROM site_series WHERE run_id = %s", (RUN,))
+        conn.execute("DELETE FROM runs WHERE run_id = %s", (RUN,))
+        conn.execute(
+            "INSERT INTO runs (run_id, site_id, scenario, started_at, dt_s, horizon_s)"
+            " VALUES (%s, 'fairwater-wi', 'fairwater-wi', %s, 1.0, 7200)",
+            (RUN, STARTED),
+        )
+        with (
+            conn.cursor() as cur,
+            cur.copy("COPY site_series (run_id, step, time, facility_w, it_w) FROM STDIN") as cp,
+        ):
+            for k in range(N):
+                cp.write_row(
+                    (RUN, k, EPOCH + timedelta(seconds=k), float(facility[k]), float(it[k]))
+                )
+    return postgres_url
+
+
+@pytest.fixture
+def call(database):
+    """Run ``fn(stub)`` against a fresh server on a free port."""
+
+    def run(fn):
+        async def main():
+            server = GrpcServer("127.0.0.1:0")
+            server.add_servicer(
+                history_pb2_grpc.add_HistoryServiceServicer_to_server, HistoryServicer(database)
+            )
+            port = await server.start()
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                    return await fn(history_pb2_grpc.HistoryServiceStub(channel))
+            finally:
+                await server.stop(0.5)
+
+        return asyncio.run(main())
+
+    return run
+
+
+def query(call, **fields) -> history_pb2.QueryResponse:
+    fields.setdefault("run_id", RUN)
+    return call(lambda stub: stub.Query(history_pb2.QueryRequest(**fields), timeout=20))
+
+
+AGG = history_pb2
+
+
+@pytest.mark.parametrize(
+    ("aggregate", "reduce", "extra"),
+    [
+        (AGG.AGGREGATE_AVG, np.mean, {}),
+        (AGG.AGGREGATE_MAX, np.max, {}),
+        (AGG.AGGREGATE_MIN, np.min, {}),
+        (AGG.AGGREGATE_SUM, np.sum, {}),
+        (AGG.AGGREGATE_LAST, lambda a, axis: a[:, -1], {}),
+        (
+            AGG.AGGREGATE_PERCENTILE,
+            lambda a, axis: np.percentile(a, 95, axis=axis),
+            {"percentile": 95},
+        ),
+    ],
+)
+def test_hourly_aggregates_match_numpy(call, aggregate, reduce, extra):
+    facility, it = series()
+    reply = query(call, metrics=["facility_w", "it_w"], bucket_s=3600, aggregate=aggregate, **extra)
+    assert list(reply.metrics) == ["facility_w", "it_w"]
+    assert [r.time_s for r in reply.rows] == [0.0, 3600.0]
+    assert reply.next_page_token == ""
+    got = np.array([list(r.values) for r in reply.rows])
+    want = np.stack(
+        [reduce(facility.reshape(2, 3600), axis=1), reduce(it.reshape(2, 3600), axis=1)], axis=1
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+def test_window_and_raw_rows(call):
+    facility, _ = series()
+    reply = query(call, metrics=["facility_w"], start_s=10, end_s=20)
+    assert [r.time_s for r in reply.rows] == [float(k) for k in range(10, 20)]
+    np.testing.assert_array_equal([r.values[0] for r in reply.rows], facility[10:20])
+    # 10-minute buckets within [30 min, 60 min): three buckets of 600 samples
+    reply = query(call, metrics=["it_w"], bucket_s=600, start_s=1800, end_s=3600)
+    assert [r.time_s for r in reply.rows] == [1800.0, 2400.0, 3000.0]
+
+
+def test_missing_values_are_nan(call):
+    reply = query(call, metrics=["pue"], start_s=0, end_s=3)
+    assert len(reply.rows) == 3 and all(np.isnan(r.values[0]) for r in reply.rows)
+
+
+@pytest.mark.parametrize(("bucket_s", "page_size", "total"), [(0, 1000, N), (60, 7, 120)])
+def test_paging_returns_every_row_once(call, bucket_s, page_size, total):
+    async def pages(stub):
+        times, token, n = [], "", 0
+        while True:
+            reply = await stub.Query(
+                history_pb2.QueryRequest(
+                    run_id=RUN,
+                    metrics=["it_w"],
+                    bucket_s=bucket_s,
+                    page_size=page_size,
+                    page_token=token,
+                ),
+                timeout=20,
+            )
+            assert len(reply.rows) <= page_size
+            times += [r.time_s for r in reply.rows]
+            n += 1
+            token = reply.next_page_token
+            if not token:
+                return times, n
+
+    times, n = call(pages)
+    step = bucket_s or 1
+    assert times == [float(k * step) for k in range(total)]
+    assert n == -(-total // page_size)  # a full last page has no token after it
+
+
+def test_default_page_size_is_1000(call):
+    reply = query(call, metrics=["it_w"])
+    assert len(reply.rows) == 1000 and reply.next_page_token
+
+
+def test_list_runs(call):
+    reply = call(lambda stub: stub.ListRuns(history_pb2.ListRunsRequest(), timeout=20))
+    runs = {r.run_id: r for r in reply.runs}
+    run = runs[RUN]
+    assert (run.site_id, run.scenario, run.dt_s, run.horizon_s, run.status) == (
+        "fairwater-wi",
+        "fairwater-wi",
+        1.0,
+        7200.0,
+        "running",
+    )
+    assert run.steps_stored == N
+    assert run.started_at.ToDatetime(tzinfo=UTC) == STARTED
+    other = call(
+        lambda stub: stub.ListRuns(history_pb2.ListRunsRequest(site_id="elsewhere"), timeout=20)
+    )
+    assert list(other.runs) == []
+
+
+def error(call, method, request) -> grpc.aio.AioRpcError:
+    async def fn(stub):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await getattr(stub, method)(request, timeout=20)
+        return info.value
+
+    return call(fn)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"metrics": ["bogus"]}, "metrics.0: unknown metric 'bogus' (known: "),
+        ({"metrics": ["it_w", "it_w; DROP TABLE runs"]}, "metrics.1: unknown metric "),
+        ({"metrics": []}, "metrics: at least one metric is required"),
+        ({"run_id": ""}, "run_id: required"),
+        ({"bucket_s": -1}, "bucket_s: must be >= 0"),
+        ({"page_size": 10001}, "page_size: at most 10000"),
+        ({"page_size": -1}, "page_size: must be >= 0"),
+        (
+            {"aggregate": AGG.AGGREGATE_PERCENTILE, "bucket_s": 60},
+            "percentile: must be in (0, 100)",
+        ),
+        (
+            {"aggregate": AGG.AGGREGATE_PERCENTILE, "bucket_s": 60, "percentile": 100},
+            "percentile: must be in (0, 100)",
+        ),
+        ({"start_s": 10, "end_s": 5}, "end_s: must be greater than start_s"),
+        ({"page_token": "not-a-token"}, "page_token: invalid page token"),
+    ],
+)
+def test_bad_requests_name_the_field(call, fields, message):
+    fields = {"run_id": RUN, "metrics": ["it_w"], **fields}
+    exc = error(call, "Query", history_pb2.QueryRequest(**fields))
+    assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert exc.details().startswith(message), exc.details()
+    if message.endswith("(known: "):
+        assert exc.details().endswith("ambient_c)") and "facility_w" in exc.details()
+
+
+def test_page_token_of_another_query_is_refused(call):
+    first = query(call, metrics=["it_w"], page_size=10)
+    exc = error(
+        call,
+        "Query",
+        history_pb2.QueryRequest(
+            run_id=RUN, metrics=["facility_w"], page_size=10, page_token=first.next_page_token
+        ),
+    )
+    assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert exc.details() == "page_token: does not match the request"
+
+
+def test_unknown_run_is_not_found(call):
+    exc = error(call, "Query", history_pb2.QueryRequest(run_id="nope", metrics=["it_w"]))
+    assert exc.code() == grpc.StatusCode.NOT_FOUND
+    assert exc.details() == "run_id: run 'nope' not found"
+    exc = error(
+        call, "Query", history_pb2.QueryRequest(run_id=RUN, site_id="other", metrics=["it_w"])
+    )
+    assert exc.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_list_runs_bad_page_size(call):
+    exc = error(call, "ListRuns", history_pb2.ListRunsRequest(page_size=20000))
+    assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert exc.details() == "page_size: at most 10000"
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+@pytest.fixture
+def address(database):
+    """The servicer on a free port, served from a thread (the CLI uses a sync channel)."""
+    import threading
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = None
+
+    async def start() -> int:
+        nonlocal server
+        server = GrpcServer("127.0.0.1:0")  # created on its loop
+        server.add_servicer(
+            history_pb2_grpc.add_HistoryServiceServicer_to_server, HistoryServicer(database)
+        )
+        return await server.start()
+
+    port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(0.5), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_cli_history(address, tmp_path):
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    runner = CliRunner(env={"COLUMNS": "200"})
+    result = runner.invoke(app, ["history", "runs", "--address", address])
+    assert result.exit_code == 0, result.output
+    assert RUN in result.output
+    png = tmp_path / "out.png"
+    args = ["history", "query", "facility_w", "it_w", "--run", RUN, "--address", address]
+    result = runner.invoke(app, [*args, "--agg", "p95", "--end", "2h", "--plot", str(png)])
+    assert result.exit_code == 0, result.output
+    assert "01:00:00" in result.output and png.stat().st_size > 0
+    result = runner.invoke(app, ["history", "query", "bogus", "--run", RUN, "--address", address])
+    assert result.exit_code == 2
+    assert "error:" in result.output and "metrics.0: unknown metric 'bogus'" in result.output
+    result = runner.invoke(app, ["history", "query", "it_w", "--run", "nope", "--address", address])
+    assert result.exit_code == 2 and "NOT_FOUND" in result.output
+
+
+# ------------------------------------------------------------------- writer: runs rows
+
+
+def test_writer_inserts_a_runs_row_on_first_sight(database):
+    from services.historian.writer import SITE_COLUMNS, HistorianWriter, WriterConfig
+
+    run_id = "run-writer-dt"
+    writer = HistorianWriter(None, WriterConfig(site="site-w", database_url=database))
+
+    def rows(steps):
+        nulls = (None,) * (len(SITE_COLUMNS) - 3)
+        site = [(run_id, k, EPOCH + timedelta(seconds=10 * k), *nulls) for k in steps]
+        return {"site_series": site, "cdu_series": [], "rack_arrays": []}
+
+    async def main():
+        try:
+            await writer._copy(rows([3, 4]))
+            await writer._copy(rows([5]))  # seen: no second insert
+        finally:
+            await writer.close()
+
+    asyncio.run(main())
+    with psycopg.connect(database) as conn:
+        got = conn.execute(
+            "SELECT site_id, scenario, started_at, dt_s, horizon_s, status FROM runs"
+            " WHERE run_id = %s",
+            (run_id,),
+        ).fetchall()
+    assert got == [("site-w", "site-w", EPOCH, 10.0, 0.0, "running")]
+    assert writer._runs_seen == {run_id}
