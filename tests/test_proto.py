@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from node_packages import ensure_installed
 
 from twin.common.v1 import common_pb2
 from twin.compute.v1 import compute_pb2, compute_pb2_grpc
@@ -70,8 +71,8 @@ def buf() -> Path:
     """The buf binary from node_modules, installed with `npm ci` when missing (a clean
     clone); a lock keeps pytest-xdist workers from installing twice at once."""
     binary = ROOT / "node_modules" / ".bin" / "buf"
-    if binary.exists():
-        return binary
+    ensure_installed(".bin/buf")
+    return binary
     npm = shutil.which("npm")
     if npm is None:
         pytest.skip("npm is not installed: cannot install @bufbuild/buf")
