@@ -6,6 +6,11 @@ Protocol (one site, one run at a time):
 - for ``TICK k`` a node waits until every peer it reads has published step ``k - 1``,
   advances one coupling interval and publishes step ``k`` on ``twin.<site>.<domain>.state``;
 - the clock sends ``TICK k + 1`` once all four domains have published step ``k``.
+
+Live mode: measurements on ``telemetry.<site>.>`` replace modelled values at the next tick.
+Restarts: every ``SNAPSHOT_EVERY`` steps a node stores its state in the run KV bucket; a
+restarted node restores it, asks its peers to replay the states it missed
+(``twin.<site>.<domain>.replay``), and catches up when the clock re-sends its tick.
 Garbled or foreign messages are logged, counted and skipped.
 """
 
