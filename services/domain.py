@@ -80,7 +80,8 @@ class DomainModel:
     state: Any = field(init=False)
     initial: Boundary = field(init=False)
     step: int = field(init=False, default=0)
-    settings: dict[str, float] = field(init=False, default_factory=dict)
+    # Live changes in the order made ("path" or "path[i,j]" -> value), replayed on restore.
+    settings: dict[str, Any] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.domain not in DOMAINS:
@@ -137,10 +138,14 @@ class DomainModel:
 
     # ---------------------------------------------------------------- live commands
 
-    def set(self, path: str, value: float) -> None:
-        """Change a continuous parameter (e.g. ``cooling.supply_c``) from the next step."""
+    def set(self, path: str, value: Any) -> None:
+        """Change a parameter (e.g. ``cooling.supply_c``, or a whole per-rack array) from the
+        next step."""
         self.params = set_param(self.params, path, value)
-        self.settings[path] = float(value)
+        # A whole-parameter change supersedes earlier element changes of it.
+        for key in [k for k in self.settings if k == path or k.startswith(f"{path}[")]:
+            del self.settings[key]
+        self.settings[path] = np.asarray(value).tolist()
 
     def set_item(self, path: str, index: tuple[int, ...], value: float) -> None:
         """Change one element of an array parameter (a rack's cap, a job's period),
@@ -150,7 +155,9 @@ class DomainModel:
         array = np.array(get_param(self.params, path))
         array[index] = value
         self.params = set_param(self.params, path, array)
-        self.settings[f"{path}[{','.join(map(str, index))}]"] = float(value)
+        key = f"{path}[{','.join(map(str, index))}]"
+        self.settings.pop(key, None)  # keep the order in which changes were made
+        self.settings[key] = float(value)
 
     # ---------------------------------------------------------------- snapshots
 

@@ -96,6 +96,19 @@ def cooling_command(request: cooling_pb2.ApplyRequest, model: DomainModel) -> Ca
     )
 
 
+def _set_all(changes: dict[str, float], index: tuple[int, ...] | None = None) -> Callable:
+    """A command that sets several parameters (or one element of each) together."""
+
+    def apply(m: DomainModel) -> None:
+        for path, value in changes.items():
+            if index is None:
+                m.set(path, value)
+            else:
+                m.set_item(path, index, value)
+
+    return apply
+
+
 def power_command(request: power_pb2.ApplyRequest, model: DomainModel) -> Callable:
     which = request.WhichOneof("command")
     if which == "set_interconnect_limit":
@@ -144,12 +157,7 @@ def energy_command(request: energy_pb2.ApplyRequest, model: DomainModel) -> Call
         ):
             if command.HasField(field):
                 changes[path] = getattr(command, field)
-
-        def apply(m: DomainModel) -> None:
-            for path, value in changes.items():
-                m.set(path, value)
-
-        return apply
+        return _set_all(changes)
     raise InvalidCommand(
         "command: required (set_battery_mode, set_grid_import_limit, clear_grid_import_limit)"
     )
@@ -212,12 +220,7 @@ def _training_update(job: compute_pb2.UpdateTrainingJob, model: DomainModel) -> 
             if not 0 <= value <= 1:
                 raise InvalidCommand(f"update_training_job.{field}: {value:g} is outside 0..1")
             changes[path] = value
-
-    def apply(m: DomainModel) -> None:
-        for path, value in changes.items():
-            m.set_item(path, (j,), value)
-
-    return apply
+    return _set_all(changes, (j,))
 
 
 def _failed(model: DomainModel, kinds: tuple[str, ...]) -> list[tuple[str, int]]:

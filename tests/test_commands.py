@@ -122,3 +122,30 @@ def test_power_and_energy_configs_follow_commands():
     config = config_of("energy", energy)
     assert config.battery_mode == energy_pb2.BATTERY_MODE_ARBITRAGE
     assert config.charge_below_usd_per_mwh == 40
+
+
+def test_site_wide_rack_caps_then_one_rack_survive_a_restart():
+    model = DomainModel(small_site(), "compute")
+    for request in (
+        compute_pb2.ApplyRequest(
+            set_rack_cap=compute_pb2.SetRackCap(
+                rack=common_pb2.RackRef(slot=0, cdu=1), cap_w=50000.0
+            )
+        ),
+        compute_pb2.ApplyRequest(set_all_rack_caps=compute_pb2.SetAllRackCaps(cap_w=90000.0)),
+        compute_pb2.ApplyRequest(
+            set_rack_cap=compute_pb2.SetRackCap(
+                rack=common_pb2.RackRef(slot=2, cdu=0), cap_w=70000.0
+            )
+        ),
+    ):
+        compute_command(request, model)(model)
+    caps = np.asarray(model.params.compute.operator_cap_w)
+    assert caps[0, 1] == 90000.0 and caps[2, 0] == 70000.0 and caps[3, 1] == 90000.0
+    fresh = DomainModel(small_site(), "compute")
+    fresh.restore(model.snapshot())
+    np.testing.assert_array_equal(np.asarray(fresh.params.compute.operator_cap_w), caps)
+    compute_command(compute_pb2.ApplyRequest(clear_rack_caps=compute_pb2.ClearRackCaps()), fresh)(
+        fresh
+    )
+    assert list(config_of("compute", fresh).rack_caps) == []
