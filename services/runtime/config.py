@@ -10,9 +10,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 ENV_PREFIX = "TWIN_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -33,11 +43,94 @@ class ConfigError(ValueError):
         self.problem = problem
 
 
-class RuntimeConfig(BaseModel):
-    """What every service reads at start-up. Services may subclass it to add fields; each
-    field ``foo_bar`` is read from ``TWIN_FOO_BAR``."""
+def blank_to_none(value: Any) -> Any:
+    """An empty variable means unset: Helm templates render absent values as ""."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def readable_file(value: Any, *, pem: bool = False) -> Path | None:
+    """The path of a file that exists and is readable now, not at the first handshake:
+    a missing secret mount fails the start-up, not the first connection an hour later."""
+    if (value := blank_to_none(value)) is None:
+        return None
+    path = Path(str(value).strip())
+    if not path.is_file() or not os.access(path, os.R_OK):
+        raise ValueError(f"{str(path)!r} is not a readable file")
+    if pem and b"-----BEGIN " not in path.read_bytes():
+        raise ValueError(f"{str(path)!r} holds no PEM data")
+    return path
+
+
+def host_port(value: str) -> str:
+    match = _HOST_PORT_RE.match(value.strip())
+    if not match or int(match["port"]) > 65535:
+        raise ValueError(f"{value!r} is not host:port (e.g. 0.0.0.0:50051 or [::]:0)")
+    return value.strip()
+
+
+class EnvConfig(BaseModel):
+    """A model whose field ``foo_bar`` is read from ``TWIN_FOO_BAR`` by ``from_env``, with
+    every error (field or cross-field) reported as a ConfigError naming the variable."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        return ENV_PREFIX + field.upper()
+
+    @classmethod
+    def invalid(cls, field: str, problem: str) -> PydanticCustomError:
+        """A cross-field error for a model validator: ``from_env`` names ``field``'s variable
+        (a model-level error has no location of its own)."""
+        return PydanticCustomError("config", "{problem}", {"field": field, "problem": problem})
+
+    def require_both(self, first: str, second: str) -> None:
+        """Both fields set, or neither: the error names the one that is missing."""
+        a, b = getattr(self, first) is not None, getattr(self, second) is not None
+        if a != b:
+            missing, present = (second, first) if a else (first, second)
+            raise self.invalid(missing, f"required when {self.env_name(present)} is set")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
+        """Read the fields from ``environ`` (default ``os.environ``); keyword overrides win.
+
+        Unknown ``TWIN_*`` variables are ignored: other services own them.
+        Raises ConfigError naming the first offending variable.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in cls.model_fields:
+            name = cls.env_name(field)
+            if name in env:
+                values[field] = env[name]
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            ctx = error.get("ctx") or {}
+            field = str(error["loc"][0]) if error["loc"] else str(ctx.get("field", "?"))
+            # Name what the operator set: the variable, or the keyword when overridden.
+            from_env = field in cls.model_fields and field not in overrides
+            variable = cls.env_name(field) if from_env else field
+            problem = error["msg"].removeprefix("Value error, ")
+            raise ConfigError(variable, problem) from exc
+
+
+PEM_FILES = (
+    "nats_tls_ca_file",
+    "nats_tls_cert_file",
+    "nats_tls_key_file",
+    "grpc_tls_cert_file",
+    "grpc_tls_key_file",
+    "grpc_tls_client_ca_file",
+)
+
+
+class RuntimeConfig(EnvConfig):
+    """What every service reads at start-up. Services may subclass it to add fields; each
+    field ``foo_bar`` is read from ``TWIN_FOO_BAR``."""
 
     site: str = Field("fairwater-wi", description="site id: subject token, stream/KV prefix")
     nats_url: str | None = Field(
@@ -47,6 +140,70 @@ class RuntimeConfig(BaseModel):
     scenario: str | None = Field(None, description="site file (path or name)")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     shutdown_grace_s: float = Field(5.0, ge=0, le=600, description="grace for in-flight RPCs")
+    # NATS security: user/password or an nkey, optionally over (mutual) TLS.
+    nats_user: str | None = Field(None, description="NATS user (with nats_password)")
+    nats_password: SecretStr | None = Field(None, description="NATS password (with nats_user)")
+    nats_nkey_seed_file: Path | None = Field(None, description="user nkey seed file (SU...)")
+    nats_tls_ca_file: Path | None = Field(None, description="CA to verify NATS; implies TLS")
+    nats_tls_cert_file: Path | None = Field(None, description="client cert for NATS mutual TLS")
+    nats_tls_key_file: Path | None = Field(None, description="key of nats_tls_cert_file")
+    # gRPC server TLS; a client CA makes it mutual.
+    grpc_tls_cert_file: Path | None = Field(None, description="server cert; set: TLS only")
+    grpc_tls_key_file: Path | None = Field(None, description="key of grpc_tls_cert_file")
+    grpc_tls_client_ca_file: Path | None = Field(
+        None, description="set: clients must present a certificate signed by this CA"
+    )
+    health_address: str | None = Field(
+        None, description="host:port for plaintext grpc.health.v1 only (kubelet probes)"
+    )
+
+    @field_validator("nats_user", "nats_password", "health_address", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return blank_to_none(value)
+
+    @field_validator(*PEM_FILES, mode="before")
+    @classmethod
+    def _pem_file(cls, value: Any) -> Path | None:
+        return readable_file(value, pem=True)
+
+    @field_validator("nats_nkey_seed_file", mode="before")
+    @classmethod
+    def _nkey_seed(cls, value: Any) -> Path | None:
+        # Checked here: nats-py would only fail at connect, with a less telling error.
+        path = readable_file(value)
+        if path is not None and not path.read_bytes().strip().startswith(b"SU"):
+            raise ValueError(f"{str(path)!r} holds no user nkey seed (SU...)")
+        return path
+
+    @field_validator("health_address")
+    @classmethod
+    def _health_address(cls, value: str | None) -> str | None:
+        return None if value is None else host_port(value)
+
+    @model_validator(mode="after")
+    def _security(self) -> Self:
+        self.require_both("nats_user", "nats_password")
+        if self.nats_nkey_seed_file is not None and self.nats_user is not None:
+            raise self.invalid(
+                "nats_nkey_seed_file",
+                f"cannot be combined with {self.env_name('nats_user')}/"
+                f"{self.env_name('nats_password')}",
+            )
+        self.require_both("nats_tls_cert_file", "nats_tls_key_file")
+        self.require_both("grpc_tls_cert_file", "grpc_tls_key_file")
+        if self.grpc_tls_client_ca_file is not None and self.grpc_tls_cert_file is None:
+            raise self.invalid(
+                "grpc_tls_client_ca_file",
+                f"requires {self.env_name('grpc_tls_cert_file')} and "
+                f"{self.env_name('grpc_tls_key_file')} (mutual TLS is TLS first)",
+            )
+        same = self.health_address == self.grpc_address
+        if same and self.health_address is not None and not self.health_address.endswith(":0"):
+            raise self.invalid(
+                "health_address", f"must differ from {self.env_name('grpc_address')}"
+            )
+        return self
 
     @field_validator("site")
     @classmethod
@@ -72,10 +229,7 @@ class RuntimeConfig(BaseModel):
     @field_validator("grpc_address")
     @classmethod
     def _grpc_address(cls, value: str) -> str:
-        match = _HOST_PORT_RE.match(value.strip())
-        if not match or int(match["port"]) > 65535:
-            raise ValueError(f"{value!r} is not host:port (e.g. 0.0.0.0:50051 or [::]:0)")
-        return value.strip()
+        return host_port(value)
 
     @field_validator("log_level")
     @classmethod
@@ -91,32 +245,3 @@ class RuntimeConfig(BaseModel):
         if self.nats_url is None:
             return []
         return [part.strip() for part in self.nats_url.split(",")]
-
-    @classmethod
-    def env_name(cls, field: str) -> str:
-        return ENV_PREFIX + field.upper()
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Self:
-        """Read the fields from ``environ`` (default ``os.environ``); keyword overrides win.
-
-        Unknown ``TWIN_*`` variables are ignored: other services own them.
-        Raises ConfigError naming the first offending variable.
-        """
-        env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for field in cls.model_fields:
-            name = cls.env_name(field)
-            if name in env:
-                values[field] = env[name]
-        values.update(overrides)
-        try:
-            return cls(**values)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            field = str(error["loc"][0]) if error["loc"] else "?"
-            # Name what the operator set: the variable, or the keyword when overridden.
-            from_env = field in cls.model_fields and field not in overrides
-            variable = cls.env_name(field) if from_env else field
-            problem = error["msg"].removeprefix("Value error, ")
-            raise ConfigError(variable, problem) from exc

@@ -5,6 +5,10 @@ Health follows the gRPC convention: the empty service name ("") is the process a
 readiness probe; the service runtime turns it NOT_SERVING while the bus is away). On
 shutdown every name reports NOT_SERVING before the server stops accepting calls, so load
 balancers and probes see the drain before connections are refused.
+
+With TLS credentials the main port speaks TLS only (mutual TLS when they require client
+certificates). ``health_address`` adds a plaintext port that serves grpc.health.v1 and
+nothing else, from the same health servicer: kubelet gRPC probes cannot speak TLS.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class GrpcServer:
     """A ``grpc.aio`` server with health, reflection and the runtime interceptors.
 
     Add servicers, then ``await start()`` (returns the bound port), then ``await stop()``.
+    ``credentials``: TLS on the main port (None: plaintext). ``health_address``: also
+    serve health alone, in plaintext, there (``health_port`` once started).
     """
 
     def __init__(
@@ -68,8 +74,14 @@ class GrpcServer:
         interceptors: Sequence[aio.ServerInterceptor] | None = None,
         options: Sequence[tuple[str, Any]] = (),
         reflection_enabled: bool = True,
+        credentials: grpc.ServerCredentials | None = None,
+        health_address: str | None = None,
     ) -> None:
         self.address = address
+        self.credentials = credentials
+        self.health_address = health_address
+        self.health_port: int | None = None
+        self._health_server: aio.Server | None = None
         self.server = aio.server(
             interceptors=list(default_interceptors() if interceptors is None else interceptors),
             # No SO_REUSEPORT: a second process on a taken port must fail, not share it.
@@ -105,17 +117,26 @@ class GrpcServer:
         if self.reflection_enabled:
             exposed.append(REFLECTION_SERVICE)
             reflection.enable_server_reflection(exposed, self.server)
-        try:
-            port = self.server.add_insecure_port(self.address)
-        except RuntimeError as exc:  # grpc raises RuntimeError when the bind fails
-            raise OSError(f"cannot bind gRPC server to {self.address}: {exc}") from exc
-        if not port:
-            raise OSError(f"cannot bind gRPC server to {self.address}")
+        port = _bind(self.server, self.address, self.credentials)
+        if self.health_address is not None:
+            # No interceptors: probes every few seconds would flood the access log.
+            self._health_server = aio.server(options=[("grpc.so_reuseport", 0)])
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = _bind(self._health_server, self.health_address, None, "health")
         await self.set_serving(serving)
         await self.health.set(HEALTH_SERVICE, SERVING)
         await self.server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
+            log.info(
+                "gRPC health listening (plaintext)",
+                extra={"address": self.health_address, "port": self.health_port},
+            )
         self.port = port
-        log.info("gRPC server listening", extra={"address": self.address, "port": port})
+        log.info(
+            "gRPC server listening",
+            extra={"address": self.address, "port": port, "tls": self.credentials is not None},
+        )
         return port
 
     async def set_serving(self, serving: bool, service: str | None = None) -> None:
@@ -141,4 +162,25 @@ class GrpcServer:
             await asyncio.sleep(announce_s)
         log.info("gRPC server stopping", extra={"grace_s": grace_s})
         await self.server.stop(grace_s)
+        if self._health_server is not None:  # last: probes see NOT_SERVING through the grace
+            await self._health_server.stop(0)
         log.info("gRPC server stopped")
+
+
+def _bind(
+    server: aio.Server,
+    address: str,
+    credentials: grpc.ServerCredentials | None,
+    what: str = "server",
+) -> int:
+    """Add a (secure) port; the port bound, or OSError."""
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError as exc:  # grpc raises RuntimeError when the bind fails
+        raise OSError(f"cannot bind gRPC {what} to {address}: {exc}") from exc
+    if not port:
+        raise OSError(f"cannot bind gRPC {what} to {address}")
+    return port

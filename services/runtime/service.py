@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -20,6 +21,7 @@ from contextlib import AsyncExitStack, suppress
 from types import TracebackType
 from typing import Any, Self
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -27,6 +29,7 @@ from services.runtime import bus
 from services.runtime.config import ConfigError, RuntimeConfig
 from services.runtime.grpc_server import GrpcServer
 from services.runtime.log import setup_logging
+from services.runtime.tls import grpc_server_credentials, nats_connect_options
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,107 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 class ServiceFailed(RuntimeError):
     """A background task of the service crashed; the service shut down because of it."""
+
+
+class BusRefused(ConnectionError):
+    """NATS refused the credentials or the TLS handshake: retrying would not help."""
+
+
+def _refusal(exc: BaseException) -> bool:
+    """A refusal that will not go away by retrying, as opposed to a server still starting."""
+    return isinstance(exc, ssl.SSLError | nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()  # nats-py raises a plain Error for it
+    )
+
+
+async def connect_bus(
+    config: RuntimeConfig,
+    *,
+    name: str,
+    on_disconnect: Callback,
+    on_reconnect: Callback,
+    reconnect_wait_s: float = 1.0,
+    max_reconnect_attempts: int = -1,
+    connect_timeout_s: float = 2.0,
+    connect_deadline_s: float = 30.0,
+) -> NATS:
+    """``bus.connect`` with the config's credentials and TLS, which bus.connect does not
+    forward. Same behaviour otherwise: the first connection retries for at most
+    ``connect_deadline_s`` (TimeoutError after that), reconnection forever; except that
+    a refusal (bad credentials, TLS verification) raises BusRefused at once."""
+    servers = config.nats_servers or [bus.DEFAULT_NATS_URL]
+    security = nats_connect_options(config)
+    nc = NATS()
+    refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def disconnected() -> None:
+        if nc.is_closed:  # our own close()/drain(): nc reports the disconnect too
+            return
+        log.warning("NATS disconnected", extra={"connection": name})
+        await on_disconnect()
+
+    async def reconnected() -> None:
+        log.info("NATS reconnected", extra={"connection": name, "url": _url(nc)})
+        await on_reconnect()
+
+    async def error(exc: Exception) -> None:
+        log.warning("NATS error", extra={"connection": name, "error": repr(exc)})
+        if not nc.is_connected and _refusal(exc) and not refused.done():
+            refused.set_result(exc)
+
+    async def closed() -> None:
+        log.info("NATS connection closed", extra={"connection": name})
+
+    connecting = asyncio.ensure_future(
+        nc.connect(
+            servers=servers,
+            name=name,
+            allow_reconnect=True,
+            reconnect_time_wait=reconnect_wait_s,  # type: ignore[arg-type]
+            max_reconnect_attempts=max_reconnect_attempts,
+            connect_timeout=connect_timeout_s,  # type: ignore[arg-type]
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+            closed_cb=closed,
+            **security,
+        )
+    )
+    try:
+        done, _ = await asyncio.wait(
+            {connecting, refused}, timeout=connect_deadline_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if connecting in done and connecting.exception() is None:
+            tls = "tls" in security
+            log.info("NATS connected", extra={"connection": name, "url": _url(nc), "tls": tls})
+            return nc
+    except BaseException:
+        await _abandon(nc, connecting)
+        raise
+    finally:
+        refused.cancel()  # no-op once it has a result
+    await _abandon(nc, connecting)
+    where = ", ".join(servers)
+    if refused.done() and not refused.cancelled():
+        reason = refused.result()
+        raise BusRefused(f"NATS at {where} refused the connection: {reason}") from reason
+    failure = connecting.exception() if connecting in done else None
+    if failure is not None and not isinstance(failure, nats.errors.NoServersError):
+        raise failure
+    raise TimeoutError(f"no NATS server reachable at {where} within {connect_deadline_s} s")
+
+
+def _url(nc: NATS) -> str:
+    url = nc.connected_url
+    return url.geturl() if url is not None else "?"
+
+
+async def _abandon(nc: NATS, connecting: asyncio.Future[None]) -> None:
+    connecting.cancel()
+    with suppress(asyncio.CancelledError, Exception):
+        await connecting
+    with suppress(Exception):
+        await nc.close()
 
 
 class Service:
@@ -61,7 +165,11 @@ class Service:
     ) -> None:
         self.name = name
         self.config = config if config is not None else RuntimeConfig.from_env()
-        self.grpc = GrpcServer(self.config.grpc_address)
+        self.grpc = GrpcServer(
+            self.config.grpc_address,
+            credentials=grpc_server_credentials(self.config),
+            health_address=self.config.health_address,
+        )
         self.nc: NATS | None = None
         self.failure: BaseException | None = None
         self._setup = setup
@@ -69,7 +177,7 @@ class Service:
         self._handle_signals = handle_signals
         self._announce_s = announce_s  # NOT_SERVING shown this long before the server stops
         self._drain_timeout_s = drain_timeout_s
-        self._nats_options = dict(nats_options or {})  # extra bus.connect() keywords
+        self._nats_options = dict(nats_options or {})  # extra connect_bus() keywords
         self._stack = AsyncExitStack()
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -136,8 +244,8 @@ class Service:
 
     async def _start(self) -> None:
         if self._use_nats:
-            self.nc = await bus.connect(
-                self.config.nats_servers or bus.DEFAULT_NATS_URL,
+            self.nc = await connect_bus(
+                self.config,
                 name=f"{self.name}@{self.config.site}",
                 on_disconnect=self._bus_down,
                 on_reconnect=self._bus_up,
@@ -259,6 +367,9 @@ def run(
     setup_logging(config.log_level)
     try:
         asyncio.run(serve(name, setup, config=config, **options))
+    except ConfigError as exc:  # found while starting: a certificate that does not load
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except ServiceFailed:
         return 1  # already logged with its traceback by the task callback
     except (TimeoutError, OSError) as exc:  # NATS unreachable, port taken
