@@ -1,0 +1,280 @@
+{{/* Names ------------------------------------------------------------------------- */}}
+
+{{- define "twin.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "twin.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<component>"; call with (dict "root" $ "component" "nats"). */}}
+{{- define "twin.componentName" -}}
+{{- printf "%s-%s" (include "twin.fullname" .root) .component | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels ------------------------------------------------------------------------ */}}
+
+{{- define "twin.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "twin.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: ai-factory-twin
+{{- end -}}
+
+{{/* Selector labels of one component; (dict "root" $ "component" "compute"). */}}
+{{- define "twin.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "twin.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "twin.componentLabels" -}}
+{{ include "twin.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Images ------------------------------------------------------------------------ */}}
+
+{{- define "twin.imageTag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion -}}
+{{- end -}}
+
+{{- define "twin.image" -}}
+{{- printf "%s:%s" .Values.image.repository (include "twin.imageTag" .) -}}
+{{- end -}}
+
+{{/* The twin pod's image: the CUDA variant when the what-if GPU is on. */}}
+{{- define "twin.whatifImage" -}}
+{{- if .Values.whatif.gpu.enabled -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.whatif.gpu.tag | default (printf "%s-cuda" (include "twin.imageTag" .))) -}}
+{{- else -}}
+{{- include "twin.image" . -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Security: the "restricted" Pod Security Standard for every pod and container. ---- */}}
+
+{{/* (dict "uid" 10001) */}}
+{{- define "twin.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid }}
+runAsGroup: {{ .uid }}
+fsGroup: {{ .uid }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{- define "twin.containerSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .uid }}
+runAsGroup: {{ .uid }}
+readOnlyRootFilesystem: true
+allowPrivilegeEscalation: false
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* The image's user (Dockerfile). */}}
+{{- define "twin.uid" -}}10001{{- end -}}
+
+{{/* NATS ---------------------------------------------------------------------------- */}}
+
+{{- define "twin.natsInRelease" -}}
+{{- if not .Values.externalNats.url -}}true{{- end -}}
+{{- end -}}
+
+{{- define "twin.natsUrl" -}}
+{{- if .Values.externalNats.url -}}
+{{- .Values.externalNats.url -}}
+{{- else -}}
+{{- printf "%s://%s:4222" (ternary "tls" "nats" .Values.nats.tls.enabled) (include "twin.componentName" (dict "root" . "component" "nats")) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "twin.natsAuthSecret" -}}
+{{- if .Values.nats.auth.user.existingSecret -}}
+{{- .Values.nats.auth.user.existingSecret -}}
+{{- else -}}
+{{- include "twin.componentName" (dict "root" . "component" "nats-auth") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* What a NATS client (every service) needs: env, mounts, volumes. */}}
+{{- define "twin.natsClientEnv" -}}
+- name: TWIN_NATS_URL
+  value: {{ include "twin.natsUrl" . | quote }}
+{{- if eq .Values.nats.auth.type "user" }}
+- name: TWIN_NATS_USER
+  value: {{ .Values.nats.auth.user.user | quote }}
+- name: TWIN_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "twin.natsAuthSecret" . }}
+      key: {{ .Values.nats.auth.user.passwordKey }}
+{{- else if eq .Values.nats.auth.type "nkey" }}
+- name: TWIN_NATS_NKEY_SEED_FILE
+  value: /etc/twin/nats-nkey/seed
+{{- end }}
+{{- if .Values.nats.tls.enabled }}
+- name: TWIN_NATS_TLS_CA_FILE
+  value: /etc/twin/nats-tls/ca.crt
+{{- if .Values.nats.tls.mutual }}
+- name: TWIN_NATS_TLS_CERT_FILE
+  value: /etc/twin/nats-tls/tls.crt
+- name: TWIN_NATS_TLS_KEY_FILE
+  value: /etc/twin/nats-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "twin.natsClientMounts" -}}
+{{- if eq .Values.nats.auth.type "nkey" }}
+- name: nats-nkey
+  mountPath: /etc/twin/nats-nkey
+  readOnly: true
+{{- end }}
+{{- if .Values.nats.tls.enabled }}
+- name: nats-tls
+  mountPath: /etc/twin/nats-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "twin.natsClientVolumes" -}}
+{{- if eq .Values.nats.auth.type "nkey" }}
+- name: nats-nkey
+  secret:
+    secretName: {{ required "nats.auth.nkey.existingSecret is required with nats.auth.type=nkey" .Values.nats.auth.nkey.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.nats.auth.nkey.seedKey }}
+        path: seed
+{{- end }}
+{{- if .Values.nats.tls.enabled }}
+- name: nats-tls
+  secret:
+    secretName: {{ .Values.nats.tls.clientSecretName | default (required "nats.tls.secretName is required with nats.tls.enabled" .Values.nats.tls.secretName) }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
+{{/* gRPC TLS ---------------------------------------------------------------------- */}}
+
+{{- define "twin.grpcServerEnv" -}}
+{{- if .Values.grpc.tls.enabled }}
+- name: TWIN_GRPC_TLS_CERT_FILE
+  value: /etc/twin/grpc-tls/tls.crt
+- name: TWIN_GRPC_TLS_KEY_FILE
+  value: /etc/twin/grpc-tls/tls.key
+{{- if .Values.grpc.tls.mutual }}
+- name: TWIN_GRPC_TLS_CLIENT_CA_FILE
+  value: /etc/twin/grpc-tls/ca.crt
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "twin.grpcClientEnv" -}}
+{{- if .Values.grpc.tls.enabled }}
+- name: TWIN_GRPC_TLS_CA_FILE
+  value: /etc/twin/grpc-tls/ca.crt
+{{- if .Values.grpc.tls.mutual }}
+- name: TWIN_GRPC_TLS_CLIENT_CERT_FILE
+  value: /etc/twin/grpc-tls/tls.crt
+- name: TWIN_GRPC_TLS_CLIENT_KEY_FILE
+  value: /etc/twin/grpc-tls/tls.key
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "twin.grpcTlsMounts" -}}
+{{- if .Values.grpc.tls.enabled }}
+- name: grpc-tls
+  mountPath: /etc/twin/grpc-tls
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* (dict "root" $ "client" true): the client certificate for the test pod. */}}
+{{- define "twin.grpcTlsVolumes" -}}
+{{- $tls := .root.Values.grpc.tls -}}
+{{- if $tls.enabled }}
+{{- $secret := required "grpc.tls.secretName is required with grpc.tls.enabled" $tls.secretName }}
+- name: grpc-tls
+  secret:
+    secretName: {{ ternary ($tls.clientSecretName | default $secret) $secret (and .client $tls.mutual) }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+
+{{/* Database ---------------------------------------------------------------------- */}}
+
+{{- define "twin.dbInRelease" -}}
+{{- if not (or .Values.externalDatabase.url .Values.externalDatabase.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "twin.dbSecretName" -}}
+{{- .Values.externalDatabase.existingSecret | default (include "twin.componentName" (dict "root" . "component" "database")) -}}
+{{- end -}}
+
+{{- define "twin.dbSecretKey" -}}
+{{- ternary .Values.externalDatabase.existingSecretKey "url" (ne .Values.externalDatabase.existingSecret "") -}}
+{{- end -}}
+
+{{- define "twin.dbEnv" -}}
+- name: TWIN_DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "twin.dbSecretName" . }}
+      key: {{ include "twin.dbSecretKey" . }}
+{{- end -}}
+
+{{/* A password kept across upgrades: the existing Secret's value, else the given value,
+     else a new random one. (dict "root" $ "secret" NAME "key" KEY "value" VALUE) */}}
+{{- define "twin.persistentPassword" -}}
+{{- $existing := lookup "v1" "Secret" .root.Release.Namespace .secret -}}
+{{- if .value -}}
+{{- .value -}}
+{{- else if and $existing (hasKey $existing.data .key) -}}
+{{- index $existing.data .key | b64dec -}}
+{{- else -}}
+{{- randAlphaNum 32 -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Common pieces of a twin pod ----------------------------------------------------- */}}
+
+{{- define "twin.commonEnv" -}}
+- name: TWIN_SITE
+  value: {{ .Values.site.id | quote }}
+- name: TWIN_SCENARIO
+  value: /etc/twin/site.yaml
+- name: TWIN_LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
+{{- with (include "twin.natsClientEnv" . | trim) }}
+{{ . }}
+{{- end }}
+{{- end -}}
+
+{{- define "twin.siteChecksum" -}}
+{{- include "twin.siteScenario" . | sha256sum -}}
+{{- end -}}
+
+{{- define "twin.siteScenario" -}}
+{{- .Values.site.scenario | default (.Files.Get "files/fairwater-wi.yaml") -}}
+{{- end -}}

@@ -1,0 +1,542 @@
+"""The Helm chart (charts/ai-factory-twin): lint, render a matrix of values, validate every
+object against the Kubernetes 1.35 schemas, and check what the deployment relies on —
+the restricted security context, resources, probes, hooks, TLS and auth wiring, GPU,
+NetworkPolicies and the values schema."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from helm_binary import Helm, helm_fixture  # noqa: F401 (the session fixture `helm`)
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "charts" / "ai-factory-twin"
+KUBERNETES_VERSION = "1.35.0"  # kubernetes_validate's schema set for Kubernetes 1.35
+RELEASE = "twin"
+NAMESPACE = "factory"
+PREFIX = f"{RELEASE}-ai-factory-twin"
+SERVICES = ("compute", "cooling", "power", "energy", "twin", "historian")
+DB_CLIENTS = ("twin", "historian")
+UID = 10001
+NKEY = "U" + "A" * 55  # the shape of a public user nkey (the schema checks it)
+
+pytestmark = pytest.mark.xdist_group("helm")
+
+# Values of each rendering: the defaults and the deployments the chart is meant for.
+CASES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "external": {
+        "externalNats": {"url": "nats://nats.shared.svc:4222"},
+        "externalDatabase": {"existingSecret": "history-db", "existingSecretKey": "dsn"},
+    },
+    "external-url": {
+        "externalNats": {"url": "tls://a.example:4222,tls://b.example:4222"},
+        "externalDatabase": {"url": "postgresql://twin:pw@db.example:5432/twin"},
+        "nats": {"tls": {"enabled": True, "secretName": "nats-ca"}},
+    },
+    "tls": {
+        "grpc": {"tls": {"enabled": True, "secretName": "twin-grpc", "mutual": True}},
+        "nats": {
+            "tls": {"enabled": True, "secretName": "twin-nats", "mutual": True},
+            "auth": {"type": "user"},
+        },
+    },
+    "gpu": {"whatif": {"gpu": {"enabled": True, "nodeSelector": {"gpu": "h100"}}}},
+    "no-netpol": {"networkPolicy": {"enabled": False}},
+    "cluster": {
+        "nats": {"cluster": {"enabled": True}, "tls": {"enabled": True, "secretName": "nats"}},
+        "networkPolicy": {
+            "probeCIDRs": ["10.0.0.0/16"],
+            "grpcClients": [{"namespaceSelector": {"matchLabels": {"team": "ops"}}}],
+        },
+    },
+    "nkey": {
+        "nats": {"auth": {"type": "nkey", "nkey": {"publicKey": NKEY, "existingSecret": "nk"}}}
+    },
+    "dev": {"dev": {"writableApp": True}},
+}
+
+
+def render(helm: Helm, tmp: Path, values: dict[str, Any], *extra: str) -> list[dict[str, Any]]:
+    path = tmp / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    result = helm.run(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(path), *extra
+    )
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
+    """Every case rendered once (helm is the slow part)."""
+    tmp = tmp_path_factory.mktemp("chart")
+    return {name: render(helm, tmp, values) for name, values in CASES.items()}
+
+
+def objects(docs: list[dict], kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def one(docs: list[dict], kind: str, name: str) -> dict:
+    found = objects(docs, kind)
+    assert name in found, f"no {kind} {name}; have {sorted(found)}"
+    return found[name]
+
+
+def pod_specs(docs: list[dict]) -> Iterator[tuple[str, dict]]:
+    """(kind/name, pod spec) of every workload: Deployments, StatefulSets, Jobs, Pods."""
+    for doc in docs:
+        if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
+            yield f"{doc['kind']}/{doc['metadata']['name']}", doc["spec"]["template"]["spec"]
+        elif doc["kind"] == "Pod":
+            yield f"Pod/{doc['metadata']['name']}", doc["spec"]
+
+
+def env_of(container: dict) -> dict[str, dict]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def deployment(docs: list[dict], service: str) -> dict:
+    return one(docs, "Deployment", f"{PREFIX}-{service}")
+
+
+def container(workload: dict) -> dict:
+    return workload["spec"]["template"]["spec"]["containers"][0]
+
+
+def nats_conf(docs: list[dict]) -> str:
+    return one(docs, "ConfigMap", f"{PREFIX}-nats")["data"]["nats.conf"]
+
+
+# -- lint, render, validate ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_lint_strict(helm: Helm, tmp_path: Path, case: str) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(CASES[case]))
+    result = helm.run("lint", "--strict", str(CHART), "-f", str(values))
+    assert "0 chart(s) failed" in result.stdout
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_object_is_valid_kubernetes_1_35(rendered: dict, case: str) -> None:
+    docs = rendered[case]
+    assert len(docs) > 10
+    for doc in docs:
+        # strict: unknown fields are errors too (a misplaced key is never ignored).
+        version = kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        assert version == "1.35", (doc["kind"], version)
+
+
+def test_validation_is_strict() -> None:
+    """The validator does reject a field Kubernetes does not know (the check above has teeth)."""
+    doc = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "dat": {}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+# -- security and resources ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_every_container_is_restricted_and_has_resources(rendered: dict, case: str) -> None:
+    specs = list(pod_specs(rendered[case]))
+    assert len(specs) >= 8
+    for where, spec in specs:
+        assert spec["automountServiceAccountToken"] is False, where
+        pod = spec["securityContext"]
+        assert pod["runAsNonRoot"] is True, where
+        assert pod["seccompProfile"] == {"type": "RuntimeDefault"}, where
+        tmp_mounted = False
+        for c in spec["containers"] + spec.get("initContainers", []):
+            label = f"{where}/{c['name']}"
+            sc = c["securityContext"]
+            assert sc["runAsNonRoot"] is True, label
+            assert isinstance(sc["runAsUser"], int) and sc["runAsUser"] > 0, label
+            assert sc["readOnlyRootFilesystem"] is True, label
+            assert sc["allowPrivilegeEscalation"] is False, label
+            assert sc["capabilities"] == {"drop": ["ALL"]}, label
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, label
+            for side in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(c["resources"][side]), f"{label} {side}"
+            tmp_mounted |= any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", []))
+        # The root filesystem is read-only: /tmp is the writable scratch space.
+        assert tmp_mounted, f"{where}: no /tmp volume"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_service_accounts_without_token_or_rbac(rendered: dict, case: str) -> None:
+    docs = rendered[case]
+    accounts = objects(docs, "ServiceAccount")
+    for name, account in accounts.items():
+        assert account["automountServiceAccountToken"] is False, name
+    for _, spec in pod_specs(docs):
+        if "serviceAccountName" in spec:
+            assert spec["serviceAccountName"] in accounts
+    kinds = {d["kind"] for d in docs}
+    assert not kinds & {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}
+
+
+# -- the services ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_service_deployments(rendered: dict, case: str) -> None:
+    docs = rendered[case]
+    assert len(objects(docs, "Deployment")) == len(SERVICES)
+    for name in SERVICES:
+        dep = deployment(docs, name)
+        assert dep["spec"]["replicas"] == 1
+        assert dep["spec"]["strategy"] == {"type": "Recreate"}  # never two nodes at once
+        c = container(dep)
+        assert c["args"] == [name]  # the image's ENTRYPOINT is `twin serve`
+        env = env_of(c)
+        assert env["TWIN_GRPC_ADDRESS"]["value"] == "0.0.0.0:50051"
+        assert env["TWIN_HEALTH_ADDRESS"]["value"] == "0.0.0.0:8081"
+        assert env["TWIN_SITE"]["value"] == "fairwater-wi"
+        assert env["TWIN_SCENARIO"]["value"] == "/etc/twin/site.yaml"
+        assert env["TWIN_NATS_URL"]["value"]
+        assert ("TWIN_DATABASE_URL" in env) == (name in DB_CLIENTS), name
+        if name in DB_CLIENTS:
+            assert "secretKeyRef" in env["TWIN_DATABASE_URL"]["valueFrom"]
+        mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+        assert mounts["/etc/twin/site.yaml"]["subPath"] == "site.yaml"
+        svc = one(docs, "Service", f"{PREFIX}-{name}")
+        assert svc["spec"]["type"] == "ClusterIP"
+        ports = {p["name"]: p for p in svc["spec"]["ports"]}
+        assert ports["grpc"]["port"] == 50051
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_grpc_probes_on_the_health_port(rendered: dict, case: str) -> None:
+    for name in SERVICES:
+        c = container(deployment(rendered[case], name))
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert ports == {"grpc": 50051, "health": 8081}, name
+        for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+            # Kubelet gRPC probes speak plaintext only: always the health port.
+            assert c[probe]["grpc"]["port"] == ports["health"], (name, probe)
+
+
+def test_site_file_is_the_fairwater_scenario(rendered: dict) -> None:
+    bundled = (CHART / "files" / "fairwater-wi.yaml").read_text()
+    assert bundled == (ROOT / "scenarios" / "fairwater-wi.yaml").read_text(), (
+        "charts/ai-factory-twin/files/fairwater-wi.yaml is stale: copy scenarios/fairwater-wi.yaml"
+    )
+    site = one(rendered["defaults"], "ConfigMap", f"{PREFIX}-site")["data"]["site.yaml"]
+    assert yaml.safe_load(site) == yaml.safe_load(bundled)
+
+
+def test_inline_site_scenario(helm: Helm, tmp_path: Path) -> None:
+    text = (ROOT / "scenarios" / "narvik-no.yaml").read_text()
+    docs = render(helm, tmp_path, {"site": {"id": "narvik-no", "scenario": text}})
+    site = one(docs, "ConfigMap", f"{PREFIX}-site")["data"]["site.yaml"]
+    assert yaml.safe_load(site) == yaml.safe_load(text)
+    assert env_of(container(deployment(docs, "power")))["TWIN_SITE"]["value"] == "narvik-no"
+
+
+# -- NATS and the database ------------------------------------------------------------------
+
+
+def test_nats_in_release(rendered: dict) -> None:
+    docs = rendered["defaults"]
+    sts = one(docs, "StatefulSet", f"{PREFIX}-nats")
+    assert sts["spec"]["replicas"] == 1
+    c = container(sts)
+    assert c["image"] == "nats:2.11-alpine"
+    assert c["args"][-3:] == ["-js", "-sd", "/data"]
+    assert sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
+    headless = one(docs, "Service", f"{PREFIX}-nats-headless")
+    assert headless["spec"]["clusterIP"] == "None"
+    url = env_of(container(deployment(docs, "compute")))["TWIN_NATS_URL"]["value"]
+    assert url == f"nats://{PREFIX}-nats:4222"
+    assert "cluster {" not in nats_conf(docs)
+    assert not objects(docs, "PodDisruptionBudget")  # singletons: see services.yaml
+
+
+def test_nats_cluster(rendered: dict) -> None:
+    docs = rendered["cluster"]
+    sts = one(docs, "StatefulSet", f"{PREFIX}-nats")
+    assert sts["spec"]["replicas"] == 3
+    conf = nats_conf(docs)
+    for i in range(3):
+        route = f"tls://{PREFIX}-nats-{i}.{PREFIX}-nats-headless.{NAMESPACE}.svc:6222"
+        assert route in conf
+    assert "server_name: $POD_NAME" in conf  # unique names: JetStream clustering needs them
+    pdb = one(docs, "PodDisruptionBudget", f"{PREFIX}-nats")
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_timescaledb_in_release(rendered: dict) -> None:
+    docs = rendered["defaults"]
+    sts = one(docs, "StatefulSet", f"{PREFIX}-timescaledb")
+    c = container(sts)
+    assert c["image"].startswith("timescale/timescaledb-ha:")
+    assert c["env"][2]["valueFrom"]["secretKeyRef"] == {
+        "name": f"{PREFIX}-database",
+        "key": "password",
+    }
+    assert sts["spec"]["volumeClaimTemplates"]
+    secret = one(docs, "Secret", f"{PREFIX}-database")
+    assert set(secret["data"]) == {"password", "url"}
+
+
+def test_external_nats_and_database(rendered: dict) -> None:
+    docs = rendered["external"]
+    assert not objects(docs, "StatefulSet")
+    assert f"{PREFIX}-database" not in objects(docs, "Secret")
+    for name in SERVICES:
+        env = env_of(container(deployment(docs, name)))
+        assert env["TWIN_NATS_URL"]["value"] == "nats://nats.shared.svc:4222"
+        if name in DB_CLIENTS:
+            ref = env["TWIN_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+            assert ref == {"name": "history-db", "key": "dsn"}
+    job = one(docs, "Job", f"{PREFIX}-migrate")
+    ref = env_of(container(job))["TWIN_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "history-db", "key": "dsn"}
+    # No policy for pods that are not there.
+    assert set(objects(docs, "NetworkPolicy")) == {f"{PREFIX}-default-deny", f"{PREFIX}-grpc"}
+
+
+def test_external_database_url_in_a_chart_secret(rendered: dict) -> None:
+    docs = rendered["external-url"]
+    secret = one(docs, "Secret", f"{PREFIX}-database")
+    assert set(secret["data"]) == {"url"}
+    env = env_of(container(deployment(docs, "historian")))
+    assert env["TWIN_NATS_URL"]["value"] == "tls://a.example:4222,tls://b.example:4222"
+    assert env["TWIN_NATS_TLS_CA_FILE"]["value"] == "/etc/twin/nats-tls/ca.crt"
+
+
+# -- hooks -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_migration_hook_job(rendered: dict, case: str) -> None:
+    job = one(rendered[case], "Job", f"{PREFIX}-migrate")
+    notes = job["metadata"]["annotations"]
+    # After install (the database is created with the release), before every upgrade.
+    assert notes["helm.sh/hook"] == "post-install,pre-upgrade"
+    assert "helm.sh/hook-weight" in notes
+    assert "before-hook-creation" in notes["helm.sh/hook-delete-policy"]
+    c = container(job)
+    assert c["command"] == ["twin", "db", "migrate"]  # reads TWIN_DATABASE_URL
+    assert "secretKeyRef" in env_of(c)["TWIN_DATABASE_URL"]["valueFrom"]
+    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_helm_test_pod(rendered: dict, case: str) -> None:
+    pod = one(rendered[case], "Pod", f"{PREFIX}-test")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    c = pod["spec"]["containers"][0]
+    script = c["command"][-1]
+    for name in SERVICES:
+        # The API port: TLS when grpc.tls is on (the health port is for the kubelet).
+        assert f"{PREFIX}-{name}:50051" in script
+    assert (
+        f"twin whatif /etc/twin/site.yaml --server {PREFIX}-twin:50051 --duration 1h "
+        "--dt 10s --vary cooling.supply_c=30:34:2 --out /tmp/study"
+    ) in script
+    assert pod["metadata"]["labels"]["ai-factory-twin.io/grpc-client"] == "true"
+
+
+def test_migration_hook_can_be_disabled(helm: Helm, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"migration": {"enabled": False}})
+    assert not objects(docs, "Job")
+
+
+# -- GPU, TLS, auth, network policy ----------------------------------------------------------
+
+
+def test_gpu_what_if(rendered: dict) -> None:
+    docs = rendered["gpu"]
+    twin = deployment(docs, "twin")
+    c = container(twin)
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert c["image"] == "ai-factory-twin:0.1.0-cuda"
+    spec = twin["spec"]["template"]["spec"]
+    assert spec["nodeSelector"] == {"gpu": "h100"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec[
+        "tolerations"
+    ]
+    for name in SERVICES:
+        if name != "twin":
+            other = container(deployment(docs, name))
+            assert "nvidia.com/gpu" not in other["resources"]["limits"]
+            assert other["image"] == "ai-factory-twin:0.1.0"
+    plain = container(deployment(rendered["defaults"], "twin"))
+    assert "nvidia.com/gpu" not in plain["resources"]["limits"]
+
+
+def test_gpu_image_tag_override(helm: Helm, tmp_path: Path) -> None:
+    values = {"image": {"tag": "abc"}, "whatif": {"gpu": {"enabled": True, "tag": "abc"}}}
+    docs = render(helm, tmp_path, values)
+    assert container(deployment(docs, "twin"))["image"] == "ai-factory-twin:abc"
+
+
+def test_tls_wiring(rendered: dict) -> None:
+    docs = rendered["tls"]
+    for name in SERVICES:
+        c = container(deployment(docs, name))
+        env = env_of(c)
+        assert env["TWIN_NATS_URL"]["value"] == f"tls://{PREFIX}-nats:4222"
+        assert env["TWIN_GRPC_TLS_CERT_FILE"]["value"] == "/etc/twin/grpc-tls/tls.crt"
+        assert env["TWIN_GRPC_TLS_KEY_FILE"]["value"] == "/etc/twin/grpc-tls/tls.key"
+        assert env["TWIN_GRPC_TLS_CLIENT_CA_FILE"]["value"] == "/etc/twin/grpc-tls/ca.crt"
+        assert env["TWIN_NATS_TLS_CA_FILE"]["value"] == "/etc/twin/nats-tls/ca.crt"
+        assert env["TWIN_NATS_TLS_CERT_FILE"]["value"] == "/etc/twin/nats-tls/tls.crt"
+        assert env["TWIN_NATS_TLS_KEY_FILE"]["value"] == "/etc/twin/nats-tls/tls.key"
+        assert env["TWIN_NATS_USER"]["value"] == "twin"
+        assert "secretKeyRef" in env["TWIN_NATS_PASSWORD"]["valueFrom"]
+        mounts = {m["mountPath"] for m in c["volumeMounts"]}
+        assert {"/etc/twin/grpc-tls", "/etc/twin/nats-tls"} <= mounts
+        volumes = {
+            v["name"]: v for v in deployment(docs, name)["spec"]["template"]["spec"]["volumes"]
+        }
+        assert volumes["grpc-tls"]["secret"]["secretName"] == "twin-grpc"
+        assert volumes["nats-tls"]["secret"]["secretName"] == "twin-nats"
+    pod = one(docs, "Pod", f"{PREFIX}-test")
+    env = env_of(pod["spec"]["containers"][0])
+    assert env["TWIN_GRPC_TLS_CA_FILE"]["value"] == "/etc/twin/grpc-tls/ca.crt"
+    assert env["TWIN_GRPC_TLS_CLIENT_CERT_FILE"]["value"] == "/etc/twin/grpc-tls/tls.crt"
+    assert env["TWIN_GRPC_TLS_CLIENT_KEY_FILE"]["value"] == "/etc/twin/grpc-tls/tls.key"
+    conf = nats_conf(docs)
+    assert "ca_file: /etc/nats/tls/ca.crt" in conf and "verify: true" in conf
+    assert "password: $TWIN_NATS_PASSWORD" in conf
+    assert objects(docs, "Secret")[f"{PREFIX}-nats-auth"]["data"]["password"]
+    # Without TLS nothing of it is rendered.
+    plain = env_of(container(deployment(rendered["defaults"], "twin")))
+    assert not [k for k in plain if "TLS" in k or k.startswith("TWIN_NATS_USER")]
+
+
+def test_nkey_auth(rendered: dict) -> None:
+    docs = rendered["nkey"]
+    for name in SERVICES:
+        dep = deployment(docs, name)
+        env = env_of(container(dep))
+        assert env["TWIN_NATS_NKEY_SEED_FILE"]["value"] == "/etc/twin/nats-nkey/seed"
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["nats-nkey"]["secret"]["secretName"] == "nk"
+        assert volumes["nats-nkey"]["secret"]["items"] == [{"key": "seed", "path": "seed"}]
+    assert f"{{ nkey: {NKEY} }}" in nats_conf(docs)
+
+
+def test_nkey_auth_needs_its_secret(helm: Helm, tmp_path: Path) -> None:
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump({"nats": {"auth": {"type": "nkey"}}}))
+    result = helm.run("template", RELEASE, str(CHART), "-f", str(tmp_path / "v.yaml"), check=False)
+    assert result.returncode != 0
+    assert "nats.auth.nkey" in result.stderr
+
+
+def test_network_policies(rendered: dict) -> None:
+    docs = rendered["defaults"]
+    policies = objects(docs, "NetworkPolicy")
+    deny = policies[f"{PREFIX}-default-deny"]["spec"]
+    assert deny["policyTypes"] == ["Ingress"] and "ingress" not in deny
+    nats = policies[f"{PREFIX}-nats"]["spec"]["ingress"]
+    assert nats[0]["ports"] == [{"port": 4222, "protocol": "TCP"}]
+    db = policies[f"{PREFIX}-timescaledb"]["spec"]["ingress"]
+    assert db[0]["ports"] == [{"port": 5432, "protocol": "TCP"}]
+    grpc = policies[f"{PREFIX}-grpc"]["spec"]["ingress"]
+    assert grpc[0]["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+    assert len(grpc) == 1  # no rule for the health port without probeCIDRs
+    for policy in policies.values():
+        for rule in policy["spec"].get("ingress", []):
+            assert rule.get("from"), policy["metadata"]["name"]  # never open to all
+    # The role labels the policies select on are on the pods that need them.
+    for name in SERVICES:
+        labels = deployment(docs, name)["spec"]["template"]["metadata"]["labels"]
+        assert labels["ai-factory-twin.io/nats-client"] == "true"
+        assert labels["ai-factory-twin.io/grpc-server"] == "true"
+        assert (labels.get("ai-factory-twin.io/database-client") == "true") == (name in DB_CLIENTS)
+    job = one(docs, "Job", f"{PREFIX}-migrate")
+    assert job["spec"]["template"]["metadata"]["labels"]["ai-factory-twin.io/database-client"]
+
+
+def test_network_policy_clients_and_probes(rendered: dict) -> None:
+    policies = objects(rendered["cluster"], "NetworkPolicy")
+    grpc = policies[f"{PREFIX}-grpc"]["spec"]["ingress"]
+    assert {"namespaceSelector": {"matchLabels": {"team": "ops"}}} in grpc[0]["from"]
+    assert grpc[1] == {
+        "ports": [{"port": "health", "protocol": "TCP"}],
+        "from": [{"ipBlock": {"cidr": "10.0.0.0/16"}}],
+    }
+    nats_ports = [r["ports"][0]["port"] for r in policies[f"{PREFIX}-nats"]["spec"]["ingress"]]
+    assert nats_ports == [4222, 6222, 8222]
+
+
+def test_dev_writable_app(rendered: dict) -> None:
+    for name in SERVICES:
+        spec = deployment(rendered["dev"], name)["spec"]["template"]["spec"]
+        (init,) = spec["initContainers"]
+        assert init["command"] == ["cp", "-R", "/app/.", "/work/app/"]
+        mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+        assert mounts["/app"] == "app"
+    assert (
+        "initContainers"
+        not in deployment(rendered["defaults"], "compute")["spec"]["template"]["spec"]
+    )
+
+
+def test_network_policies_off(rendered: dict) -> None:
+    assert not objects(rendered["no-netpol"], "NetworkPolicy")
+
+
+# -- values schema ---------------------------------------------------------------------------
+
+
+def test_schema_rejects_an_unknown_key(helm: Helm) -> None:
+    result = helm.run("template", RELEASE, str(CHART), "--set", "bogus=1", check=False)
+    assert result.returncode != 0
+    assert "bogus" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("setting", "field"),
+    [
+        ("grpc.port=not-a-port", "grpc/port"),
+        ("nats.auth.type=password", "nats/auth/type"),
+        ("nats.cluster.replicas=2", "nats/cluster/replicas"),
+        ("services.compute.resources.limits=null", "services/compute/resources"),
+    ],
+)
+def test_schema_rejects_a_bad_value(helm: Helm, setting: str, field: str) -> None:
+    result = helm.run("template", RELEASE, str(CHART), "--set", setting, check=False)
+    assert result.returncode != 0, setting
+    assert field in result.stderr, result.stderr
+
+
+# Free-form maps (label and annotation maps, extra environment) are the only objects
+# whose keys the schema cannot list.
+MAPS = {"nodeSelector", "extraEnv", "matchLabels", "annotations", "podAnnotations", "podLabels"}
+
+
+def test_schema_is_closed_at_every_level() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+
+    def walk(node: dict, path: str) -> Iterator[tuple[str, dict]]:
+        yield path, node
+        for key, child in node.get("properties", {}).items():
+            yield from walk(child, f"{path}.{key}")
+        if isinstance(node.get("items"), dict):
+            yield from walk(node["items"], f"{path}[]")
+
+    for path, node in walk(schema, "$"):
+        if "object" not in node.get("type", ()):
+            continue
+        name = path.rsplit(".", 1)[-1]
+        if name in MAPS:
+            assert node["additionalProperties"] == {"type": "string"}, path
+        else:
+            assert node.get("additionalProperties") is False, path
+    # Every default value is described by the schema (helm lint checks the types).
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) == set(schema["properties"])
