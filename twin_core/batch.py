@@ -71,17 +71,31 @@ def _shard(tree, size: int):
     return jax.tree.map(place, tree)
 
 
+def _segment(n_records: int, segments: int) -> int:
+    """Records per compiled call: the largest divisor of ``n_records`` giving at most
+    ``segments`` calls, so every call has one size and one compilation."""
+    want = max(1, min(segments, n_records))
+    return next(n_records // k for k in range(want, 0, -1) if n_records % k == 0)
+
+
 def run_batch(
     params: Sequence[Params],
     n_records: int,
     every: int,
     chunk: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[float], None] | None = None,
+    segments: int = 1,
 ) -> tuple[list[TwinState], np.ndarray, np.ndarray]:
     """Advance every variant; returns final states and (variants, records, series) means and
-    maxes. The last chunk is padded by repeating a variant so one compilation serves all."""
+    maxes. The last chunk is padded by repeating a variant so one compilation serves all.
+
+    ``progress(variants)`` reports the variants completed so far (fractional while a chunk
+    is part-way, when its records are advanced in ``segments`` calls)."""
     chunk = max(1, min(chunk or default_chunk(), len(params)))
+    devices = jax.device_count()
+    chunk = -(-chunk // devices) * devices  # a whole number of variants on every device
     init, run = _compiled(chunk)
+    size = _segment(n_records, segments)
     finals: list[TwinState] = []
     means, maxes = [], []
     for start in range(0, len(params), chunk):
@@ -89,13 +103,17 @@ def run_batch(
         real = len(part)
         part += [part[-1]] * (chunk - real)
         p = _shard(stack_params(part), chunk)
-        final, (mean, peak) = run(p, init(p), n_records, every)
+        state, mean_parts, peak_parts = init(p), [], []
+        for done in range(size, n_records + 1, size):
+            state, (mean, peak) = run(p, state, size, every)
+            mean_parts.append(np.asarray(mean))
+            peak_parts.append(np.asarray(peak))
+            if progress:
+                progress(start + real * done / n_records)
         # records come out (record, variant, series): put variants first
-        means.append(np.swapaxes(np.asarray(mean), 0, 1)[:real])
-        maxes.append(np.swapaxes(np.asarray(peak), 0, 1)[:real])
-        finals += [jax.tree.map(lambda x, i=i: x[i] if x.ndim else x, final) for i in range(real)]
-        if progress:
-            progress(real)
+        means.append(np.swapaxes(np.concatenate(mean_parts), 0, 1)[:real])
+        maxes.append(np.swapaxes(np.concatenate(peak_parts), 0, 1)[:real])
+        finals += [jax.tree.map(lambda x, i=i: x[i] if x.ndim else x, state) for i in range(real)]
     return finals, np.concatenate(means), np.concatenate(maxes)
 
 
@@ -109,6 +127,13 @@ def batch_params(
 ) -> list[Params]:
     """Params of every variant (dotted-path overrides), padded to one layout."""
     sites = [with_overrides(site, v) for v in variants]
+    return sites_params(sites, horizon_s, dt, granularity, dtype)
+
+
+def sites_params(
+    sites: Sequence[Site], horizon_s: float, dt: float, granularity: Granularity, dtype
+) -> list[Params]:
+    """Params of whole sites, padded to one layout (masks hide the padding)."""
     lay: Layout = layout_of(sites[0], granularity)
     for s in sites[1:]:
         lay = lay.union(layout_of(s, granularity))
@@ -124,12 +149,28 @@ def simulate_batch(
     granularity: Granularity = "rack",
     dtype=jnp.float32,
     chunk: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> list[Result]:
     """All ``variants`` (each a dict of dotted-path overrides) in vmapped rollouts."""
+    sites = [with_overrides(site, v) for v in variants]
+    return simulate_sites(sites, horizon_s, dt, record_s, granularity, dtype, chunk, progress)
+
+
+def simulate_sites(
+    sites: Sequence[Site],
+    horizon_s: float,
+    dt: float = 1.0,
+    record_s: float | None = None,
+    granularity: Granularity = "rack",
+    dtype=jnp.float32,
+    chunk: int | None = None,
+    progress: Callable[[float], None] | None = None,
+    segments: int = 1,
+) -> list[Result]:
+    """Whole sites (validated variants) in vmapped rollouts."""
     n_records, every = plan(horizon_s, dt, record_s)
-    params = batch_params(site, variants, horizon_s, dt, granularity, dtype)
-    finals, means, maxes = run_batch(params, n_records, every, chunk, progress)
+    params = sites_params(sites, horizon_s, dt, granularity, dtype)
+    finals, means, maxes = run_batch(params, n_records, every, chunk, progress, segments)
     results = []
     for final, mean, peak in zip(finals, means, maxes, strict=True):
         m, x = _unpack(mean, peak)

@@ -59,6 +59,7 @@ class EnergyOutputs:
     generation_w: jnp.ndarray
     soc: jnp.ndarray
     supply_limit_w: jnp.ndarray
+    grid_ramp_w_per_s: jnp.ndarray  # what the utility sees, after the battery
     cost_usd_per_s: jnp.ndarray
     emissions_t_per_s: jnp.ndarray
     market_emissions_t_per_s: jnp.ndarray
@@ -144,6 +145,7 @@ def step(p: EnergyParams, s: EnergyState, x: EnergyInputs, dt: float, steps_per_
         generation_w=gen,
         soc=battery_j / jnp.maximum(cap_j, 1.0),
         supply_limit_w=supply_limit,
+        grid_ramp_w_per_s=jnp.abs(grid - s.grid_w) / dt,
         cost_usd_per_s=grid * price_per_j + gen * p.gen_usd_per_mwh / 3.6e9,
         emissions_t_per_s=grid * tonnes_per_j + gen * p.gen_t_per_mwh / 3.6e9,
         market_emissions_t_per_s=jnp.maximum(grid - x.ppa_w, 0.0) * tonnes_per_j

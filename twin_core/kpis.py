@@ -25,6 +25,7 @@ KPI_UNITS: dict[str, str] = {
     "market_emissions_tco2": "t",
     "cfe_score": "",
     "max_ramp_mw_per_s": "MW/s",
+    "max_grid_ramp_mw_per_s": "MW/s",
     "meter_band_rms_mw": "MW",
     "energy_balance_rel_error": "",
     "delivered_eflop": "EFLOP",
@@ -65,19 +66,13 @@ def kpi_table(means, maxes, final, record_s: float) -> dict:
         "market_emissions_tco2": energy("market_emissions_t_per_h"),
         "cfe_score": cfe,
         "max_ramp_mw_per_s": jnp.max(maxes["ramp_mw_per_s"]),
+        "max_grid_ramp_mw_per_s": jnp.max(maxes["grid_ramp_mw_per_s"]),
         "meter_band_rms_mw": jnp.sqrt(jnp.mean(means["meter_band_mw"] ** 2)),
         # Residual energy (W x s summed over records) relative to the facility energy.
         "energy_balance_rel_error": residual * record_s / jnp.maximum(facility * 3.6e9, 1.0),
         "delivered_eflop": jnp.sum(means["delivered_pflops"]) * record_s / 1000.0,
         "min_cap_fraction": jnp.min(means["cap_fraction"]),
     }
-
-
-def kpi_jax(name: str, means, maxes, final, record_s: float):
-    table = kpi_table(means, maxes, final, record_s)
-    if name not in table:
-        raise ValueError(f"kpi: unknown KPI {name!r} (choose from {', '.join(KPI_UNITS)})")
-    return table[name]
 
 
 def summarize(means, maxes, final, record_s: float) -> dict[str, float]:

@@ -64,6 +64,7 @@ SERIES: tuple[str, ...] = (
     "market_emissions_t_per_h",
     "water_m3_per_h",
     "ramp_mw_per_s",
+    "grid_ramp_mw_per_s",
     "meter_band_mw",
     "supply_limit_mw",
     "residual_compute_w",
@@ -118,6 +119,7 @@ def site_series(p: Params, o: StepOutputs) -> jnp.ndarray:
         "market_emissions_t_per_h": en.market_emissions_t_per_s * 3600.0,
         "water_m3_per_h": cl.water_m3_per_s * 3600.0,
         "ramp_mw_per_s": pw.ramp_w_per_s * mw,
+        "grid_ramp_mw_per_s": en.grid_ramp_w_per_s * mw,
         "meter_band_mw": jnp.abs(pw.band_w) * mw,
         "supply_limit_mw": jnp.minimum(pw.limit_w, 1e12) * mw,
         "residual_compute_w": jnp.abs(cm.residual_w),
@@ -271,6 +273,39 @@ def get_param(p: Params, path: str):
     return node
 
 
+def kpi_model(
+    site: Site,
+    wrt: Sequence[str],
+    horizon_s: float,
+    dt: float = 1.0,
+    record_s: float | None = None,
+    granularity: Granularity = "rack",
+    dtype=jnp.float32,
+) -> tuple[Callable[[dict], dict], dict]:
+    """``(f, x0)``: ``f(x)`` runs the whole rollout with the continuous site fields ``x``
+    (``TUNABLE`` paths, site units) and returns every KPI as a traceable scalar; ``x0``
+    holds the site's own values. Differentiate ``f`` with ``jax.grad``/``jax.jacrev``."""
+    unknown = [w for w in wrt if w not in TUNABLE]
+    if unknown:
+        raise ValueError(
+            f"wrt: {unknown[0]!r} is not differentiable (choose from {sorted(TUNABLE)})"
+        )
+    n_records, every = plan(horizon_s, dt, record_s)
+    p = build_params(site, horizon_s, dt, granularity, dtype)
+    x0 = {w: get_param(p, TUNABLE[w][0]) / TUNABLE[w][1] for w in wrt}
+
+    def kpis(x: dict) -> dict:
+        q = p
+        for w, v in x.items():
+            q = set_param(q, TUNABLE[w][0], v * TUNABLE[w][1])
+        s0 = init_state(q)
+        final, (means, maxes) = _run(q, s0, n_records, every)
+        m, mx = _unpack(means, maxes)
+        return kpi_mod.kpi_table(m, mx, final, every * dt)
+
+    return kpis, x0
+
+
 def kpi_value_and_grad(
     site: Site,
     kpi: str,
@@ -283,23 +318,8 @@ def kpi_value_and_grad(
 ) -> tuple[float, dict[str, float]]:
     """A KPI and its gradient with respect to continuous site fields (``TUNABLE``), per
     site unit, by reverse-mode differentiation through the whole rollout."""
-    unknown = [w for w in wrt if w not in TUNABLE]
-    if unknown:
-        raise ValueError(
-            f"wrt: {unknown[0]!r} is not differentiable (choose from {sorted(TUNABLE)})"
-        )
-    n_records, every = plan(horizon_s, dt, record_s)
-    p = build_params(site, horizon_s, dt, granularity, dtype)
-    x0 = {w: get_param(p, TUNABLE[w][0]) / TUNABLE[w][1] for w in wrt}
-
-    def objective(x):
-        q = p
-        for w, v in x.items():
-            q = set_param(q, TUNABLE[w][0], v * TUNABLE[w][1])
-        s0 = init_state(q)
-        final, (means, maxes) = _run(q, s0, n_records, every)
-        m, mx = _unpack(means, maxes)
-        return kpi_mod.kpi_jax(kpi, m, mx, final, every * dt)
-
-    value, grads = jax.jit(jax.value_and_grad(objective))(x0)
+    if kpi not in kpi_mod.KPI_UNITS:
+        raise ValueError(f"kpi: unknown KPI {kpi!r} (choose from {', '.join(kpi_mod.KPI_UNITS)})")
+    kpis, x0 = kpi_model(site, wrt, horizon_s, dt, record_s, granularity, dtype)
+    value, grads = jax.jit(jax.value_and_grad(lambda x: kpis(x)[kpi]))(x0)
     return float(value), {w: float(g) for w, g in grads.items()}

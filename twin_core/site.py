@@ -443,9 +443,10 @@ class Site(Strict):
 # --------------------------------------------------------------------------- loading
 
 
-def _format_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line: the dotted path of the first problem (after ``prefix``) and what it is."""
     first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"])
+    path = prefix + ".".join(str(p) for p in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown field"
@@ -536,7 +537,7 @@ def build_site(
     try:
         site = Site.model_validate(doc)
     except ValidationError as err:
-        raise SiteError(_format_error(err)) from None
+        raise SiteError(format_validation_error(err)) from None
     site._base_dir = str(base_dir)
     return site
 

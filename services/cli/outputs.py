@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +29,29 @@ def timeseries_table(result: Result) -> pa.Table:
     return pa.table(columns)
 
 
-def write_run(out_dir: Path, summary: dict[str, Any], result: Result) -> None:
-    """Write the three artifacts into ``out_dir``; on any failure nothing is left behind."""
-    from services.cli.plots import overview_png
-
+def write_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:
+    """``write(staging)`` fills a fresh folder beside ``out_dir``; its files then replace
+    those of ``out_dir``. On any failure nothing is left behind."""
     out_dir = out_dir.resolve()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".twin-", dir=out_dir.parent))
     try:
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        table = timeseries_table(result)
-        pq.write_table(table, staging / "timeseries.parquet")
-        overview_png(table, summary, staging / "overview.png")
+        write(staging)
         out_dir.mkdir(exist_ok=True)
         for item in staging.iterdir():
             item.replace(out_dir / item.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_run(out_dir: Path, summary: dict[str, Any], result: Result) -> None:
+    """summary.json, timeseries.parquet and overview.png into ``out_dir``, atomically."""
+    from services.cli.plots import overview_png
+
+    def write(staging: Path) -> None:
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        table = timeseries_table(result)
+        pq.write_table(table, staging / "timeseries.parquet")
+        overview_png(table, summary, staging / "overview.png")
+
+    write_atomically(out_dir, write)

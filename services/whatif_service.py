@@ -1,0 +1,389 @@
+"""``twin.whatif.v1.WhatIfService`` on ``grpc.aio``, served by the twin service.
+
+Studies are validated completely before they are accepted (every variant's site is
+built), so a bad study is INVALID_ARGUMENT naming the field and never a failed run. The
+batched rollout runs in a worker thread, one study at a time (a second waits: two
+compilations of a large site would compete for the same cores and memory); progress
+crosses to the RPC's stream through the event loop. A client that disconnects does not
+stop its study: GetStudy finds it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import grpc
+import jax
+import yaml
+from grpc import aio
+
+from services.scenario import seeded_site, site_from_yaml
+from services.whatif_store import StudyStore
+from twin.whatif.v1 import whatif_pb2, whatif_pb2_grpc
+from twin_core.durations import parse_duration
+from twin_core.optimize import optimize, sensitivities
+from twin_core.site import Site, SiteError, build_site, parse_value, with_overrides
+from twin_core.study import (
+    APPEND,
+    Constraints,
+    StudyError,
+    StudySpec,
+    parse_spec,
+    parse_spec_yaml,
+    prepare,
+    run_study,
+)
+
+log = logging.getLogger(__name__)
+
+GRANULARITIES = {
+    whatif_pb2.GRANULARITY_UNSPECIFIED: "rack",
+    whatif_pb2.GRANULARITY_RACK: "rack",
+    whatif_pb2.GRANULARITY_GPU: "gpu",
+}
+OBJECTIVES = {
+    whatif_pb2.OBJECTIVE_UNSPECIFIED: "facility_energy_mwh",
+    whatif_pb2.OBJECTIVE_FACILITY_ENERGY: "facility_energy_mwh",
+    whatif_pb2.OBJECTIVE_COST: "cost_usd",
+    whatif_pb2.OBJECTIVE_EMISSIONS: "emissions_tco2",
+}
+MAX_LIST = 1000
+MAX_ITERATIONS = 500
+PROGRESS_SEGMENTS = 10  # progress messages per batch of variants
+
+
+class BadRequest(ValueError):
+    """Becomes INVALID_ARGUMENT; the message starts with the field."""
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def overrides_to_dict(items, field: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for i, item in enumerate(items):
+        if not item.path.strip():
+            raise BadRequest(f"{field}.{i}.path: empty")
+        try:
+            value = parse_value(item.value)
+        except SiteError as exc:
+            raise BadRequest(f"{field}.{i}.value: {exc}") from None
+        out[item.path.strip() + (APPEND if item.append else "")] = value
+    return out
+
+
+def constraints_to_dict(c: whatif_pb2.Constraints) -> dict[str, Any]:
+    out: dict[str, Any] = {"interconnect": not c.ignore_interconnect}
+    if c.HasField("max_gpu_temp_c"):
+        out["max_gpu_temp_c"] = c.max_gpu_temp_c
+    if c.HasField("max_ramp_mw_per_s"):
+        out["max_ramp_mw_per_s"] = c.max_ramp_mw_per_s
+    return out
+
+
+def spec_to_doc(spec: whatif_pb2.StudySpec) -> dict[str, Any]:
+    """A protobuf study as the study document the YAML form gives."""
+    doc: dict[str, Any] = {}
+    if spec.name:
+        doc["name"] = spec.name
+    which = spec.scenario.WhichOneof("source")
+    if which == "name":
+        doc["scenario"] = spec.scenario.name
+    elif which == "yaml":
+        try:
+            doc["site"] = yaml.safe_load(spec.scenario.yaml)
+        except yaml.YAMLError as exc:
+            raise BadRequest(f"spec.scenario.yaml: invalid YAML ({exc})") from None
+        if not isinstance(doc["site"], dict):
+            raise BadRequest("spec.scenario.yaml: must be a site document (a mapping)")
+    for key in ("duration", "dt", "record_every", "series_every"):
+        if getattr(spec, key):
+            doc[key] = getattr(spec, key)
+    doc["granularity"] = GRANULARITIES.get(spec.granularity)
+    if doc["granularity"] is None:
+        raise BadRequest(f"spec.granularity: unknown value {spec.granularity}")
+    doc["base"] = overrides_to_dict(spec.base, "spec.base")
+    vary: dict[str, Any] = {}
+    for i, axis in enumerate(spec.vary):
+        if not axis.path.strip():
+            raise BadRequest(f"spec.vary.{i}.path: empty")
+        if bool(axis.values) == bool(axis.range):
+            raise BadRequest(f"spec.vary.{i}: give values or range (one of them)")
+        try:
+            vary[axis.path.strip()] = [parse_value(v) for v in axis.values] or axis.range
+        except SiteError as exc:
+            raise BadRequest(f"spec.vary.{i}.values: {exc}") from None
+    doc["vary"] = vary
+    doc["variants"] = [
+        {"name": v.name, "set": overrides_to_dict(v.overrides, f"spec.variants.{i}.overrides")}
+        for i, v in enumerate(spec.variants)
+    ]
+    doc["constraints"] = constraints_to_dict(spec.constraints)
+    doc["series"] = list(spec.series)
+    doc["precision"] = "float64" if spec.float64 else "float32"
+    return doc
+
+
+def base_site(spec: StudySpec, field: str) -> Site:
+    """The study's base site: a seeded scenario by name or an inline site document (the
+    service never opens paths a client names)."""
+    if spec.site is not None and spec.scenario is not None:
+        raise BadRequest(f"{field}: give a scenario name or a site, not both")
+    if spec.site is not None:
+        return build_site(spec.site)
+    if spec.scenario is not None:
+        return seeded_site(spec.scenario, f"{field}.name" if field.endswith("scenario") else field)
+    raise BadRequest(f"{field}: give a seeded scenario name or a site document")
+
+
+def study_from_request(request: whatif_pb2.RunStudyRequest) -> tuple[StudySpec, str]:
+    which = request.WhichOneof("study")
+    if which == "spec":
+        return parse_spec(spec_to_doc(request.spec), "spec", "spec."), "spec.scenario"
+    if which == "study_yaml":
+        return parse_spec_yaml(request.study_yaml), "study_yaml.scenario"
+    raise BadRequest("study: give spec or study_yaml")
+
+
+def check_precision(float64: bool, field: str) -> None:
+    if float64 and not jax.config.jax_enable_x64:
+        raise BadRequest(f"{field}: this service runs in float32 (start it with TWIN_X64=1)")
+
+
+def rollout_site(r: whatif_pb2.Rollout) -> tuple[Site, float, float]:
+    which = r.scenario.WhichOneof("source")
+    if which == "name":
+        site = seeded_site(r.scenario.name, "rollout.scenario.name")
+    elif which == "yaml":
+        site = site_from_yaml(r.scenario.yaml, "rollout.scenario.yaml")
+    else:
+        raise BadRequest("rollout.scenario: give name or yaml")
+    overrides = overrides_to_dict(r.overrides, "rollout.overrides")
+    if any(path.endswith(APPEND) for path in overrides):
+        raise BadRequest("rollout.overrides: append is for studies only")
+    site = with_overrides(site, overrides)
+    check_precision(r.float64, "rollout.float64")
+    try:
+        horizon = parse_duration(r.duration or "24h")
+        dt = parse_duration(r.dt or "10s")
+    except ValueError as exc:
+        raise BadRequest(f"rollout.{'dt' if r.duration else 'duration'}: {exc}") from None
+    return site, horizon, dt
+
+
+# --------------------------------------------------------------------------- results
+
+
+def override_messages(overrides: dict[str, Any]) -> list[whatif_pb2.Override]:
+    out = []
+    for path, value in overrides.items():
+        append = path.endswith(APPEND)
+        text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+        text = text.removesuffix("\n...").strip()
+        out.append(whatif_pb2.Override(path=path.removesuffix(APPEND), value=text, append=append))
+    return out
+
+
+def fill_study(study: whatif_pb2.Study, result: dict[str, Any]) -> None:
+    study.duration_s = result["duration_s"]
+    study.dt_s = result["dt_s"]
+    study.kpi_units.update(result["kpi_units"])
+    for row in result["variants"]:
+        v = study.variants.add(
+            name=row["name"],
+            racks=row["racks"],
+            gpus=row["gpus"],
+            passed=row["passed"],
+            overrides=override_messages(row["overrides"]),
+        )
+        v.kpis.update(row["kpis"])
+        v.deltas.update(row["deltas"])
+        for name, c in row["constraints"].items():
+            v.constraints.add(name=name, value=c["value"], limit=c["limit"], passed=c["passed"])
+        for name, values in row.get("series", {}).items():
+            v.series.add(name=name, values=values)
+
+
+def constraint_messages(checks: dict[str, dict]) -> list[whatif_pb2.ConstraintCheck]:
+    return [
+        whatif_pb2.ConstraintCheck(name=n, value=c["value"], limit=c["limit"], passed=c["passed"])
+        for n, c in checks.items()
+    ]
+
+
+# --------------------------------------------------------------------------- service
+
+
+class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
+    def __init__(self, store: StudyStore | None = None) -> None:
+        self.store = store or StudyStore()
+        self._one_at_a_time = asyncio.Semaphore(1)
+        self._tasks: set[asyncio.Task] = set()
+
+    async def _invalid(self, context: aio.ServicerContext, exc: Exception) -> None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+    async def RunStudy(self, request, context: aio.ServicerContext):
+        try:
+            spec, field = study_from_request(request)
+            check_precision(spec.precision == "float64", field.replace("scenario", "float64"))
+            site = base_site(spec, field)
+            variants = await asyncio.to_thread(prepare, site, spec)
+        except (BadRequest, StudyError, SiteError) as exc:
+            await self._invalid(context, exc)
+            return
+        study = whatif_pb2.Study(
+            study_id=str(uuid.uuid4()),
+            name=spec.name,
+            site_id=site.name,
+            state=whatif_pb2.STUDY_STATE_RUNNING,
+            study_yaml=yaml.safe_dump(spec.model_dump(exclude={"site"}), sort_keys=False),
+        )
+        study.created_at.GetCurrentTime()
+        await self.store.put(study, len(variants))
+        yield whatif_pb2.RunStudyResponse(
+            accepted=whatif_pb2.StudyAccepted(study_id=study.study_id, variants=len(variants))
+        )
+        events: asyncio.Queue = asyncio.Queue()
+        task = asyncio.create_task(self._run(study, site, spec, variants, events))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        while True:
+            event = await events.get()
+            if event is None:
+                break
+            yield whatif_pb2.RunStudyResponse(progress=event)
+        final = await task
+        if final.state == whatif_pb2.STUDY_STATE_FAILED:
+            await context.abort(grpc.StatusCode.INTERNAL, f"study failed: {final.error}")
+        yield whatif_pb2.RunStudyResponse(result=final)
+
+    async def _run(self, study, site, spec, variants, events: asyncio.Queue):
+        loop = asyncio.get_running_loop()
+        async with self._one_at_a_time:
+            start = time.perf_counter()
+
+            def progress(done: float, total: int) -> None:
+                message = whatif_pb2.StudyProgress(
+                    study_id=study.study_id,
+                    variants_done=done,
+                    variants_total=total,
+                    elapsed_s=time.perf_counter() - start,
+                )
+                loop.call_soon_threadsafe(events.put_nowait, message)
+
+            try:
+                result = await asyncio.to_thread(
+                    run_study, site, spec, progress, None, PROGRESS_SEGMENTS, variants
+                )
+                fill_study(study, result)
+                study.state = whatif_pb2.STUDY_STATE_DONE
+            except Exception as exc:  # a model failure is the study's, not the service's
+                log.exception("study %s failed", study.study_id)
+                study.state = whatif_pb2.STUDY_STATE_FAILED
+                study.error = f"{type(exc).__name__}: {exc}"
+            study.wall_s = time.perf_counter() - start
+        events.put_nowait(None)
+        await self.store.put(study, len(variants))
+        log.info("study %s %s in %.1f s", study.study_id, study.state, study.wall_s)
+        return study
+
+    async def GetStudy(self, request, context: aio.ServicerContext):
+        if not request.study_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "study_id: empty")
+        study = await self.store.get(request.study_id)
+        if study is None:
+            missing = f"study_id: no study {request.study_id!r}"
+            await context.abort(grpc.StatusCode.NOT_FOUND, missing)
+        return whatif_pb2.GetStudyResponse(study=study)
+
+    async def ListStudies(self, request, context: aio.ServicerContext):
+        if not 0 <= request.limit <= MAX_LIST:
+            problem = f"limit: must be 0..{MAX_LIST}, got {request.limit}"
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        studies = await self.store.list(request.limit or 100)
+        return whatif_pb2.ListStudiesResponse(studies=studies)
+
+    async def Sensitivities(self, request, context: aio.ServicerContext):
+        try:
+            site, horizon, dt = rollout_site(request.rollout)
+            dtype = jax.numpy.float64 if request.rollout.float64 else jax.numpy.float32
+            async with self._one_at_a_time:
+                out = await asyncio.to_thread(
+                    sensitivities,
+                    site,
+                    list(request.kpis),
+                    list(request.parameters),
+                    horizon,
+                    dt,
+                    None,
+                    "rack",
+                    dtype,
+                )
+        except (BadRequest, SiteError, ValueError) as exc:
+            await self._invalid(context, _parameters_field(exc))
+            return None
+        reply = whatif_pb2.SensitivitiesResponse()
+        reply.at.update(out["at"])
+        for kpi, grads in out["gradients"].items():
+            reply.kpis.add(kpi=kpi, value=out["values"][kpi]).gradient.update(grads)
+        return reply
+
+    async def Optimize(self, request, context: aio.ServicerContext):
+        try:
+            site, horizon, dt = rollout_site(request.rollout)
+            objective = OBJECTIVES.get(request.objective)
+            if objective is None:
+                raise BadRequest(f"objective: unknown value {request.objective}")
+            if not 0 <= request.iterations <= MAX_ITERATIONS:
+                raise BadRequest(f"iterations: must be 0..{MAX_ITERATIONS}")
+            bounds = {}
+            for i, b in enumerate(request.bounds):
+                if b.parameter in bounds:
+                    raise BadRequest(f"bounds.{i}.parameter: {b.parameter!r} given twice")
+                bounds[b.parameter] = (b.lower, b.upper)
+            constraints = Constraints(**constraints_to_dict(request.constraints))
+            dtype = jax.numpy.float64 if request.rollout.float64 else jax.numpy.float32
+            async with self._one_at_a_time:
+                out = await asyncio.to_thread(
+                    optimize,
+                    site,
+                    objective,
+                    bounds,
+                    constraints,
+                    horizon,
+                    dt,
+                    None,
+                    request.iterations or 40,
+                    dtype=dtype,
+                )
+        except (BadRequest, SiteError, ValueError) as exc:
+            await self._invalid(context, _parameters_field(exc))
+            return None
+        best = out["best"]
+        reply = whatif_pb2.OptimizeResponse(
+            start_objective=out["start"]["objective"],
+            best_objective=best["objective"],
+            feasible=best["feasible"],
+            constraints=constraint_messages(best["constraints"]),
+            objective_trace=[s["objective"] for s in out["iterations"]],
+        )
+        reply.start.update(out["start"]["x"])
+        reply.best.update(best["x"])
+        return reply
+
+
+def _parameters_field(exc: Exception) -> Exception:
+    """The model names its gradient arguments ``wrt``; the API calls them parameters."""
+    text = str(exc)
+    return ValueError("parameters" + text[3:]) if text.startswith("wrt:") else exc
+
+
+def add_to_server(server, store: StudyStore | None = None) -> WhatIfServicer:
+    servicer = WhatIfServicer(store)
+    server.add_servicer(whatif_pb2_grpc.add_WhatIfServiceServicer_to_server, servicer)
+    return servicer
