@@ -17,6 +17,8 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-# Per-GPU granularity at ~500,000 GPUs (Fairwater scaled), batches up to 1,024 variants.
-python3 bench/model.py --gpus 500000 --variants 1,16,128,1024 --rack-seconds 3600 \
-  --gpu-seconds 3600 --batch-seconds 86400 2>&1 | tee "${OUT:-/tmp}/bench-model.txt"
+# One rollout at ~500,000 GPUs (Fairwater scaled), rack and per-GPU granularity.
+python3 bench/model.py --gpus 500000 --rack-seconds 3600 --gpu-seconds 3600 2>&1 \
+  | tee "${OUT:-/tmp}/bench-model.txt"
+# What-if studies of the seeded Fairwater site, up to 16,384 variants of one day each.
+python3 bench/whatif.py --variants 1,16,128,1024,16384 2>&1 | tee "${OUT:-/tmp}/bench-whatif.txt"

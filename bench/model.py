@@ -1,8 +1,9 @@
-"""Model benchmark: the Fairwater scenario at dt = 1 s (rack and per-GPU granularity) and
-batched what-if throughput at dt = 10 s, printed as a table with targets and ratios.
+"""Model benchmark: one Fairwater rollout at dt = 1 s, at rack granularity (identical racks
+merged, the default, next to every rack advanced: the baseline) and per GPU, printed as a
+table with targets and ratios. Batched what-if throughput is bench/whatif.py.
 
-    python bench/model.py            # CPU targets (2-core CI machine)
-    python bench/model.py --gpus 500000 --variants 1,16,128,1024   # on an accelerator
+    python bench/model.py                 # CPU targets (2-core CI machine)
+    python bench/model.py --gpus 500000   # on an accelerator
 
 Compile time is measured on its own (lower + compile); the timed run re-uses the
 compiled rollout, so figures are steady-state simulation speed.
@@ -11,13 +12,8 @@ compiled rollout, so figures are steady-state simulation speed.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
-
-# One XLA host device per core, so batches shard their variants over all cores (must be
-# set before JAX starts; an accelerator, when present, stays the default backend).
-os.environ.setdefault("XLA_FLAGS", f"--xla_force_host_platform_device_count={os.cpu_count()}")
 
 import jax
 import jax.numpy as jnp
@@ -25,10 +21,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from twin_core.batch import default_chunk, run_batch
+from twin_core.compress import compress
 from twin_core.coupling import init_state
 from twin_core.params import build_params
-from twin_core.rollout import run_jit, set_param
+from twin_core.rollout import run_jit
 from twin_core.site import load_site
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,11 +63,14 @@ def tree_bytes(tree) -> int:
     return sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree))
 
 
-def time_single(site, granularity: str, seconds: int, dt: float = 1.0):
-    """(compile s, wall s, simulated s per wall s, bytes touched per step) for one rollout."""
+def time_single(site, granularity: str, seconds: int, merged: bool, dt: float = 1.0):
+    """(compile s, wall s, simulated s per wall s, bytes touched per step, elements) for one
+    rollout; ``merged``: identical racks and CDUs advanced once (compress.py)."""
     every = 60
     n_records = seconds // every
-    p = build_params(site, seconds, dt, granularity)
+    p = build_params(site, seconds, dt, granularity, host=True)
+    p = jax.device_put(compress(p) if merged else p)
+    elements = int(np.prod(np.shape(p.compute.gpu_weight)))
     s0 = init_state(p)
     start = time.perf_counter()
     compiled = run_jit.lower(p, s0, n_records, every).compile()
@@ -82,41 +81,21 @@ def time_single(site, granularity: str, seconds: int, dt: float = 1.0):
     wall = time.perf_counter() - start
     # Lower bound on memory traffic per step: read every parameter, read+write the state.
     touched = tree_bytes(p) - np.asarray(p.hourly).nbytes + 2 * tree_bytes(s0)
-    return compile_s, wall, seconds / wall, touched
-
-
-def time_batch(site, variants: int, seconds: int, dt: float = 10.0):
-    """(compile s, wall s, variant-days per wall minute) for ``variants`` supply setpoints."""
-    every = 60
-    n_records = int(seconds / dt) // every
-    chunk = default_chunk()
-    base = build_params(site, seconds, dt, "rack")
-    setpoints = np.linspace(site.cooling.supply_c - 2, site.cooling.supply_c + 2, variants)
-    params = [set_param(base, "cooling.supply_c", v) for v in setpoints]
-    start = time.perf_counter()
-    run_batch(params[: min(chunk, variants)], n_records, every, chunk)  # compile + one chunk
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    run_batch(params, n_records, every, chunk)
-    wall = time.perf_counter() - start
-    chunk_wall = wall * min(chunk, variants) / variants
-    return first - chunk_wall, wall, variants * seconds / 86400 / (wall / 60)
+    return compile_s, wall, seconds / wall, touched, elements
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, default=None, help="scale Fairwater to ~N GPUs")
-    parser.add_argument("--variants", default="1,16,128", help="batch sizes, comma separated")
     parser.add_argument("--rack-seconds", type=int, default=3600, help="simulated s, rack run")
     parser.add_argument("--gpu-seconds", type=int, default=600, help="simulated s, per-GPU run")
-    parser.add_argument("--batch-seconds", type=int, default=6 * 3600, help="simulated s, batches")
     args = parser.parse_args()
 
     device = jax.devices()[0]
     accelerator = device.platform != "cpu"
     kind = getattr(device, "device_kind", device.platform)
     site = fairwater(args.gpus)
-    console = Console()
+    console = Console(width=160)
     console.print(
         f"device: {kind} ({device.platform}) x{len(jax.devices())}, jax {jax.__version__}; "
         f"site {site.name}: "
@@ -126,62 +105,45 @@ def main() -> None:
     single = Table(title="Fairwater rollout at dt = 1 s (float32)")
     for col in (
         "granularity",
+        "racks merged",
         "elements",
         "compile s",
         "step µs",
         "× real time",
         "target",
         "ratio",
+        "vs every rack",
         "floor µs",
         "step/floor",
     ):
         single.add_column(col, justify="right")
     targets = {"rack": 20_000, "gpu": 5_000 if accelerator else 200}
     bandwidth = BANDWIDTH_BYTES_PER_S.get(kind)
-    for granularity, seconds in (("rack", args.rack_seconds), ("gpu", args.gpu_seconds)):
-        compile_s, wall, speed, touched = time_single(site, granularity, seconds)
+    baseline = None
+    for granularity, seconds, merged in (
+        ("rack", args.rack_seconds, False),
+        ("rack", args.rack_seconds, True),
+        ("gpu", args.gpu_seconds, True),
+    ):
+        compile_s, wall, speed, touched, elements = time_single(site, granularity, seconds, merged)
+        if granularity == "rack" and not merged:
+            baseline = speed
         step_us = wall / seconds * 1e6
         floor_us = touched / bandwidth * 1e6 if bandwidth else float("nan")
-        elements = site.rack_count if granularity == "rack" else site.gpu_count
         single.add_row(
             granularity,
+            "yes" if merged else "no",
             f"{elements:,}",
             f"{compile_s:.1f}",
             f"{step_us:,.1f}",
             f"{speed:,.0f}",
             f"{targets[granularity]:,}",
             f"{speed / targets[granularity]:.2f}",
+            f"{speed / baseline:.2f}×" if granularity == "rack" and baseline else "-",
             f"{floor_us:.2f}" if bandwidth else "-",
             f"{step_us / floor_us:.1f}" if bandwidth else "-",
         )
     console.print(single)
-
-    batch = Table(title="Batched what-if at dt = 10 s (rack granularity, float32)")
-    for col in (
-        "variants",
-        "compile s",
-        "wall s",
-        "variant-days / min",
-        "target",
-        "ratio",
-        "gain vs 1",
-    ):
-        batch.add_column(col, justify="right")
-    target = 100_000 if accelerator else 1_000
-    one = None
-    for n in (int(v) for v in args.variants.split(",")):
-        compile_s, wall, rate = time_batch(site, n, args.batch_seconds)
-        one = one or rate
-        batch.add_row(
-            str(n),
-            f"{compile_s:.1f}",
-            f"{wall:.2f}",
-            f"{rate:,.0f}",
-            f"{target:,}",
-            f"{rate / target:.2f}",
-            f"{rate / one:.1f}×",
-        )
-    console.print(batch)
 
 
 if __name__ == "__main__":

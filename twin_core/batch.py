@@ -17,6 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from twin_core import kpis as kpi_mod
+from twin_core.compress import compress, pad
 from twin_core.coupling import TwinState, init_state
 from twin_core.params import Granularity, Layout, Params, build_params, layout_of
 from twin_core.rollout import Result, _run, _single_step, _unpack, plan
@@ -25,11 +26,14 @@ from twin_core.site import Site, with_overrides
 STATE_AXES = TwinState(None, 0, 0, 0, 0, 0)
 
 
-def default_chunk() -> int:
-    """Variants per compiled call: on a CPU, past ~32 Fairwater-size variants the per-step
-    working set leaves the caches and throughput per variant drops (bench/model.py); an
-    accelerator wants as many as fit."""
-    return 32 if jax.default_backend() == "cpu" else 1024
+def default_chunk(sample: Params | None = None) -> int:
+    """Variants per compiled call. On a CPU, past ~90,000 rack elements per step (32
+    unmerged Fairwater-size variants) the working set leaves the caches and throughput
+    per variant drops (bench/whatif.py); an accelerator wants as many as fit. Merged
+    sites (compress.py) have a few elements each, so many more fit a chunk."""
+    elements = 2880 if sample is None else int(np.prod(np.shape(sample.compute.mask)))
+    budget = 92_160 if jax.default_backend() == "cpu" else 2_949_120
+    return int(np.clip(budget // max(elements, 1), 1, 65_536))
 
 
 def stack_params(params: Sequence[Params]) -> Params:
@@ -38,7 +42,7 @@ def stack_params(params: Sequence[Params]) -> Params:
 
     def stack(*leaves):
         shape = np.broadcast_shapes(*(np.shape(leaf) for leaf in leaves))
-        return jnp.stack([jnp.broadcast_to(leaf, shape) for leaf in leaves])
+        return np.stack([np.broadcast_to(np.asarray(leaf), shape) for leaf in leaves])
 
     return jax.tree.map(stack, *params)
 
@@ -59,7 +63,7 @@ def _shard(tree, size: int):
     made with --xla_force_host_platform_device_count); replicate everything else."""
     devices = jax.devices()
     if len(devices) < 2 or size % len(devices):
-        return tree
+        return jax.device_put(tree)
     mesh = Mesh(np.array(devices), ("variant",))
     split = NamedSharding(mesh, PartitionSpec("variant"))
     whole = NamedSharding(mesh, PartitionSpec())
@@ -91,7 +95,7 @@ def run_batch(
 
     ``progress(variants)`` reports the variants completed so far (fractional while a chunk
     is part-way, when its records are advanced in ``segments`` calls)."""
-    chunk = max(1, min(chunk or default_chunk(), len(params)))
+    chunk = max(1, min(chunk or default_chunk(params[0]), len(params)))
     devices = jax.device_count()
     chunk = -(-chunk // devices) * devices  # a whole number of variants on every device
     init, run = _compiled(chunk)
@@ -133,11 +137,17 @@ def batch_params(
 def sites_params(
     sites: Sequence[Site], horizon_s: float, dt: float, granularity: Granularity, dtype
 ) -> list[Params]:
-    """Params of whole sites, padded to one layout (masks hide the padding)."""
+    """Params of whole sites, identical racks merged (compress.py), padded to one layout
+    (padding slots stand for nothing)."""
     lay: Layout = layout_of(sites[0], granularity)
     for s in sites[1:]:
         lay = lay.union(layout_of(s, granularity))
-    return [build_params(s, horizon_s, dt, granularity, dtype, lay) for s in sites]
+    params = [
+        compress(build_params(s, horizon_s, dt, granularity, dtype, lay, host=True)) for s in sites
+    ]
+    racks = max(np.shape(q.compute.mask)[0] for q in params)
+    cdus = max(np.shape(q.compute.mask)[1] for q in params)
+    return [pad(q, racks, cdus) for q in params]
 
 
 def simulate_batch(

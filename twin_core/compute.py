@@ -46,6 +46,10 @@ class ComputeParams:
     job_start_s: jnp.ndarray  # (J,)
     gpu_weight: jnp.ndarray  # (R, C, G) GPUs each element stands for (rack level: all; 0 = pad)
     operator_cap_w: jnp.ndarray  # (R, C) per-rack caps set by an operator, or (1, 1) "none"
+    # Racks of one CDU each element stands for, and CDUs each column stands for: 1 and 1
+    # for the full layout; more once identical racks and CDUs are merged (compress.py).
+    rack_count: jnp.ndarray  # (R, C) or (1, 1)
+    cdu_count: jnp.ndarray  # (C,) or (1,)
 
 
 @pytree
@@ -153,16 +157,20 @@ def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
     die = equilibrium + (s.die_c - equilibrium) * p.die_decay
 
     weights = p.gpu_weight
-    n_gpu = jnp.sum(p.gpus)
+    racks = p.rack_count * p.cdu_count[None, :]  # site racks each element stands for
+    n_gpu = jnp.sum(p.gpus * racks)
     # One stacked reduction for every site total (fewer kernels per step on CPU).
-    per_gpu = jnp.stack(
-        [
-            weights * (clock < 0.99) * (u[..., None] > 0.0),
-            weights * p.peak_pflops[..., None] * u[..., None] * clock,
-            weights * gpu_w,
-            weights * die,
-        ]
-    ).sum(axis=-1)
+    per_gpu = (
+        jnp.stack(
+            [
+                weights * (clock < 0.99) * (u[..., None] > 0.0),
+                weights * p.peak_pflops[..., None] * u[..., None] * clock,
+                weights * gpu_w,
+                weights * die,
+            ]
+        ).sum(axis=-1)
+        * racks
+    )
     outlet = (x.tcs_supply_c[None, :] + rise) * p.mask
     totals = jnp.sum(
         jnp.concatenate(
@@ -176,7 +184,8 @@ def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
                         storage - s.storage_j,
                         outlet,
                     ]
-                ),
+                )
+                * racks,
             ]
         ),
         axis=(1, 2),
@@ -201,9 +210,9 @@ def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
     out = ComputeOutputs(
         rack_ac_w=rack_ac,
         ac_total_w=ac,
-        heat_liquid_w=jnp.sum(heat_liquid_rack, axis=0),
+        heat_liquid_w=jnp.sum(heat_liquid_rack * p.rack_count, axis=0),
         heat_air_w=heat_air,
-        rack_outlet_mean_c=outlet_sum / jnp.sum(p.mask),
+        rack_outlet_mean_c=outlet_sum / jnp.sum(p.mask * racks),
         gpu_temp_max_c=jnp.max(jnp.where(weights > 0, die, -jnp.inf)),
         gpu_temp_mean_c=die_sum / n_gpu,
         throttled_gpus=throttled,

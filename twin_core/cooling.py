@@ -28,6 +28,7 @@ class CoolingParams:
     tcs_c: jnp.ndarray  # (C,) TCS capacity rate, W/K
     tcs_heat_capacity: jnp.ndarray  # (C,) loop fluid M*cp, J/K
     tcs_pump_w: jnp.ndarray  # (C,) CDU pump electrical power
+    cdu_count: jnp.ndarray  # (C,) or (1,) CDUs each column stands for (compress.py)
     fws_c_per_pump: jnp.ndarray  # () facility water capacity rate per duty pump, W/K
     fws_heat_capacity: jnp.ndarray  # () J/K
     fws_pump_w: jnp.ndarray  # () electrical power per running pump
@@ -145,7 +146,8 @@ def init(p: CoolingParams, dtype) -> CoolingState:
 def step(p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float):
     running_pumps = jnp.minimum(x.pumps_up, p.duty_pumps)
     fws_c = running_pumps * p.fws_c_per_pump
-    cdus = jnp.maximum(jnp.sum(p.cdu_mask), 1.0)
+    n = p.cdu_mask * p.cdu_count  # site CDUs each column stands for
+    cdus = jnp.maximum(jnp.sum(n), 1.0)
     fws_c_cdu = fws_c / cdus
 
     # --- CDU technology loops: M cp dT/dt = Q + P_pump - Q_hx, Q_hx linear in T.
@@ -170,7 +172,7 @@ def step(p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float):
     # --- Air handlers move the room heat into facility water.
     ah_w = p.air_handling_w_per_w * x.heat_air_w
     fws_pump_w = running_pumps * p.fws_pump_w
-    fws_in = jnp.sum(q_hx) + x.heat_air_w + ah_w + fws_pump_w
+    fws_in = jnp.sum(q_hx * p.cdu_count) + x.heat_air_w + ah_w + fws_pump_w
     fws_c_safe = jnp.maximum(fws_c, 1e-6)
     fws_return = s.fws_supply_c + fws_in / fws_c_safe
 
@@ -211,14 +213,14 @@ def step(p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float):
     # --- Facility loop node (explicit; the loop turnover is validated to be >> dt).
     fws1 = s.fws_supply_c + (fws_in - q_dc - q_ch) * dt / p.fws_heat_capacity
 
-    pumps_w = jnp.sum(p.tcs_pump_w * p.cdu_mask) + fws_pump_w
+    pumps_w = jnp.sum(p.tcs_pump_w * n) + fws_pump_w
     electrical = pumps_w + fans_w + ch_w + ah_w
     rejected = q_dc + q_ch + ch_w + fans_w
     stored = (
-        jnp.sum((tcs1 - s.tcs_supply_c) * p.tcs_heat_capacity * p.cdu_mask)
+        jnp.sum((tcs1 - s.tcs_supply_c) * p.tcs_heat_capacity * n)
         + (fws1 - s.fws_supply_c) * p.fws_heat_capacity
     ) / dt
-    heat_in = jnp.sum(x.heat_liquid_w) + x.heat_air_w
+    heat_in = jnp.sum(x.heat_liquid_w * p.cdu_count) + x.heat_air_w
     state = CoolingState(
         tcs_supply_c=tcs1, fws_supply_c=fws1, fan_integral=integral, dc_leaving_c=dc_leaving
     )
@@ -234,7 +236,7 @@ def step(p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float):
         fan_speed=speed,
         fws_return_c=fws_return,
         fws_supply_c=fws1,
-        tcs_supply_mean_c=jnp.sum(tcs1 * p.cdu_mask) / cdus,
+        tcs_supply_mean_c=jnp.sum(tcs1 * n) / cdus,
         tcs_supply_max_c=jnp.max(jnp.where(p.cdu_mask > 0, tcs1, -jnp.inf)),
         water_m3_per_s=water,
         residual_w=heat_in + electrical - rejected - stored,

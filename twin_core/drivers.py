@@ -9,6 +9,7 @@ step, never expanded to per-step arrays.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -192,7 +193,45 @@ def heat_wave_offsets(site: Site, hours: int) -> np.ndarray:
 
 
 def hourly_matrix(site: Site, hours: int) -> np.ndarray:
-    """(hours + 1, len(COLUMNS) + pools) drivers from the run's start, wrapping the year."""
+    """(hours + 1, len(COLUMNS) + pools) drivers from the run's start, wrapping the year.
+
+    Cached on the site fields that shape them: a study's variants mostly share drivers."""
+    fields = {"location", "start", "weather", "energy", "workload"}
+    doc = json.dumps(site.model_dump(include=fields), sort_keys=True)
+    files = [site.weather.epw] + [
+        spec.file
+        for spec in (
+            site.energy.grid.price_usd_per_mwh,
+            site.energy.grid.carbon_g_per_kwh,
+            site.energy.grid.cfe_fraction,
+        )
+        if spec.file
+    ]
+    stamps = tuple(_stamp(site, name) for name in files if name)  # an edited file is re-read
+    key = (site._base_dir, doc, stamps, hours)
+    return _hourly_matrix(key, site).copy()
+
+
+def _hourly_matrix(key: tuple, site: Site) -> np.ndarray:
+    if key in _MATRICES:
+        return _MATRICES[key]
+    if len(_MATRICES) >= 64:
+        _MATRICES.pop(next(iter(_MATRICES)))
+    _MATRICES[key] = matrix = _build_hourly_matrix(site, key[-1])
+    return matrix
+
+
+_MATRICES: dict[tuple, np.ndarray] = {}
+
+
+def _stamp(site: Site, name: str) -> int | None:
+    try:
+        return resolve_file(site, name).stat().st_mtime_ns
+    except OSError:
+        return None  # reading it will report the problem
+
+
+def _build_hourly_matrix(site: Site, hours: int) -> np.ndarray:
     w = weather(site)
     grid = site.energy.grid
     columns = [

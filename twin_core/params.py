@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -103,19 +104,33 @@ def rack_dc_max_w(rt: RackType) -> float:
     )
 
 
-def _rack_types_grid(site: Site, lay: Layout) -> tuple[list[list[RackType | None]], np.ndarray]:
-    grid: list[list[RackType | None]] = []
+@dataclass(frozen=True)
+class RackGrid:
+    """The rack type in every (CDU, slot): distinct types, and an index into them per
+    slot (-1: no rack)."""
+
+    types: tuple[RackType, ...]
+    index: np.ndarray  # (C, R) int
+
+
+def _rack_types_grid(site: Site, lay: Layout) -> tuple[RackGrid, np.ndarray]:
+    types: list[RackType] = []
+    index = np.full((lay.cdus, lay.racks), -1, np.int64)
+    row = 0
     for hall in site.halls:
         rt = site.rack_types[hall.rack_type]
-        for _ in range(hall.cdus):
-            grid.append([rt] * hall.racks_per_cdu + [None] * (lay.racks - hall.racks_per_cdu))
-    grid += [[None] * lay.racks for _ in range(lay.cdus - len(grid))]
-    mask = np.array([[rt is not None for rt in row] for row in grid], dtype=float)
-    return grid, mask
+        if rt not in types:
+            types.append(rt)
+        index[row : row + hall.cdus, : hall.racks_per_cdu] = types.index(rt)
+        row += hall.cdus
+    return RackGrid(tuple(types), index), (index >= 0).astype(float)
 
 
-def _per_rack(grid, fn, default=0.0) -> np.ndarray:
-    return np.array([[fn(rt) if rt is not None else default for rt in row] for row in grid])
+def _per_rack(grid: RackGrid, fn, default=0.0) -> np.ndarray:
+    """``fn(rack type)`` for every slot (``default`` where there is no rack), evaluated
+    once per distinct rack type."""
+    values = np.array([fn(rt) for rt in grid.types] + [default], dtype=float)
+    return values[grid.index]  # index -1 picks the default
 
 
 def _workload_of_rack(site: Site, mask: np.ndarray, lay: Layout) -> np.ndarray:
@@ -178,11 +193,11 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
 
     def job_array(fn, default):
         values = [fn(j) for j in jobs] + [default] * (lay.jobs - len(jobs))
-        return jnp.asarray(values, dtype)
+        return np.asarray(values, dtype)
 
     # Built (CDU, slot) for readability, stored (slot, CDU): the long CDU axis innermost
     # vectorises well and per-CDU sums become row additions.
-    f = lambda a: jnp.asarray(np.swapaxes(np.asarray(a), 0, 1), dtype)  # noqa: E731
+    f = lambda a: np.asarray(np.swapaxes(np.asarray(a), 0, 1), dtype)  # noqa: E731
 
     def g(a):
         """Like ``f``, but a property that is the same for every real rack is stored once
@@ -192,8 +207,8 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
         real = np.swapaxes(mask, 0, 1) > 0
         values = a[real]
         if values.size and np.all(values == values[:1]):
-            return jnp.asarray(values[:1].reshape((1, 1, *a.shape[2:])), dtype)
-        return jnp.asarray(a, dtype)
+            return np.asarray(values[:1].reshape((1, 1, *a.shape[2:])), dtype)
+        return np.asarray(a, dtype)
 
     return ComputeParams(
         mask=f(mask),
@@ -242,7 +257,7 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
         ),
         ramp_w=g(_per_rack(grid, lambda rt: rt.smoothing.ramp_w_per_s * dt if smooth(rt) else BIG)),
         storage_j=g(_per_rack(grid, lambda rt: rt.smoothing.storage_j if smooth(rt) else 0.0)),
-        workload_of_rack=jnp.asarray(np.swapaxes(_workload_of_rack(site, mask, lay), 0, 1)),
+        workload_of_rack=np.asarray(np.swapaxes(_workload_of_rack(site, mask, lay), 0, 1)),
         job_period_s=job_array(lambda j: j.iteration_s, 1.0),
         job_compute_s=job_array(lambda j: j.iteration_s * j.compute_fraction, 1.0),
         job_compute_util=job_array(lambda j: j.compute_util, 0.0),
@@ -252,7 +267,9 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
         job_ckpt_util=job_array(lambda j: j.checkpoint_util, 0.0),
         job_start_s=job_array(lambda j: j.start_s, 0.0),
         gpu_weight=f(weight * mask[..., None]),
-        operator_cap_w=jnp.full((1, 1), BIG, dtype),
+        operator_cap_w=np.full((1, 1), BIG, dtype),
+        rack_count=np.ones((1, 1), dtype),
+        cdu_count=np.ones((1,), dtype),
     )
 
 
@@ -277,7 +294,7 @@ def _cooling_params(site: Site, cp: ComputeParams, lay: Layout, dt: float, dtype
         )
     dc = c.dry_coolers
     ch = c.chillers
-    f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    f = lambda a: np.asarray(a, dtype)  # noqa: E731
     return CoolingParams(
         cdu_mask=f(cdu_mask),
         cdu_ua=f(np.full(lay.cdus, c.cdu.ua_w_per_k)),
@@ -286,6 +303,7 @@ def _cooling_params(site: Site, cp: ComputeParams, lay: Layout, dt: float, dtype
             np.full(lay.cdus, c.cdu.loop_volume_m3 * tcs.density_kg_per_m3 * tcs.cp_j_per_kg_k)
         ),
         tcs_pump_w=f(tcs_pump_w * cdu_mask),
+        cdu_count=f(np.ones(1)),
         fws_c_per_pump=f(flow_per_pump * fw.density_kg_per_m3 * fw.cp_j_per_kg_k),
         fws_heat_capacity=f(
             c.facility_water.loop_volume_m3 * fw.density_kg_per_m3 * fw.cp_j_per_kg_k
@@ -333,9 +351,10 @@ def _power_params(site: Site, cp: ComputeParams, dt: float, dtype) -> PowerParam
     rc_hp = 1.0 / (2 * math.pi * 0.1)
     rc_lp = 1.0 / (2 * math.pi * 2.0)
     cap = site.controls.it_power_cap_mw
-    f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    f = lambda a: np.asarray(a, dtype)  # noqa: E731
     return PowerParams(
         rack_max_ac_w=cp.rack_max_ac_w,
+        rack_weight=f(np.ones((1, 1))),
         it_design_w=f(it_design),
         dist_loss_coeff=f(pw.distribution_loss_fraction / it_design),
         ups_loss=f(ups),
@@ -358,13 +377,13 @@ def _power_params(site: Site, cp: ComputeParams, dt: float, dtype) -> PowerParam
 def _energy_params(site: Site, dtype) -> EnergyParams:
     e = site.energy
     b = e.battery
-    f = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    f = lambda a: np.asarray(a, dtype)  # noqa: E731
     limit = e.grid.import_limit_mw
     return EnergyParams(
         battery_capacity_mwh=f(b.capacity_mwh),
         battery_power_mw=f(b.power_mw),
         battery_efficiency=f(math.sqrt(b.round_trip_efficiency)),
-        battery_mode=jnp.asarray(MODES[b.mode] if b.capacity_mwh > 0 else OFF, jnp.int32),
+        battery_mode=np.asarray(MODES[b.mode] if b.capacity_mwh > 0 else OFF, np.int32),
         peak_threshold_w=f(b.peak_threshold_mw * 1e6),
         grid_ramp_w_per_s=f(b.ramp_limit_mw_per_s * 1e6),
         charge_below=f(b.charge_below_usd_per_mwh),
@@ -392,7 +411,7 @@ def _failures(site: Site, lay: Layout, dtype) -> Failures:
         if failure.repair_at is not None:
             end[i] = parse_duration_or_zero(failure.repair_at)
     return Failures(
-        jnp.asarray(kind), jnp.asarray(index), jnp.asarray(start, dtype), jnp.asarray(end, dtype)
+        np.asarray(kind), np.asarray(index), np.asarray(start, dtype), np.asarray(end, dtype)
     )
 
 
@@ -403,8 +422,12 @@ def build_params(
     granularity: Granularity = "rack",
     dtype=jnp.float32,
     pad_to: Layout | None = None,
+    host: bool = False,
 ) -> Params:
-    """All arrays for a run of ``horizon_s`` seconds at coupling interval ``dt``."""
+    """All arrays for a run of ``horizon_s`` seconds at coupling interval ``dt``.
+
+    Built in NumPy and placed on the default device in one transfer; ``host=True`` keeps
+    them in NumPy (batches merge, pad and stack many variants before one transfer)."""
     sph = steps_per_hour(dt)
     if granularity not in ("rack", "gpu"):
         raise SiteError(f"granularity: {granularity!r} is not one of rack, gpu")
@@ -424,15 +447,16 @@ def build_params(
         site.cooling.dry_coolers.units,
         site.power.feeders,
     ]
-    return Params(
+    p = Params(
         compute=cp,
         cooling=_cooling_params(site, cp, lay, dt, dtype),
         power=_power_params(site, cp, dt, dtype),
         energy=_energy_params(site, dtype),
-        hourly=jnp.asarray(hourly, dtype),
+        hourly=np.asarray(hourly, dtype),
         failures=_failures(site, lay, dtype),
-        installed=jnp.asarray(installed, dtype),
-        battery_soc0=jnp.asarray(site.energy.battery.initial_soc, dtype),
+        installed=np.asarray(installed, dtype),
+        battery_soc0=np.asarray(site.energy.battery.initial_soc, dtype),
         dt=float(dt),
         steps_per_hour=sph,
     )
+    return p if host else jax.device_put(p)

@@ -18,6 +18,7 @@ from twin_core.pytree import pytree
 @pytree
 class PowerParams:
     rack_max_ac_w: jnp.ndarray  # (R, C)
+    rack_weight: jnp.ndarray  # (R, C) or (1, 1): site racks each element stands for
     it_design_w: jnp.ndarray  # () sum of rack_max_ac_w
     dist_loss_coeff: jnp.ndarray  # () per W^2: loss = coeff * P^2
     ups_loss: jnp.ndarray  # (3,)
@@ -91,7 +92,7 @@ def init(p: PowerParams, meter_w, dtype) -> PowerState:
 
 
 def step(p: PowerParams, s: PowerState, x: PowerInputs, dt: float):
-    it_w = jnp.sum(x.rack_ac_w)
+    it_w = jnp.sum(x.rack_ac_w * p.rack_weight)
     meter, losses, misc = meter_power(p, it_w, x.cooling_w)
     grid_limit = p.interconnect_w * x.feeders_up / p.feeders
     limit = jnp.minimum(grid_limit, x.supply_limit_w)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from twin_core import kpis as kpi_mod
+from twin_core.compress import compress
 from twin_core.coupling import StepOutputs, TwinState, coupled_step, init_state
 from twin_core.params import Granularity, Params, build_params
 from twin_core.pytree import replace
@@ -90,7 +91,7 @@ def site_series(p: Params, o: StepOutputs) -> jnp.ndarray:
         "electrical_losses_mw": pw.losses_w * mw,
         "misc_mw": pw.misc_w * mw,
         "gpu_power_mw": cm.gpu_power_w * mw,
-        "heat_liquid_mw": jnp.sum(cm.heat_liquid_w) * mw,
+        "heat_liquid_mw": jnp.sum(cm.heat_liquid_w * p.compute.cdu_count) * mw,
         "heat_air_mw": cm.heat_air_w * mw,
         "heat_rejected_mw": cl.heat_rejected_w * mw,
         "tcs_supply_c": cl.tcs_supply_mean_c,
@@ -232,10 +233,16 @@ def simulate(
     dtype=jnp.float32,
     progress: Callable[[int], None] | None = None,
     chunks: int = 1,
+    merge_identical: bool = True,
 ) -> Result:
-    """Run ``site`` for ``horizon_s`` seconds at coupling interval ``dt``."""
+    """Run ``site`` for ``horizon_s`` seconds at coupling interval ``dt``.
+
+    ``merge_identical``: advance one representative of each class of identical racks and
+    CDUs (exact; see compress.py); ``False`` advances every rack (``final`` then holds
+    the full per-rack state)."""
     n_records, every = plan(horizon_s, dt, record_s)
-    p = build_params(site, horizon_s, dt, granularity, dtype)
+    p = build_params(site, horizon_s, dt, granularity, dtype, host=True)
+    p = jax.device_put(compress(p) if merge_identical else p)
     s0 = init_state(p)
     final, means, maxes = run_records(p, s0, n_records, every, progress, chunks)
     m, x = _unpack(means, maxes)
@@ -291,7 +298,7 @@ def kpi_model(
             f"wrt: {unknown[0]!r} is not differentiable (choose from {sorted(TUNABLE)})"
         )
     n_records, every = plan(horizon_s, dt, record_s)
-    p = build_params(site, horizon_s, dt, granularity, dtype)
+    p = jax.device_put(compress(build_params(site, horizon_s, dt, granularity, dtype, host=True)))
     x0 = {w: get_param(p, TUNABLE[w][0]) / TUNABLE[w][1] for w in wrt}
 
     def kpis(x: dict) -> dict:

@@ -8,6 +8,7 @@ value fails at load time with the dotted path of the field (``SiteError``).
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -455,7 +456,13 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
 
 
 def load_catalog() -> dict[str, Any]:
-    """Built-in rack types (sourced in the catalog file); a site may add or override them."""
+    """Built-in rack types (sourced in the catalog file); a site may add or override them.
+    A copy: callers may change it."""
+    return copy.deepcopy(_catalog())
+
+
+@functools.cache
+def _catalog() -> dict[str, Any]:
     types: dict[str, Any] = {}
     for path in sorted(CATALOG_DIR.glob("*.yaml")):
         types.update(yaml.safe_load(path.read_text())["rack_types"])
