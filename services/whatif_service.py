@@ -128,15 +128,17 @@ def spec_to_doc(spec: whatif_pb2.StudySpec) -> dict[str, Any]:
     return doc
 
 
-def base_site(spec: StudySpec, field: str) -> Site:
-    """The study's base site: a seeded scenario by name or an inline site document (the
-    service never opens paths a client names)."""
+def base_site(spec: StudySpec, field: str, default: Site | None = None) -> Site:
+    """The study's base site: a seeded scenario by name, an inline site document, or the
+    site this service was configured with (the service never opens paths a client names)."""
     if spec.site is not None and spec.scenario is not None:
         raise BadRequest(f"{field}: give a scenario name or a site, not both")
     if spec.site is not None:
         return build_site(spec.site)
     if spec.scenario is not None:
         return seeded_site(spec.scenario, f"{field}.name" if field.endswith("scenario") else field)
+    if default is not None:
+        return default
     raise BadRequest(f"{field}: give a seeded scenario name or a site document")
 
 
@@ -219,8 +221,11 @@ def constraint_messages(checks: dict[str, dict]) -> list[whatif_pb2.ConstraintCh
 
 
 class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
-    def __init__(self, store: StudyStore | None = None) -> None:
+    """``default_site``: the site a study without a scenario runs on (TWIN_SCENARIO)."""
+
+    def __init__(self, store: StudyStore | None = None, default_site: Site | None = None) -> None:
         self.store = store or StudyStore()
+        self.default_site = default_site
         self._one_at_a_time = asyncio.Semaphore(1)
         self._tasks: set[asyncio.Task] = set()
 
@@ -231,7 +236,7 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
         try:
             spec, field = study_from_request(request)
             check_precision(spec.precision == "float64", field.replace("scenario", "float64"))
-            site = base_site(spec, field)
+            site = base_site(spec, field, self.default_site)
             variants = await asyncio.to_thread(prepare, site, spec)
         except (BadRequest, StudyError, SiteError) as exc:
             await self._invalid(context, exc)
@@ -383,7 +388,9 @@ def _parameters_field(exc: Exception) -> Exception:
     return ValueError("parameters" + text[3:]) if text.startswith("wrt:") else exc
 
 
-def add_to_server(server, store: StudyStore | None = None) -> WhatIfServicer:
-    servicer = WhatIfServicer(store)
+def add_to_server(
+    server, store: StudyStore | None = None, default_site: Site | None = None
+) -> WhatIfServicer:
+    servicer = WhatIfServicer(store, default_site)
     server.add_servicer(whatif_pb2_grpc.add_WhatIfServiceServicer_to_server, servicer)
     return servicer

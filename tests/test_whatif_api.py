@@ -327,3 +327,22 @@ def test_cli_errors_are_one_line(tmp_path, args, message):
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_bad_client_tls_variable_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("TWIN_GRPC_TLS_CA_FILE", str(tmp_path / "missing.pem"))
+    r = cli(str(SMALL), "--duration", "1h", "--server", "127.0.0.1:1", "--out", str(tmp_path))
+    assert r.exit_code == 2
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: TWIN_GRPC_TLS_CA_FILE: "), r.output
+
+
+def test_a_study_without_a_scenario_runs_on_the_configured_site():
+    from twin_core.site import load_site
+
+    site = load_site(SMALL)
+    register = lambda s: whatif_service.add_to_server(s, None, site)  # noqa: E731
+    with served(register) as addr, grpc.insecure_channel(addr) as channel:
+        stub = whatif_pb2_grpc.WhatIfServiceStub(channel)
+        result = run(stub, pb.RunStudyRequest(study_yaml="duration: 1h"))[-1].result
+    assert result.site_id == "small" and [v.name for v in result.variants] == ["base"]

@@ -1,0 +1,23 @@
+"""The CLI's gRPC channels: ``open_channel`` with its configuration errors (a bad
+``TWIN_GRPC_TLS_*`` variable) turned into one ``error:`` line instead of a traceback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import grpc
+
+
+@contextmanager
+def client_channel(address: str) -> Iterator[grpc.Channel]:
+    from services.cli.main import fail
+    from services.runtime.channels import open_channel
+    from services.runtime.config import ConfigError
+
+    try:
+        channel = open_channel(address)
+    except ConfigError as exc:
+        fail(str(exc))
+    with channel:
+        yield channel
