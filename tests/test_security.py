@@ -27,10 +27,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.client import Client as NATS
 
 from services.launcher import health
+from services.runtime.bus import BusRefused
 from services.runtime.channels import GrpcClientConfig, open_aio_channel, open_channel
 from services.runtime.config import ConfigError, RuntimeConfig
 from services.runtime.nats_server import NatsServer
-from services.runtime.service import BusRefused, Service, connect_bus
+from services.runtime.service import Service, connect_bus
 from services.runtime.tls import grpc_server_credentials, nats_connect_options
 
 ROOT = Path(__file__).resolve().parents[1]

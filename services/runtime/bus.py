@@ -16,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 import nats.errors
@@ -122,6 +125,17 @@ def stream_subjects(site: str) -> list[str]:
 # --------------------------------------------------------------------------- connection
 
 
+class BusRefused(ConnectionError):
+    """NATS refused the credentials or the TLS handshake: retrying would not help."""
+
+
+def _refusal(exc: BaseException) -> bool:
+    """A refusal that will not go away by retrying, as opposed to a server still starting."""
+    return isinstance(exc, ssl.SSLError | nats.errors.AuthorizationError) or (
+        "authorization violation" in str(exc).lower()  # nats-py raises a plain Error for it
+    )
+
+
 async def connect(
     servers: str | Sequence[str] = DEFAULT_NATS_URL,
     *,
@@ -132,17 +146,21 @@ async def connect(
     connect_deadline_s: float = 30.0,
     on_disconnect: Hook | None = None,
     on_reconnect: Hook | None = None,
+    **options: Any,
 ) -> NATS:
     """Connect with reconnection on (forever by default: a service outlives NATS restarts)
     and logged disconnect/reconnect/error/close events. ``on_disconnect``/``on_reconnect``
-    let a service report NOT_SERVING while the bus is away.
+    let a service report NOT_SERVING while the bus is away; ``options`` go to nats-py's
+    ``connect`` (credentials, ``tls``).
 
     The first connection retries too, for at most ``connect_deadline_s``: in a cluster the
-    service often starts before NATS does. Raises TimeoutError after that.
+    service often starts before NATS does. Raises TimeoutError after that, and BusRefused
+    at once when the server refuses the credentials or the TLS handshake.
     """
     if isinstance(servers, str):
         servers = [s.strip() for s in servers.split(",") if s.strip()]
     nc = NATS()
+    refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     async def disconnected() -> None:
         if nc.is_closed:  # our own close()/drain(): nc reports the disconnect too
@@ -158,33 +176,57 @@ async def connect(
 
     async def error(exc: Exception) -> None:
         log.warning("NATS error", extra={"connection": name, "error": repr(exc)})
+        if not nc.is_connected and _refusal(exc) and not refused.done():
+            refused.set_result(exc)
 
     async def closed() -> None:
         log.info("NATS connection closed", extra={"connection": name})
 
-    try:
-        await asyncio.wait_for(
-            nc.connect(
-                servers=list(servers),
-                name=name,
-                allow_reconnect=True,
-                reconnect_time_wait=reconnect_wait_s,  # type: ignore[arg-type]
-                max_reconnect_attempts=max_reconnect_attempts,
-                connect_timeout=connect_timeout_s,  # type: ignore[arg-type]
-                disconnected_cb=disconnected,
-                reconnected_cb=reconnected,
-                error_cb=error,
-                closed_cb=closed,
-            ),
-            timeout=connect_deadline_s,
+    connecting = asyncio.ensure_future(
+        nc.connect(
+            servers=list(servers),
+            name=name,
+            allow_reconnect=True,
+            reconnect_time_wait=reconnect_wait_s,  # type: ignore[arg-type]
+            max_reconnect_attempts=max_reconnect_attempts,
+            connect_timeout=connect_timeout_s,  # type: ignore[arg-type]
+            disconnected_cb=disconnected,
+            reconnected_cb=reconnected,
+            error_cb=error,
+            closed_cb=closed,
+            **options,
         )
-    except (TimeoutError, nats.errors.NoServersError) as exc:
+    )
+    try:
+        done, _ = await asyncio.wait(
+            {connecting, refused}, timeout=connect_deadline_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if connecting in done and connecting.exception() is None:
+            tls = "tls" in options
+            log.info("NATS connected", extra={"connection": name, "url": _url(nc), "tls": tls})
+            return nc
+    except BaseException:
+        await _abandon(nc, connecting)
+        raise
+    finally:
+        refused.cancel()  # no-op once it has a result
+    await _abandon(nc, connecting)
+    where = ", ".join(servers)
+    if refused.done() and not refused.cancelled():
+        reason = refused.result()
+        raise BusRefused(f"NATS at {where} refused the connection: {reason}") from reason
+    failure = connecting.exception() if connecting in done else None
+    if failure is not None and not isinstance(failure, nats.errors.NoServersError):
+        raise failure
+    raise TimeoutError(f"no NATS server reachable at {where} within {connect_deadline_s} s")
+
+
+async def _abandon(nc: NATS, connecting: asyncio.Future[None]) -> None:
+    connecting.cancel()
+    with suppress(asyncio.CancelledError, Exception):
+        await connecting
+    with suppress(Exception):
         await nc.close()
-        raise TimeoutError(
-            f"no NATS server reachable at {', '.join(servers)} within {connect_deadline_s} s"
-        ) from exc
-    log.info("NATS connected", extra={"connection": name, "url": _url(nc)})
-    return nc
 
 
 def _url(nc: NATS) -> str:

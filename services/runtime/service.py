@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -21,7 +20,6 @@ from contextlib import AsyncExitStack, suppress
 from types import TracebackType
 from typing import Any, Self
 
-import nats.errors
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
@@ -42,17 +40,6 @@ class ServiceFailed(RuntimeError):
     """A background task of the service crashed; the service shut down because of it."""
 
 
-class BusRefused(ConnectionError):
-    """NATS refused the credentials or the TLS handshake: retrying would not help."""
-
-
-def _refusal(exc: BaseException) -> bool:
-    """A refusal that will not go away by retrying, as opposed to a server still starting."""
-    return isinstance(exc, ssl.SSLError | nats.errors.AuthorizationError) or (
-        "authorization violation" in str(exc).lower()  # nats-py raises a plain Error for it
-    )
-
-
 async def connect_bus(
     config: RuntimeConfig,
     *,
@@ -64,83 +51,18 @@ async def connect_bus(
     connect_timeout_s: float = 2.0,
     connect_deadline_s: float = 30.0,
 ) -> NATS:
-    """``bus.connect`` with the config's credentials and TLS, which bus.connect does not
-    forward. Same behaviour otherwise: the first connection retries for at most
-    ``connect_deadline_s`` (TimeoutError after that), reconnection forever; except that
-    a refusal (bad credentials, TLS verification) raises BusRefused at once."""
-    servers = config.nats_servers or [bus.DEFAULT_NATS_URL]
-    security = nats_connect_options(config)
-    nc = NATS()
-    refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
-
-    async def disconnected() -> None:
-        if nc.is_closed:  # our own close()/drain(): nc reports the disconnect too
-            return
-        log.warning("NATS disconnected", extra={"connection": name})
-        await on_disconnect()
-
-    async def reconnected() -> None:
-        log.info("NATS reconnected", extra={"connection": name, "url": _url(nc)})
-        await on_reconnect()
-
-    async def error(exc: Exception) -> None:
-        log.warning("NATS error", extra={"connection": name, "error": repr(exc)})
-        if not nc.is_connected and _refusal(exc) and not refused.done():
-            refused.set_result(exc)
-
-    async def closed() -> None:
-        log.info("NATS connection closed", extra={"connection": name})
-
-    connecting = asyncio.ensure_future(
-        nc.connect(
-            servers=servers,
-            name=name,
-            allow_reconnect=True,
-            reconnect_time_wait=reconnect_wait_s,  # type: ignore[arg-type]
-            max_reconnect_attempts=max_reconnect_attempts,
-            connect_timeout=connect_timeout_s,  # type: ignore[arg-type]
-            disconnected_cb=disconnected,
-            reconnected_cb=reconnected,
-            error_cb=error,
-            closed_cb=closed,
-            **security,
-        )
+    """``bus.connect`` with the config's servers, credentials and TLS."""
+    return await bus.connect(
+        config.nats_servers or [bus.DEFAULT_NATS_URL],
+        name=name,
+        on_disconnect=on_disconnect,
+        on_reconnect=on_reconnect,
+        reconnect_wait_s=reconnect_wait_s,
+        max_reconnect_attempts=max_reconnect_attempts,
+        connect_timeout_s=connect_timeout_s,
+        connect_deadline_s=connect_deadline_s,
+        **nats_connect_options(config),
     )
-    try:
-        done, _ = await asyncio.wait(
-            {connecting, refused}, timeout=connect_deadline_s, return_when=asyncio.FIRST_COMPLETED
-        )
-        if connecting in done and connecting.exception() is None:
-            tls = "tls" in security
-            log.info("NATS connected", extra={"connection": name, "url": _url(nc), "tls": tls})
-            return nc
-    except BaseException:
-        await _abandon(nc, connecting)
-        raise
-    finally:
-        refused.cancel()  # no-op once it has a result
-    await _abandon(nc, connecting)
-    where = ", ".join(servers)
-    if refused.done() and not refused.cancelled():
-        reason = refused.result()
-        raise BusRefused(f"NATS at {where} refused the connection: {reason}") from reason
-    failure = connecting.exception() if connecting in done else None
-    if failure is not None and not isinstance(failure, nats.errors.NoServersError):
-        raise failure
-    raise TimeoutError(f"no NATS server reachable at {where} within {connect_deadline_s} s")
-
-
-def _url(nc: NATS) -> str:
-    url = nc.connected_url
-    return url.geturl() if url is not None else "?"
-
-
-async def _abandon(nc: NATS, connecting: asyncio.Future[None]) -> None:
-    connecting.cancel()
-    with suppress(asyncio.CancelledError, Exception):
-        await connecting
-    with suppress(Exception):
-        await nc.close()
 
 
 class Service:
