@@ -337,6 +337,7 @@ def test_helm_test_pod(rendered: dict, case: str) -> None:
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     c = pod["spec"]["containers"][0]
     script = c["command"][-1]
+    assert script.startswith("twin status --wait 120s ")
     for name in SERVICES:
         # The API port: TLS when grpc.tls is on (the health port is for the kubelet).
         assert f"{PREFIX}-{name}:50051" in script
