@@ -1,5 +1,6 @@
 # Two entry points do all the set-up on a fresh machine (Python >= 3.11 with venv):
-#   make run    the main job: a simulated day of the Fairwater site -> out/fairwater
+#   make run    the main job: the live Fairwater twin for 2 simulated hours, reported from
+#               its history -> out/fairwater
 #   make test   the whole test suite (slow tests included), as CI runs it
 PYTHON ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/twin simulate scenarios/fairwater-wi.yaml --duration 24h --dt 1s --out out/fairwater
+	$(BIN)/twin up scenarios/fairwater-wi.yaml --duration 2h --dt 10s --report out/fairwater
 
 test: $(STAMP)
 	$(BIN)/ruff check .

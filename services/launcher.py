@@ -43,9 +43,12 @@ def free_addresses(host: str = "127.0.0.1") -> dict[str, str]:
 
 
 def health(address: str, timeout_s: float = 1.0) -> str:
-    """SERVING, NOT_SERVING, or UNREACHABLE for the service at ``address``."""
+    """SERVING, NOT_SERVING, or UNREACHABLE for the service at ``address`` (over TLS when
+    the ``TWIN_GRPC_TLS_*`` client variables say so)."""
+    from services.runtime.channels import open_channel
+
     try:
-        with grpc.insecure_channel(address) as channel:
+        with open_channel(address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
     except grpc.RpcError:

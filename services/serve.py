@@ -38,6 +38,33 @@ async def twin_setup(svc: Service) -> None:
     clock = Clock(svc.nc, svc.config.site, kv)
     await clock.start()
     svc.grpc.add_servicer(twin_pb2_grpc.add_TwinServiceServicer_to_server, TwinServicer(clock))
+    # What-if studies run on this process's JAX; stored in history when a database is set.
+    from services import whatif_service
+    from services.whatif_store import StudyStore
+
+    default_site = None
+    if svc.config.scenario:  # TWIN_SCENARIO: what studies that name no scenario run on
+        from pathlib import Path
+
+        from services.scenario import seeded_site
+        from twin_core.site import SiteError, load_site
+
+        name = svc.config.scenario
+        try:
+            if Path(name).suffix in (".yaml", ".yml") or Path(name).exists():
+                default_site = load_site(name)
+            else:
+                default_site = seeded_site(name, "TWIN_SCENARIO")
+        except SiteError as exc:
+            raise ConfigError("TWIN_SCENARIO", str(exc)) from None
+    store = StudyStore(os.environ.get("TWIN_DATABASE_URL"))
+    whatif_service.add_to_server(svc.grpc, store, default_site)
+    if url := os.environ.get("TWIN_DATABASE_URL"):
+        # The History API here too, so one address (e.g. a Kubernetes Service) reaches the
+        # clock, what-if and history; it only reads, the historian owns the schema.
+        from services.historian import history_service
+
+        history_service.add_to_server(svc.grpc, url)
     svc.on_shutdown(clock.stop)
 
 

@@ -19,6 +19,7 @@ from services.runtime.grpc_server import GrpcServer
 from twin.history.v1 import history_pb2, history_pb2_grpc
 
 RUN = "run-hist-1"
+RUN_B = "run-hist-2"  # 1 h, 10 % more facility power: CompareRuns' other side
 N = 2 * 3600  # 2 h at 1 s
 STARTED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -50,6 +51,28 @@ def database(postgres_url):  # noqa: F811 - the fixture
                 cp.write_row(
                     (RUN, k, EPOCH + timedelta(seconds=k), float(facility[k]), float(it[k]))
                 )
+        conn.execute("DELETE FROM site_series WHERE run_id = %s", (RUN_B,))
+        conn.execute("DELETE FROM runs WHERE run_id = %s", (RUN_B,))
+        conn.execute(
+            "INSERT INTO runs (run_id, site_id, scenario, started_at, dt_s, horizon_s)"
+            " VALUES (%s, 'fairwater-wi', 'fairwater-wi', %s, 1.0, 3600)",
+            (RUN_B, STARTED),
+        )
+        with (
+            conn.cursor() as cur,
+            cur.copy("COPY site_series (run_id, step, time, facility_w, it_w) FROM STDIN") as cp,
+        ):
+            for k in range(3600):
+                t = EPOCH + timedelta(seconds=k)
+                cp.write_row((RUN_B, k, t, 1.1 * float(facility[k]), float(it[k])))
+        conn.execute(
+            "SELECT refresh_site_rollups(%s, %s, %s)",
+            (RUN_B, EPOCH, EPOCH + timedelta(seconds=3600)),
+        )
+        # Rows written behind the historian's back: bring the rollups up to date as it would.
+        conn.execute(
+            "SELECT refresh_site_rollups(%s, %s, %s)", (RUN, EPOCH, EPOCH + timedelta(seconds=N))
+        )
     return postgres_url
 
 
@@ -61,7 +84,8 @@ def call(database):
         async def main():
             server = GrpcServer("127.0.0.1:0")
             server.add_servicer(
-                history_pb2_grpc.add_HistoryServiceServicer_to_server, HistoryServicer(database)
+                history_pb2_grpc.add_HistoryServiceServicer_to_server,
+                HistoryServicer(database, export_page_rows=1000),  # several row groups
             )
             port = await server.start()
             try:
@@ -109,6 +133,32 @@ def test_hourly_aggregates_match_numpy(call, aggregate, reduce, extra):
         [reduce(facility.reshape(2, 3600), axis=1), reduce(it.reshape(2, 3600), axis=1)], axis=1
     )
     np.testing.assert_allclose(got, want, rtol=1e-9)
+
+
+@pytest.mark.parametrize("bucket_s", [60, 600, 3600, 7200])
+@pytest.mark.parametrize("aggregate", ["avg", "min", "max", "sum", "last"])
+def test_rollups_answer_as_the_raw_rows(database, bucket_s, aggregate):
+    from services.historian import queries
+
+    async def ask(use_rollups: bool, **window) -> queries.Page:
+        q = queries.SeriesQuery(
+            RUN,
+            ["facility_w", "it_w", "pue"],
+            bucket_s=bucket_s,
+            aggregate=aggregate,
+            use_rollups=use_rollups,
+            **window,
+        )
+        assert (queries.rollup_for(q) is not None) == use_rollups
+        async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+            return await queries.query_series(conn, q)
+
+    for window in ({}, {"start_s": 600.0, "end_s": 6600.0}):
+        rollup, raw = asyncio.run(ask(True, **window)), asyncio.run(ask(False, **window))
+        assert [t for t, _ in rollup.rows] == [t for t, _ in raw.rows] and raw.rows
+        np.testing.assert_allclose(
+            [v for _, v in rollup.rows], [v for _, v in raw.rows], rtol=1e-12, equal_nan=True
+        )
 
 
 def test_window_and_raw_rows(call):
@@ -329,3 +379,269 @@ def test_writer_inserts_a_runs_row_on_first_sight(database):
         ).fetchall()
     assert got == [("site-w", "site-w", EPOCH, 10.0, 0.0, "running")]
     assert writer._runs_seen == {run_id}
+
+
+# ------------------------------------------------------------------ CompareRuns, Export
+
+
+def test_compare_runs(call):
+    facility, _ = series()
+    reply = call(
+        lambda stub: stub.CompareRuns(
+            history_pb2.CompareRunsRequest(
+                run_a=RUN, run_b=RUN_B, metrics=["facility_w", "pue"], bucket_s=1800
+            ),
+            timeout=20,
+        )
+    )
+    assert list(reply.metrics) == ["facility_w", "pue"]
+    assert (reply.a.run_id, reply.a.steps, reply.b.run_id, reply.b.steps) == (
+        RUN,
+        N,
+        RUN_B,
+        3600,
+    )
+    fa, fb = reply.a.metrics[0], reply.b.metrics[0]
+    b = 1.1 * facility[:3600]
+    assert (fa.samples, fb.samples) == (N, 3600)
+    np.testing.assert_allclose(
+        [fa.avg, fa.min, fa.max, fb.avg, fb.min, fb.max],
+        [facility.mean(), facility.min(), facility.max(), b.mean(), b.min(), b.max()],
+        rtol=1e-12,
+    )
+    np.testing.assert_allclose(fa.energy_mwh, facility.sum() / 3.6e9, rtol=1e-12)
+    np.testing.assert_allclose(fb.energy_mwh, b.sum() / 3.6e9, rtol=1e-12)
+    delta = reply.deltas[0]
+    assert delta.metric == "facility_w"
+    np.testing.assert_allclose(delta.avg, b.mean() - facility.mean(), rtol=1e-9)
+    np.testing.assert_allclose(delta.energy_mwh, (b.sum() - facility.sum()) / 3.6e9, rtol=1e-9)
+    pue_a = reply.a.metrics[1]  # no samples: NaN, and no energy for a ratio
+    assert pue_a.samples == 0 and np.isnan(pue_a.avg) and not pue_a.HasField("energy_mwh")
+    assert not reply.deltas[1].HasField("energy_mwh")
+    # the series: A's four half hours, B's first two, on one axis
+    assert [r.time_s for r in reply.rows] == [0.0, 1800.0, 3600.0, 5400.0]
+    got_a = [r.a[0] for r in reply.rows]
+    np.testing.assert_allclose(got_a, facility.reshape(4, 1800).mean(axis=1), rtol=1e-12)
+    got_b = [r.b[0] for r in reply.rows]
+    np.testing.assert_allclose(got_b[:2], b.reshape(2, 1800).mean(axis=1), rtol=1e-12)
+    assert np.isnan(got_b[2:]).all()
+    # a window, default metrics, no series
+    reply = call(
+        lambda stub: stub.CompareRuns(
+            history_pb2.CompareRunsRequest(run_a=RUN, run_b=RUN, start_s=0, end_s=600),
+            timeout=20,
+        )
+    )
+    assert list(reply.metrics)[:2] == ["facility_w", "it_w"] and not reply.rows
+    assert reply.a.steps == 600 and [d.avg for d in reply.deltas[:2]] == [0.0, 0.0]
+
+
+def export_bytes(call, **fields) -> tuple[bytes, list[int]]:
+    async def fn(stub):
+        sizes, data = [], b""
+        async for chunk in stub.Export(history_pb2.ExportRequest(**fields), timeout=60):
+            sizes.append(len(chunk.data))
+            data += chunk.data
+        return data, sizes
+
+    return call(fn)
+
+
+def all_raw_rows(call, metrics, **window) -> list:
+    rows, token = [], ""
+    while True:
+        reply = query(call, metrics=metrics, page_size=10_000, page_token=token, **window)
+        rows += [(r.time_s, *r.values) for r in reply.rows]
+        if not (token := reply.next_page_token):
+            return rows
+
+
+def test_export_parquet_reads_back_as_the_raw_rows(call, tmp_path):
+    import pyarrow.parquet as pq
+
+    metrics = ["facility_w", "it_w", "pue"]
+    data, sizes = export_bytes(
+        call,
+        run_id=RUN,
+        metrics=metrics,
+        format=history_pb2.EXPORT_FORMAT_PARQUET,
+        chunk_bytes=16_384,
+    )
+    assert len(sizes) > 1 and max(sizes) <= 16_384
+    path = tmp_path / "run.parquet"
+    path.write_bytes(data)
+    parquet = pq.ParquetFile(path)
+    assert parquet.metadata.num_row_groups == N // 1000 + 1  # a row group per page of rows
+    table = parquet.read()
+    assert table.column_names == ["time_s", "step", *metrics]
+    assert table.column("step").to_pylist() == list(range(N))
+    got = np.column_stack(
+        [table.column(c).to_numpy(zero_copy_only=False) for c in ["time_s", *metrics]]
+    )
+    want = np.array(all_raw_rows(call, metrics))
+    assert got.shape == want.shape == (N, 4)
+    np.testing.assert_array_equal(got, want)  # NaN == NaN here: the pue column is empty
+
+
+def test_export_csv_window_and_all_columns(call):
+    import csv
+    import io
+
+    data, sizes = export_bytes(
+        call, run_id=RUN, format=history_pb2.EXPORT_FORMAT_CSV, start_s=100, end_s=3700
+    )
+    assert max(sizes) <= 1 << 20
+    rows = list(csv.reader(io.StringIO(data.decode())))
+    assert rows[0][:4] == ["time_s", "step", "it_w", "facility_w"] and rows[0][-1] == "ambient_c"
+    body = rows[1:]
+    assert len(body) == 3600 and body[0][:2] == ["100.0", "100"]
+    want = all_raw_rows(call, ["it_w", "facility_w"], start_s=100, end_s=3700)
+    got = [(float(r[0]), float(r[2]), float(r[3])) for r in body]
+    assert got == [tuple(w) for w in want]  # repr round-trips: exactly equal
+    assert all(r[5] == "" for r in body)  # pue: no value, empty field
+
+
+COMPARE = history_pb2.CompareRunsRequest
+EXPORT = history_pb2.ExportRequest
+CSV = history_pb2.EXPORT_FORMAT_CSV
+
+
+@pytest.mark.parametrize(
+    ("method", "request_", "code", "message"),
+    [
+        ("CompareRuns", COMPARE(run_b=RUN), "INVALID_ARGUMENT", "run_a: required"),
+        ("CompareRuns", COMPARE(run_a=RUN), "INVALID_ARGUMENT", "run_b: required"),
+        (
+            "CompareRuns",
+            COMPARE(run_a=RUN, run_b=RUN, metrics=["it_w", "nope"]),
+            "INVALID_ARGUMENT",
+            "metrics.1: unknown metric 'nope'",
+        ),
+        (
+            "CompareRuns",
+            COMPARE(run_a=RUN, run_b=RUN, start_s=5, end_s=5),
+            "INVALID_ARGUMENT",
+            "end_s: must be greater than start_s",
+        ),
+        (
+            "CompareRuns",
+            COMPARE(run_a=RUN, run_b=RUN, bucket_s=-1),
+            "INVALID_ARGUMENT",
+            "bucket_s: must be >= 0",
+        ),
+        (
+            "CompareRuns",
+            COMPARE(run_a=RUN, run_b=RUN, bucket_s=0.5, start_s=0, end_s=7200),
+            "INVALID_ARGUMENT",
+            "bucket_s: more than 10000 buckets",
+        ),
+        (
+            "CompareRuns",
+            COMPARE(run_a=RUN, run_b="nope"),
+            "NOT_FOUND",
+            "run_b: run 'nope' not found",
+        ),
+        (
+            "CompareRuns",
+            COMPARE(run_a="nope", run_b=RUN),
+            "NOT_FOUND",
+            "run_a: run 'nope' not found",
+        ),
+        ("Export", EXPORT(format=CSV), "INVALID_ARGUMENT", "run_id: required"),
+        ("Export", EXPORT(run_id=RUN), "INVALID_ARGUMENT", "format: required"),
+        (
+            "Export",
+            EXPORT(run_id=RUN, format=CSV, metrics=["x"]),
+            "INVALID_ARGUMENT",
+            "metrics.0: unknown metric 'x'",
+        ),
+        (
+            "Export",
+            EXPORT(run_id=RUN, format=CSV, chunk_bytes=(1 << 20) + 1),
+            "INVALID_ARGUMENT",
+            "chunk_bytes: must be in [0, 1048576]",
+        ),
+        (
+            "Export",
+            EXPORT(run_id=RUN, format=CSV, start_s=float("nan")),
+            "INVALID_ARGUMENT",
+            "start_s: must be finite",
+        ),
+        ("Export", EXPORT(run_id="nope", format=CSV), "NOT_FOUND", "run_id: run 'nope' not"),
+        (
+            "Export",
+            EXPORT(run_id=RUN, site_id="elsewhere", format=CSV),
+            "NOT_FOUND",
+            "run_id: run 'run-hist-1' not found in site",
+        ),
+    ],
+)
+def test_compare_and_export_bad_requests(call, method, request_, code, message):
+    async def fn(stub):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            reply = getattr(stub, method)(request_, timeout=20)
+            if method == "Export":
+                async for _ in reply:
+                    pass
+            else:
+                await reply
+        return info.value
+
+    exc = call(fn)
+    assert exc.code() == getattr(grpc.StatusCode, code)
+    assert exc.details().startswith(message), exc.details()
+
+
+def test_cli_export_and_compare(address, tmp_path):
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    runner = CliRunner(env={"COLUMNS": "200"})
+    out = tmp_path / "sub" / "run.parquet"
+    args = ["history", "export", RUN, "--address", address, "--out", str(out)]
+    result = runner.invoke(
+        app, [*args, "--format", "parquet", "--metrics", "it_w,facility_w", "--to", "1h"]
+    )
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(out)
+    assert table.column_names == ["time_s", "step", "it_w", "facility_w"] and len(table) == 3600
+    csv_out = tmp_path / "run.csv"
+    result = runner.invoke(
+        app,
+        ["history", "export", RUN, "--address", address, "--out", str(csv_out), "--from", "1h"],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(csv_out.read_text().splitlines()) == 3601
+    # a failed export leaves neither the file nor a temp file behind
+    bad = tmp_path / "bad" / "x.csv"
+    result = runner.invoke(
+        app, ["history", "export", "nope", "--address", address, "--out", str(bad)]
+    )
+    assert result.exit_code == 2 and "NOT_FOUND" in result.output
+    assert list(bad.parent.iterdir()) == []
+    result = runner.invoke(app, [*args, "--format", "xlsx"])
+    assert result.exit_code == 2 and "--format" in result.output
+    result = runner.invoke(app, ["history", "compare", RUN, RUN_B, "--address", address])
+    assert result.exit_code == 0, result.output
+    assert "facility_w" in result.output and "MWh" in result.output and "+10.00%" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--duration", "15s", "--dt", "10s"], "--duration: 15s is not a whole number"),
+        (["--report", "x"], "--report: needs --duration"),
+        (["--duration", "1h", "--dt", "abc"], "--dt: invalid duration 'abc'"),
+        (["--duration", "1h", "--speed", "-1"], "--speed: must be >= 0"),
+        (["--duration", "1h", "--paused"], "--paused: not with --duration"),
+    ],
+)
+def test_twin_up_bad_report_options_fail_before_starting(args, message):
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["up", "tests/sites/small.yaml", *args])
+    assert result.exit_code == 2 and message in result.output, result.output

@@ -346,3 +346,12 @@ def test_a_study_without_a_scenario_runs_on_the_configured_site():
         stub = whatif_pb2_grpc.WhatIfServiceStub(channel)
         result = run(stub, pb.RunStudyRequest(study_yaml="duration: 1h"))[-1].result
     assert result.site_id == "small" and [v.name for v in result.variants] == ["base"]
+
+
+def test_twin_status_checks_the_addresses_given(address):
+    from services.cli.main import app
+
+    ok = CliRunner().invoke(app, ["status", address])
+    assert ok.exit_code == 0 and "SERVING" in ok.output
+    down = CliRunner().invoke(app, ["status", address, "127.0.0.1:1", "--wait", "2s"])
+    assert down.exit_code == 1 and "UNREACHABLE" in down.output

@@ -13,6 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from services.cli.inventory import inventory_app
+from services.cli.whatif import whatif
+
 app = typer.Typer(
     help="AI Factory Twin: a digital twin of a hyperscale AI datacenter.",
     no_args_is_help=True,
@@ -179,20 +182,57 @@ def serve(service: Annotated[str, typer.Argument(help="compute, cooling, power, 
 @app.command()
 def up(
     scenario: Annotated[str, typer.Argument(help="seeded site name or site file")] = "fairwater-wi",
-    speed: Annotated[float, typer.Option(help="real-time factor; 0 = as fast as possible")] = 1.0,
+    speed: Annotated[
+        float | None,
+        typer.Option(
+            help="real-time factor; 0 = as fast as possible (default: 1, or 0 with --duration)"
+        ),
+    ] = None,
     paused: Annotated[bool, typer.Option(help="start the run paused")] = False,
+    duration: Annotated[
+        str | None, typer.Option(help="simulated time, e.g. 6h; then report and stop")
+    ] = None,
+    dt: Annotated[str, typer.Option(help="coupling interval, e.g. 1s, 10s")] = "1s",
+    report: Annotated[
+        Path | None, typer.Option(help="with --duration: write history.csv and hourly.png here")
+    ] = None,
+    base_port: Annotated[
+        int, typer.Option(help="first gRPC port (twin; the others follow); 0 = free ports")
+    ] = 50051,
 ) -> None:
-    """Start a local twin: nats-server, every service, and a run; Ctrl-C stops it all."""
+    """Start a local twin: nats-server, every service, and a run; Ctrl-C stops it all.
+    With --duration the run ends by itself: the history of the run is queried, printed
+    (and written to --report DIR), and everything stops."""
     import signal as signals
     import threading
     from pathlib import Path as P
 
-    from services.launcher import LocalTwin
+    from services.launcher import LocalTwin, default_addresses, free_addresses
     from services.scenario import site_from_spec
     from twin.twin.v1 import clock_pb2, twin_pb2
+    from twin_core.durations import parse_duration
 
+    def seconds(option: str, text: str) -> float:
+        try:
+            return parse_duration(text)
+        except ValueError as exc:
+            fail(f"{option}: {exc}")
+
+    step_s = seconds("--dt", dt)
+    horizon_s = seconds("--duration", duration) if duration is not None else 0.0
+    steps = round(horizon_s / step_s)
+    if duration is not None and abs(steps * step_s - horizon_s) > 1e-9 * horizon_s:
+        fail(f"--duration: {duration} is not a whole number of --dt {dt} steps")
+    if report is not None and duration is None:
+        fail("--report: needs --duration (the report is written when the run ends)")
+    if duration is not None and paused:
+        fail("--paused: not with --duration")
+    if speed is None:
+        speed = 0.0 if duration is not None else 1.0
+    if speed < 0:
+        fail("--speed: must be >= 0")
     path = P(scenario)
-    spec = clock_pb2.RunSpec(dt_s=1.0)
+    spec = clock_pb2.RunSpec(dt_s=step_s, horizon_s=horizon_s)
     if path.suffix in (".yaml", ".yml"):
         try:
             spec.scenario_yaml = path.read_text()
@@ -206,7 +246,9 @@ def up(
         site = site_from_spec(spec)
     except SiteError as exc:
         fail(str(exc))
-    with LocalTwin(site.name) as twin:
+    addresses = free_addresses() if base_port == 0 else default_addresses(base=base_port)
+    stop = threading.Event()
+    with LocalTwin(site.name, addresses) as twin:
         address = twin.addresses["twin"]
         start = twin_pb2.StartRequest(spec=spec, paused=paused)
         if speed > 0:
@@ -214,26 +256,121 @@ def up(
         else:
             start.speed.as_fast_as_possible = True
         run_id = _start_run(address, start)
-        Console().print(
-            f"twin {site.name} up: run {run_id}; gRPC {address} (nats {twin.nats_url})\n"
-            f"  grpcurl -plaintext {address} list\n"
-            f"  grpcurl -plaintext {address} twin.twin.v1.TwinService/GetSnapshot\n"
-            "Ctrl-C stops everything.",
-            soft_wrap=True,
-        )
-        stop = threading.Event()
         for sig in (signals.SIGINT, signals.SIGTERM):
             signals.signal(sig, lambda *_: stop.set())
-        stop.wait()
+        if duration is None:
+            Console().print(
+                f"twin {site.name} up: run {run_id}; gRPC {address} (nats {twin.nats_url})\n"
+                f"  grpcurl -plaintext {address} list\n"
+                f"  grpcurl -plaintext {address} twin.twin.v1.TwinService/GetSnapshot\n"
+                "Ctrl-C stops everything.",
+                soft_wrap=True,
+            )
+            stop.wait()
+        else:
+            console.print(f"twin {site.name}: run {run_id}, {duration} at dt {dt} ({steps} steps)")
+            if _wait_for_step(address, run_id, steps, stop):
+                _history_report(twin.addresses["historian"], run_id, steps, step_s, report, stop)
     Console().print("stopped")
+
+
+def _wait_for_step(address: str, run_id: str, steps: int, stop) -> bool:
+    """Until the run has ticked ``steps`` times (True) or Ctrl-C (False); progress on
+    stderr every few seconds."""
+    import grpc
+
+    from services.cli.channel import client_channel as open_channel
+    from twin.twin.v1 import twin_pb2, twin_pb2_grpc
+
+    started, shown = time.monotonic(), time.monotonic()
+    with open_channel(address) as channel:
+        stub = twin_pb2_grpc.TwinServiceStub(channel)
+        while not stop.is_set():
+            try:
+                request = twin_pb2.GetSnapshotRequest(run_id=run_id)
+                step = stub.GetSnapshot(request, timeout=30).snapshot.step
+            except grpc.RpcError as exc:
+                fail(f"GetSnapshot: {exc.details()}")
+            if step >= steps:
+                rate = steps / max(time.monotonic() - started, 1e-9)
+                console.print(f"run ended: {steps} steps, {rate:,.0f} steps/s")
+                return True
+            if time.monotonic() - shown >= 5:
+                shown = time.monotonic()
+                console.print(f"  step {step:,}/{steps:,}")
+            stop.wait(0.2)
+    return False
+
+
+def _history_report(
+    address: str, run_id: str, steps: int, dt_s: float, out: Path | None, stop
+) -> None:
+    """Wait for the historian to hold every step of the run, then print hourly facility
+    power, IT power and PUE (energy-weighted: hourly facility energy / IT energy) from the
+    History API; with ``out``, write out/history.csv (Export) and out/hourly.png."""
+    from types import SimpleNamespace
+
+    from twin.history.v1 import history_pb2
+
+    deadline = time.monotonic() + 120
+    compare = history_pb2.CompareRunsRequest(run_a=run_id, run_b=run_id, metrics=["facility_w"])
+    while True:  # every step stored (rows) and complete (a facility meter in each)
+        reply = _history_call(address, "CompareRuns", compare)
+        if reply.a.steps >= steps and reply.a.metrics[0].samples >= steps:
+            break
+        if stop.is_set() or time.monotonic() > deadline:
+            fail(f"history: {reply.a.steps} of {steps} steps stored")
+        stop.wait(0.25)
+    metrics = ["facility_w", "it_w", "pue"]
+    # A step's sample is stamped at its end, so the last one (at the horizon) would open an
+    # hour of its own: the hourly table stops before it (the run's totals include it).
+    request = history_pb2.QueryRequest(
+        run_id=run_id, metrics=metrics, bucket_s=3600, page_size=10_000, end_s=steps * dt_s
+    )
+    rows = list(_history_call(address, "Query", request).rows)
+    hourly = [
+        SimpleNamespace(
+            time_s=r.time_s,
+            values=[r.values[0] / 1e6, r.values[1] / 1e6, r.values[0] / r.values[1]],
+        )
+        for r in rows
+    ]
+    whole = _history_call(
+        address,
+        "CompareRuns",
+        history_pb2.CompareRunsRequest(run_a=run_id, run_b=run_id, metrics=metrics[:2]),
+    ).a.metrics
+    hours = steps * dt_s / 3600
+    table = Table(title=f"run {run_id}: {hours:g} h simulated, hourly (from the History API)")
+    for column in ("hour", "facility (MW)", "IT (MW)", "PUE"):
+        table.add_column(column, justify="right")
+    for r in hourly:
+        table.add_row(_clock(r.time_s), *(f"{v:.4f}" if i == 2 else f"{v:,.2f}"
+                                          for i, v in enumerate(r.values)))  # fmt: skip
+    facility_mwh, it_mwh = whole[0].energy_mwh, whole[1].energy_mwh
+    table.add_row(
+        "run", f"{facility_mwh:,.1f} MWh", f"{it_mwh:,.1f} MWh", f"{facility_mwh / it_mwh:.4f}"
+    )
+    Console().print(table)
+    if out is not None:
+        csv_path = out / "history.csv"
+        export_to_file(
+            address,
+            history_pb2.ExportRequest(run_id=run_id, format=history_pb2.EXPORT_FORMAT_CSV),
+            csv_path,
+        )
+        png = out / "hourly.png"
+        _plot(png, ["facility (MW)", "IT (MW)", "PUE"], hourly, f"run {run_id}: hourly")
+        Console().print(f"wrote {csv_path}, {png}")
 
 
 def _start_run(address: str, request) -> str:
     import grpc
 
+    from services.cli.channel import client_channel as open_channel
     from twin.twin.v1 import twin_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address) as channel:
         try:
             reply = twin_pb2_grpc.TwinServiceStub(channel).Start(request, timeout=300)
         except grpc.RpcError as exc:
@@ -242,21 +379,49 @@ def _start_run(address: str, request) -> str:
 
 
 @app.command()
-def status() -> None:
-    """Health of each service of a local twin (default ports)."""
+def status(
+    addresses: Annotated[
+        list[str] | None,
+        typer.Argument(help="host:port of services to check (default: those of `twin up`)"),
+    ] = None,
+    wait: Annotated[
+        str | None, typer.Option(help="check again until all serve, for at most this long")
+    ] = None,
+) -> None:
+    """Health of services (grpc.health.v1, over TLS when TWIN_GRPC_TLS_* say so); exit
+    status 1 unless every one is SERVING."""
     from services.launcher import default_addresses, health
+    from services.runtime.config import ConfigError
+    from twin_core.durations import parse_duration
 
+    named = {a: a for a in addresses} if addresses else default_addresses()
+    try:
+        deadline = time.monotonic() + (parse_duration(wait) if wait else 0.0)
+    except ValueError as exc:
+        fail(f"--wait: {exc}")
+    try:
+        while True:
+            states = {name: health(address) for name, address in named.items()}
+            if all(v == "SERVING" for v in states.values()) or time.monotonic() >= deadline:
+                break
+            time.sleep(1.0)
+    except ConfigError as exc:
+        fail(str(exc))
     table = Table(title="services")
     table.add_column("service")
     table.add_column("address")
     table.add_column("health")
-    for name, address in default_addresses().items():
-        table.add_row(name, address, health(address))
+    for name, address in named.items():
+        table.add_row(name, address, states[name])
     Console().print(table)
+    if any(v != "SERVING" for v in states.values()):
+        raise typer.Exit(1)
 
 
 db_app = typer.Typer(help="The history database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(inventory_app, name="inventory")
+app.command("whatif")(whatif)
 
 
 @db_app.command("migrate")
@@ -296,9 +461,10 @@ def _history_call(address: str, method: str, request):
     import grpc
     from rich.markup import escape
 
+    from services.cli.channel import client_channel as open_channel
     from twin.history.v1 import history_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address) as channel:
         try:
             return getattr(history_pb2_grpc.HistoryServiceStub(channel), method)(
                 request, timeout=60
@@ -422,6 +588,112 @@ def history_query(
     if plot is not None:
         _plot(plot, metrics, rows, f"{run}: {label}")
         console.print(f"wrote {plot}")
+
+
+def _metric_list(values: list[str] | None) -> list[str]:
+    """``--metrics a,b --metrics c`` -> [a, b, c]."""
+    return [m.strip() for v in values or [] for m in v.split(",") if m.strip()]
+
+
+@history_app.command("export")
+def history_export(
+    run: Annotated[str, typer.Argument(help="run id (see `twin history runs`)")],
+    out: Annotated[Path, typer.Option(help="file to write (replaced atomically)")],
+    format_: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    metrics: Annotated[
+        list[str] | None, typer.Option(help="site_series columns (default: all)")
+    ] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="simulated start, e.g. 6h")] = None,
+    to: Annotated[str | None, typer.Option(help="simulated end (exclusive), e.g. 24h")] = None,
+    address: Annotated[str, typer.Option(help="historian gRPC address")] = HISTORY_ADDRESS,
+) -> None:
+    """One run's site series to a CSV or Parquet file (the History API's Export)."""
+    from twin.history.v1 import history_pb2
+    from twin_core.durations import parse_duration
+
+    kinds = {"csv": history_pb2.EXPORT_FORMAT_CSV, "parquet": history_pb2.EXPORT_FORMAT_PARQUET}
+    if format_ not in kinds:
+        fail(f"--format: {format_!r} is not one of csv, parquet")
+    request = history_pb2.ExportRequest(
+        run_id=run, metrics=_metric_list(metrics), format=kinds[format_]
+    )
+    for option, text, field in (("--from", from_, "start_s"), ("--to", to, "end_s")):
+        if text is not None:
+            try:
+                setattr(request, field, parse_duration(text, allow_zero=True))
+            except ValueError as exc:
+                fail(f"{option}: {exc}")
+    size = export_to_file(address, request, out)
+    console.print(f"wrote {out} ({size:,} bytes)")
+
+
+def export_to_file(address: str, request, out: Path) -> int:
+    """Stream ``Export`` into ``out`` atomically: a temp file beside it, renamed when the
+    stream has ended, so a failed export never leaves a partial file. Returns its size."""
+    import tempfile
+
+    import grpc
+    from rich.markup import escape
+
+    from services.cli.channel import client_channel as open_channel
+    from twin.history.v1 import history_pb2_grpc
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    size = 0
+    try:
+        with os.fdopen(fd, "wb") as f, open_channel(address) as channel:
+            stub = history_pb2_grpc.HistoryServiceStub(channel)
+            try:
+                for chunk in stub.Export(request, timeout=600):
+                    f.write(chunk.data)
+                    size += len(chunk.data)
+            except grpc.RpcError as exc:
+                fail(escape(f"Export: {exc.details()} ({exc.code().name})"))
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it 0600: give it a normal file's mode
+        os.replace(tmp, out)
+    except OSError as exc:
+        fail(f"--out {out}: {exc.strerror or exc}")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return size
+
+
+@history_app.command("compare")
+def history_compare(
+    run_a: Annotated[str, typer.Argument(help="baseline run id")],
+    run_b: Annotated[str, typer.Argument(help="run compared with it")],
+    metrics: Annotated[
+        list[str] | None, typer.Option(help="site_series columns (default: the main KPIs)")
+    ] = None,
+    address: Annotated[str, typer.Option(help="historian gRPC address")] = HISTORY_ADDRESS,
+) -> None:
+    """Two runs side by side: each metric's average, min, max and energy, and B - A."""
+    from twin.history.v1 import history_pb2
+
+    reply = _history_call(
+        address,
+        "CompareRuns",
+        history_pb2.CompareRunsRequest(run_a=run_a, run_b=run_b, metrics=_metric_list(metrics)),
+    )
+    table = Table(title=f"A = {run_a} ({reply.a.steps} steps), B = {run_b} ({reply.b.steps})")
+    for column in ("metric", "", "A", "B", "B - A", "B / A - 1"):
+        table.add_column(column, justify="left" if column in ("metric", "") else "right")
+    for sa, sb, d in zip(reply.a.metrics, reply.b.metrics, reply.deltas, strict=True):
+        figures = [("avg", sa.avg, sb.avg, d.avg), ("min", sa.min, sb.min, d.min)]
+        figures.append(("max", sa.max, sb.max, d.max))
+        if d.HasField("energy_mwh"):
+            figures.append(("MWh", sa.energy_mwh, sb.energy_mwh, d.energy_mwh))
+        for i, (what, a, b, delta) in enumerate(figures):
+            rel = f"{b / a - 1:+.2%}" if a else "-"
+            name = sa.metric if i == 0 else ""
+            table.add_row(name, what, f"{a:.6g}", f"{b:.6g}", f"{delta:+.6g}", rel)
+    Console().print(table)
 
 
 def _clock(seconds: float) -> str:

@@ -121,7 +121,7 @@ def run_remote(doc: dict[str, Any], address: str) -> dict[str, Any]:
     """Send the study to a twin service; a local site file travels inline."""
     import grpc
 
-    from services.runtime.channels import open_channel
+    from services.cli.channel import client_channel as open_channel
     from twin.whatif.v1 import whatif_pb2, whatif_pb2_grpc
 
     scenario = doc.get("scenario")

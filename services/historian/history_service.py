@@ -1,4 +1,5 @@
-"""``twin.history.v1.HistoryService`` on ``grpc.aio``: the History API of the historian.
+"""``twin.history.v1.HistoryService`` on ``grpc.aio``: the History API (Query, ListRuns,
+CompareRuns, Export), served by the historian and, with a database, by the twin process.
 
 Every request is validated first (INVALID_ARGUMENT, the message naming the field, e.g.
 ``metrics.0: unknown metric 'bogus' (known: ...)``); an unknown run is NOT_FOUND; a
@@ -9,13 +10,15 @@ database that cannot be reached is UNAVAILABLE. Each call opens its own short co
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import AsyncIterator
 
 import grpc
 import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
-from services.historian import queries
+from services.historian import export, queries
 from services.historian.queries import QueryError, RunNotFound, SeriesQuery
 from twin.history.v1 import history_pb2, history_pb2_grpc
 
@@ -33,9 +36,15 @@ AGGREGATE_NAMES = {
 
 
 class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
-    def __init__(self, database_url: str, connect_timeout_s: int = 5) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        connect_timeout_s: int = 5,
+        export_page_rows: int = queries.EXPORT_PAGE_ROWS,
+    ) -> None:
         self.database_url = database_url
         self.connect_timeout_s = connect_timeout_s
+        self.export_page_rows = export_page_rows  # rows per read and per Parquet row group
 
     async def _connect(self, context: aio.ServicerContext) -> psycopg.AsyncConnection:
         try:
@@ -125,6 +134,118 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
                 )
             )
         return history_pb2.ListRunsResponse(runs=out, next_page_token=token)
+
+    async def CompareRuns(
+        self, request: history_pb2.CompareRunsRequest, context: aio.ServicerContext
+    ) -> history_pb2.CompareRunsResponse:
+        metrics = list(request.metrics) or list(queries.COMPARE_METRICS)
+        start_s = request.start_s if request.HasField("start_s") else None
+        end_s = request.end_s if request.HasField("end_s") else None
+        try:
+            for field in ("run_a", "run_b"):
+                if not getattr(request, field):
+                    raise QueryError(field, "required")
+            queries.check_metrics(request.metrics, required=False)
+            queries.check_window(start_s, end_s)
+            queries.check_bucket(request.bucket_s)
+            bounded = request.bucket_s > 0 and start_s is not None and end_s is not None
+            if bounded and (end_s - start_s) / request.bucket_s > queries.MAX_COMPARE_BUCKETS:
+                raise QueryError(
+                    "bucket_s",
+                    f"more than {queries.MAX_COMPARE_BUCKETS} buckets: choose a wider bucket",
+                )
+        except QueryError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        conn = await self._connect(context)
+        try:
+            async with conn:
+                summaries = []
+                for field in ("run_a", "run_b"):
+                    run_id = getattr(request, field)
+                    await queries.find_run(conn, run_id, request.site_id, field)
+                    summaries.append(await queries.summarize(conn, run_id, metrics, start_s, end_s))
+                rows = []
+                if request.bucket_s > 0:
+                    rows = await queries.compare_series(
+                        conn,
+                        request.run_a,
+                        request.run_b,
+                        metrics,
+                        request.bucket_s,
+                        start_s,
+                        end_s,
+                    )
+        except QueryError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except RunNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except psycopg.OperationalError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        a, b = summaries
+        deltas = []
+        for sa, sb in zip(a.metrics, b.metrics, strict=True):
+            delta = history_pb2.MetricDelta(
+                metric=sa.metric, avg=sb.avg - sa.avg, min=sb.min - sa.min, max=sb.max - sa.max
+            )
+            if sa.energy_mwh is not None and sb.energy_mwh is not None:
+                delta.energy_mwh = sb.energy_mwh - sa.energy_mwh
+            deltas.append(delta)
+        return history_pb2.CompareRunsResponse(
+            metrics=metrics,
+            a=_run_summary(a),
+            b=_run_summary(b),
+            deltas=deltas,
+            rows=[history_pb2.CompareRow(time_s=t, a=va, b=vb) for t, va, vb in rows],
+        )
+
+    async def Export(
+        self, request: history_pb2.ExportRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[history_pb2.ExportResponse]:
+        start_s = request.start_s if request.HasField("start_s") else None
+        end_s = request.end_s if request.HasField("end_s") else None
+        formats = {
+            history_pb2.EXPORT_FORMAT_CSV: export.csv_bytes,
+            history_pb2.EXPORT_FORMAT_PARQUET: export.parquet_bytes,
+        }
+        try:
+            if not request.run_id:
+                raise QueryError("run_id", "required")
+            queries.check_metrics(request.metrics, required=False)
+            queries.check_window(start_s, end_s)
+            if request.format not in formats:
+                raise QueryError("format", "required: EXPORT_FORMAT_CSV or EXPORT_FORMAT_PARQUET")
+            if not 0 <= request.chunk_bytes <= export.MAX_CHUNK_BYTES:
+                raise QueryError("chunk_bytes", f"must be in [0, {export.MAX_CHUNK_BYTES}]")
+        except QueryError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        metrics = list(request.metrics) or list(queries.METRICS)
+        size = request.chunk_bytes or export.MAX_CHUNK_BYTES
+        conn = await self._connect(context)
+        try:
+            async with conn:
+                await queries.find_run(conn, request.run_id, request.site_id)
+                pages = queries.export_pages(
+                    conn, request.run_id, metrics, start_s, end_s, self.export_page_rows
+                )
+                async for blob in formats[request.format](pages, metrics):
+                    for piece in export.split([blob], size):
+                        yield history_pb2.ExportResponse(data=piece)
+        except RunNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except psycopg.OperationalError as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+
+
+def _run_summary(s: queries.RunSummary) -> history_pb2.RunSummary:
+    out = history_pb2.RunSummary(run_id=s.run_id, dt_s=s.dt_s, steps=s.steps)
+    for m in s.metrics:
+        summary = history_pb2.MetricSummary(
+            metric=m.metric, samples=m.samples, avg=m.avg, min=m.min, max=m.max
+        )
+        if m.energy_mwh is not None and math.isfinite(m.energy_mwh):
+            summary.energy_mwh = m.energy_mwh
+        out.metrics.append(summary)
+    return out
 
 
 def add_to_server(server, database_url: str) -> HistoryServicer:

@@ -7,6 +7,16 @@ origin, so a bucket of width ``w`` starts at a multiple of ``w`` simulated secon
 boundaries as the rollup tables; percentiles use ``percentile_cont`` (linear interpolation,
 as numpy's default). ``LAST`` is the value at the latest time in the bucket.
 
+Rollups: a bucketed query whose width is a whole number of hours (or minutes), whose window
+(if any) starts and ends on that rollup's boundaries and whose aggregate is avg, min, max,
+sum or last reads ``site_series_1h`` (or ``_1m``) instead of the raw rows: avg is
+``sum(<col>_sum) / sum(<col>_count)`` over the rollup buckets (not an average of averages;
+NULL samples do not count), sum adds the sums, min/max take the extremes, last takes the
+``_last`` of the latest rollup bucket. Anything else (percentiles, odd widths or windows,
+metrics without a rollup column) reads the raw rows. The historian keeps the rollups current
+for every batch it commits, so both paths give the same answer (up to float rounding of avg
+and sum: the additions happen in another order).
+
 Paging is by key, not offset: a page token carries the first time (µs since the epoch) the
 next page starts at and a hash of the request, so a token is refused with another query.
 """
@@ -30,6 +40,25 @@ METRICS: tuple[str, ...] = tuple(SITE_COLUMNS[3:])  # after run_id, step, time
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
 AGGREGATES = ("avg", "min", "max", "last", "sum", "percentile")
+# The columns summarised in site_series_1m / _1h (migrations 0002 and 0004).
+ROLLUP_METRICS: tuple[str, ...] = (
+    "it_w",
+    "facility_w",
+    "cooling_w",
+    "pue",
+    "gpu_temp_max_c",
+    "tcs_supply_max_c",
+    "delivered_pflops",
+    "grid_w",
+    "battery_w",
+    "soc",
+    "cost_usd_per_s",
+    "emissions_t_per_s",
+    "ambient_c",
+)
+# (table, bucket width in s), widest first: a query reads the widest that fits.
+ROLLUPS: tuple[tuple[str, int], ...] = (("site_series_1h", 3600), ("site_series_1m", 60))
+ROLLUP_AGGREGATES = ("avg", "min", "max", "sum", "last")
 
 
 class QueryError(ValueError):
@@ -56,6 +85,7 @@ class SeriesQuery:
     page_size: int = 0
     page_token: str = ""
     site_id: str = ""
+    use_rollups: bool = True  # False forces the raw rows (tests compare both paths)
 
 
 @dataclass(frozen=True)
@@ -76,29 +106,40 @@ def check_page_size(page_size: int) -> int:
     return page_size or DEFAULT_PAGE_SIZE
 
 
-def validate(q: SeriesQuery) -> None:
-    """Raise ``QueryError`` naming the first bad field of ``q``."""
-    if not q.run_id:
-        raise QueryError("run_id", "required")
-    if not q.metrics:
+def check_metrics(metrics: Sequence[str], required: bool = True) -> None:
+    if required and not metrics:
         raise QueryError("metrics", "at least one metric is required")
-    for i, name in enumerate(q.metrics):
+    for i, name in enumerate(metrics):
         if name not in METRICS:
             raise QueryError(
                 f"metrics.{i}", f"unknown metric {name!r} (known: {', '.join(METRICS)})"
             )
-    for field in ("start_s", "end_s"):
-        value = getattr(q, field)
+
+
+def check_window(start_s: float | None, end_s: float | None) -> None:
+    for field, value in (("start_s", start_s), ("end_s", end_s)):
         if value is not None and not math.isfinite(value):
             raise QueryError(field, "must be finite")
-    if q.start_s is not None and q.end_s is not None and q.end_s <= q.start_s:
+    if start_s is not None and end_s is not None and end_s <= start_s:
         raise QueryError("end_s", "must be greater than start_s")
-    if not math.isfinite(q.bucket_s):
+
+
+def check_bucket(bucket_s: float) -> None:
+    if not math.isfinite(bucket_s):
         raise QueryError("bucket_s", "must be finite")
-    if q.bucket_s < 0:
+    if bucket_s < 0:
         raise QueryError("bucket_s", "must be >= 0")
-    if q.bucket_s > 0 and q.bucket_s < 1e-6:
+    if bucket_s > 0 and bucket_s < 1e-6:
         raise QueryError("bucket_s", "must be at least 1 microsecond")
+
+
+def validate(q: SeriesQuery) -> None:
+    """Raise ``QueryError`` naming the first bad field of ``q``."""
+    if not q.run_id:
+        raise QueryError("run_id", "required")
+    check_metrics(q.metrics)
+    check_window(q.start_s, q.end_s)
+    check_bucket(q.bucket_s)
     if q.aggregate not in AGGREGATES:
         raise QueryError("aggregate", f"unknown aggregate {q.aggregate!r}")
     if q.aggregate == "percentile" and not (0 < q.percentile < 100):
@@ -148,14 +189,16 @@ def _micros(t: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-async def find_run(conn: psycopg.AsyncConnection, run_id: str, site_id: str = "") -> None:
-    """Raise ``RunNotFound`` unless ``run_id`` has a runs row (of ``site_id`` when given)
-    or, with no site, stored series."""
+async def find_run(
+    conn: psycopg.AsyncConnection, run_id: str, site_id: str = "", field: str = "run_id"
+) -> None:
+    """Raise ``RunNotFound`` (its message starting with ``field``) unless ``run_id`` has a
+    runs row (of ``site_id`` when given) or, with no site, stored series."""
     cur = await conn.execute("SELECT site_id FROM runs WHERE run_id = %s", (run_id,))
     row = await cur.fetchone()
     if row is not None:
         if site_id and row[0] != site_id:
-            raise RunNotFound(f"run_id: run {run_id!r} not found in site {site_id!r}")
+            raise RunNotFound(f"{field}: run {run_id!r} not found in site {site_id!r}")
         return
     if not site_id:
         cur = await conn.execute(
@@ -163,7 +206,7 @@ async def find_run(conn: psycopg.AsyncConnection, run_id: str, site_id: str = ""
         )
         if (await cur.fetchone())[0]:
             return
-    raise RunNotFound(f"run_id: run {run_id!r} not found")
+    raise RunNotFound(f"{field}: run {run_id!r} not found")
 
 
 def _aggregate(q: SeriesQuery, column: str) -> tuple[sql.Composable, list[object]]:
@@ -179,6 +222,86 @@ def _aggregate(q: SeriesQuery, column: str) -> tuple[sql.Composable, list[object
     return sql.SQL("{}({})::float8").format(sql.SQL(func), col), []
 
 
+def _aligned(seconds: float | None, width: int) -> bool:
+    return seconds is None or math.fmod(seconds, width) == 0
+
+
+def rollup_for(q: SeriesQuery) -> tuple[str, int] | None:
+    """The rollup table (and its width, s) that answers ``q`` exactly, or None: raw rows."""
+    if not q.use_rollups or q.bucket_s <= 0 or q.aggregate not in ROLLUP_AGGREGATES:
+        return None
+    if any(m not in ROLLUP_METRICS for m in q.metrics):
+        return None
+    for table, width in ROLLUPS:
+        # Whole rollup buckets only: a query bucket, and the window, made of them.
+        if (
+            math.fmod(q.bucket_s, width) == 0
+            and _aligned(q.start_s, width)
+            and _aligned(q.end_s, width)
+        ):
+            return table, width
+    return None
+
+
+def _rollup_aggregate(aggregate: str, column: str) -> sql.Composable:
+    def c(suffix: str) -> sql.Identifier:
+        return sql.Identifier(f"{column}_{suffix}")
+
+    if aggregate == "avg":  # weighted by each bucket's non-NULL samples
+        return sql.SQL("(sum({}) / nullif(sum({}), 0))::float8").format(c("sum"), c("count"))
+    if aggregate == "last":
+        return sql.SQL("(array_agg({} ORDER BY bucket DESC))[1]").format(c("last"))
+    suffix = {"min": "min", "max": "max", "sum": "sum"}[aggregate]
+    return sql.SQL("{}({})::float8").format(sql.SQL(aggregate), c(suffix))
+
+
+def series_statement(
+    q: SeriesQuery, after_us: int | None, limit: int
+) -> tuple[sql.Composed, list[object]]:
+    """The SELECT (and its parameters) of one page of a validated ``q``: rows of (time,
+    value per metric) in time order, at most ``limit``. Plain SQL on both backends."""
+    rollup = rollup_for(q)
+    time_col = "bucket" if rollup else "time"
+    where = [sql.SQL("run_id = %s")]
+    where_params: list[object] = [q.run_id]
+    bounds: list[tuple[str, datetime]] = []
+    if q.start_s is not None:
+        bounds.append((">=", _time(q.start_s)))
+    if q.end_s is not None:
+        bounds.append(("<", _time(q.end_s)))
+    if after_us is not None:  # keyset: the next page starts at this time (µs since epoch)
+        bounds.append((">=", EPOCH + timedelta(microseconds=after_us)))
+    for op, value in bounds:
+        where.append(sql.SQL("{} {} %s").format(sql.Identifier(time_col), sql.SQL(op)))
+        where_params.append(value)
+    condition = sql.SQL(" AND ").join(where)
+    metrics = list(q.metrics)
+    if q.bucket_s == 0:
+        select = sql.SQL(", ").join(sql.Identifier(m) for m in metrics)
+        statement = sql.SQL(
+            "SELECT time, {select} FROM site_series WHERE {where} ORDER BY time LIMIT %s"
+        ).format(select=select, where=condition)
+        return statement, [*where_params, limit]
+    width = timedelta(seconds=q.bucket_s)
+    if rollup:
+        parts = [_rollup_aggregate(q.aggregate, m) for m in metrics]
+        statement = sql.SQL(
+            "SELECT date_bin(%s, bucket, %s) AS qbucket, {select} FROM {table}"
+            " WHERE {where} GROUP BY qbucket ORDER BY qbucket LIMIT %s"
+        ).format(select=sql.SQL(", ").join(parts), table=sql.Identifier(rollup[0]), where=condition)
+        return statement, [width, EPOCH, *where_params, limit]
+    parts, agg_params = [], []
+    for m in metrics:
+        expr, p = _aggregate(q, m)
+        parts.append(expr)
+        agg_params += p
+    statement = sql.SQL(
+        "SELECT date_bin(%s, time, %s) AS bucket, {select} FROM site_series"
+        " WHERE {where} GROUP BY bucket ORDER BY bucket LIMIT %s"
+    ).format(select=sql.SQL(", ").join(parts), where=condition)
+    return statement, [width, EPOCH, *agg_params, *where_params, limit]
+
+
 async def query_series(conn: psycopg.AsyncConnection, q: SeriesQuery) -> Page:
     """One page of ``q`` (validated here too). Raises ``QueryError``, ``RunNotFound``."""
     validate(q)
@@ -191,38 +314,7 @@ async def query_series(conn: psycopg.AsyncConnection, q: SeriesQuery) -> Page:
     after = decode_token(q.page_token, fingerprint) if q.page_token else None
     await find_run(conn, q.run_id, q.site_id)
 
-    where = [sql.SQL("run_id = %s")]
-    where_params: list[object] = [q.run_id]
-    if q.start_s is not None:
-        where.append(sql.SQL("time >= %s"))
-        where_params.append(_time(q.start_s))
-    if q.end_s is not None:
-        where.append(sql.SQL("time < %s"))
-        where_params.append(_time(q.end_s))
-    if after is not None:  # keyset: the next page starts at this time (µs since epoch)
-        where.append(sql.SQL("time >= %s"))
-        where_params.append(EPOCH + timedelta(microseconds=after))
-    condition = sql.SQL(" AND ").join(where)
-
-    if q.bucket_s == 0:
-        select = sql.SQL(", ").join(sql.Identifier(m) for m in metrics)
-        statement = sql.SQL(
-            "SELECT time, {select} FROM site_series WHERE {where} ORDER BY time LIMIT %s"
-        ).format(select=select, where=condition)
-        params = [*where_params, page_size + 1]
-    else:
-        width = timedelta(seconds=q.bucket_s)
-        parts, agg_params = [], []
-        for m in metrics:
-            expr, p = _aggregate(q, m)
-            parts.append(expr)
-            agg_params += p
-        statement = sql.SQL(
-            "SELECT date_bin(%s, time, %s) AS bucket, {select} FROM site_series"
-            " WHERE {where} GROUP BY bucket ORDER BY bucket LIMIT %s"
-        ).format(select=sql.SQL(", ").join(parts), where=condition)
-        params = [width, EPOCH, *agg_params, *where_params, page_size + 1]
-
+    statement, params = series_statement(q, after, page_size + 1)
     cur = await conn.execute(statement, params)
     records = await cur.fetchall()
     token = ""
@@ -267,3 +359,138 @@ async def list_runs(
     records = await cur.fetchall()
     token = encode_token(offset + size, fingerprint) if len(records) > size else ""
     return [RunInfo(*r) for r in records[:size]], token
+
+
+# ------------------------------------------------------------------------ compare runs
+
+COMPARE_METRICS = ("facility_w", "it_w", "cooling_w", "pue", "gpu_temp_max_c", "cost_usd_per_s")
+MAX_COMPARE_BUCKETS = 10_000
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One metric of one run over a window; ``energy_mwh`` for power metrics only."""
+
+    metric: str
+    samples: int
+    avg: float
+    min: float
+    max: float
+    energy_mwh: float | None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    dt_s: float
+    steps: int
+    metrics: list[Summary]
+
+
+def _window(start_s: float | None, end_s: float | None) -> tuple[sql.Composable, list[object]]:
+    where, params = [sql.SQL("run_id = %s")], []
+    if start_s is not None:
+        where.append(sql.SQL("time >= %s"))
+        params.append(_time(start_s))
+    if end_s is not None:
+        where.append(sql.SQL("time < %s"))
+        params.append(_time(end_s))
+    return sql.SQL(" AND ").join(where), params
+
+
+def _float(value: object) -> float:
+    return math.nan if value is None else float(value)
+
+
+async def summarize(
+    conn: psycopg.AsyncConnection,
+    run_id: str,
+    metrics: Sequence[str],
+    start_s: float | None = None,
+    end_s: float | None = None,
+) -> RunSummary:
+    """Per-metric count/avg/min/max (and energy = sum x dt for ``*_w``) of one stored run."""
+    cur = await conn.execute("SELECT dt_s FROM runs WHERE run_id = %s", (run_id,))
+    row = await cur.fetchone()
+    dt_s = float(row[0]) if row and row[0] else 1.0  # no runs row: the writer's default
+    condition, params = _window(start_s, end_s)
+    parts = [
+        sql.SQL(
+            "count({c}), avg({c})::float8, min({c})::float8, max({c})::float8, sum({c})::float8"
+        ).format(c=sql.Identifier(m))
+        for m in metrics
+    ]
+    statement = sql.SQL("SELECT count(*), {} FROM site_series WHERE {}").format(
+        sql.SQL(", ").join(parts), condition
+    )
+    cur = await conn.execute(statement, [run_id, *params])
+    values = await cur.fetchone()
+    summaries = []
+    for i, m in enumerate(metrics):
+        n, avg, lo, hi, total = values[1 + 5 * i : 6 + 5 * i]
+        energy = None
+        if m.endswith("_w"):  # W x s -> MWh
+            energy = (total or 0.0) * dt_s / 3.6e9
+        summaries.append(Summary(m, int(n), _float(avg), _float(lo), _float(hi), energy))
+    return RunSummary(run_id, dt_s, int(values[0]), summaries)
+
+
+async def compare_series(
+    conn: psycopg.AsyncConnection,
+    run_a: str,
+    run_b: str,
+    metrics: Sequence[str],
+    bucket_s: float,
+    start_s: float | None = None,
+    end_s: float | None = None,
+) -> list[tuple[float, list[float], list[float]]]:
+    """Both runs' bucket averages on the union of their buckets (NaN where a run has
+    none). Raises ``QueryError`` (bucket_s) beyond ``MAX_COMPARE_BUCKETS`` buckets."""
+    by_run = []
+    for run_id in (run_a, run_b):
+        q = SeriesQuery(run_id, list(metrics), start_s, end_s, bucket_s, "avg")
+        statement, params = series_statement(q, None, MAX_COMPARE_BUCKETS + 1)
+        cur = await conn.execute(statement, params)
+        records = await cur.fetchall()
+        if len(records) > MAX_COMPARE_BUCKETS:
+            raise QueryError(
+                "bucket_s", f"more than {MAX_COMPARE_BUCKETS} buckets: choose a wider bucket"
+            )
+        by_run.append({_seconds(r[0]): [_float(v) for v in r[1:]] for r in records})
+    missing = [math.nan] * len(metrics)
+    times = sorted(set(by_run[0]) | set(by_run[1]))
+    return [(t, by_run[0].get(t, missing), by_run[1].get(t, missing)) for t in times]
+
+
+# ------------------------------------------------------------------------------ export
+
+EXPORT_PAGE_ROWS = 50_000  # rows per read (and per Parquet row group)
+
+
+async def export_pages(
+    conn: psycopg.AsyncConnection,
+    run_id: str,
+    metrics: Sequence[str],
+    start_s: float | None = None,
+    end_s: float | None = None,
+    page_rows: int = EXPORT_PAGE_ROWS,
+):
+    """Pages of ``(time_s, step, value, ...)`` rows in time order (None where no value),
+    read by key so memory stays at one page whatever the run's length."""
+    condition, params = _window(start_s, end_s)
+    columns = sql.SQL(", ").join(sql.Identifier(m) for m in metrics)
+    after: datetime | None = None
+    while True:
+        where = condition if after is None else sql.SQL("{} AND time > %s").format(condition)
+        statement = sql.SQL(
+            "SELECT time, step, {} FROM site_series WHERE {} ORDER BY time LIMIT %s"
+        ).format(columns, where)
+        extra = [] if after is None else [after]
+        cur = await conn.execute(statement, [run_id, *params, *extra, page_rows])
+        records = await cur.fetchall()
+        if not records:
+            return
+        yield [(_seconds(r[0]), *r[1:]) for r in records]
+        if len(records) < page_rows:
+            return
+        after = records[-1][0]

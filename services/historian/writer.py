@@ -9,10 +9,22 @@ power, energy) have all arrived:
 - ``rack_arrays``: compute ``rack_ac_w`` and power ``rack_cap_w``, every ``rack_every``
   steps only.
 
-Writes: psycopg 3 binary COPY into TEMP staging tables, then ``INSERT ... SELECT ... ON
-CONFLICT DO NOTHING`` into the targets, one transaction per batch; the batch's messages are
-acked only after the commit, so a crash between commit and ack makes JetStream redeliver
-messages whose rows are already stored, and the conflict clause makes that a no-op.
+Writes: psycopg 3 binary COPY straight into the tables, in a savepoint; if any row of the
+batch is stored already (a redelivery), the savepoint is rolled back and the batch goes
+through TEMP staging tables and ``INSERT ... SELECT ... ON CONFLICT`` into the targets
+(filling NULLs only, see below). One transaction per batch; the batch's messages are acked
+only after the commit, so a crash between commit and ack makes JetStream redeliver messages
+whose rows are already stored, and the conflict clause makes that a no-op.
+A historian killed mid-run leaves its fetched, unacked messages with the durable until the
+ack wait ends; its successor meanwhile sees only the other domains of those steps, writes
+them partial after ``incomplete_max_age_s``, and completes them when the redelivery comes.
+
+Rollups: every batch also refreshes the rollups (``site_series_1m`` / ``_1h``) over the time
+range it touched, per run, so a rollup query agrees with the raw rows as soon as the batch is
+stored. Plain PostgreSQL: ``refresh_site_rollups(run, from, to)`` inside the batch's
+transaction. TimescaleDB: ``CALL refresh_continuous_aggregate`` right after the commit (it is
+refused inside a transaction block) over whole buckets; a crash before it runs leaves the
+buckets stale until the redelivered batch refreshes them again (re-refreshing is idempotent).
 
 Batches close at ``batch_max_msgs`` messages of complete steps, ``batch_max_s`` after the
 first complete step, or when the consumer is idle. Memory is bounded: at most
@@ -20,12 +32,14 @@ first complete step, or when the consumer is idle. Memory is bounded: at most
 durable's ``max_ack_pending`` is the same number). If the budget is full of incomplete steps
 (a domain that stopped publishing), or a step stays incomplete ``incomplete_max_age_s``, the
 oldest steps are written with what they have (NULL columns for missing domains); a domain
-message for that step arriving later is then dropped by the conflict clause.
+message for that step arriving later fills the columns still NULL (the conflict clause of
+``site_series`` and ``cdu_series`` merges; it never overwrites a stored value).
 
 Database outage: a failed write closes the connection, nothing is acked, and the same batch
-is retried with exponential backoff (forever, or until cancelled); meanwhile no new messages
-are fetched and JetStream keeps them. If the outage outlasts the consumer's ack wait, the
-held messages are redelivered; duplicates are merged in memory and the writes are idempotent.
+is retried with exponential backoff (forever, or until cancelled); meanwhile at most the
+next batch is fetched (writes are one at a time) and JetStream keeps the rest. If the outage
+outlasts the consumer's ack wait, the held messages are redelivered; the writes are
+idempotent, so a duplicate costs a no-op row.
 
 Time column: ``epoch + time_s`` where ``epoch`` is fixed (``WriterConfig.epoch``, default
 2000-01-01T00:00Z, the origin the rollup buckets use). A run's ``started_at`` is not carried
@@ -103,6 +117,56 @@ TABLES: dict[str, tuple[str, Sequence[str], Sequence[str], str]] = {
 }
 
 
+def _fill_nulls(table: str, columns: Sequence[str]) -> str:
+    """The conflict action of a row combined from several domains: a stored row keeps its
+    values and only gains the ones it lacks. A step written partial (a domain's messages
+    still held by a killed historian, redelivered only after the ack wait) is completed when
+    they arrive; a plain redelivery changes nothing (the WHERE skips the update)."""
+    fill = ", ".join(f"{c} = COALESCE({table}.{c}, EXCLUDED.{c})" for c in columns)
+    gains = " OR ".join(f"({table}.{c} IS NULL AND EXCLUDED.{c} IS NOT NULL)" for c in columns)
+    return f"DO UPDATE SET {fill} WHERE {gains}"
+
+
+CONFLICT_ACTIONS = {
+    "site_series": _fill_nulls("site_series", SITE_COLUMNS[3:]),
+    "cdu_series": _fill_nulls("cdu_series", CDU_COLUMNS[4:]),
+    "rack_arrays": "DO NOTHING",  # one domain per row: a redelivery is the same row
+}
+
+
+ROLLUP_WIDTHS = (("site_series_1m", timedelta(minutes=1)), ("site_series_1h", timedelta(hours=1)))
+
+
+def _floor(t: datetime, width: timedelta, epoch: datetime = EPOCH) -> datetime:
+    return t - (t - epoch) % width
+
+
+def rollup_refreshes(
+    timescale: bool, spans: dict[str, tuple[datetime, datetime]]
+) -> list[tuple[str, tuple]]:
+    """The statements (SQL, parameters) that bring the rollups up to date for rows stored at
+    ``first <= time <= last`` of each run (``spans``: run_id -> (first, last)). Plain
+    PostgreSQL: one ``refresh_site_rollups`` per run (run them in the writing transaction).
+    TimescaleDB: one ``refresh_continuous_aggregate`` per aggregate over the whole buckets
+    covering every run's span (run them outside any transaction block, after the commit)."""
+    if not spans:
+        return []
+    if not timescale:
+        return [
+            ("SELECT refresh_site_rollups(%s, %s, %s)", (run, first, last + timedelta(0, 0, 1)))
+            for run, (first, last) in sorted(spans.items())
+        ]
+    first = min(a for a, _ in spans.values())
+    last = max(b for _, b in spans.values())
+    return [
+        (
+            "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)",
+            (view, _floor(first, width), _floor(last, width) + width),
+        )
+        for view, width in ROLLUP_WIDTHS
+    ]
+
+
 @dataclass(frozen=True)
 class WriterConfig:
     site: str
@@ -157,6 +221,7 @@ class HistorianWriter:
         self._conn: psycopg.AsyncConnection | None = None
         self._prefix = f"twin.{config.site}."
         self._runs_seen: set[str] = set()  # run_ids whose runs row is stored
+        self._timescale = False  # the server has the timescaledb extension (set on connect)
 
     # -- consuming ---------------------------------------------------------------------
 
@@ -171,6 +236,9 @@ class HistorianWriter:
             max_ack_pending=cfg.max_unacked,
         )
         sub = await bus.pull_subscription(self.js, cfg.site, cfg.durable)
+        # One batch is written while the next is fetched and decoded: the database and
+        # this process work at the same time. Writes stay one at a time, in order.
+        inflight: asyncio.Task | None = None
         try:
             batch_started: float | None = None
             while True:
@@ -193,9 +261,20 @@ class HistorianWriter:
                 stale = self._stale(now, full=room <= 0 and not ready)
                 if (due and ready) or stale:
                     batch = self._take(ready, cfg.batch_max_msgs) if due else []
-                    await self._write(batch + stale)
+                    if inflight is not None:
+                        # Python 3.11's wait_for (inside nats-py's fetch) can swallow a
+                        # cancel that lands as a message arrives; honour it here rather
+                        # than wait on a write that may never finish.
+                        task = asyncio.current_task()
+                        if task is not None and task.cancelling():
+                            raise asyncio.CancelledError
+                        await inflight  # re-raises what the previous write raised
+                    inflight = asyncio.create_task(self._write(self._detach(batch + stale)))
                     batch_started = time.monotonic() if len(batch) < len(ready) else None
         finally:
+            if inflight is not None and not inflight.done():
+                inflight.cancel()  # not acked: JetStream redelivers its messages
+                await asyncio.gather(inflight, return_exceptions=True)
             with contextlib.suppress(Exception):  # the connection may be gone already
                 await sub.unsubscribe()
             await self.close()
@@ -256,8 +335,14 @@ class HistorianWriter:
 
     # -- writing -----------------------------------------------------------------------
 
-    async def _write(self, keys: list[tuple[str, int]]) -> None:
-        steps = [self._steps[k] for k in keys]
+    def _detach(self, keys: list[tuple[str, int]]) -> list[_Step]:
+        """Take these steps out of the pending ones: a message for one of them arriving
+        while it is written starts a new step (stored by the NULL-filling upsert), so no
+        state is acked without having been written. They stay counted in ``_held`` until
+        acked."""
+        return [self._steps.pop(k) for k in keys]
+
+    async def _write(self, steps: list[_Step]) -> None:
         rows = self.rows([s.states for s in steps])
         delay = self.config.backoff_initial_s
         while True:
@@ -272,8 +357,7 @@ class HistorianWriter:
                 delay = min(2 * delay, self.config.backoff_max_s)
         msgs = [m for s in steps for m in s.msgs]
         await self._ack(msgs)
-        for k, s in zip(keys, steps, strict=True):
-            del self._steps[k]
+        for s in steps:
             self._held -= len(s.msgs)
             if len(s.states) < len(DOMAINS):
                 self.stats.partial_steps += 1
@@ -291,21 +375,32 @@ class HistorianWriter:
 
     async def _connect(self) -> psycopg.AsyncConnection:
         if self._conn is None or self._conn.closed:
+            # Autocommit: batches open their own transaction blocks, and TimescaleDB's
+            # refresh_continuous_aggregate must run outside one.
             conn = await psycopg.AsyncConnection.connect(
-                self.config.database_url, prepare_threshold=None, connect_timeout=5
+                self.config.database_url,
+                prepare_threshold=None,
+                connect_timeout=5,
+                autocommit=True,
             )
             for target, (stage, *_rest) in TABLES.items():
                 await conn.execute(
                     f"CREATE TEMP TABLE IF NOT EXISTS {stage}"
                     f" (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
-            await conn.commit()
+            cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
+            self._timescale = await cur.fetchone() is not None
             self._conn = conn
         return self._conn
 
     async def _copy(self, rows: dict[str, list[tuple]]) -> None:
         conn = await self._connect()
         new_runs = self._new_runs(rows["site_series"])
+        spans: dict[str, tuple[datetime, datetime]] = {}
+        for run_id, _step, t, *_values in rows["site_series"]:
+            first, last = spans.get(run_id, (t, t))
+            spans[run_id] = (min(first, t), max(last, t))
+        refreshes = rollup_refreshes(self._timescale, spans)
         try:
             async with conn.transaction():
                 for run_id, dt_s in new_runs.items():  # first sight of a run: its row
@@ -314,25 +409,43 @@ class HistorianWriter:
                         " horizon_s) VALUES (%s, %s, %s, %s, %s, 0) ON CONFLICT DO NOTHING",
                         (run_id, self.config.site, self.config.site, self.config.epoch, dt_s),
                     )
-                for target, (stage, columns, types, key) in TABLES.items():
-                    if not rows[target]:
-                        continue
-                    names = ", ".join(_q(c) for c in columns)
-                    async with conn.cursor() as cur:
-                        async with cur.copy(
-                            f"COPY {stage} ({names}) FROM STDIN (FORMAT BINARY)"
-                        ) as copy:
-                            copy.set_types(list(types))
-                            for row in rows[target]:
-                                await copy.write_row(row)
-                        await cur.execute(
-                            f"INSERT INTO {target} ({names}) SELECT {names} FROM {stage}"
-                            f" ON CONFLICT ({key}) DO NOTHING"
-                        )
+                try:
+                    # Fast path: COPY straight into the tables, in a savepoint. A row that
+                    # is stored already (a redelivery, a partial step) fails it whole, and
+                    # the batch goes through staging tables and the upserts instead.
+                    async with conn.transaction():
+                        await self._copy_rows(conn, rows, staged=False)
+                except psycopg.errors.UniqueViolation:
+                    await self._copy_rows(conn, rows, staged=True)
+                if not self._timescale:  # same transaction: rows and rollups together
+                    for statement, params in refreshes:
+                        await conn.execute(statement, params)
+            if self._timescale:
+                for statement, params in refreshes:
+                    await conn.execute(statement, params)
         except BaseException:  # the connection state is unknown: start afresh next time
             await self.close()
             raise
         self._runs_seen.update(new_runs)
+
+    async def _copy_rows(
+        self, conn: psycopg.AsyncConnection, rows: dict[str, list[tuple]], staged: bool
+    ) -> None:
+        for target, (stage, columns, types, key) in TABLES.items():
+            if not rows[target]:
+                continue
+            names = ", ".join(_q(c) for c in columns)
+            async with conn.cursor() as cur:
+                into = stage if staged else target
+                async with cur.copy(f"COPY {into} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.set_types(list(types))
+                    for row in rows[target]:
+                        await copy.write_row(row)
+                if staged:
+                    await cur.execute(
+                        f"INSERT INTO {target} ({names}) SELECT {names} FROM {stage}"
+                        f" ON CONFLICT ({key}) {CONFLICT_ACTIONS[target]}"
+                    )
 
     def _new_runs(self, site_rows: list[tuple]) -> dict[str, float]:
         """Runs not seen before in ``site_rows`` -> their dt (s): from two consecutive

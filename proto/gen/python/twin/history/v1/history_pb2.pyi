@@ -19,6 +19,12 @@ class Aggregate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AGGREGATE_LAST: _ClassVar[Aggregate]
     AGGREGATE_SUM: _ClassVar[Aggregate]
     AGGREGATE_PERCENTILE: _ClassVar[Aggregate]
+
+class ExportFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EXPORT_FORMAT_UNSPECIFIED: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_CSV: _ClassVar[ExportFormat]
+    EXPORT_FORMAT_PARQUET: _ClassVar[ExportFormat]
 AGGREGATE_UNSPECIFIED: Aggregate
 AGGREGATE_AVG: Aggregate
 AGGREGATE_MIN: Aggregate
@@ -26,6 +32,9 @@ AGGREGATE_MAX: Aggregate
 AGGREGATE_LAST: Aggregate
 AGGREGATE_SUM: Aggregate
 AGGREGATE_PERCENTILE: Aggregate
+EXPORT_FORMAT_UNSPECIFIED: ExportFormat
+EXPORT_FORMAT_CSV: ExportFormat
+EXPORT_FORMAT_PARQUET: ExportFormat
 
 class QueryRequest(_message.Message):
     __slots__ = ("site_id", "run_id", "metrics", "start_s", "end_s", "bucket_s", "aggregate", "percentile", "page_size", "page_token")
@@ -106,3 +115,111 @@ class ListRunsResponse(_message.Message):
     runs: _containers.RepeatedCompositeFieldContainer[Run]
     next_page_token: str
     def __init__(self, runs: _Optional[_Iterable[_Union[Run, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class CompareRunsRequest(_message.Message):
+    __slots__ = ("site_id", "run_a", "run_b", "metrics", "start_s", "end_s", "bucket_s")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_A_FIELD_NUMBER: _ClassVar[int]
+    RUN_B_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_S_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    run_a: str
+    run_b: str
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    start_s: float
+    end_s: float
+    bucket_s: float
+    def __init__(self, site_id: _Optional[str] = ..., run_a: _Optional[str] = ..., run_b: _Optional[str] = ..., metrics: _Optional[_Iterable[str]] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., bucket_s: _Optional[float] = ...) -> None: ...
+
+class MetricSummary(_message.Message):
+    __slots__ = ("metric", "samples", "avg", "min", "max", "energy_mwh")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    AVG_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_MWH_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    samples: int
+    avg: float
+    min: float
+    max: float
+    energy_mwh: float
+    def __init__(self, metric: _Optional[str] = ..., samples: _Optional[int] = ..., avg: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., energy_mwh: _Optional[float] = ...) -> None: ...
+
+class RunSummary(_message.Message):
+    __slots__ = ("run_id", "dt_s", "steps", "metrics")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    DT_S_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    dt_s: float
+    steps: int
+    metrics: _containers.RepeatedCompositeFieldContainer[MetricSummary]
+    def __init__(self, run_id: _Optional[str] = ..., dt_s: _Optional[float] = ..., steps: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[MetricSummary, _Mapping]]] = ...) -> None: ...
+
+class MetricDelta(_message.Message):
+    __slots__ = ("metric", "avg", "min", "max", "energy_mwh")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    AVG_FIELD_NUMBER: _ClassVar[int]
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_MWH_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    avg: float
+    min: float
+    max: float
+    energy_mwh: float
+    def __init__(self, metric: _Optional[str] = ..., avg: _Optional[float] = ..., min: _Optional[float] = ..., max: _Optional[float] = ..., energy_mwh: _Optional[float] = ...) -> None: ...
+
+class CompareRow(_message.Message):
+    __slots__ = ("time_s", "a", "b")
+    TIME_S_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    time_s: float
+    a: _containers.RepeatedScalarFieldContainer[float]
+    b: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, time_s: _Optional[float] = ..., a: _Optional[_Iterable[float]] = ..., b: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class CompareRunsResponse(_message.Message):
+    __slots__ = ("metrics", "a", "b", "deltas", "rows")
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    A_FIELD_NUMBER: _ClassVar[int]
+    B_FIELD_NUMBER: _ClassVar[int]
+    DELTAS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    a: RunSummary
+    b: RunSummary
+    deltas: _containers.RepeatedCompositeFieldContainer[MetricDelta]
+    rows: _containers.RepeatedCompositeFieldContainer[CompareRow]
+    def __init__(self, metrics: _Optional[_Iterable[str]] = ..., a: _Optional[_Union[RunSummary, _Mapping]] = ..., b: _Optional[_Union[RunSummary, _Mapping]] = ..., deltas: _Optional[_Iterable[_Union[MetricDelta, _Mapping]]] = ..., rows: _Optional[_Iterable[_Union[CompareRow, _Mapping]]] = ...) -> None: ...
+
+class ExportRequest(_message.Message):
+    __slots__ = ("site_id", "run_id", "metrics", "start_s", "end_s", "format", "chunk_bytes")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    run_id: str
+    metrics: _containers.RepeatedScalarFieldContainer[str]
+    start_s: float
+    end_s: float
+    format: ExportFormat
+    chunk_bytes: int
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., metrics: _Optional[_Iterable[str]] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+
+class ExportResponse(_message.Message):
+    __slots__ = ("data",)
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    def __init__(self, data: _Optional[bytes] = ...) -> None: ...

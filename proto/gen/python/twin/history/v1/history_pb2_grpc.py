@@ -45,6 +45,16 @@ class HistoryServiceStub:
                 request_serializer=twin_dot_history_dot_v1_dot_history__pb2.ListRunsRequest.SerializeToString,
                 response_deserializer=twin_dot_history_dot_v1_dot_history__pb2.ListRunsResponse.FromString,
                 _registered_method=True)
+        self.CompareRuns = channel.unary_unary(
+                '/twin.history.v1.HistoryService/CompareRuns',
+                request_serializer=twin_dot_history_dot_v1_dot_history__pb2.CompareRunsRequest.SerializeToString,
+                response_deserializer=twin_dot_history_dot_v1_dot_history__pb2.CompareRunsResponse.FromString,
+                _registered_method=True)
+        self.Export = channel.unary_stream(
+                '/twin.history.v1.HistoryService/Export',
+                request_serializer=twin_dot_history_dot_v1_dot_history__pb2.ExportRequest.SerializeToString,
+                response_deserializer=twin_dot_history_dot_v1_dot_history__pb2.ExportResponse.FromString,
+                _registered_method=True)
 
 
 class HistoryServiceServicer:
@@ -66,6 +76,23 @@ class HistoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CompareRuns(self, request, context):
+        """Two runs side by side: a summary of each metric for each run, the deltas (B - A), and
+        optionally both runs' bucketed averages on a common time axis. NOT_FOUND naming
+        `run_a` or `run_b` for an unknown run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Export(self, request, context):
+        """One run's site series over a time range as a CSV or Parquet file, streamed in chunks
+        of at most 1 MiB; concatenate the chunks' `data` in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HistoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +105,16 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     servicer.ListRuns,
                     request_deserializer=twin_dot_history_dot_v1_dot_history__pb2.ListRunsRequest.FromString,
                     response_serializer=twin_dot_history_dot_v1_dot_history__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'CompareRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareRuns,
+                    request_deserializer=twin_dot_history_dot_v1_dot_history__pb2.CompareRunsRequest.FromString,
+                    response_serializer=twin_dot_history_dot_v1_dot_history__pb2.CompareRunsResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_stream_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=twin_dot_history_dot_v1_dot_history__pb2.ExportRequest.FromString,
+                    response_serializer=twin_dot_history_dot_v1_dot_history__pb2.ExportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +172,60 @@ class HistoryService:
             '/twin.history.v1.HistoryService/ListRuns',
             twin_dot_history_dot_v1_dot_history__pb2.ListRunsRequest.SerializeToString,
             twin_dot_history_dot_v1_dot_history__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twin.history.v1.HistoryService/CompareRuns',
+            twin_dot_history_dot_v1_dot_history__pb2.CompareRunsRequest.SerializeToString,
+            twin_dot_history_dot_v1_dot_history__pb2.CompareRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/twin.history.v1.HistoryService/Export',
+            twin_dot_history_dot_v1_dot_history__pb2.ExportRequest.SerializeToString,
+            twin_dot_history_dot_v1_dot_history__pb2.ExportResponse.FromString,
             options,
             channel_credentials,
             insecure,
