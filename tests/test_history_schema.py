@@ -120,7 +120,7 @@ def test_every_version_has_a_file_for_some_backend():
     plain = discover(MIGRATIONS, "plain")
     timescale = discover(MIGRATIONS, "timescale")
     assert [m.version for m in plain] == [m.version for m in timescale] == VERSIONS
-    # Increasing and unique; gaps are allowed (areas reserve ranges, e.g. studies at 0008).
+    # Increasing and unique (gaps would be allowed).
     assert VERSIONS[0] == 1 and sorted(set(VERSIONS)) == VERSIONS
     assert all(m.path is not None for m in timescale)
 
