@@ -11,6 +11,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -67,7 +68,9 @@ class LocalTwin:
     history: bool = True  # run the historian (a local PostgreSQL unless TWIN_DATABASE_URL)
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 60.0
+    log_path: str | None = None  # the services' log lines go there (default: this stderr)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _log: BinaryIO | None = field(default=None, init=False)
     _stack: ExitStack = field(default_factory=ExitStack)
 
     def __enter__(self) -> LocalTwin:
@@ -79,6 +82,8 @@ class LocalTwin:
                 self.database_url = self.database_url or os.environ.get("TWIN_DATABASE_URL")
                 if not self.database_url:
                     self.database_url = self._start_postgres()
+            if self.log_path:
+                self._log = self._stack.enter_context(open(self.log_path, "ab"))
             for name in SERVICES:
                 if name != "historian" or self.history:
                     self.processes[name] = self._spawn(name)
@@ -112,7 +117,8 @@ class LocalTwin:
             **({"TWIN_DATABASE_URL": self.database_url} if self.database_url else {}),
         }
         command = [sys.executable, "-m", "services.cli", "serve", name]
-        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL)
+        out = self._log
+        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout_s

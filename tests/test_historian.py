@@ -641,4 +641,7 @@ def test_twin_up_with_a_duration_reports_and_exits(tmp_path) -> None:
     assert [float(r["time_s"]) for r in rows] == [10.0 * (k + 1) for k in range(720)]
     assert all(float(r["facility_w"]) > float(r["it_w"]) > 0 for r in rows)
     assert (out / "hourly.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the services logged into the report folder, not over the report
+    assert "service stopped service=historian" in (out / "services.log").read_text()
+    assert "service stopped" not in done.stderr
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -248,7 +249,11 @@ def up(
         fail(str(exc))
     addresses = free_addresses() if base_port == 0 else default_addresses(base=base_port)
     stop = threading.Event()
-    with LocalTwin(site.name, addresses) as twin:
+    log_path = None
+    if report is not None:  # a finite run: its service logs go beside the report
+        report.mkdir(parents=True, exist_ok=True)
+        log_path = str(report / "services.log")
+    with LocalTwin(site.name, addresses, log_path=log_path) as twin:
         address = twin.addresses["twin"]
         start = twin_pb2.StartRequest(spec=spec, paused=paused)
         if speed > 0:
@@ -359,9 +364,57 @@ def _history_report(
             history_pb2.ExportRequest(run_id=run_id, format=history_pb2.EXPORT_FORMAT_CSV),
             csv_path,
         )
+        # The run at up to ~600 points (bucket averages), with the hourly values over it.
+        bucket = max(1, math.ceil(steps / 600)) * dt_s
+        fine = _history_call(
+            address,
+            "Query",
+            history_pb2.QueryRequest(
+                run_id=run_id, metrics=metrics[:2], bucket_s=bucket, page_size=10_000
+            ),
+        ).rows
         png = out / "hourly.png"
-        _plot(png, ["facility (MW)", "IT (MW)", "PUE"], hourly, f"run {run_id}: hourly")
+        _report_plot(png, fine, hourly, f"run {run_id}: {hours:g} h simulated")
         Console().print(f"wrote {csv_path}, {png}")
+
+
+def _report_plot(path: Path, fine, hourly, title: str) -> None:
+    """Facility and IT power and PUE over the run, with the hourly values as steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [r.time_s / 3600 for r in fine]
+    facility = [r.values[0] / 1e6 for r in fine]
+    it = [r.values[1] / 1e6 for r in fine]
+    series = [
+        ("power (MW)", [("facility", facility), ("IT", it)]),
+        (
+            "PUE",
+            [("PUE", [f / i if i else float("nan") for f, i in zip(facility, it, strict=True)])],
+        ),
+    ]
+    th = [r.time_s / 3600 for r in hourly] + [t[-1]]  # the last hour drawn to the end
+    fig, axes = plt.subplots(2, 1, sharex=True, figsize=(9, 6))
+    for k, (ax, (label, lines)) in enumerate(zip(axes, series, strict=True)):
+        for name, values in lines:
+            ax.plot(t, values, label=name, linewidth=1)
+        for j in (0, 1) if k == 0 else (2,):
+            ax.step(th, [r.values[j] for r in [*hourly, hourly[-1]]], where="post", color="black",
+                    linewidth=1.5, alpha=0.6, label="hourly" if j in (0, 2) else None)  # fmt: skip
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+    axes[-1].set_xlabel("simulated time (h)")
+    axes[0].set_title(title)
+    fig.tight_layout()
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        fail(f"--report: {exc}")
+    finally:
+        plt.close(fig)
 
 
 def _start_run(address: str, request) -> str:
