@@ -18,15 +18,24 @@ from typing import Any
 
 import grpc
 import jax
+import psycopg
 import yaml
 from grpc import aio
+from pydantic import ValidationError
 
 from services.scenario import seeded_site, site_from_yaml
 from services.whatif_store import StudyStore
 from twin.whatif.v1 import whatif_pb2, whatif_pb2_grpc
 from twin_core.durations import parse_duration
 from twin_core.optimize import optimize, sensitivities
-from twin_core.site import Site, SiteError, build_site, parse_value, with_overrides
+from twin_core.site import (
+    Site,
+    SiteError,
+    build_site,
+    format_validation_error,
+    parse_value,
+    with_overrides,
+)
 from twin_core.study import (
     APPEND,
     Constraints,
@@ -134,7 +143,7 @@ def base_site(spec: StudySpec, field: str, default: Site | None = None) -> Site:
     if spec.site is not None and spec.scenario is not None:
         raise BadRequest(f"{field}: give a scenario name or a site, not both")
     if spec.site is not None:
-        return build_site(spec.site)
+        return no_files(build_site(spec.site), field.replace("scenario", "site"))
     if spec.scenario is not None:
         return seeded_site(spec.scenario, f"{field}.name" if field.endswith("scenario") else field)
     if default is not None:
@@ -161,7 +170,9 @@ def rollout_site(r: whatif_pb2.Rollout) -> tuple[Site, float, float]:
     if which == "name":
         site = seeded_site(r.scenario.name, "rollout.scenario.name")
     elif which == "yaml":
-        site = site_from_yaml(r.scenario.yaml, "rollout.scenario.yaml")
+        site = no_files(
+            site_from_yaml(r.scenario.yaml, "rollout.scenario.yaml"), "rollout.scenario.yaml"
+        )
     else:
         raise BadRequest("rollout.scenario: give name or yaml")
     overrides = overrides_to_dict(r.overrides, "rollout.overrides")
@@ -169,12 +180,35 @@ def rollout_site(r: whatif_pb2.Rollout) -> tuple[Site, float, float]:
         raise BadRequest("rollout.overrides: append is for studies only")
     site = with_overrides(site, overrides)
     check_precision(r.float64, "rollout.float64")
+    return (
+        site,
+        _duration(r.duration or "24h", "rollout.duration"),
+        _duration(r.dt or "10s", "rollout.dt"),
+    )
+
+
+def _duration(text: str, field: str) -> float:
     try:
-        horizon = parse_duration(r.duration or "24h")
-        dt = parse_duration(r.dt or "10s")
+        return parse_duration(text)
     except ValueError as exc:
-        raise BadRequest(f"rollout.{'dt' if r.duration else 'duration'}: {exc}") from None
-    return site, horizon, dt
+        raise BadRequest(f"{field}: {exc}") from None
+
+
+def no_files(site: Site, field: str) -> Site:
+    """A site sent by a client may not make the service read files (weather, series):
+    only seeded scenarios and the configured site do."""
+    grid = site.energy.grid
+    named = [("weather.epw", site.weather.epw)] + [
+        (f"energy.grid.{name}.file", getattr(grid, name).file)
+        for name in ("price_usd_per_mwh", "carbon_g_per_kwh", "cfe_fraction")
+    ]
+    for path, value in named:
+        if value:
+            raise BadRequest(
+                f"{field}.{path}: a site sent inline cannot name files on the server "
+                "(use a seeded scenario, or synthetic weather and series)"
+            )
+    return site
 
 
 # --------------------------------------------------------------------------- results
@@ -235,7 +269,8 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
     async def RunStudy(self, request, context: aio.ServicerContext):
         try:
             spec, field = study_from_request(request)
-            check_precision(spec.precision == "float64", field.replace("scenario", "float64"))
+            precision = "spec.float64" if field.startswith("spec") else "study_yaml.precision"
+            check_precision(spec.precision == "float64", precision)
             site = base_site(spec, field, self.default_site)
             variants = await asyncio.to_thread(prepare, site, spec)
         except (BadRequest, StudyError, SiteError) as exc:
@@ -300,7 +335,10 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
     async def GetStudy(self, request, context: aio.ServicerContext):
         if not request.study_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "study_id: empty")
-        study = await self.store.get(request.study_id)
+        try:
+            study = await self.store.get(request.study_id)
+        except psycopg.Error as exc:  # not in memory, and the database is away
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
         if study is None:
             missing = f"study_id: no study {request.study_id!r}"
             await context.abort(grpc.StatusCode.NOT_FOUND, missing)
@@ -351,7 +389,10 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
                 if b.parameter in bounds:
                     raise BadRequest(f"bounds.{i}.parameter: {b.parameter!r} given twice")
                 bounds[b.parameter] = (b.lower, b.upper)
-            constraints = Constraints(**constraints_to_dict(request.constraints))
+            try:
+                constraints = Constraints(**constraints_to_dict(request.constraints))
+            except ValidationError as exc:
+                raise BadRequest(format_validation_error(exc, "constraints.")) from None
             dtype = jax.numpy.float64 if request.rollout.float64 else jax.numpy.float32
             async with self._one_at_a_time:
                 out = await asyncio.to_thread(
@@ -367,7 +408,7 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
                     dtype=dtype,
                 )
         except (BadRequest, SiteError, ValueError) as exc:
-            await self._invalid(context, _parameters_field(exc))
+            await self._invalid(context, _parameters_field(exc, "bounds"))
             return None
         best = out["best"]
         reply = whatif_pb2.OptimizeResponse(
@@ -382,10 +423,10 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
         return reply
 
 
-def _parameters_field(exc: Exception) -> Exception:
-    """The model names its gradient arguments ``wrt``; the API calls them parameters."""
+def _parameters_field(exc: Exception, field: str = "parameters") -> Exception:
+    """The model names its gradient arguments ``wrt``; the API calls them ``field``."""
     text = str(exc)
-    return ValueError("parameters" + text[3:]) if text.startswith("wrt:") else exc
+    return ValueError(field + text[3:]) if text.startswith("wrt:") else exc
 
 
 def add_to_server(

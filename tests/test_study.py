@@ -126,6 +126,16 @@ def test_append_adds_to_the_base_list(small):
             "variants.x: halls.5: no list item '5' (list has 1 items)",
         ),
         ({"duration": "soon"}, None),
+        (
+            {"vary": {"cooling.supply_c": "28:40:nan"}},
+            "vary.cooling.supply_c: '28:40:nan' must be finite numbers",
+        ),
+        ({"base": {"name+": "x"}}, "base: name: is a str, not a list: use = to set it"),
+        ({"base": {"halls.x.name+": 1}}, "base: halls.x.name: no list item 'x' (list has 1 items)"),
+        (
+            {"vary": {"cooling.supply_c": [30, 30]}},
+            "vary: variant 'cooling.supply_c=30' twice (a repeated value, or a name)",
+        ),
     ],
 )
 def test_malformed_studies_name_the_field(small, doc, message):
@@ -351,3 +361,16 @@ def test_float32_study_tracks_float64(small):
             b["kpis"]["facility_energy_mwh"], rel=1e-4
         )
     assert jnp.float32  # the default precision of the service
+
+
+def test_per_gpu_spread_does_not_depend_on_the_other_variants(small):
+    from twin_core.params import build_params, layout_of
+
+    alone = build_params(small, 600, 1.0, "gpu", F64)
+    bigger = layout_of(small, "gpu").union(layout_of(with_overrides(small, {
+        "halls.0.racks_per_cdu": 6}), "gpu"))  # fmt: skip
+    padded = build_params(small, 600, 1.0, "gpu", F64, bigger)
+    r, c = np.shape(alone.compute.mask)
+    np.testing.assert_array_equal(
+        np.asarray(padded.compute.r_die)[:r, :c], np.asarray(alone.compute.r_die)
+    )

@@ -21,6 +21,7 @@ from twin.whatif.v1 import whatif_pb2 as pb
 from twin.whatif.v1 import whatif_pb2_grpc
 
 SITE_YAML = SMALL.read_text()
+EPW_SITE = yaml.safe_dump({**yaml.safe_load(SITE_YAML), "weather": {"epw": "/etc/passwd"}})
 
 
 def small_spec(**fields) -> pb.StudySpec:
@@ -165,6 +166,10 @@ def spec_with(**changes) -> pb.StudySpec:
             "spec.base.0.value: cannot parse value '[1'",
         ),
         (pb.RunStudyRequest(spec=spec_with(granularity=7)), "spec.granularity: unknown value 7"),
+        (
+            pb.RunStudyRequest(spec=spec_with(scenario__yaml=EPW_SITE)),
+            "spec.site.weather.epw: a site sent inline cannot name files on the server",
+        ),
     ],
 )
 def test_bad_studies_are_invalid_argument_naming_the_field(stub, request_, message):
@@ -213,6 +218,20 @@ def test_sensitivities_over_grpc(stub):
             pb.SensitivitiesRequest(rollout=pb.Rollout(duration="1h"), kpis=["pue"]),
             "rollout.scenario: give name or yaml",
         ),
+        (
+            pb.SensitivitiesRequest(
+                rollout=pb.Rollout(scenario=pb.Scenario(name="small-x"), duration="1h")
+            ),
+            "rollout.scenario.name: unknown scenario 'small-x'",
+        ),
+        (
+            pb.SensitivitiesRequest(
+                rollout=pb.Rollout(scenario=pb.Scenario(yaml=SITE_YAML), dt="bogus"),
+                kpis=["pue"],
+                parameters=["cooling.supply_c"],
+            ),
+            "rollout.dt: ",
+        ),
     ],
 )
 def test_bad_sensitivity_requests(stub, request_, message):
@@ -241,6 +260,13 @@ def test_optimize_over_grpc(stub):
     with pytest.raises(grpc.RpcError) as err:
         stub.Optimize(pb.OptimizeRequest(rollout=rollout(), objective=9))
     assert err.value.details() == "objective: unknown value 9"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Optimize(
+            pb.OptimizeRequest(
+                rollout=rollout(), bounds=[pb.Bound(parameter="halls.0.cdus", lower=1, upper=2)]
+            )
+        )
+    assert err.value.details().startswith("bounds: 'halls.0.cdus' is not differentiable")
 
 
 def test_studies_are_stored_in_history(postgres_url):  # noqa: F811 - the fixture

@@ -82,7 +82,8 @@ def compress(p: Params) -> Params:
         )
         classes.setdefault(key, []).append(int(c))
     reps = [members[0] for members in classes.values()]
-    cdu_count = np.array([len(members) for members in classes.values()], np.float64)
+    counts_before = np.broadcast_to(np.asarray(cp.cdu_count, np.float64), (n_cdus,))
+    cdu_count = np.array([counts_before[m].sum() for m in classes.values()], np.float64)
 
     # Within each representative CDU: one slot per distinct rack, counted.
     slots, counts = [], []

@@ -184,7 +184,13 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
     else:
         weight = (g[None, None, :] < gpus[..., None]) * 1.0
         spread = _per_rack(grid, lambda rt: rt.thermal.spread_fraction)
-        z = np.random.default_rng(0).standard_normal((*mask.shape, lay.gpus))
+        # Drawn over the site's own layout, then padded: a GPU's part-to-part spread must
+        # not depend on the other variants of a study (the padded layout).
+        own = layout_of(site, "gpu")
+        z = np.zeros((*mask.shape, lay.gpus))
+        z[: own.cdus, : own.racks, : own.gpus] = np.random.default_rng(0).standard_normal(
+            (own.cdus, own.racks, own.gpus)
+        )
         r_die = r_nom[..., None] * np.clip(1.0 + spread[..., None] * z, 0.5, 1.5)
         position = np.broadcast_to(((g % GPUS_IN_SERIES) + 0.5) / GPUS_IN_SERIES, weight.shape)
     decay = np.exp(-dt / (r_die * c_die[..., None]))

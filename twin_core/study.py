@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -27,6 +28,7 @@ from twin_core.rollout import SERIES, Result, plan
 from twin_core.site import Site, SiteError, format_validation_error, parse_value, set_path
 
 BASE = "base"
+MAX_VARIANTS = 100_000  # variants in one study, grids included
 APPEND = "+"  # ``path+=value`` appends to a list (a failure, a heat wave, a training job)
 
 
@@ -132,8 +134,12 @@ def grid_values(path: str, spec: list[Any] | str) -> list[Any]:
             lo, hi, n = (float(x) for x in spec.split(":"))
         except ValueError:
             raise StudyError(f"{where}: {spec!r} is not lo:hi:count (e.g. 28:40:7)") from None
+        if not (math.isfinite(lo) and math.isfinite(hi) and math.isfinite(n)):
+            raise StudyError(f"{where}: {spec!r} must be finite numbers")
         if n < 1 or n != int(n):
             raise StudyError(f"{where}: count must be a whole number >= 1, got {spec!r}")
+        if n > MAX_VARIANTS:
+            raise StudyError(f"{where}: at most {MAX_VARIANTS} values, got {int(n)}")
         values = [lo] if n == 1 else [float(v) for v in np.linspace(lo, hi, int(n))]
     else:
         values = [parse_value(part.strip()) for part in split_top_level(spec)]
@@ -173,24 +179,37 @@ def parse_variant_option(text: str) -> Variant:
     return Variant(name=name.strip(), set=overrides)
 
 
+def _current(doc: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path (None where the path does not exist yet)."""
+    node: Any = doc
+    for key in path.split("."):
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise SiteError(f"{path}: no list item {key!r} (list has {len(node)} items)")
+            node = node[int(key)]
+        elif isinstance(node, dict):
+            node = node.get(key)
+        else:
+            return None
+    return node
+
+
 def apply_overrides(doc: dict[str, Any], overrides: dict[str, Any], where: str) -> None:
     """Dotted-path overrides into a site document; ``path+`` appends to a list."""
     for path, value in overrides.items():
-        if path.endswith(APPEND):
-            target = path[: -len(APPEND)]
-            node: Any = doc
-            for key in target.split("."):
-                node = node[int(key)] if isinstance(node, list) else node.setdefault(key, None)
-                if node is None:
-                    break
-            items = list(node or [])
-            items.extend(value if isinstance(value, list) else [value])
-            set_path(doc, target, items)
-        else:
-            try:
+        try:
+            if path.endswith(APPEND):
+                target = path[: -len(APPEND)]
+                current = _current(doc, target)
+                if current is not None and not isinstance(current, list):
+                    kind = type(current).__name__
+                    raise SiteError(f"{target}: is a {kind}, not a list: use = to set it")
+                items = [*(current or []), *(value if isinstance(value, list) else [value])]
+                set_path(doc, target, items)
+            else:
                 set_path(doc, path, value)
-            except SiteError as exc:
-                raise StudyError(f"{where}: {exc}") from None
+        except SiteError as exc:
+            raise StudyError(f"{where}: {exc}") from None
 
 
 def expand(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
@@ -199,15 +218,26 @@ def expand(spec: StudySpec) -> list[tuple[str, dict[str, Any]]]:
     out += [(v.name, dict(v.set)) for v in spec.variants]
     if spec.vary:
         axes = [(path, grid_values(path, values)) for path, values in spec.vary.items()]
+        count = math.prod(len(values) for _, values in axes)
+        if count + len(out) > MAX_VARIANTS:
+            raise StudyError(f"vary: {count} grid points; a study holds at most {MAX_VARIANTS}")
+        names = {name for name, _ in out}
         for point in itertools.product(*(values for _, values in axes)):
             chosen = {path: value for (path, _), value in zip(axes, point, strict=True)}
             name = ",".join(f"{path}={_fmt(value)}" for path, value in chosen.items())
+            if name in names:
+                raise StudyError(f"vary: variant {name!r} twice (a repeated value, or a name)")
+            names.add(name)
             out.append((name, chosen))
     return out
 
 
 def _fmt(value: Any) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    """A grid value in a variant name: short, but never two values under one name."""
+    if isinstance(value, float):
+        short = f"{value:g}"
+        return short if float(short) == value else repr(value)
+    return str(value)
 
 
 def variant_sites(base_site: Site, spec: StudySpec) -> list[tuple[str, dict[str, Any], Site]]:
