@@ -142,3 +142,27 @@ def test_float32_default_tracks_float64(small):
     assert f32.means["facility_power_mw"].dtype == np.float32
     for key in ("pue", "it_energy_mwh", "max_gpu_temp_c", "cost_usd"):
         assert f32.kpis[key] == pytest.approx(f64.kpis[key], rel=1e-4), key
+
+
+def test_battery_gradient_is_not_cut_off_at_zero_capacity():
+    """A site with no battery yet: how much would the first MWh of peak shaving save?"""
+    site = small_site(
+        constant_weather(18.0),
+        {
+            "energy.battery": {
+                "capacity_mwh": 0.0,
+                "power_mw": 0.5,
+                "mode": "peak_shave",
+                "peak_threshold_mw": 0.9,
+                "initial_soc": 1.0,
+            }
+        },
+    )
+    _, grad = kpi_value_and_grad(
+        site, "peak_facility_mw", ["energy.battery.capacity_mwh"], 1800, 10.0, 600, dtype=F64
+    )
+    assert grad["energy.battery.capacity_mwh"] == 0.0  # the meter is upstream of the battery
+    _, grad = kpi_value_and_grad(
+        site, "cost_usd", ["energy.battery.capacity_mwh"], 1800, 10.0, 600, dtype=F64
+    )
+    assert grad["energy.battery.capacity_mwh"] < 0  # a first MWh already shaves grid cost

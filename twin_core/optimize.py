@@ -20,6 +20,7 @@ from twin_core.site import Site
 from twin_core.study import Constraints, check_constraints
 
 OBJECTIVES = ("facility_energy_mwh", "cost_usd", "emissions_tco2")
+INTERCONNECT = "power.interconnect_limit_mw"
 # Penalty weight per unit of normalised violation; constraint values are normalised by
 # these scales so that 1 K over the GPU limit and 1 % over the ramp limit weigh alike.
 PENALTY = 100.0
@@ -59,6 +60,14 @@ def sensitivities(
         "values": {k: float(v) for k, v in values.items()},
         "gradients": {k: {w: float(jac[k][w]) for w in wrt} for k in kpis},
     }
+
+
+def _with_interconnect(site: Site, x: dict[str, float]) -> Site:
+    """``site`` with the interconnect limit at ``x`` when the search varies it."""
+    if INTERCONNECT not in x:
+        return site
+    power = site.power.model_copy(update={"interconnect_limit_mw": x[INTERCONNECT]})
+    return site.model_copy(update={"power": power})
 
 
 @dataclass
@@ -107,12 +116,20 @@ def optimize(
     def to_x(z):
         return {n: lo[i] + z[i] * span[i] for i, n in enumerate(names)}
 
+    def limit(name: str, x: dict):
+        """A constraint's limit at ``x``: the interconnect limit may itself be a bound."""
+        if name == "peak_facility_mw" and INTERCONNECT in x:
+            return x[INTERCONNECT]
+        return limits[name]["limit"]
+
     def loss(z, reference):
-        table = model(to_x(z))
+        x = to_x(z)
+        table = model(x)
         total = table[objective] / reference
-        for name, check in limits.items():
-            scale = scales[name] * (1.0 if name == "max_gpu_temp_c" else check["limit"])
-            total += PENALTY * jnp.maximum(table[name] - check["limit"], 0.0) ** 2 / scale**2
+        for name in limits:
+            bound = limit(name, x)
+            scale = scales[name] * (1.0 if name == "max_gpu_temp_c" else bound)
+            total += PENALTY * jnp.maximum(table[name] - bound, 0.0) ** 2 / scale**2
         return total, table
 
     grad_fn = jax.jit(jax.value_and_grad(loss, has_aux=True))
@@ -126,7 +143,8 @@ def optimize(
     for k in range(iterations):
         (_, table), g = grad_fn(jnp.asarray(z), reference)
         kpis = {key: float(val) for key, val in table.items()}
-        checks = check_constraints(kpis, site, constraints)
+        here = {n: float(lo[i] + z[i] * span[i]) for i, n in enumerate(names)}
+        checks = check_constraints(kpis, _with_interconnect(site, here), constraints)
         step = Step(
             {n: float(lo[i] + z[i] * span[i]) for i, n in enumerate(names)},
             kpis[objective],

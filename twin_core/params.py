@@ -389,7 +389,9 @@ def _energy_params(site: Site, dtype) -> EnergyParams:
         battery_capacity_mwh=f(b.capacity_mwh),
         battery_power_mw=f(b.power_mw),
         battery_efficiency=f(math.sqrt(b.round_trip_efficiency)),
-        battery_mode=np.asarray(MODES[b.mode] if b.capacity_mwh > 0 else OFF, np.int32),
+        # The mode as configured even at 0 MWh (a battery without capacity does nothing),
+        # so that gradients with respect to the battery's size are not cut off at zero.
+        battery_mode=np.asarray(MODES[b.mode], np.int32),
         peak_threshold_w=f(b.peak_threshold_mw * 1e6),
         grid_ramp_w_per_s=f(b.ramp_limit_mw_per_s * 1e6),
         charge_below=f(b.charge_below_usd_per_mwh),
