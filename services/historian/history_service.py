@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import grpc
 import psycopg
@@ -35,6 +36,20 @@ AGGREGATE_NAMES = {
 }
 
 
+@asynccontextmanager
+async def _as_status(context: aio.ServicerContext):
+    """A bad argument is INVALID_ARGUMENT, an unknown run NOT_FOUND, a lost database
+    UNAVAILABLE; each message names the field or the run."""
+    try:
+        yield
+    except QueryError as exc:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except RunNotFound as exc:
+        await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+    except psycopg.OperationalError as exc:
+        await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+
+
 class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
     def __init__(
         self,
@@ -45,6 +60,13 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
         self.database_url = database_url
         self.connect_timeout_s = connect_timeout_s
         self.export_page_rows = export_page_rows  # rows per read and per Parquet row group
+
+    @asynccontextmanager
+    async def _database(self, context: aio.ServicerContext):
+        """A short read-only connection; query errors inside become gRPC statuses."""
+        conn = await self._connect(context)
+        async with _as_status(context), conn:
+            yield conn
 
     async def _connect(self, context: aio.ServicerContext) -> psycopg.AsyncConnection:
         try:
@@ -80,20 +102,10 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        try:
+        async with _as_status(context):
             queries.validate(q)
-        except QueryError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        conn = await self._connect(context)
-        try:
-            async with conn:
-                page = await queries.query_series(conn, q)
-        except QueryError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except RunNotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except psycopg.OperationalError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        async with self._database(context) as conn:
+            page = await queries.query_series(conn, q)
         return history_pb2.QueryResponse(
             metrics=page.metrics,
             rows=[history_pb2.Row(time_s=t, values=v) for t, v in page.rows],
@@ -103,20 +115,12 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
     async def ListRuns(
         self, request: history_pb2.ListRunsRequest, context: aio.ServicerContext
     ) -> history_pb2.ListRunsResponse:
-        try:
+        async with _as_status(context):
             queries.check_page_size(request.page_size)
-        except QueryError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        conn = await self._connect(context)
-        try:
-            async with conn:
-                runs, token = await queries.list_runs(
-                    conn, request.site_id, request.page_size, request.page_token
-                )
-        except QueryError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except psycopg.OperationalError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        async with self._database(context) as conn:
+            runs, token = await queries.list_runs(
+                conn, request.site_id, request.page_size, request.page_token
+            )
         out = []
         for r in runs:
             started = Timestamp()
@@ -141,7 +145,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
         metrics = list(request.metrics) or list(queries.COMPARE_METRICS)
         start_s = request.start_s if request.HasField("start_s") else None
         end_s = request.end_s if request.HasField("end_s") else None
-        try:
+        async with _as_status(context):
             for field in ("run_a", "run_b"):
                 if not getattr(request, field):
                     raise QueryError(field, "required")
@@ -154,33 +158,23 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
                     "bucket_s",
                     f"more than {queries.MAX_COMPARE_BUCKETS} buckets: choose a wider bucket",
                 )
-        except QueryError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        conn = await self._connect(context)
-        try:
-            async with conn:
-                summaries = []
-                for field in ("run_a", "run_b"):
-                    run_id = getattr(request, field)
-                    await queries.find_run(conn, run_id, request.site_id, field)
-                    summaries.append(await queries.summarize(conn, run_id, metrics, start_s, end_s))
-                rows = []
-                if request.bucket_s > 0:
-                    rows = await queries.compare_series(
-                        conn,
-                        request.run_a,
-                        request.run_b,
-                        metrics,
-                        request.bucket_s,
-                        start_s,
-                        end_s,
-                    )
-        except QueryError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-        except RunNotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except psycopg.OperationalError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        async with self._database(context) as conn:
+            summaries = []
+            for field in ("run_a", "run_b"):
+                run_id = getattr(request, field)
+                await queries.find_run(conn, run_id, request.site_id, field)
+                summaries.append(await queries.summarize(conn, run_id, metrics, start_s, end_s))
+            rows = []
+            if request.bucket_s > 0:
+                rows = await queries.compare_series(
+                    conn,
+                    request.run_a,
+                    request.run_b,
+                    metrics,
+                    request.bucket_s,
+                    start_s,
+                    end_s,
+                )
         a, b = summaries
         deltas = []
         for sa, sb in zip(a.metrics, b.metrics, strict=True):
@@ -207,7 +201,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             history_pb2.EXPORT_FORMAT_CSV: export.csv_bytes,
             history_pb2.EXPORT_FORMAT_PARQUET: export.parquet_bytes,
         }
-        try:
+        async with _as_status(context):
             if not request.run_id:
                 raise QueryError("run_id", "required")
             queries.check_metrics(request.metrics, required=False)
@@ -216,24 +210,16 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
                 raise QueryError("format", "required: EXPORT_FORMAT_CSV or EXPORT_FORMAT_PARQUET")
             if not 0 <= request.chunk_bytes <= export.MAX_CHUNK_BYTES:
                 raise QueryError("chunk_bytes", f"must be in [0, {export.MAX_CHUNK_BYTES}]")
-        except QueryError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         metrics = list(request.metrics) or list(queries.METRICS)
         size = request.chunk_bytes or export.MAX_CHUNK_BYTES
-        conn = await self._connect(context)
-        try:
-            async with conn:
-                await queries.find_run(conn, request.run_id, request.site_id)
-                pages = queries.export_pages(
-                    conn, request.run_id, metrics, start_s, end_s, self.export_page_rows
-                )
-                async for blob in formats[request.format](pages, metrics):
-                    for piece in export.split([blob], size):
-                        yield history_pb2.ExportResponse(data=piece)
-        except RunNotFound as exc:
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
-        except psycopg.OperationalError as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        async with self._database(context) as conn:
+            await queries.find_run(conn, request.run_id, request.site_id)
+            pages = queries.export_pages(
+                conn, request.run_id, metrics, start_s, end_s, self.export_page_rows
+            )
+            async for blob in formats[request.format](pages, metrics):
+                for piece in export.split([blob], size):
+                    yield history_pb2.ExportResponse(data=piece)
 
 
 def _run_summary(s: queries.RunSummary) -> history_pb2.RunSummary:
