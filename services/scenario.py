@@ -21,6 +21,17 @@ def seeded_site(name: str, field: str, overrides: dict | None = None) -> Site:
     return load_site(path, overrides)
 
 
+def is_site_file(text: str) -> bool:
+    """Whether ``text`` names a site file (else it is a seeded scenario's name)."""
+    path = Path(text)
+    return path.suffix in (".yaml", ".yml") or path.exists()
+
+
+def site_by_name_or_file(text: str, field: str) -> Site:
+    """A site file by path, or a seeded scenario by name (SiteError naming ``field``)."""
+    return load_site(text) if is_site_file(text) else seeded_site(text, field)
+
+
 def site_from_yaml(text: str, field: str, overrides: dict | None = None) -> Site:
     """A whole site file given as YAML text."""
     try:

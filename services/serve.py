@@ -44,17 +44,11 @@ async def twin_setup(svc: Service) -> None:
 
     default_site = None
     if svc.config.scenario:  # TWIN_SCENARIO: what studies that name no scenario run on
-        from pathlib import Path
+        from services.scenario import site_by_name_or_file
+        from twin_core.site import SiteError
 
-        from services.scenario import seeded_site
-        from twin_core.site import SiteError, load_site
-
-        name = svc.config.scenario
         try:
-            if Path(name).suffix in (".yaml", ".yml") or Path(name).exists():
-                default_site = load_site(name)
-            else:
-                default_site = seeded_site(name, "TWIN_SCENARIO")
+            default_site = site_by_name_or_file(svc.config.scenario, "TWIN_SCENARIO")
         except SiteError as exc:
             raise ConfigError("TWIN_SCENARIO", str(exc)) from None
     store = StudyStore(os.environ.get("TWIN_DATABASE_URL"))

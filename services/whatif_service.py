@@ -366,9 +366,10 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
                     None,
                     "rack",
                     dtype,
+                    "parameters",
                 )
         except (BadRequest, SiteError, ValueError) as exc:
-            await self._invalid(context, _parameters_field(exc))
+            await self._invalid(context, exc)
             return None
         reply = whatif_pb2.SensitivitiesResponse()
         reply.at.update(out["at"])
@@ -406,9 +407,10 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
                     None,
                     request.iterations or 40,
                     dtype=dtype,
+                    field="bounds",
                 )
         except (BadRequest, SiteError, ValueError) as exc:
-            await self._invalid(context, _parameters_field(exc, "bounds"))
+            await self._invalid(context, exc)
             return None
         best = out["best"]
         reply = whatif_pb2.OptimizeResponse(
@@ -421,12 +423,6 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
         reply.start.update(out["start"]["x"])
         reply.best.update(best["x"])
         return reply
-
-
-def _parameters_field(exc: Exception, field: str = "parameters") -> Exception:
-    """The model names its gradient arguments ``wrt``; the API calls them ``field``."""
-    text = str(exc)
-    return ValueError(field + text[3:]) if text.startswith("wrt:") else exc
 
 
 def add_to_server(

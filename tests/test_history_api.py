@@ -11,6 +11,7 @@ import numpy as np
 import psycopg
 import pytest
 from db_fixtures import postgres_url  # noqa: F401 - the fixture
+from served import served
 
 from services.historian.history_service import HistoryServicer
 from services.historian.migrate import migrate
@@ -303,29 +304,12 @@ def test_list_runs_bad_page_size(call):
 @pytest.fixture
 def address(database):
     """The servicer on a free port, served from a thread (the CLI uses a sync channel)."""
-    import threading
-
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    server = None
-
-    async def start() -> int:
-        nonlocal server
-        server = GrpcServer("127.0.0.1:0")  # created on its loop
-        server.add_servicer(
-            history_pb2_grpc.add_HistoryServiceServicer_to_server, HistoryServicer(database)
-        )
-        return await server.start()
-
-    port = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        asyncio.run_coroutine_threadsafe(server.stop(0.5), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(5)
-        loop.close()
+    servicer = HistoryServicer(database)
+    register = lambda server: server.add_servicer(  # noqa: E731
+        history_pb2_grpc.add_HistoryServiceServicer_to_server, servicer
+    )
+    with served(register) as addr:
+        yield addr
 
 
 def test_cli_history(address, tmp_path):

@@ -27,12 +27,12 @@ from twin_core.site import Site, with_overrides
 STATE_AXES = TwinState(None, 0, 0, 0, 0, 0)
 
 
-def default_chunk(sample: Params | None = None) -> int:
+def default_chunk(sample: Params) -> int:
     """Variants per compiled call. On a CPU, past ~90,000 rack elements per step (32
     unmerged Fairwater-size variants) the working set leaves the caches and throughput
     per variant drops (bench/whatif.py); an accelerator wants as many as fit. Merged
     sites (compress.py) have a few elements each, so many more fit a chunk."""
-    elements = 2880 if sample is None else int(np.prod(np.shape(sample.compute.mask)))
+    elements = int(np.prod(np.shape(sample.compute.mask)))
     budget = 92_160 if jax.default_backend() == "cpu" else 2_949_120
     return int(np.clip(budget // max(elements, 1), 1, 65_536))
 
@@ -144,19 +144,6 @@ def run_batch(
         maxes.append(np.swapaxes(np.concatenate(peak_parts), 0, 1)[:real])
         finals += [jax.tree.map(lambda x, i=i: x[i] if x.ndim else x, state) for i in range(real)]
     return finals, np.concatenate(means), np.concatenate(maxes)
-
-
-def batch_params(
-    site: Site,
-    variants: Sequence[dict[str, Any]],
-    horizon_s: float,
-    dt: float,
-    granularity: Granularity = "rack",
-    dtype=jnp.float32,
-) -> list[Params]:
-    """Params of every variant (dotted-path overrides), padded to one layout."""
-    sites = [with_overrides(site, v) for v in variants]
-    return sites_params(sites, horizon_s, dt, granularity, dtype)
 
 
 def sites_params(

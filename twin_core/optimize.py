@@ -41,14 +41,15 @@ def sensitivities(
     record_s: float | None = None,
     granularity: Granularity = "rack",
     dtype=jnp.float32,
+    field: str = "wrt",
 ) -> dict[str, dict]:
     """KPI values and d(KPI)/d(parameter) in site units, one reverse pass per KPI."""
     if not kpis:
         raise ValueError("kpis: give at least one KPI")
     if not wrt:
-        raise ValueError(f"wrt: give at least one parameter (choose from {sorted(TUNABLE)})")
+        raise ValueError(f"{field}: give at least one parameter (choose from {sorted(TUNABLE)})")
     _check_kpis(kpis, "kpis")
-    model, x0 = kpi_model(site, wrt, horizon_s, dt, record_s, granularity, dtype)
+    model, x0 = kpi_model(site, wrt, horizon_s, dt, record_s, granularity, dtype, field)
 
     def selected(x):
         table = model(x)
@@ -91,6 +92,7 @@ def optimize(
     granularity: Granularity = "rack",
     dtype=jnp.float32,
     progress: Callable[[int, int], None] | None = None,
+    field: str = "wrt",
 ) -> dict:
     """Setpoints within ``bounds`` minimising ``objective`` under ``constraints``.
 
@@ -106,7 +108,7 @@ def optimize(
             raise ValueError(f"bounds.{name}: lower bound {lo:g} must be below upper {hi:g}")
     if iterations < 1:
         raise ValueError("iterations: must be at least 1")
-    model, x0 = kpi_model(site, list(bounds), horizon_s, dt, record_s, granularity, dtype)
+    model, x0 = kpi_model(site, list(bounds), horizon_s, dt, record_s, granularity, dtype, field)
     names = list(bounds)
     lo = np.array([bounds[n][0] for n in names])
     span = np.array([bounds[n][1] - bounds[n][0] for n in names])

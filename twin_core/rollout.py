@@ -288,6 +288,7 @@ def kpi_model(
     record_s: float | None = None,
     granularity: Granularity = "rack",
     dtype=jnp.float32,
+    field: str = "wrt",
 ) -> tuple[Callable[[dict], dict], dict]:
     """``(f, x0)``: ``f(x)`` runs the whole rollout with the continuous site fields ``x``
     (``TUNABLE`` paths, site units) and returns every KPI as a traceable scalar; ``x0``
@@ -295,7 +296,7 @@ def kpi_model(
     unknown = [w for w in wrt if w not in TUNABLE]
     if unknown:
         raise ValueError(
-            f"wrt: {unknown[0]!r} is not differentiable (choose from {sorted(TUNABLE)})"
+            f"{field}: {unknown[0]!r} is not differentiable (choose from {sorted(TUNABLE)})"
         )
     n_records, every = plan(horizon_s, dt, record_s)
     p = jax.device_put(compress(build_params(site, horizon_s, dt, granularity, dtype, host=True)))

@@ -384,7 +384,3 @@ def run_study(
         "kpi_units": KPI_UNITS,
         "variants": rows,
     }
-
-
-def variant_days(result: dict[str, Any]) -> float:
-    return len(result["variants"]) * result["duration_s"] / 86400.0

@@ -8,10 +8,11 @@ from contextlib import contextmanager
 
 import grpc
 
+from services.cli.errors import fail
+
 
 @contextmanager
 def client_channel(address: str) -> Iterator[grpc.Channel]:
-    from services.cli.main import fail
     from services.runtime.channels import open_channel
     from services.runtime.config import ConfigError
 

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from services.cli.errors import console, fail
+
 if TYPE_CHECKING:
     from services.inventory import Inventory
 
@@ -51,7 +53,6 @@ def from_k8s(
 ) -> None:
     """Read a cluster's Nodes and write the compute section (halls) of a site file."""
     from services import inventory as inv_mod
-    from services.cli.main import fail
     from twin_core.site import SiteError
 
     if nodes_json is not None and (context or kubeconfig):
@@ -94,7 +95,6 @@ def from_k8s(
 
 
 def _print_summary(inv: Inventory, source: str, out: Path) -> None:
-    from services.cli.main import console
     from services.inventory import summary_rows
 
     for warning in inv.warnings:

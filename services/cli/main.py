@@ -7,13 +7,14 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from services.cli.errors import console, fail
 from services.cli.inventory import inventory_app
 from services.cli.whatif import whatif
 
@@ -23,13 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-
-
-def fail(message: str) -> NoReturn:
-    """One readable line on stderr and a non-zero exit; never a traceback."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 @app.command()

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.cli.errors import fail
+
 # KPIs in the comparison table, with short headings (all KPIs are in study.json).
 TABLE_KPIS = {
     "pue": "PUE",
@@ -27,12 +29,6 @@ TABLE_KPIS = {
     "cost_usd": "cost USD",
 }
 PLOT_KPIS = ("pue", "facility_energy_mwh", "peak_facility_mw", "max_gpu_temp_c")
-
-
-def _fail(message: str):
-    from services.cli.main import fail
-
-    fail(message)
 
 
 def study_document(
@@ -76,8 +72,8 @@ def study_document(
 
 def _local_base(spec, where: str):
     """The base site for a local run: a seeded name or a path."""
-    from services.scenario import SCENARIOS, seeded_site
-    from twin_core.site import build_site, load_site
+    from services.scenario import site_by_name_or_file
+    from twin_core.site import build_site
 
     if spec.site is not None:
         return build_site(spec.site)
@@ -85,12 +81,7 @@ def _local_base(spec, where: str):
         from twin_core.study import StudyError
 
         raise StudyError(f"{where}: give a scenario (a site file or a seeded name)")
-    path = Path(spec.scenario)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return load_site(path)
-    if (SCENARIOS / f"{spec.scenario}.yaml").is_file():
-        return seeded_site(spec.scenario, where)
-    return load_site(path)  # the error names the missing file
+    return site_by_name_or_file(spec.scenario, where)
 
 
 def run_local(doc: dict[str, Any], x64: bool) -> dict[str, Any]:
@@ -122,14 +113,15 @@ def run_remote(doc: dict[str, Any], address: str) -> dict[str, Any]:
     import grpc
 
     from services.cli.channel import client_channel as open_channel
+    from services.scenario import is_site_file
     from twin.whatif.v1 import whatif_pb2, whatif_pb2_grpc
 
     scenario = doc.get("scenario")
-    if scenario and (Path(scenario).suffix in (".yaml", ".yml") or Path(scenario).exists()):
+    if scenario and is_site_file(scenario):
         try:
             doc = {**doc, "site": yaml.safe_load(Path(scenario).read_text())}
         except OSError as exc:
-            _fail(f"{scenario}: {exc.strerror}")
+            fail(f"{scenario}: {exc.strerror}")
         doc.pop("scenario")
     request = whatif_pb2.RunStudyRequest(study_yaml=yaml.safe_dump(doc, sort_keys=False))
     result = None
@@ -148,9 +140,9 @@ def run_remote(doc: dict[str, Any], address: str) -> dict[str, Any]:
                 elif kind == "result":
                     result = study_to_dict(message.result)
         except grpc.RpcError as exc:
-            _fail(f"--server {address}: {exc.details() or exc.code().name}")
+            fail(f"--server {address}: {exc.details() or exc.code().name}")
     if result is None:
-        _fail(f"--server {address}: the stream ended without a result")
+        fail(f"--server {address}: the stream ended without a result")
     return result
 
 
@@ -301,7 +293,7 @@ def whatif(
             doc["precision"] = "float64"
         result = run_remote(doc, server) if server else run_local(doc, x64)
     except (StudyError, SiteError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
     def write(staging: Path) -> None:
         (staging / "study.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -310,7 +302,7 @@ def whatif(
     try:
         write_atomically(out, write)
     except OSError as exc:
-        _fail(f"--out {out}: {exc.strerror or exc}")
+        fail(f"--out {out}: {exc.strerror or exc}")
     screen = Console()
     # Piped output has no width to honour: keep the table's rows on one line each.
     Console(width=screen.width if screen.is_terminal else 160).print(comparison_table(result))
