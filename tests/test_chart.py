@@ -68,7 +68,7 @@ CASES: dict[str, dict[str, Any]] = {
         }
     },
     "existing-secret": {"nats": {"auth": {"user": {"existingSecret": "bus-passwords"}}}},
-    "no-auth": {"nats": {"auth": {"type": "none"}}},
+    "insecure": {"nats": {"auth": {"type": "none"}}, "grpc": {"tls": {"enabled": False}}},
     "dev": {"dev": {"writableApp": True}},
 }
 
@@ -422,9 +422,11 @@ def test_tls_wiring(rendered: dict) -> None:
     conf = nats_conf(docs)
     assert "ca_file: /etc/nats/tls/ca.crt" in conf and "verify: true" in conf
     assert "password: $TWIN_NATS_PASSWORD_TWIN" in nats_conf(docs, "auth.conf")
+    assert f"{PREFIX}-grpc-tls" not in objects(docs, "Secret")  # the user's Secret instead
     # Without TLS nothing of it is rendered.
-    plain = env_of(container(deployment(rendered["defaults"], "twin")))
+    plain = env_of(container(deployment(rendered["insecure"], "twin")))
     assert not [k for k in plain if "TLS" in k]
+    assert not objects(rendered["insecure"], "Secret").keys() - {f"{PREFIX}-database"}
 
 
 def test_nkey_auth(rendered: dict) -> None:
@@ -501,6 +503,27 @@ def test_nats_auth_is_on_by_default(rendered: dict, case: str) -> None:
     assert mounts["/etc/nats/auth.conf"] == "auth.conf"
 
 
+@pytest.mark.parametrize("case", ["defaults", "external", "gpu", "nkey", "dev"])
+def test_grpc_tls_is_on_by_default(rendered: dict, case: str) -> None:
+    """TLS on every API port with a certificate the chart generates (kept by lookup; the
+    certificate itself is tested on a real server in tests/test_chart_tls.py)."""
+    docs = rendered[case]
+    secret = one(docs, "Secret", f"{PREFIX}-grpc-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for name in SERVICES:
+        dep = deployment(docs, name)
+        env = env_of(container(dep))
+        assert env["TWIN_GRPC_TLS_CERT_FILE"]["value"] == "/etc/twin/grpc-tls/tls.crt"
+        assert "TWIN_GRPC_TLS_CLIENT_CA_FILE" not in env  # mutual is opt-in
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["grpc-tls"]["secret"]["secretName"] == f"{PREFIX}-grpc-tls"
+    pod = one(docs, "Pod", f"{PREFIX}-test")
+    env = env_of(pod["spec"]["containers"][0])
+    assert env["TWIN_GRPC_TLS_CA_FILE"]["value"] == "/etc/twin/grpc-tls/ca.crt"
+
+
 def test_nats_auth_existing_secret(rendered: dict) -> None:
     docs = rendered["existing-secret"]
     assert f"{PREFIX}-nats-auth" not in objects(docs, "Secret")  # none generated
@@ -515,7 +538,7 @@ def test_nats_auth_existing_secret(rendered: dict) -> None:
 
 
 def test_nats_auth_can_be_turned_off(rendered: dict) -> None:
-    docs = rendered["no-auth"]
+    docs = rendered["insecure"]
     assert f"{PREFIX}-nats-auth" not in objects(docs, "Secret")
     assert "auth.conf" not in one(docs, "ConfigMap", f"{PREFIX}-nats")["data"]
     assert "include" not in nats_conf(docs)
@@ -618,6 +641,9 @@ def test_schema_rejects_an_unknown_key(helm: Helm) -> None:
     [
         ("grpc.port=not-a-port", "grpc/port"),
         ("nats.auth.type=password", "nats/auth/type"),
+        ("nats.auth.nkey.publicKeys.compute=SUABC", "nats/auth/nkey/publicKeys/compute"),
+        ("nats.auth.nkey.publicKeys.gateway=" + NKEYS["twin"], "nats/auth/nkey/publicKeys"),
+        ("nats.auth.user.password=plain", "nats/auth/user"),  # one Secret, no plaintext
         ("nats.cluster.replicas=2", "nats/cluster/replicas"),
         ("services.compute.resources.limits=null", "services/compute/resources"),
     ],
@@ -655,3 +681,25 @@ def test_schema_is_closed_at_every_level() -> None:
     # Every default value is described by the schema (helm lint checks the types).
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) == set(schema["properties"])
+
+
+def notes(helm: Helm, tmp: Path, values: dict[str, Any]) -> str:
+    (tmp / "values.yaml").write_text(yaml.safe_dump(values))
+    result = helm.run(
+        "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+        "-f", str(tmp / "values.yaml"),
+    )  # fmt: skip
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_say_how_secure_the_release_is(helm: Helm, tmp_path: Path) -> None:
+    text = notes(helm, tmp_path, {})
+    assert f"Passwords: Secret {PREFIX}-nats-auth (one key per identity)." in text
+    assert "set nats.auth.user.existingSecret instead" in text  # helm template / GitOps
+    assert f"get secret {PREFIX}-grpc-tls -o jsonpath='{{.data.ca\\.crt}}'" in text
+    assert "gRPC: TLS on every API port; health probes on the plaintext port 8081." in text
+    text = notes(helm, tmp_path, CASES["existing-secret"])
+    assert "Passwords: Secret bus-passwords" in text and "existingSecret instead" not in text
+    text = notes(helm, tmp_path, CASES["insecure"])
+    assert "NATS: NO AUTHENTICATION (nats.auth.type=none)" in text
+    assert "gRPC: PLAINTEXT (grpc.tls.enabled=false)." in text

@@ -225,6 +225,11 @@ authorization {
 
 {{/* gRPC TLS ---------------------------------------------------------------------- */}}
 
+{{/* grpc.tls.secretName, else the Secret the chart generates (templates/grpc-tls.yaml). */}}
+{{- define "twin.grpcTlsSecret" -}}
+{{- .Values.grpc.tls.secretName | default (include "twin.componentName" (dict "root" . "component" "grpc-tls")) -}}
+{{- end -}}
+
 {{- define "twin.grpcServerEnv" -}}
 {{- if .Values.grpc.tls.enabled }}
 - name: TWIN_GRPC_TLS_CERT_FILE
@@ -263,7 +268,7 @@ authorization {
 {{- define "twin.grpcTlsVolumes" -}}
 {{- $tls := .root.Values.grpc.tls -}}
 {{- if $tls.enabled }}
-{{- $secret := required "grpc.tls.secretName is required with grpc.tls.enabled" $tls.secretName }}
+{{- $secret := include "twin.grpcTlsSecret" .root }}
 - name: grpc-tls
   secret:
     secretName: {{ ternary ($tls.clientSecretName | default $secret) $secret (and .client $tls.mutual) }}
