@@ -98,7 +98,7 @@ def permissions(site: str = SITE) -> dict[str, Permissions]:
         publish=(
             f"twin.{site}.clock",
             f"twin.{site}.events",
-            f"$KV.{run}.>",  # the run key, and clearing the run's keys when it ends
+            f"$KV.{run}.run",  # the run in progress (put, and delete when it ends)
             *_stream_api(stream),
             *_stream_api(f"KV_{run}"),
             *_stream_api(f"KV_{config}"),
@@ -183,6 +183,19 @@ def chart_yaml() -> str:
     return header + yaml.safe_dump(table, sort_keys=False, width=100)
 
 
+def markdown_table() -> str:
+    """The table of the chart's README: identity, what it may publish, subscribe to."""
+
+    def cell(subjects: Sequence[str]) -> str:
+        return "<br>".join(f"`{s}`" for s in subjects) or "nothing"
+
+    rows = ["| identity | publish | subscribe |", "| --- | --- | --- |"]
+    for name, p in permissions().items():
+        replies = "<br>replies to requests it receives" if p.allow_responses else ""
+        rows.append(f"| `{name}` | {cell(p.publish)}{replies} | {cell(p.subscribe)} |")
+    return "\n".join(rows) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.bus_permissions",
@@ -191,7 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--site", help="site id (the subject token)")
     parser.add_argument("--chart", action="store_true", help=f"write {CHART_FILE.name}")
+    parser.add_argument("--markdown", action="store_true", help="print the table (README)")
     args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(markdown_table())
+        return 0
     if args.chart:
         CHART_FILE.write_text(chart_yaml())
         return 0

@@ -10,7 +10,7 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,13 @@ def test_chart_file_is_generated_from_the_table() -> None:
     assert bus_permissions.CHART_FILE.read_text() == bus_permissions.chart_yaml(), (
         "charts/ai-factory-twin/files/nats-permissions.yaml is stale: run "
         "`python -m services.bus_permissions --chart`"
+    )
+
+
+def test_chart_readme_has_the_table() -> None:
+    readme = (CHART / "README.md").read_text()
+    assert bus_permissions.markdown_table() in readme, (
+        "charts/ai-factory-twin/README.md: paste `python -m services.bus_permissions --markdown`"
     )
 
 
@@ -162,11 +169,24 @@ class Client:
     async def denied(self, subject: str, op: str = "publish") -> bool:
         """The server answered -ERR 'Permissions Violation for <op> to <subject>'."""
         await self.nc.flush()
-        for _ in range(50):
-            if f'permissions violation for {op} to "{subject.lower()}"' in self.errors_text:
-                return True
-            await asyncio.sleep(0.02)
-        return False
+        error = f'permissions violation for {op} to "{subject.lower()}"'
+        return await until(lambda: error in self.errors_text)
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
+    """Poll ``condition`` (the machine may be loaded: no fixed sleeps)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+async def settle() -> None:
+    """A stray (forged) message would have arrived by now: the real one, published after
+    it, already has."""
+    await asyncio.sleep(0.2)
 
 
 async def _collect(nc: NATS, subject: str) -> list[bytes]:
@@ -216,17 +236,18 @@ def test_each_identity_does_its_job(server: NatsServer) -> None:
 
             await cooling.subscribe(bus.replay_subject(SITE, "cooling"), cb=replay)
             await cooling.flush()
-            reply = await compute.request(bus.replay_subject(SITE, "cooling"), b"3", timeout=2)
+            reply = await compute.request(bus.replay_subject(SITE, "cooling"), b"3", timeout=10)
             assert reply.data == b"state of step 3"
             await twin.publish(bus.clock_subject(SITE), b"tick")
             await compute.publish(bus.state_subject(SITE, "compute"), b"compute state")
             await twin.flush()
             await compute.flush()
-            msgs = await bus.fetch(pull, 10, 2.0)
+            msgs = await bus.fetch(pull, 1, 10.0)
             assert [m.data for m in msgs] == [b"compute state"]
             for m in msgs:
                 await m.ack()
-            await asyncio.sleep(0.1)
+            assert await until(lambda: bool(clock_in and states))
+            await settle()
             assert clock_in == [b"tick"] and states == [b"compute state"]
             assert (await run_kv.get("compute")).value == b"snapshot"
         finally:
@@ -248,7 +269,8 @@ def test_forged_clock_is_refused_and_not_delivered(server: NatsServer, forger: s
             assert await forging.denied(bus.clock_subject(SITE))
             await clock.nc.publish(bus.clock_subject(SITE), b"real")
             await clock.nc.flush()
-            await asyncio.sleep(0.2)
+            assert await until(lambda: bool(got))
+            await settle()
             assert got == [b"real"]  # the forged message never arrived
             assert clock.errors == [] and listener.errors == []
         finally:
@@ -274,7 +296,8 @@ def test_only_the_owner_publishes_a_state_and_the_run_key(server: NatsServer) ->
             assert await compute.denied(run_key)
             await compute.nc.publish(bus.clock_subject(SITE), b"x")
             assert await compute.denied(bus.clock_subject(SITE))
-            await asyncio.sleep(0.2)
+            assert await until(lambda: bool(got))
+            await settle()
             assert got == [b"real"]
             # A domain cannot read another identity's replies either.
             await compute.nc.subscribe("_INBOX.twin.>")
@@ -300,7 +323,8 @@ def test_telemetry_publishes_telemetry_only(server: NatsServer) -> None:
             assert await gateway.denied(f"twin.{SITE}.clock", "subscription")
             await observer.nc.publish(f"telemetry.{SITE}.bms.cdu", b"x")
             assert await observer.denied(f"telemetry.{SITE}.bms.cdu")
-            await asyncio.sleep(0.2)
+            assert await until(lambda: bool(got))
+            await settle()
             assert got == [b"reading"]
         finally:
             for c in (gateway, cooling, observer):
