@@ -68,7 +68,7 @@ def auth_conf(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(auth_conf: Path) -> Iterator[NatsServer]:
-    with NatsServer(extra_args=["-c", str(auth_conf)], env=ENV) as srv:
+    with NatsServer(extra_args=["-c", str(auth_conf)], env=ENV, start_timeout_s=30) as srv:
         yield srv
 
 
@@ -269,7 +269,8 @@ def test_forged_clock_is_refused_and_not_delivered(server: NatsServer, forger: s
             assert await forging.denied(bus.clock_subject(SITE))
             await clock.nc.publish(bus.clock_subject(SITE), b"real")
             await clock.nc.flush()
-            assert await until(lambda: bool(got))
+            errors = (listener.errors, clock.errors, listener.nc.is_connected)
+            assert await until(lambda: bool(got)), errors
             await settle()
             assert got == [b"real"]  # the forged message never arrived
             assert clock.errors == [] and listener.errors == []
@@ -366,7 +367,7 @@ def test_small_site_runs_with_one_identity_per_service(auth_conf: Path, tmp_path
     start = twin_pb2.StartRequest(spec=spec, speed=clock_pb2.Speed(as_fast_as_possible=True))
     log = tmp_path / "services.log"
     with (
-        NatsServer(extra_args=["-c", str(auth_conf)], env=ENV) as server,
+        NatsServer(extra_args=["-c", str(auth_conf)], env=ENV, start_timeout_s=30) as server,
         PerIdentityTwin(
             SITE, free_addresses(), nats_url=server.url, ready_timeout_s=120, log_path=str(log)
         ) as twin,
