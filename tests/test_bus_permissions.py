@@ -21,6 +21,7 @@ import pytest
 import yaml
 from helm_binary import Helm, helm_fixture  # noqa: F401 (the session fixture `helm`)
 from nats.aio.client import Client as NATS
+from test_security import user_nkey
 
 from services import bus_permissions
 from services.launcher import LocalTwin, free_addresses
@@ -146,16 +147,21 @@ class Client:
         self.nc, self.errors = nc, errors
 
     @classmethod
-    async def open(cls, url: str, identity: str) -> Client:
+    async def open(cls, url: str, identity: str, seed: Path | None = None) -> Client:
+        """As ``identity`` with its password, or with the nkey ``seed`` file."""
         errors: list[str] = []
 
         async def error(exc: Exception) -> None:
             errors.append(str(exc))
 
+        credentials: dict[str, Any] = (
+            {"user": identity, "password": PASSWORDS[identity]}
+            if seed is None
+            else {"nkeys_seed": str(seed)}
+        )
         nc = await nats.connect(
             url,
-            user=identity,
-            password=PASSWORDS[identity],
+            **credentials,
             error_cb=error,
             allow_reconnect=False,
             inbox_prefix=f"_INBOX.{identity}",
@@ -342,6 +348,36 @@ def test_wrong_identity_password_is_refused(server: NatsServer) -> None:
             )
 
     arun(main())
+
+
+def test_nkey_identities(helm: Helm, tmp_path: Path) -> None:
+    """nats.auth.type=nkey: the same permissions, one nkey user per identity."""
+    keys = {name: user_nkey(tmp_path, name) for name in bus_permissions.SERVICES}
+    nkey = {"publicKeys": {n: k[0] for n, k in keys.items()}, "existingSecret": "nk"}
+    values = {"site": {"id": SITE}, "nats": {"auth": {"type": "nkey", "nkey": nkey}}}
+    conf = rendered_nats_config(helm, tmp_path, values)["auth.conf"]
+    nkeys = {n: k[0] for n, k in keys.items()}
+    assert conf == bus_permissions.render_authorization(SITE, nkeys=nkeys)
+    (tmp_path / "auth.conf").write_text(conf)
+
+    async def main(url: str) -> None:
+        twin = await Client.open(url, "twin", keys["twin"][1])
+        power = await Client.open(url, "power", keys["power"][1])
+        try:
+            got = await _collect(power.nc, bus.clock_subject(SITE))
+            await power.nc.publish(bus.clock_subject(SITE), b"forged")
+            assert await power.denied(bus.clock_subject(SITE))
+            await twin.nc.publish(bus.clock_subject(SITE), b"real")
+            assert await until(lambda: bool(got)), (power.errors, twin.errors)
+            await settle()
+            assert got == [b"real"] and twin.errors == []
+        finally:
+            for c in (twin, power):
+                await c.nc.close()
+
+    extra = ["-c", str(tmp_path / "auth.conf")]
+    with NatsServer(extra_args=extra, start_timeout_s=30) as srv:
+        arun(main(srv.url))
 
 
 # ---------------------------------------------------------------------- a whole twin
