@@ -220,8 +220,6 @@ async def connect(
         ) from reason
     failure = connecting.exception() if connecting in done else None
     if failure is not None and not isinstance(failure, nats.errors.NoServersError):
-        if redact(str(failure)) != str(failure):
-            raise ConnectionError(f"NATS at {where}: {redact(str(failure))}") from None
         raise failure
     raise TimeoutError(f"no NATS server reachable at {where} within {connect_deadline_s} s")
 
