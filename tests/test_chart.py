@@ -6,6 +6,7 @@ NetworkPolicies and the values schema."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,9 @@ PREFIX = f"{RELEASE}-ai-factory-twin"
 SERVICES = ("compute", "cooling", "power", "energy", "twin", "historian")
 DB_CLIENTS = ("twin", "historian")
 UID = 10001
-NKEY = "U" + "A" * 55  # the shape of a public user nkey (the schema checks it)
+IDENTITIES = (*SERVICES, "telemetry", "observer")  # NATS users (services/bus_permissions.py)
+# The shape of a public user nkey (the schema checks it), one per identity.
+NKEYS = {name: "U" + chr(ord("A") + i) * 55 for i, name in enumerate(IDENTITIES)}
 
 pytestmark = pytest.mark.xdist_group("helm")
 
@@ -57,8 +60,15 @@ CASES: dict[str, dict[str, Any]] = {
         },
     },
     "nkey": {
-        "nats": {"auth": {"type": "nkey", "nkey": {"publicKey": NKEY, "existingSecret": "nk"}}}
+        "nats": {
+            "auth": {
+                "type": "nkey",
+                "nkey": {"publicKeys": {i: NKEYS[i] for i in SERVICES}, "existingSecret": "nk"},
+            }
+        }
     },
+    "existing-secret": {"nats": {"auth": {"user": {"existingSecret": "bus-passwords"}}}},
+    "insecure": {"nats": {"auth": {"type": "none"}}, "grpc": {"tls": {"enabled": False}}},
     "dev": {"dev": {"writableApp": True}},
 }
 
@@ -110,8 +120,8 @@ def container(workload: dict) -> dict:
     return workload["spec"]["template"]["spec"]["containers"][0]
 
 
-def nats_conf(docs: list[dict]) -> str:
-    return one(docs, "ConfigMap", f"{PREFIX}-nats")["data"]["nats.conf"]
+def nats_conf(docs: list[dict], key: str = "nats.conf") -> str:
+    return one(docs, "ConfigMap", f"{PREFIX}-nats")["data"][key]
 
 
 # -- lint, render, validate ------------------------------------------------------------
@@ -394,8 +404,9 @@ def test_tls_wiring(rendered: dict) -> None:
         assert env["TWIN_NATS_TLS_CA_FILE"]["value"] == "/etc/twin/nats-tls/ca.crt"
         assert env["TWIN_NATS_TLS_CERT_FILE"]["value"] == "/etc/twin/nats-tls/tls.crt"
         assert env["TWIN_NATS_TLS_KEY_FILE"]["value"] == "/etc/twin/nats-tls/tls.key"
-        assert env["TWIN_NATS_USER"]["value"] == "twin"
-        assert "secretKeyRef" in env["TWIN_NATS_PASSWORD"]["valueFrom"]
+        assert env["TWIN_NATS_USER"]["value"] == name
+        ref = env["TWIN_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": f"{PREFIX}-nats-auth", "key": name}
         mounts = {m["mountPath"] for m in c["volumeMounts"]}
         assert {"/etc/twin/grpc-tls", "/etc/twin/nats-tls"} <= mounts
         volumes = {
@@ -410,11 +421,12 @@ def test_tls_wiring(rendered: dict) -> None:
     assert env["TWIN_GRPC_TLS_CLIENT_KEY_FILE"]["value"] == "/etc/twin/grpc-tls/tls.key"
     conf = nats_conf(docs)
     assert "ca_file: /etc/nats/tls/ca.crt" in conf and "verify: true" in conf
-    assert "password: $TWIN_NATS_PASSWORD" in conf
-    assert objects(docs, "Secret")[f"{PREFIX}-nats-auth"]["data"]["password"]
+    assert "password: $TWIN_NATS_PASSWORD_TWIN" in nats_conf(docs, "auth.conf")
+    assert f"{PREFIX}-grpc-tls" not in objects(docs, "Secret")  # the user's Secret instead
     # Without TLS nothing of it is rendered.
-    plain = env_of(container(deployment(rendered["defaults"], "twin")))
-    assert not [k for k in plain if "TLS" in k or k.startswith("TWIN_NATS_USER")]
+    plain = env_of(container(deployment(rendered["insecure"], "twin")))
+    assert not [k for k in plain if "TLS" in k]
+    assert not objects(rendered["insecure"], "Secret").keys() - {f"{PREFIX}-database"}
 
 
 def test_nkey_auth(rendered: dict) -> None:
@@ -423,17 +435,142 @@ def test_nkey_auth(rendered: dict) -> None:
         dep = deployment(docs, name)
         env = env_of(container(dep))
         assert env["TWIN_NATS_NKEY_SEED_FILE"]["value"] == "/etc/twin/nats-nkey/seed"
+        assert "TWIN_NATS_USER" not in env
         volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
         assert volumes["nats-nkey"]["secret"]["secretName"] == "nk"
-        assert volumes["nats-nkey"]["secret"]["items"] == [{"key": "seed", "path": "seed"}]
-    assert f"{{ nkey: {NKEY} }}" in nats_conf(docs)
+        # Each pod gets its own seed, never another identity's.
+        assert volumes["nats-nkey"]["secret"]["items"] == [{"key": name, "path": "seed"}]
+    auth = nats_conf(docs, "auth.conf")
+    for name in SERVICES:
+        assert f"{{ nkey: {NKEYS[name]}, permissions: " in auth
+    # The optional identities are left out when they have no key; no password anywhere.
+    assert NKEYS["telemetry"] not in auth and "password" not in auth
+    assert f"{PREFIX}-nats-auth" not in objects(docs, "Secret")
+    nats_env = env_of(container(one(docs, "StatefulSet", f"{PREFIX}-nats")))
+    assert not [k for k in nats_env if k.startswith("TWIN_NATS_PASSWORD")]
 
 
-def test_nkey_auth_needs_its_secret(helm: Helm, tmp_path: Path) -> None:
-    (tmp_path / "v.yaml").write_text(yaml.safe_dump({"nats": {"auth": {"type": "nkey"}}}))
+def test_nkey_auth_needs_every_service_key(helm: Helm, tmp_path: Path) -> None:
+    auth = {"type": "nkey", "nkey": {"existingSecret": "nk"}}
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump({"nats": {"auth": auth}}))
     result = helm.run("template", RELEASE, str(CHART), "-f", str(tmp_path / "v.yaml"), check=False)
     assert result.returncode != 0
-    assert "nats.auth.nkey" in result.stderr
+    assert "nats.auth.nkey.publicKeys.compute is required" in result.stderr
+
+
+def test_nkey_auth_needs_the_seed_secret(helm: Helm, tmp_path: Path) -> None:
+    keys = {"publicKeys": {i: NKEYS[i] for i in SERVICES}}
+    (tmp_path / "v.yaml").write_text(
+        yaml.safe_dump({"nats": {"auth": {"type": "nkey", "nkey": keys}}})
+    )
+    result = helm.run("template", RELEASE, str(CHART), "-f", str(tmp_path / "v.yaml"), check=False)
+    assert result.returncode != 0
+    assert "nats.auth.nkey.existingSecret is required" in result.stderr
+
+
+@pytest.mark.parametrize("case", ["defaults", "external", "gpu", "cluster", "dev"])
+def test_nats_auth_is_on_by_default(rendered: dict, case: str) -> None:
+    """One user per service, its password from the chart's Secret (kept by lookup)."""
+    docs = rendered[case]
+    secret = one(docs, "Secret", f"{PREFIX}-nats-auth")
+    assert set(secret["data"]) == set(IDENTITIES)
+    assert len(set(secret["data"].values())) == len(IDENTITIES)  # all different
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for name in SERVICES:
+        env = env_of(container(deployment(docs, name)))
+        assert env["TWIN_NATS_USER"]["value"] == name
+        ref = env["TWIN_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": f"{PREFIX}-nats-auth", "key": name}
+    if case == "external":  # the operator of that server configures the users
+        assert not objects(docs, "StatefulSet")
+        return
+    assert "include ./auth.conf" in nats_conf(docs)
+    auth = nats_conf(docs, "auth.conf")
+    for name in IDENTITIES:
+        assert f'{{ user: "{name}", password: $TWIN_NATS_PASSWORD_{name.upper()}, ' in auth
+    # Only the twin may publish the clock; the rest of it is tested on a real server
+    # (tests/test_bus_permissions.py).
+    publishers = re.findall(r'user: "(\w+)".*publish: \{ allow: \[([^]]*)\]', auth)
+    assert len(publishers) == len(IDENTITIES) - 1  # the observer publishes nothing
+    clock = '"twin.fairwater-wi.clock"'
+    assert [user for user, allowed in publishers if clock in allowed] == ["twin"]
+    sts = one(docs, "StatefulSet", f"{PREFIX}-nats")
+    env = env_of(container(sts))
+    for name in IDENTITIES:
+        ref = env[f"TWIN_NATS_PASSWORD_{name.upper()}"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": f"{PREFIX}-nats-auth", "key": name}
+    mounts = {m["mountPath"]: m.get("subPath") for m in container(sts)["volumeMounts"]}
+    assert mounts["/etc/nats/auth.conf"] == "auth.conf"
+
+
+@pytest.mark.parametrize("case", ["defaults", "external", "gpu", "nkey", "dev"])
+def test_grpc_tls_is_on_by_default(rendered: dict, case: str) -> None:
+    """TLS on every API port with a certificate the chart generates (kept by lookup; the
+    certificate itself is tested on a real server in tests/test_chart_tls.py)."""
+    docs = rendered[case]
+    secret = one(docs, "Secret", f"{PREFIX}-grpc-tls")
+    assert secret["type"] == "kubernetes.io/tls"
+    assert set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for name in SERVICES:
+        dep = deployment(docs, name)
+        env = env_of(container(dep))
+        assert env["TWIN_GRPC_TLS_CERT_FILE"]["value"] == "/etc/twin/grpc-tls/tls.crt"
+        assert "TWIN_GRPC_TLS_CLIENT_CA_FILE" not in env  # mutual is opt-in
+        volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["grpc-tls"]["secret"]["secretName"] == f"{PREFIX}-grpc-tls"
+    pod = one(docs, "Pod", f"{PREFIX}-test")
+    env = env_of(pod["spec"]["containers"][0])
+    assert env["TWIN_GRPC_TLS_CA_FILE"]["value"] == "/etc/twin/grpc-tls/ca.crt"
+
+
+def test_nats_auth_existing_secret(rendered: dict) -> None:
+    docs = rendered["existing-secret"]
+    assert f"{PREFIX}-nats-auth" not in objects(docs, "Secret")  # none generated
+    for name in SERVICES:
+        ref = env_of(container(deployment(docs, name)))["TWIN_NATS_PASSWORD"]["valueFrom"]
+        assert ref["secretKeyRef"] == {"name": "bus-passwords", "key": name}
+    env = env_of(container(one(docs, "StatefulSet", f"{PREFIX}-nats")))
+    assert env["TWIN_NATS_PASSWORD_TELEMETRY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "bus-passwords",
+        "key": "telemetry",
+    }
+
+
+def test_nats_auth_can_be_turned_off(rendered: dict) -> None:
+    docs = rendered["insecure"]
+    assert f"{PREFIX}-nats-auth" not in objects(docs, "Secret")
+    assert "auth.conf" not in one(docs, "ConfigMap", f"{PREFIX}-nats")["data"]
+    assert "include" not in nats_conf(docs)
+    for name in SERVICES:
+        assert not [k for k in env_of(container(deployment(docs, name))) if "NATS_USER" in k]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_no_secret_value_in_a_config_map(rendered: dict, case: str) -> None:
+    """Passwords (generated or given) live in Secrets only, never in a ConfigMap or an
+    env value: every Secret value is looked for in every ConfigMap and plain env."""
+    import base64
+
+    docs = rendered[case]
+    values = {
+        base64.b64decode(v).decode()
+        for secret in objects(docs, "Secret").values()
+        for v in secret.get("data", {}).values()
+    }
+    values |= {v.rsplit(":", 1)[-1].split("@")[0] for v in values if "://" in v}  # URL part
+    values = {v for v in values if len(v) >= 8}
+    plain = [json.dumps(cm.get("data", {})) for cm in objects(docs, "ConfigMap").values()]
+    plain += [
+        json.dumps([e for e in c.get("env", []) if "value" in e])
+        for _, spec in pod_specs(docs)
+        for c in spec["containers"]
+    ]
+    for text in plain:
+        for value in values:
+            assert value not in text, f"{case}: a secret value is in plain text"
+    if case == "defaults":
+        assert len(values) >= len(IDENTITIES) + 1  # the NATS and database passwords
 
 
 def test_network_policies(rendered: dict) -> None:
@@ -504,6 +641,9 @@ def test_schema_rejects_an_unknown_key(helm: Helm) -> None:
     [
         ("grpc.port=not-a-port", "grpc/port"),
         ("nats.auth.type=password", "nats/auth/type"),
+        ("nats.auth.nkey.publicKeys.compute=SUABC", "nats/auth/nkey/publicKeys/compute"),
+        ("nats.auth.nkey.publicKeys.gateway=" + NKEYS["twin"], "nats/auth/nkey/publicKeys"),
+        ("nats.auth.user.password=plain", "nats/auth/user"),  # one Secret, no plaintext
         ("nats.cluster.replicas=2", "nats/cluster/replicas"),
         ("services.compute.resources.limits=null", "services/compute/resources"),
     ],
@@ -541,3 +681,25 @@ def test_schema_is_closed_at_every_level() -> None:
     # Every default value is described by the schema (helm lint checks the types).
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) == set(schema["properties"])
+
+
+def notes(helm: Helm, tmp: Path, values: dict[str, Any]) -> str:
+    (tmp / "values.yaml").write_text(yaml.safe_dump(values))
+    result = helm.run(
+        "install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=client",
+        "-f", str(tmp / "values.yaml"),
+    )  # fmt: skip
+    return result.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_say_how_secure_the_release_is(helm: Helm, tmp_path: Path) -> None:
+    text = notes(helm, tmp_path, {})
+    assert f"Passwords: Secret {PREFIX}-nats-auth (one key per identity)." in text
+    assert "set nats.auth.user.existingSecret instead" in text  # helm template / GitOps
+    assert f"get secret {PREFIX}-grpc-tls -o jsonpath='{{.data.ca\\.crt}}'" in text
+    assert "gRPC: TLS on every API port; health probes on the plaintext port 8081." in text
+    text = notes(helm, tmp_path, CASES["existing-secret"])
+    assert "Passwords: Secret bus-passwords" in text and "existingSecret instead" not in text
+    text = notes(helm, tmp_path, CASES["insecure"])
+    assert "NATS: NO AUTHENTICATION (nats.auth.type=none)" in text
+    assert "gRPC: PLAINTEXT (grpc.tls.enabled=false)." in text

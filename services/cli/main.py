@@ -17,6 +17,7 @@ from rich.table import Table
 from services.cli.errors import console, fail
 from services.cli.inventory import inventory_app
 from services.cli.whatif import whatif
+from services.runtime.redact import redact
 
 app = typer.Typer(
     help="AI Factory Twin: a digital twin of a hyperscale AI datacenter.",
@@ -259,7 +260,8 @@ def up(
             signals.signal(sig, lambda *_: stop.set())
         if duration is None:
             Console().print(
-                f"twin {site.name} up: run {run_id}; gRPC {address} (nats {twin.nats_url})\n"
+                f"twin {site.name} up: run {run_id}; gRPC {address} "
+                f"(nats {redact(twin.nats_url or '')})\n"
                 f"  grpcurl -plaintext {address} list\n"
                 f"  grpcurl -plaintext {address} twin.twin.v1.TwinService/GetSnapshot\n"
                 "Ctrl-C stops everything.",

@@ -33,6 +33,7 @@ from nats.js.kv import KeyValue
 
 from services.runtime.codec import encode
 from services.runtime.config import SITE_RE
+from services.runtime.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -211,10 +212,12 @@ async def connect(
     finally:
         refused.cancel()  # no-op once it has a result
     await _abandon(nc, connecting)
-    where = ", ".join(servers)
+    where = redact(", ".join(servers))
     if refused.done() and not refused.cancelled():
         reason = refused.result()
-        raise BusRefused(f"NATS at {where} refused the connection: {reason}") from reason
+        raise BusRefused(
+            f"NATS at {where} refused the connection: {redact(str(reason))}"
+        ) from reason
     failure = connecting.exception() if connecting in done else None
     if failure is not None and not isinstance(failure, nats.errors.NoServersError):
         raise failure
@@ -231,7 +234,7 @@ async def _abandon(nc: NATS, connecting: asyncio.Future[None]) -> None:
 
 def _url(nc: NATS) -> str:
     url = nc.connected_url
-    return url.geturl() if url is not None else "?"
+    return redact(url.geturl()) if url is not None else "?"
 
 
 async def publish(nc: NATS, subject: str, message: Message) -> None:

@@ -24,6 +24,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from services.runtime.redact import redact
+
 ENV_PREFIX = "TWIN_"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 NATS_SCHEMES = ("nats", "tls", "ws", "wss")
@@ -223,7 +225,8 @@ class RuntimeConfig(EnvConfig):
         for url in (part.strip() for part in value.split(",")):
             scheme, sep, rest = url.partition("://")
             if not sep or scheme not in NATS_SCHEMES or not rest:
-                raise ValueError(f"{url!r} is not a NATS URL (e.g. nats://127.0.0.1:4222)")
+                shown = redact(url)
+                raise ValueError(f"{shown!r} is not a NATS URL (e.g. nats://127.0.0.1:4222)")
         return value.strip()
 
     @field_validator("grpc_address")
@@ -238,6 +241,11 @@ class RuntimeConfig(EnvConfig):
         if level not in LOG_LEVELS:
             raise ValueError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
         return level
+
+    def __repr_args__(self) -> Any:
+        # The URL may carry a password (nats://user:password@host): never in a repr.
+        for name, value in super().__repr_args__():
+            yield name, redact(value) if name == "nats_url" and value else value
 
     @property
     def nats_servers(self) -> list[str]:

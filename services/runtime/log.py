@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from services.runtime.redact import redact
+
 # Set by the request-id interceptor for the duration of an RPC.
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "twin_request_id", default=None
@@ -53,7 +55,8 @@ class OneLineFormatter(logging.Formatter):
         parts += [f"{key}={_value(value)}" for key, value in fields.items()]
         if record.exc_info:
             parts.append(f"exc={_value(self.formatException(record.exc_info))}")
-        return " ".join(parts)
+        # The last line of defence: a URL with a password in a library's error text.
+        return redact(" ".join(parts))
 
 
 def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:

@@ -20,7 +20,7 @@ import sys
 import sysconfig
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
@@ -86,6 +86,7 @@ class NatsServer:
         store_dir: str | os.PathLike[str] | None = None,
         binary: str | os.PathLike[str] | None = None,
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
         start_timeout_s: float = 10.0,
         stop_timeout_s: float = 5.0,
     ) -> None:
@@ -93,6 +94,8 @@ class NatsServer:
         self.port = port  # -1: let the server pick; the real port after start
         self.binary = Path(binary) if binary else find_nats_server()
         self.extra_args = list(extra_args)
+        # Added to this process's environment: a config's $VARIABLES (e.g. passwords).
+        self.env = {**os.environ, **env} if env else None
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         self._own_dir = tempfile.mkdtemp(prefix="twin-nats-")
@@ -128,7 +131,11 @@ class NatsServer:
         ]  # fmt: skip
         with open(self.log_path, "ab") as log_file:  # the child keeps its own descriptor
             self._process = subprocess.Popen(
-                args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                args,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
             )
         try:
             self._wait_ready(ports_dir)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import signal
 import sys
 import threading
@@ -50,8 +51,14 @@ async def connect_bus(
     max_reconnect_attempts: int = -1,
     connect_timeout_s: float = 2.0,
     connect_deadline_s: float = 30.0,
+    inbox_prefix: str | None = None,
 ) -> NATS:
-    """``bus.connect`` with the config's servers, credentials and TLS."""
+    """``bus.connect`` with the config's servers, credentials and TLS. ``inbox_prefix``
+    (``_INBOX.<identity>``): where replies come; the bus permissions let each identity
+    read its own prefix only (services/bus_permissions.py)."""
+    options = nats_connect_options(config)
+    if inbox_prefix is not None:
+        options["inbox_prefix"] = inbox_prefix
     return await bus.connect(
         config.nats_servers or [bus.DEFAULT_NATS_URL],
         name=name,
@@ -61,8 +68,13 @@ async def connect_bus(
         max_reconnect_attempts=max_reconnect_attempts,
         connect_timeout_s=connect_timeout_s,
         connect_deadline_s=connect_deadline_s,
-        **nats_connect_options(config),
+        **options,
     )
+
+
+def _inbox_prefix(service: str) -> str | None:
+    """``_INBOX.<service>``: the reply subjects the service's NATS identity may read."""
+    return f"_INBOX.{service}" if re.fullmatch(r"[A-Za-z0-9_-]+", service) else None
 
 
 class Service:
@@ -171,7 +183,7 @@ class Service:
                 name=f"{self.name}@{self.config.site}",
                 on_disconnect=self._bus_down,
                 on_reconnect=self._bus_up,
-                **self._nats_options,
+                **{"inbox_prefix": _inbox_prefix(self.name), **self._nats_options},
             )
             self._stack.push_async_callback(self._drain, self.nc)
         self._stack.push_async_callback(self._cancel_tasks)

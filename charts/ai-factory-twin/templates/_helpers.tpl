@@ -107,34 +107,81 @@ seccompProfile:
 {{- end -}}
 {{- end -}}
 
+{{/* The NATS identities (services/bus_permissions.py): one per service, "telemetry" for
+     field gateways, "observer" read-only. Each key of the auth Secret is one of them. */}}
+{{- define "twin.natsIdentities" -}}
+{{- toJson (list "compute" "cooling" "power" "energy" "twin" "historian" "telemetry" "observer") -}}
+{{- end -}}
+
 {{- define "twin.natsAuthSecret" -}}
-{{- if .Values.nats.auth.user.existingSecret -}}
-{{- .Values.nats.auth.user.existingSecret -}}
+{{- $auth := .Values.nats.auth -}}
+{{- if and (eq $auth.type "nkey") $auth.nkey.existingSecret -}}
+{{- $auth.nkey.existingSecret -}}
+{{- else if and (eq $auth.type "user") $auth.user.existingSecret -}}
+{{- $auth.user.existingSecret -}}
 {{- else -}}
 {{- include "twin.componentName" (dict "root" . "component" "nats-auth") -}}
 {{- end -}}
 {{- end -}}
 
-{{/* What a NATS client (every service) needs: env, mounts, volumes. */}}
+{{/* The nats-server authorization block: one user per identity, allowed exactly the
+     subjects of files/nats-permissions.yaml (generated from services/bus_permissions.py).
+     Passwords come from nats-server's environment ($TWIN_NATS_PASSWORD_<IDENTITY>, from
+     the auth Secret): none is ever written into the ConfigMap. */}}
+{{- define "twin.natsAuthorization" -}}
+{{- $auth := .Values.nats.auth -}}
+{{- $table := .Files.Get "files/nats-permissions.yaml" | replace "<site>" .Values.site.id | fromYaml -}}
+authorization {
+  users = [
+{{- range $identity := include "twin.natsIdentities" . | fromJsonArray }}
+{{- $p := index $table $identity }}
+{{- $who := printf "user: %q, password: $TWIN_NATS_PASSWORD_%s" $identity (upper $identity) }}
+{{- if eq $auth.type "nkey" }}
+{{- $key := index $auth.nkey.publicKeys $identity | default "" }}
+{{- if and (not $key) (ne $identity "telemetry") (ne $identity "observer") }}
+{{- fail (printf "nats.auth.nkey.publicKeys.%s is required with nats.auth.type=nkey" $identity) }}
+{{- end }}
+{{- $who = ternary (printf "nkey: %s" $key) "" (ne $key "") }}
+{{- end }}
+{{- if $who }}
+    { {{ $who }}, permissions: { publish: {{ include "twin.natsRule" $p.publish }}, subscribe: {{ include "twin.natsRule" $p.subscribe }}{{ if $p.allow_responses }}, allow_responses: true{{ end }} } }
+{{- end }}
+{{- end }}
+  ]
+}
+{{- end -}}
+
+{{/* An allow list; an empty one would allow everything, so nothing is denied instead. */}}
+{{- define "twin.natsRule" -}}
+{{- if . -}}
+{ allow: [{{ range $i, $s := . }}{{ if $i }}, {{ end }}{{ $s | quote }}{{ end }}] }
+{{- else -}}
+{ deny: [">"] }
+{{- end -}}
+{{- end -}}
+
+{{/* What a NATS client (a service) needs: env, mounts, volumes.
+     (dict "root" $ "identity" "compute") */}}
 {{- define "twin.natsClientEnv" -}}
+{{- $auth := .root.Values.nats.auth }}
 - name: TWIN_NATS_URL
-  value: {{ include "twin.natsUrl" . | quote }}
-{{- if eq .Values.nats.auth.type "user" }}
+  value: {{ include "twin.natsUrl" .root | quote }}
+{{- if eq $auth.type "user" }}
 - name: TWIN_NATS_USER
-  value: {{ .Values.nats.auth.user.user | quote }}
+  value: {{ .identity | quote }}
 - name: TWIN_NATS_PASSWORD
   valueFrom:
     secretKeyRef:
-      name: {{ include "twin.natsAuthSecret" . }}
-      key: {{ .Values.nats.auth.user.passwordKey }}
-{{- else if eq .Values.nats.auth.type "nkey" }}
+      name: {{ include "twin.natsAuthSecret" .root }}
+      key: {{ .identity }}
+{{- else if eq $auth.type "nkey" }}
 - name: TWIN_NATS_NKEY_SEED_FILE
   value: /etc/twin/nats-nkey/seed
 {{- end }}
-{{- if .Values.nats.tls.enabled }}
+{{- if .root.Values.nats.tls.enabled }}
 - name: TWIN_NATS_TLS_CA_FILE
   value: /etc/twin/nats-tls/ca.crt
-{{- if .Values.nats.tls.mutual }}
+{{- if .root.Values.nats.tls.mutual }}
 - name: TWIN_NATS_TLS_CERT_FILE
   value: /etc/twin/nats-tls/tls.crt
 - name: TWIN_NATS_TLS_KEY_FILE
@@ -156,25 +203,32 @@ seccompProfile:
 {{- end }}
 {{- end -}}
 
+{{/* (dict "root" $ "identity" "compute"): the identity's own seed only. */}}
 {{- define "twin.natsClientVolumes" -}}
-{{- if eq .Values.nats.auth.type "nkey" }}
+{{- $root := .root }}
+{{- if eq $root.Values.nats.auth.type "nkey" }}
 - name: nats-nkey
   secret:
-    secretName: {{ required "nats.auth.nkey.existingSecret is required with nats.auth.type=nkey" .Values.nats.auth.nkey.existingSecret }}
+    secretName: {{ required "nats.auth.nkey.existingSecret is required with nats.auth.type=nkey" $root.Values.nats.auth.nkey.existingSecret }}
     defaultMode: 0440
     items:
-      - key: {{ .Values.nats.auth.nkey.seedKey }}
+      - key: {{ .identity }}
         path: seed
 {{- end }}
-{{- if .Values.nats.tls.enabled }}
+{{- if $root.Values.nats.tls.enabled }}
 - name: nats-tls
   secret:
-    secretName: {{ .Values.nats.tls.clientSecretName | default (required "nats.tls.secretName is required with nats.tls.enabled" .Values.nats.tls.secretName) }}
+    secretName: {{ $root.Values.nats.tls.clientSecretName | default (required "nats.tls.secretName is required with nats.tls.enabled" $root.Values.nats.tls.secretName) }}
     defaultMode: 0440
 {{- end }}
 {{- end -}}
 
 {{/* gRPC TLS ---------------------------------------------------------------------- */}}
+
+{{/* grpc.tls.secretName, else the Secret the chart generates (templates/grpc-tls.yaml). */}}
+{{- define "twin.grpcTlsSecret" -}}
+{{- .Values.grpc.tls.secretName | default (include "twin.componentName" (dict "root" . "component" "grpc-tls")) -}}
+{{- end -}}
 
 {{- define "twin.grpcServerEnv" -}}
 {{- if .Values.grpc.tls.enabled }}
@@ -214,7 +268,7 @@ seccompProfile:
 {{- define "twin.grpcTlsVolumes" -}}
 {{- $tls := .root.Values.grpc.tls -}}
 {{- if $tls.enabled }}
-{{- $secret := required "grpc.tls.secretName is required with grpc.tls.enabled" $tls.secretName }}
+{{- $secret := include "twin.grpcTlsSecret" .root }}
 - name: grpc-tls
   secret:
     secretName: {{ ternary ($tls.clientSecretName | default $secret) $secret (and .client $tls.mutual) }}
@@ -259,13 +313,14 @@ seccompProfile:
 
 {{/* Common pieces of a twin pod ----------------------------------------------------- */}}
 
+{{/* (dict "root" $ "identity" "compute") */}}
 {{- define "twin.commonEnv" -}}
 - name: TWIN_SITE
-  value: {{ .Values.site.id | quote }}
+  value: {{ .root.Values.site.id | quote }}
 - name: TWIN_SCENARIO
   value: /etc/twin/site.yaml
 - name: TWIN_LOG_LEVEL
-  value: {{ .Values.logLevel | quote }}
+  value: {{ .root.Values.logLevel | quote }}
 {{- with (include "twin.natsClientEnv" . | trim) }}
 {{ . }}
 {{- end }}
