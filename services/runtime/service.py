@@ -91,6 +91,7 @@ class Service:
             self.config.grpc_address,
             credentials=grpc_server_credentials(self.config),
             health_address=self.config.health_address,
+            instance_id=self.config.instance_id,
         )
         self.nc: NATS | None = None
         self.failure: BaseException | None = None
