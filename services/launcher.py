@@ -293,9 +293,9 @@ class LocalTwin:
                     self._check_once()
                 except _GiveUp as exc:
                     self.failure = str(exc)
+                    self._stop_children()  # the rest (servers, folders) goes at close()
                     self._event(f"error: {exc}")
                     self.failed.set()
-                    self._stop_children()
                     return
 
     def _budget(self, what: str, status: object, log_at: object) -> str:

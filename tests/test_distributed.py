@@ -4,6 +4,7 @@ separate processes, driven over gRPC; its published states equal the monolithic 
 from __future__ import annotations
 
 import asyncio
+import os
 
 import grpc
 import nats
@@ -451,6 +452,9 @@ def test_commands_are_kept_in_the_live_configuration_bucket(local_twin):
 
 
 def test_twin_up_serves_until_interrupted_and_status_reports_health():
+    """`twin up --base-port 0`: free ports, printed with the instance id; `twin status` on
+    them sees every service SERVING for that instance; Ctrl-C stops everything."""
+    import re
     import signal
     import subprocess
     import sys
@@ -464,37 +468,51 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health():
         str(ROOT / "tests/sites/small.yaml"),
         "--speed",
         "0",
+        "--base-port",
+        "0",
     ]
     up = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "COLUMNS": "300"},
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         lines = []
         while time.monotonic() < deadline:
             line = up.stdout.readline()
             lines.append(line)
             if "Ctrl-C stops everything" in line:
                 break
-        assert any("grpcurl -plaintext 127.0.0.1:50051" in line for line in lines), lines
+        instance = re.search(r"up \(instance ([0-9a-f]{12})\)", "".join(lines))[1]
+        ports = re.search(r"gRPC: (.*)", "".join(lines))[1]
+        addresses = [part.split(" ")[1] for part in ports.split(", ")]
+        assert len(addresses) == 6 and "127.0.0.1:50051" not in addresses, lines
+        assert any(f"grpcurl -plaintext {addresses[0]}" in line for line in lines), lines
         status = subprocess.run(
-            [sys.executable, "-m", "services.cli", "status"],
+            [sys.executable, "-m", "services.cli", "status", *addresses],
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
         )
         assert status.stdout.count("SERVING") == 6, status.stdout  # with the historian
+        assert status.stdout.count(instance) == 6, status.stdout
     finally:
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=60)
     assert up.returncode == 0 and "stopped" in out
     after = subprocess.run(
-        [sys.executable, "-m", "services.cli", "status"],
+        [sys.executable, "-m", "services.cli", "status", *addresses],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert after.stdout.count("UNREACHABLE") == 6
 

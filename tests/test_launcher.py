@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from services.cli.main import app
 from services.launcher import LocalTwin, Probe, free_addresses, probe
 from services.runtime.grpc_server import GrpcServer
-from twin.twin.v1 import clock_pb2, twin_pb2, twin_pb2_grpc
+from twin.twin.v1 import clock_pb2, snapshot_pb2, twin_pb2, twin_pb2_grpc
 
 ROOT = Path(__file__).parent.parent
 SMALL = ROOT / "tests" / "sites" / "small.yaml"
@@ -37,7 +37,14 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
-def _serve(instance_id: str | None):
+class _StuckTwin(twin_pb2_grpc.TwinServiceServicer):
+    """A run that stays at step 3."""
+
+    async def GetSnapshot(self, request, context):
+        return twin_pb2.GetSnapshotResponse(snapshot=snapshot_pb2.SiteSnapshot(step=3))
+
+
+def _serve(instance_id: str | None, servicer=None):
     """A GrpcServer with the generated TwinService registered (as every service does),
     started on a free port, in a background event loop; returns (address, stop)."""
     import threading
@@ -50,7 +57,8 @@ def _serve(instance_id: str | None):
         nonlocal server  # made on its loop: grpc.aio binds a server to the running loop
         server = GrpcServer("127.0.0.1:0", instance_id=instance_id)
         server.add_servicer(
-            twin_pb2_grpc.add_TwinServiceServicer_to_server, twin_pb2_grpc.TwinServiceServicer()
+            twin_pb2_grpc.add_TwinServiceServicer_to_server,
+            servicer or twin_pb2_grpc.TwinServiceServicer(),
         )
         return await server.start()
 
@@ -167,6 +175,31 @@ def test_start_up_shows_progress_and_fails_in_one_line_leaving_nothing(tmp_path:
     # No twin-pg-*, twin-nats-* (runtime-*: pgserver's lock folder, shared by all its users).
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("runtime-")] == ["logs"]
     assert _children_of(instance) == []
+
+
+def test_a_run_that_does_not_progress_ends_twin_up_with_one_line(capsys) -> None:
+    """`twin up --duration` waits for the run's last step: a run stuck at one step ends it
+    after the stall timeout with one line (no endless 'step 3/10' every 5 s)."""
+    import threading
+    from types import SimpleNamespace
+
+    import typer
+
+    from services.cli.main import _wait_for_step
+
+    address, stop = _serve("twin-a", _StuckTwin())
+    try:
+        started = time.monotonic()
+        with pytest.raises(typer.Exit) as info:
+            twin = SimpleNamespace(log_location="/x/services.log")
+            _wait_for_step(address, "r1", 10, threading.Event(), 1.5, "twin-a", twin)
+        assert 1.5 <= time.monotonic() - started < 10
+    finally:
+        stop()
+    assert info.value.exit_code == 2
+    assert capsys.readouterr().err == (
+        "error: run r1 made no progress for 1.5 s (step 3 of 10); logs: /x/services.log\n"
+    )
 
 
 def test_cli_says_no_twin_in_one_line() -> None:

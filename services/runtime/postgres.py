@@ -43,14 +43,24 @@ class LocalPostgres:
 
     @property
     def running(self) -> bool:
-        """The postmaster process exists (a stopped one counts: it may be continued)."""
+        """The postmaster process exists (a stopped one counts: it may be continued; a
+        zombie does not: where nothing reaps orphans, a killed postmaster stays one)."""
+        import psutil
+
         info = None if self._server is None else self._server._postmaster_info
-        return info is not None and info.is_running()
+        if info is None or info.process is None:
+            return False
+        try:
+            return info.process.is_running() and info.process.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
 
     def restart(self) -> None:
         """Start the postmaster again on the same folder (after it died). The backends of
         a killed postmaster hold its shared memory for a moment: retry until they left."""
         assert self._server is not None
+        if not self.running:  # pg_ctl would take the pid of a zombie for a live server
+            (self.data / "postmaster.pid").unlink(missing_ok=True)
         deadline = time.monotonic() + self.start_timeout_s
         while True:
             try:
