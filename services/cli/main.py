@@ -297,7 +297,7 @@ def up(
         fail(f"twin did not start: {exc}")
     except KeyboardInterrupt:
         fail("interrupted while starting; everything stopped")
-    with twin:
+    try:  # entered above: `with twin` would start it a second time
         started.set()
         threading.Thread(target=lambda: twin.failed.wait() and stop.set(), daemon=True).start()
         address = twin.addresses["twin"]
@@ -328,6 +328,8 @@ def up(
                 _history_report(twin.addresses["historian"], run_id, steps, step_s, report, stop)
         if twin.failure:
             fail(twin.failure)
+    finally:
+        twin.close()
     Console().print("stopped")
 
 
