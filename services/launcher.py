@@ -298,15 +298,16 @@ class LocalTwin:
                     self.failed.set()
                     return
 
-    def _budget(self, what: str, status: object, log_at: object) -> str:
+    def _budget(self, what: str, status: int | None, log_at: object) -> str:
         """Count a restart of ``what``; the 'k of N' text, or _GiveUp past the budget."""
         now = time.monotonic()
         times = self._restarts.setdefault(what, deque())
         while times and now - times[0] > self.restart_window_s:
             times.popleft()
         if len(times) >= self.max_restarts:
+            how = "" if status is None else f" (exit status {status})"
             raise _GiveUp(
-                f"{what} died (exit status {status}) after {len(times)} restarts within "
+                f"{what} died{how} after {len(times)} restarts within "
                 f"{self.restart_window_s:g} s; stopped the twin (log: {log_at})"
             )
         times.append(now)
@@ -324,7 +325,7 @@ class LocalTwin:
             except NatsServerError as exc:
                 self._event(f"nats-server did not start again: {exc}")
         if self.postgres is not None and not self.postgres.running:
-            count = self._budget("PostgreSQL", "?", self.postgres.log_path)
+            count = self._budget("PostgreSQL", None, self.postgres.log_path)
             self._event(f"PostgreSQL died; restarting it on the same data ({count})")
             try:
                 self.postgres.restart()

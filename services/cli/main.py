@@ -289,7 +289,11 @@ def up(
         ready_timeout_s=ready_s,
         instance_id=instance,
         supervise=True,
-        on_event=lambda line: console.print(f"  {line}", highlight=False, soft_wrap=True),
+        on_event=lambda line: (
+            None  # the failure itself is the command's last line (below)
+            if line.startswith("error: ")
+            else console.print(f"  {line}", highlight=False, soft_wrap=True)
+        ),
     )
     try:
         twin.__enter__()
