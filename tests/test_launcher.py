@@ -177,6 +177,31 @@ def test_start_up_shows_progress_and_fails_in_one_line_leaving_nothing(tmp_path:
     assert _children_of(instance) == []
 
 
+def test_sigterm_while_starting_leaves_nothing_behind(tmp_path: Path) -> None:
+    up = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", str(SMALL), "--base-port", "0",
+         "--log-dir", str(tmp_path / "logs")],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "200", "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    try:
+        first = up.stderr.readline()
+        instance = re.fullmatch(r"twin small: instance ([0-9a-f]{12}), logs in .*\n", first)[1]
+        deadline = time.monotonic() + 60
+        while len(_children_of(instance)) < 6:  # the services are starting
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        up.send_signal(signal.SIGTERM)
+        _, err = up.communicate(timeout=120)
+    finally:
+        up.kill()
+    assert up.returncode == 2, err
+    assert err.strip().splitlines()[-1] == "error: interrupted while starting; everything stopped"
+    assert "Traceback" not in err
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("runtime-")] == ["logs"]
+    assert _children_of(instance) == []
+
+
 def test_a_run_that_does_not_progress_ends_twin_up_with_one_line(capsys) -> None:
     """`twin up --duration` waits for the run's last step: a run stuck at one step ends it
     after the stall timeout with one line (no endless 'step 3/10' every 5 s)."""
