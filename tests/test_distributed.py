@@ -4,6 +4,7 @@ separate processes, driven over gRPC; its published states equal the monolithic 
 from __future__ import annotations
 
 import asyncio
+import os
 
 import grpc
 import nats
@@ -450,11 +451,17 @@ def test_commands_are_kept_in_the_live_configuration_bucket(local_twin):
     assert config.chillers == 32 and config.cdus == 240
 
 
-def test_twin_up_serves_until_interrupted_and_status_reports_health():
+def test_twin_up_serves_until_interrupted_and_status_reports_health(tmp_path):
+    """`twin up --base-port 0`: free ports, printed with the instance id; `twin status` on
+    them sees every service SERVING for that instance; its nats-server, killed, is
+    restarted on its port and said so; Ctrl-C stops everything."""
+    import re
     import signal
     import subprocess
     import sys
     import time
+
+    import psutil
 
     command = [
         sys.executable,
@@ -464,37 +471,72 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health():
         str(ROOT / "tests/sites/small.yaml"),
         "--speed",
         "0",
+        "--base-port",
+        "0",
     ]
+    err = tmp_path / "stderr"
     up = subprocess.Popen(
-        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        command,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=err.open("w"),
+        text=True,
+        env={**os.environ, "COLUMNS": "300"},
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         lines = []
         while time.monotonic() < deadline:
             line = up.stdout.readline()
             lines.append(line)
             if "Ctrl-C stops everything" in line:
                 break
-        assert any("grpcurl -plaintext 127.0.0.1:50051" in line for line in lines), lines
+        instance = re.search(r"up \(instance ([0-9a-f]{12})\)", "".join(lines))[1]
+        ports = re.search(r"gRPC: (.*)", "".join(lines))[1]
+        addresses = [part.split(" ")[1] for part in ports.split(", ")]
+        assert len(addresses) == 6 and "127.0.0.1:50051" not in addresses, lines
+        assert any(f"grpcurl -plaintext {addresses[0]}" in line for line in lines), lines
         status = subprocess.run(
-            [sys.executable, "-m", "services.cli", "status"],
+            [sys.executable, "-m", "services.cli", "status", *addresses],
             cwd=ROOT,
             capture_output=True,
             text=True,
             timeout=60,
+            env={**os.environ, "COLUMNS": "200"},
         )
         assert status.stdout.count("SERVING") == 6, status.stdout  # with the historian
+        assert status.stdout.count(instance) == 6, status.stdout
+        (nats_server,) = [p for p in psutil.Process(up.pid).children() if p.name() == "nats-server"]
+        port = nats_server.net_connections("tcp")[0].laddr.port
+        nats_server.kill()
+        deadline = time.monotonic() + 30
+        while "nats-server died" not in err.read_text():
+            assert time.monotonic() < deadline, err.read_text()
+            time.sleep(0.2)
+        assert (
+            f"  nats-server died (exit status -9); restarting it on port {port} with its "
+            "JetStream store (restart 1 of 5)\n"
+        ) in err.read_text()
+        status = subprocess.run(
+            [sys.executable, "-m", "services.cli", "status", *addresses, "--wait", "60s"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+        assert status.stdout.count("SERVING") == 6, status.stdout
     finally:
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=60)
     assert up.returncode == 0 and "stopped" in out
     after = subprocess.run(
-        [sys.executable, "-m", "services.cli", "status"],
+        [sys.executable, "-m", "services.cli", "status", *addresses],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "COLUMNS": "200"},
     )
     assert after.stdout.count("UNREACHABLE") == 6
 

@@ -12,12 +12,14 @@ from services.cli.errors import fail
 
 
 @contextmanager
-def client_channel(address: str) -> Iterator[grpc.Channel]:
+def client_channel(address: str, instance_id: str | None = None) -> Iterator[grpc.Channel]:
+    """Every call names ``instance_id`` (default ``TWIN_INSTANCE_ID``) when one is given:
+    a service of another twin refuses it."""
     from services.runtime.channels import open_channel
     from services.runtime.config import ConfigError
 
     try:
-        channel = open_channel(address)
+        channel = open_channel(address, instance_id=instance_id)
     except ConfigError as exc:
         fail(str(exc))
     with channel:

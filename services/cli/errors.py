@@ -1,11 +1,14 @@
-"""How every ``twin`` command reports: ``console`` (stderr) and ``fail`` (one line, exit 2)."""
+"""How every ``twin`` command reports: ``console`` (stderr), ``fail`` (one line, exit 2) and
+``rpc_failed`` (a gRPC error as one line; no twin listening said plainly)."""
 
 from __future__ import annotations
 
 from typing import NoReturn
 
+import grpc
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 
@@ -14,3 +17,17 @@ def fail(message: str) -> NoReturn:
     """One readable line on stderr and a non-zero exit; never a traceback."""
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def rpc_failed(what: str, address: str, exc: grpc.RpcError) -> NoReturn:
+    """``no twin at ADDRESS: <reason> (is `twin up` running?)`` when nothing answers there
+    (not gRPC's transport text), else ``WHAT: details (CODE)``."""
+    code, details = exc.code(), exc.details() or ""  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE and "connect" in details.lower():
+        # "failed to connect to all addresses; last error: UNKNOWN: ipv4:...: Failed to
+        # connect to remote host: Connection refused" -> "connection refused"
+        reason = details.rsplit(": ", 1)[-1].strip().rstrip(".").lower() or "unreachable"
+        fail(escape(f"no twin at {address}: {reason} (is `twin up` running?)"))
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED and not details.strip():
+        details = "no answer in time"
+    fail(escape(f"{what}: {details} ({code.name})"))

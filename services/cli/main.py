@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from services.cli.errors import console, fail
+from services.cli.errors import console, fail, rpc_failed
 from services.cli.inventory import inventory_app
 from services.cli.whatif import whatif
 from services.runtime.redact import redact
@@ -195,15 +195,33 @@ def up(
     base_port: Annotated[
         int, typer.Option(help="first gRPC port (twin; the others follow); 0 = free ports")
     ] = 50051,
+    ready_timeout: Annotated[
+        str, typer.Option(help="how long to wait for every service to serve")
+    ] = "120s",
+    stall_timeout: Annotated[
+        str, typer.Option(help="with --duration: give up when the run makes no progress this long")
+    ] = "120s",
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(help="service logs (default: --report, else a twin-<id> temp folder)"),
+    ] = None,
 ) -> None:
-    """Start a local twin: nats-server, every service, and a run; Ctrl-C stops it all.
+    """Start a local twin: nats-server, PostgreSQL, every service, and a run; the twin is
+    supervised (a dead service or server is restarted); Ctrl-C stops it all.
     With --duration the run ends by itself: the history of the run is queried, printed
     (and written to --report DIR), and everything stops."""
     import signal as signals
+    import tempfile
     import threading
     from pathlib import Path as P
 
-    from services.launcher import LocalTwin, default_addresses, free_addresses
+    from services.launcher import (
+        LocalTwin,
+        TwinStartError,
+        default_addresses,
+        free_addresses,
+        new_instance_id,
+    )
     from services.scenario import site_from_spec
     from twin.twin.v1 import clock_pb2, twin_pb2
     from twin_core.durations import parse_duration
@@ -216,6 +234,8 @@ def up(
 
     step_s = seconds("--dt", dt)
     horizon_s = seconds("--duration", duration) if duration is not None else 0.0
+    ready_s = seconds("--ready-timeout", ready_timeout)
+    stall_s = seconds("--stall-timeout", stall_timeout)
     steps = round(horizon_s / step_s)
     if duration is not None and abs(steps * step_s - horizon_s) > 1e-9 * horizon_s:
         fail(f"--duration: {duration} is not a whole number of --dt {dt} steps")
@@ -227,6 +247,8 @@ def up(
         speed = 0.0 if duration is not None else 1.0
     if speed < 0:
         fail("--speed: must be >= 0")
+    if not 0 <= base_port <= 65535 - 5:
+        fail(f"--base-port: {base_port} is not 0 or a port from 1 to {65535 - 5}")
     path = P(scenario)
     spec = clock_pb2.RunSpec(dt_s=step_s, horizon_s=horizon_s)
     if path.suffix in (".yaml", ".yml"):
@@ -243,61 +265,125 @@ def up(
     except SiteError as exc:
         fail(str(exc))
     addresses = free_addresses() if base_port == 0 else default_addresses(base=base_port)
+    instance = new_instance_id()
+    logs = log_dir or report or P(tempfile.gettempdir()) / f"twin-{instance}"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        fail(f"--log-dir {logs}: {exc.strerror or exc}")
     stop = threading.Event()
-    log_path = None
-    if report is not None:  # a finite run: its service logs go beside the report
-        report.mkdir(parents=True, exist_ok=True)
-        log_path = str(report / "services.log")
-    with LocalTwin(site.name, addresses, log_path=log_path) as twin:
+    started = threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        if not started.is_set():  # still starting: unwind, so nothing is left behind
+            raise KeyboardInterrupt
+
+    for sig in (signals.SIGINT, signals.SIGTERM):
+        signals.signal(sig, on_signal)
+    console.print(f"twin {site.name}: instance {instance}, logs in {logs}", highlight=False)
+    twin = LocalTwin(
+        site.name,
+        addresses,
+        log_path=str(logs / "services.log"),
+        nats_log_path=str(logs / "nats-server.log"),
+        ready_timeout_s=ready_s,
+        instance_id=instance,
+        supervise=True,
+        on_event=lambda line: (
+            None  # the failure itself is the command's last line (below)
+            if line.startswith("error: ")
+            else console.print(f"  {line}", highlight=False, soft_wrap=True)
+        ),
+    )
+    try:
+        twin.__enter__()
+    except TwinStartError as exc:
+        fail(f"twin did not start: {exc}")
+    except KeyboardInterrupt:
+        fail("interrupted while starting; everything stopped")
+    try:  # entered above: `with twin` would start it a second time
+        started.set()
+        threading.Thread(target=lambda: twin.failed.wait() and stop.set(), daemon=True).start()
         address = twin.addresses["twin"]
         start = twin_pb2.StartRequest(spec=spec, paused=paused)
         if speed > 0:
             start.speed.real_time_factor = speed
         else:
             start.speed.as_fast_as_possible = True
-        run_id = _start_run(address, start)
-        for sig in (signals.SIGINT, signals.SIGTERM):
-            signals.signal(sig, lambda *_: stop.set())
+        run_id = _start_run(address, start, instance)
+        ports = ", ".join(f"{name} {a}" for name, a in twin.addresses.items())
         if duration is None:
             Console().print(
-                f"twin {site.name} up: run {run_id}; gRPC {address} "
-                f"(nats {redact(twin.nats_url or '')})\n"
+                f"twin {site.name} up (instance {instance}): run {run_id}\n"
+                f"  gRPC: {ports}\n  nats: {redact(twin.nats_url or '')}\n"
                 f"  grpcurl -plaintext {address} list\n"
                 f"  grpcurl -plaintext {address} twin.twin.v1.TwinService/GetSnapshot\n"
                 "Ctrl-C stops everything.",
                 soft_wrap=True,
+                highlight=False,
             )
             stop.wait()
         else:
+            console.print(f"  gRPC: {ports}", highlight=False, soft_wrap=True)
             console.print(f"twin {site.name}: run {run_id}, {duration} at dt {dt} ({steps} steps)")
-            if _wait_for_step(address, run_id, steps, stop):
+            # A paced run may legitimately take a while per step: never stall-fail faster.
+            patience = max(stall_s, 3 * step_s / speed) if speed > 0 else stall_s
+            if _wait_for_step(address, run_id, steps, stop, patience, instance, twin):
                 _history_report(twin.addresses["historian"], run_id, steps, step_s, report, stop)
+        if twin.failure:
+            fail(twin.failure)
+    finally:
+        twin.close()
     Console().print("stopped")
 
 
-def _wait_for_step(address: str, run_id: str, steps: int, stop) -> bool:
+def print_whole(table: Table) -> None:
+    """Print ``table`` at least as wide as its content needs: on a narrow terminal the
+    lines run on rather than ids being cut or the other columns squeezed to nothing."""
+    out = Console()
+    needed = out.measure(table).maximum
+    (Console(width=needed) if needed > out.width else out).print(table, crop=False)
+
+
+def _wait_for_step(
+    address: str, run_id: str, steps: int, stop, stall_s: float, instance: str, twin
+) -> bool:
     """Until the run has ticked ``steps`` times (True) or Ctrl-C (False); progress on
-    stderr every few seconds."""
+    stderr every few seconds. Fails (one line) when the step does not advance for
+    ``stall_s`` (a transient gRPC error counts as no progress) or the twin failed."""
     import grpc
 
     from services.cli.channel import client_channel as open_channel
     from twin.twin.v1 import twin_pb2, twin_pb2_grpc
 
-    started, shown = time.monotonic(), time.monotonic()
-    with open_channel(address) as channel:
+    started = shown = moved = time.monotonic()
+    step, last, problem = 0, -1, ""
+    with open_channel(address, instance) as channel:
         stub = twin_pb2_grpc.TwinServiceStub(channel)
         while not stop.is_set():
             try:
                 request = twin_pb2.GetSnapshotRequest(run_id=run_id)
-                step = stub.GetSnapshot(request, timeout=30).snapshot.step
+                step = stub.GetSnapshot(request, timeout=10).snapshot.step
+                problem = ""
             except grpc.RpcError as exc:
-                fail(f"GetSnapshot: {exc.details()}")
+                if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
+                    rpc_failed("GetSnapshot", address, exc)
+                problem = f"; last error: {exc.details()} ({exc.code().name})"
+            now = time.monotonic()
+            if step != last:
+                last, moved = step, now
             if step >= steps:
-                rate = steps / max(time.monotonic() - started, 1e-9)
+                rate = steps / max(now - started, 1e-9)
                 console.print(f"run ended: {steps} steps, {rate:,.0f} steps/s")
                 return True
-            if time.monotonic() - shown >= 5:
-                shown = time.monotonic()
+            if now - moved > stall_s:
+                fail(
+                    f"run {run_id} made no progress for {stall_s:g} s (step {step:,} of "
+                    f"{steps:,}{problem}); logs: {twin.log_location}"
+                )
+            if now - shown >= 5:
+                shown = now
                 console.print(f"  step {step:,}/{steps:,}")
             stop.wait(0.2)
     return False
@@ -413,17 +499,17 @@ def _report_plot(path: Path, fine, hourly, title: str) -> None:
         plt.close(fig)
 
 
-def _start_run(address: str, request) -> str:
+def _start_run(address: str, request, instance: str | None = None) -> str:
     import grpc
 
     from services.cli.channel import client_channel as open_channel
     from twin.twin.v1 import twin_pb2_grpc
 
-    with open_channel(address) as channel:
+    with open_channel(address, instance) as channel:
         try:
             reply = twin_pb2_grpc.TwinServiceStub(channel).Start(request, timeout=300)
         except grpc.RpcError as exc:
-            fail(f"start: {exc.details()}")
+            rpc_failed("start", address, exc)
     return reply.run_id
 
 
@@ -439,7 +525,7 @@ def status(
 ) -> None:
     """Health of services (grpc.health.v1, over TLS when TWIN_GRPC_TLS_* say so); exit
     status 1 unless every one is SERVING."""
-    from services.launcher import default_addresses, health
+    from services.launcher import default_addresses, probe
     from services.runtime.config import ConfigError
     from twin_core.durations import parse_duration
 
@@ -450,20 +536,23 @@ def status(
         fail(f"--wait: {exc}")
     try:
         while True:
-            states = {name: health(address) for name, address in named.items()}
-            if all(v == "SERVING" for v in states.values()) or time.monotonic() >= deadline:
+            states = {name: probe(address) for name, address in named.items()}
+            if all(p.status == "SERVING" for p in states.values()):
+                break
+            if time.monotonic() >= deadline:
                 break
             time.sleep(1.0)
     except ConfigError as exc:
         fail(str(exc))
     table = Table(title="services")
     table.add_column("service")
-    table.add_column("address")
+    table.add_column("address", no_wrap=True)
     table.add_column("health")
+    table.add_column("instance", no_wrap=True)  # TWIN_INSTANCE_ID set: others are OTHER_TWIN
     for name, address in named.items():
-        table.add_row(name, address, states[name])
+        table.add_row(name, address, states[name].status, states[name].instance_id or "")
     Console().print(table)
-    if any(v != "SERVING" for v in states.values()):
+    if any(p.status != "SERVING" for p in states.values()):
         raise typer.Exit(1)
 
 
@@ -508,7 +597,6 @@ AGGREGATE_CHOICES = ("avg", "min", "max", "last", "sum", "p50", "p95", "p99", "p
 
 def _history_call(address: str, method: str, request):
     import grpc
-    from rich.markup import escape
 
     from services.cli.channel import client_channel as open_channel
     from twin.history.v1 import history_pb2_grpc
@@ -519,7 +607,7 @@ def _history_call(address: str, method: str, request):
                 request, timeout=60
             )
         except grpc.RpcError as exc:
-            fail(escape(f"{method}: {exc.details()} ({exc.code().name})"))
+            rpc_failed(method, address, exc)
 
 
 def _aggregate(text: str) -> tuple[int, float]:
@@ -546,25 +634,14 @@ def history_runs(
     """The stored runs, most recent first."""
     from twin.history.v1 import history_pb2
 
-    table = Table(title="runs")
-    for column in (
-        "run",
-        "site",
-        "scenario",
-        "started",
-        "dt (s)",
-        "horizon (s)",
-        "status",
-        "steps",
-    ):
-        table.add_column(column)
+    rows: list[tuple[str, ...]] = []
     token = ""
     while True:
         reply = _history_call(
             address, "ListRuns", history_pb2.ListRunsRequest(site_id=site, page_token=token)
         )
         for r in reply.runs:
-            table.add_row(
+            rows.append((
                 r.run_id,
                 r.site_id,
                 r.scenario,
@@ -573,11 +650,21 @@ def history_runs(
                 f"{r.horizon_s:g}",
                 r.status,
                 str(r.steps_stored),
-            )
+            ))  # fmt: skip
         token = reply.next_page_token
         if not token:
             break
-    Console().print(table)
+    table = Table(title="runs")
+    columns = ("run", "site", "scenario", "started", "dt (s)", "horizon (s)", "status", "steps")
+    for i, column in enumerate(columns):
+        # Ids and times are copied into other commands: never cut or wrapped, whatever the
+        # terminal width (the other columns wrap instead).
+        whole = column in ("run", "started")
+        width = max([len(column), *(len(row[i]) for row in rows)]) if whole else None
+        table.add_column(column, no_wrap=whole, min_width=width)
+    for row in rows:
+        table.add_row(*row)
+    print_whole(table)
 
 
 @history_app.command("query")
@@ -682,7 +769,6 @@ def export_to_file(address: str, request, out: Path) -> int:
     import tempfile
 
     import grpc
-    from rich.markup import escape
 
     from services.cli.channel import client_channel as open_channel
     from twin.history.v1 import history_pb2_grpc
@@ -698,7 +784,7 @@ def export_to_file(address: str, request, out: Path) -> int:
                     f.write(chunk.data)
                     size += len(chunk.data)
             except grpc.RpcError as exc:
-                fail(escape(f"Export: {exc.details()} ({exc.code().name})"))
+                rpc_failed("Export", address, exc)
             f.flush()
             os.fsync(f.fileno())
         umask = os.umask(0)

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.cli.errors import fail
+from services.cli.errors import fail, rpc_failed
 
 # KPIs in the comparison table, with short headings (all KPIs are in study.json).
 TABLE_KPIS = {
@@ -140,6 +140,8 @@ def run_remote(doc: dict[str, Any], address: str) -> dict[str, Any]:
                 elif kind == "result":
                     result = study_to_dict(message.result)
         except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+                rpc_failed(f"--server {address}", address, exc)
             fail(f"--server {address}: {exc.details() or exc.code().name}")
     if result is None:
         fail(f"--server {address}: the stream ended without a result")

@@ -7,10 +7,13 @@ here, so that turning TLS on for the servers is one set of variables for the cli
   TWIN_GRPC_TLS_CLIENT_CERT_FILE  present this certificate (mutual TLS), with ..._KEY_FILE
   TWIN_GRPC_TLS_CLIENT_KEY_FILE
   TWIN_GRPC_TLS_SERVER_NAME       the name to verify instead of the target's host
+  TWIN_INSTANCE_ID                name this twin instance on every call: a service of
+                                  another twin refuses it (FAILED_PRECONDITION)
 """
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Self
@@ -19,7 +22,8 @@ import grpc
 from grpc import aio
 from pydantic import Field, field_validator, model_validator
 
-from services.runtime.config import EnvConfig, blank_to_none, readable_file
+from services.runtime.config import EnvConfig, blank_to_none, check_instance_id, readable_file
+from services.runtime.interceptors import INSTANCE_KEY
 from services.runtime.tls import grpc_channel_credentials
 
 
@@ -30,6 +34,7 @@ class GrpcClientConfig(EnvConfig):
     grpc_tls_client_cert_file: Path | None = Field(None, description="client certificate")
     grpc_tls_client_key_file: Path | None = Field(None, description="key of the client cert")
     grpc_tls_server_name: str | None = Field(None, description="name to verify, not the host")
+    instance_id: str | None = Field(None, description="the twin instance every call names")
 
     @field_validator(
         "grpc_tls_ca_file", "grpc_tls_client_cert_file", "grpc_tls_client_key_file", mode="before"
@@ -38,10 +43,15 @@ class GrpcClientConfig(EnvConfig):
     def _file(cls, value: Any) -> Path | None:
         return readable_file(value, pem=True)
 
-    @field_validator("grpc_tls_server_name", mode="before")
+    @field_validator("grpc_tls_server_name", "instance_id", mode="before")
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return blank_to_none(value)
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance(cls, value: str | None) -> str | None:
+        return None if value is None else check_instance_id(value)
 
     @model_validator(mode="after")
     def _pairs(self) -> Self:
@@ -70,20 +80,66 @@ class GrpcClientConfig(EnvConfig):
         return [("grpc.ssl_target_name_override", self.grpc_tls_server_name)]
 
 
+class _CallDetails(
+    collections.namedtuple(
+        "_CallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _NameInstance(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds ``x-twin-instance`` to every call's metadata."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+
+    def _details(self, d: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = [*(d.metadata or ()), (INSTANCE_KEY, self.instance_id)]
+        return _CallDetails(
+            d.method, d.timeout, metadata, d.credentials, d.wait_for_ready, d.compression
+        )
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        return continuation(self._details(details), requests)
+
+
 def open_channel(
     address: str,
     environ: Mapping[str, str] | None = None,
     *,
     options: Sequence[tuple[str, Any]] = (),
+    instance_id: str | None = None,
 ) -> grpc.Channel:
     """A sync channel to ``address``: TLS when ``TWIN_GRPC_TLS_CA_FILE`` or a client
     certificate is set in ``environ`` (default ``os.environ``), plaintext otherwise.
+    Every call names ``instance_id`` (default ``TWIN_INSTANCE_ID``) when one is given.
     Raises ConfigError naming the variable."""
     config = GrpcClientConfig.from_env(environ)
     all_options = [*config.channel_options(), *options]
     if (credentials := config.credentials()) is None:
-        return grpc.insecure_channel(address, options=all_options)
-    return grpc.secure_channel(address, credentials, options=all_options)
+        channel = grpc.insecure_channel(address, options=all_options)
+    else:
+        channel = grpc.secure_channel(address, credentials, options=all_options)
+    if instance := instance_id or config.instance_id:
+        return grpc.intercept_channel(channel, _NameInstance(instance))
+    return channel
 
 
 def open_aio_channel(

@@ -33,6 +33,8 @@ NATS_SCHEMES = ("nats", "tls", "ws", "wss")
 # A site id becomes a subject token, part of a stream name and of a KV bucket name: the
 # intersection of what the three accept (no dots, wildcards, spaces or slashes).
 SITE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# A twin instance id travels in gRPC metadata and in error messages: short and plain.
+INSTANCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _HOST_PORT_RE = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^\s:\[\]]+):(?P<port>\d{1,5})$")
 
 
@@ -68,6 +70,16 @@ def host_port(value: str) -> str:
     if not match or int(match["port"]) > 65535:
         raise ValueError(f"{value!r} is not host:port (e.g. 0.0.0.0:50051 or [::]:0)")
     return value.strip()
+
+
+def check_instance_id(value: str) -> str:
+    value = value.strip()
+    if not INSTANCE_RE.match(value):
+        raise ValueError(
+            f"{value[:80]!r} is not an instance id (letters, digits, '.', '_' or '-', "
+            "at most 64 characters)"
+        )
+    return value
 
 
 class EnvConfig(BaseModel):
@@ -158,8 +170,13 @@ class RuntimeConfig(EnvConfig):
     health_address: str | None = Field(
         None, description="host:port for plaintext grpc.health.v1 only (kubelet probes)"
     )
+    instance_id: str | None = Field(
+        None,
+        description="the twin instance this service belongs to (set by `twin up`): reported "
+        "in the gRPC metadata of every response; calls naming another instance are refused",
+    )
 
-    @field_validator("nats_user", "nats_password", "health_address", mode="before")
+    @field_validator("nats_user", "nats_password", "health_address", "instance_id", mode="before")
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return blank_to_none(value)
@@ -206,6 +223,11 @@ class RuntimeConfig(EnvConfig):
                 "health_address", f"must differ from {self.env_name('grpc_address')}"
             )
         return self
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_id(cls, value: str | None) -> str | None:
+        return None if value is None else check_instance_id(value)
 
     @field_validator("site")
     @classmethod

@@ -44,16 +44,22 @@ class _RecordingServer:
         self._server = server
         self.names: list[str] = []
 
+    # Generated code of grpcio >= 1.63 registers each service through both methods below:
+    # record a name once, or reflection lists every service twice.
     def add_generic_rpc_handlers(self, handlers: Iterable[grpc.GenericRpcHandler]) -> None:
         handlers = tuple(handlers)
         for handler in handlers:
             if callable(name := getattr(handler, "service_name", None)):
-                self.names.append(name())
+                self._record(name())
         self._server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service_name: str, handlers: Any) -> None:
-        self.names.append(service_name)
+        self._record(service_name)
         self._server.add_registered_method_handlers(service_name, handlers)
+
+    def _record(self, name: str) -> None:
+        if name not in self.names:
+            self.names.append(name)
 
     def __getattr__(self, attr: str) -> Any:
         return getattr(self._server, attr)
@@ -76,14 +82,18 @@ class GrpcServer:
         reflection_enabled: bool = True,
         credentials: grpc.ServerCredentials | None = None,
         health_address: str | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self.address = address
+        self.instance_id = instance_id
         self.credentials = credentials
         self.health_address = health_address
         self.health_port: int | None = None
         self._health_server: aio.Server | None = None
         self.server = aio.server(
-            interceptors=list(default_interceptors() if interceptors is None else interceptors),
+            interceptors=list(
+                default_interceptors(instance_id) if interceptors is None else interceptors
+            ),
             # No SO_REUSEPORT: a second process on a taken port must fail, not share it.
             options=[("grpc.so_reuseport", 0), *options],
         )

@@ -1,4 +1,5 @@
-"""``grpc.aio`` server interceptors: request ids and one access-log line per RPC.
+"""``grpc.aio`` server interceptors: request ids, the twin instance id, and one access-log
+line per RPC.
 
 Both wrap the method handler's behaviour rather than the call details, because only the
 behaviour sees the servicer context (to send metadata and read the final status code).
@@ -25,6 +26,9 @@ from services.runtime.log import request_id_var
 log = logging.getLogger("twin.runtime.grpc")
 
 REQUEST_ID_KEY = "x-request-id"
+# The twin instance a service belongs to: sent back on every response (health included);
+# a caller that names another instance is refused, so two twins on one host never mix.
+INSTANCE_KEY = "x-twin-instance"
 _MAX_REQUEST_ID = 128
 # Kubelet probes and grpcurl listings would drown the access log at INFO.
 QUIET_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
@@ -110,13 +114,20 @@ class RequestIdInterceptor(_WrappingInterceptor):
     metadata, which the client receives whatever the final status.
 
     Servicers must not send initial metadata themselves (it can be sent only once).
+    With ``instance_id`` the twin instance id goes into the same initial metadata.
     """
+
+    def __init__(self, instance_id: str | None = None) -> None:
+        self.instance_id = instance_id
 
     async def around(self, context: aio.ServicerContext, method: str) -> Finish:
         metadata = dict(context.invocation_metadata() or ())
         request_id = _valid_request_id(metadata.get(REQUEST_ID_KEY)) or uuid.uuid4().hex
         token = request_id_var.set(request_id)
-        await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+        initial = [(REQUEST_ID_KEY, request_id)]
+        if self.instance_id is not None:
+            initial.append((INSTANCE_KEY, self.instance_id))
+        await context.send_initial_metadata(tuple(initial))
 
         def finish(error: BaseException | None) -> None:
             # Each RPC runs in its own task (own context copy); resetting is tidiness, and
@@ -166,6 +177,31 @@ class LoggingInterceptor(_WrappingInterceptor):
         return finish
 
 
-def default_interceptors() -> list[aio.ServerInterceptor]:
-    """Request ids outermost, so the access-log line carries the id."""
-    return [RequestIdInterceptor(), LoggingInterceptor()]
+class InstanceInterceptor(_WrappingInterceptor):
+    """Refuse (FAILED_PRECONDITION, naming both ids) a call whose ``x-twin-instance``
+    names another twin instance than this one; calls that name none pass."""
+
+    def __init__(self, instance_id: str) -> None:
+        self.instance_id = instance_id
+
+    async def around(self, context: aio.ServicerContext, method: str) -> Finish:
+        metadata = dict(context.invocation_metadata() or ())
+        named = metadata.get(INSTANCE_KEY)
+        if isinstance(named, bytes):
+            named = named.decode("ascii", "replace")
+        if named is not None and named != self.instance_id:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"wrong twin: this is instance {self.instance_id}, the call is for instance "
+                f"{named[:64]!r}",
+            )
+        return lambda error: None
+
+
+def default_interceptors(instance_id: str | None = None) -> list[aio.ServerInterceptor]:
+    """Request ids outermost, so the access-log line carries the id; the instance check
+    innermost, so refused calls are logged too."""
+    chain: list[aio.ServerInterceptor] = [RequestIdInterceptor(instance_id), LoggingInterceptor()]
+    if instance_id is not None:
+        chain.append(InstanceInterceptor(instance_id))
+    return chain

@@ -71,7 +71,8 @@ def setup_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # Library chatter at INFO (grpc's cython layer, asyncio) is noise for operators.
-    for noisy in ("asyncio", "grpc._cython.cygrpc"):
+    # Library chatter at INFO (grpc's cython layer, asyncio, JAX's probe of platforms it
+    # does not find: "Unable to initialize backend 'tpu'") is noise for operators.
+    for noisy in ("asyncio", "grpc._cython.cygrpc", "jax._src.xla_bridge"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     return handler

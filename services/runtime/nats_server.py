@@ -89,6 +89,7 @@ class NatsServer:
         env: Mapping[str, str] | None = None,
         start_timeout_s: float = 10.0,
         stop_timeout_s: float = 5.0,
+        log_path: str | os.PathLike[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port  # -1: let the server pick; the real port after start
@@ -100,7 +101,8 @@ class NatsServer:
         self.stop_timeout_s = stop_timeout_s
         self._own_dir = tempfile.mkdtemp(prefix="twin-nats-")
         self.store_dir = Path(store_dir) if store_dir else Path(self._own_dir) / "store"
-        self.log_path = Path(self._own_dir) / "nats-server.log"
+        # Given: kept after close (``twin up`` names it in errors); else temporary.
+        self.log_path = Path(log_path) if log_path else Path(self._own_dir) / "nats-server.log"
         self.info: dict = {}
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -113,6 +115,15 @@ class NatsServer:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._process is None else self._process.pid
+
+    @property
+    def exit_status(self) -> int | None:
+        """The exit status once the server died (None while it runs or before start)."""
+        return None if self._process is None else self._process.poll()
 
     def start(self) -> Self:
         if self.running:

@@ -103,6 +103,7 @@ class Service:
             self.config.grpc_address,
             credentials=grpc_server_credentials(self.config),
             health_address=self.config.health_address,
+            instance_id=self.config.instance_id,
         )
         self.nc: NATS | None = None
         self.failure: BaseException | None = None
@@ -299,14 +300,23 @@ def run(
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_level)
+    started = False
+    on_ready = options.pop("on_ready", None)
+
+    def ready(svc: Service) -> Awaitable[None] | None:
+        nonlocal started
+        started = True
+        return None if on_ready is None else on_ready(svc)
+
     try:
-        asyncio.run(serve(name, setup, config=config, **options))
+        asyncio.run(serve(name, setup, config=config, on_ready=ready, **options))
     except ConfigError as exc:  # found while starting: a certificate that does not load
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except ServiceFailed:
         return 1  # already logged with its traceback by the task callback
-    except (TimeoutError, OSError) as exc:  # NATS unreachable, port taken
-        log.error("service could not start", extra={"service": name, "error": str(exc)})
+    except (TimeoutError, OSError) as exc:  # NATS unreachable, port taken; or later
+        what = "service failed" if started else "service could not start"
+        log.error(what, extra={"service": name, "error": str(exc)})
         return 1
     return 0
