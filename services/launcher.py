@@ -150,6 +150,8 @@ class LocalTwin:
     database_url: str | None = None
     history: bool = True  # run the historian (a local PostgreSQL unless TWIN_DATABASE_URL)
     env: dict[str, str] = field(default_factory=dict)
+    # Per service, on top of ``env``: e.g. each service's own NATS identity.
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
     ready_timeout_s: float = 120.0
     log_path: str | None = None  # the services' log lines go there (default: this stderr)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -226,6 +228,7 @@ class LocalTwin:
         env = {
             **os.environ,
             **self.env,
+            **self.service_env.get(name, {}),
             "TWIN_SITE": self.site,
             "TWIN_NATS_URL": self.nats_url or "",
             "TWIN_GRPC_ADDRESS": self.addresses[name],

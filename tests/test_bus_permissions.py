@@ -383,14 +383,6 @@ def test_nkey_identities(helm: Helm, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------- a whole twin
 
 
-class PerIdentityTwin(LocalTwin):
-    """A local twin whose every service process connects as its own NATS identity."""
-
-    def _spawn(self, name: str) -> Any:
-        self.env = {"TWIN_NATS_USER": name, "TWIN_NATS_PASSWORD": PASSWORDS[name]}
-        return super()._spawn(name)
-
-
 @pytest.mark.slow
 @pytest.mark.xdist_group("distributed")
 def test_small_site_runs_with_one_identity_per_service(auth_conf: Path, tmp_path: Path) -> None:
@@ -404,8 +396,16 @@ def test_small_site_runs_with_one_identity_per_service(auth_conf: Path, tmp_path
     log = tmp_path / "services.log"
     with (
         NatsServer(extra_args=["-c", str(auth_conf)], env=ENV, start_timeout_s=30) as server,
-        PerIdentityTwin(
-            SITE, free_addresses(), nats_url=server.url, ready_timeout_s=120, log_path=str(log)
+        LocalTwin(
+            SITE,
+            free_addresses(),
+            nats_url=server.url,
+            service_env={
+                name: {"TWIN_NATS_USER": name, "TWIN_NATS_PASSWORD": PASSWORDS[name]}
+                for name in PASSWORDS
+            },
+            ready_timeout_s=120,
+            log_path=str(log),
         ) as twin,
         grpc.insecure_channel(twin.addresses["twin"]) as channel,
     ):
