@@ -211,6 +211,7 @@ def test_service_deployments(rendered: dict, case: str) -> None:
         assert env["TWIN_GRPC_ADDRESS"]["value"] == "0.0.0.0:50051"
         assert env["TWIN_HEALTH_ADDRESS"]["value"] == "0.0.0.0:8081"
         assert env["TWIN_SITE"]["value"] == "fairwater-wi"
+        assert env["TWIN_INSTANCE_ID"]["value"] == f"{NAMESPACE}.{RELEASE}"  # one per release
         assert env["TWIN_SCENARIO"]["value"] == "/etc/twin/site.yaml"
         assert env["TWIN_NATS_URL"]["value"]
         assert ("TWIN_DATABASE_URL" in env) == (name in DB_CLIENTS), name

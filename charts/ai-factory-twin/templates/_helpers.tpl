@@ -317,6 +317,9 @@ authorization {
 {{- define "twin.commonEnv" -}}
 - name: TWIN_SITE
   value: {{ .root.Values.site.id | quote }}
+{{- /* One id per release: every response names it, calls for another twin are refused. */}}
+- name: TWIN_INSTANCE_ID
+  value: {{ printf "%s.%s" .root.Release.Namespace .root.Release.Name | trunc 64 | quote }}
 - name: TWIN_SCENARIO
   value: /etc/twin/site.yaml
 - name: TWIN_LOG_LEVEL
