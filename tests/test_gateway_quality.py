@@ -92,7 +92,8 @@ def test_each_reason_counted_exactly():
     assert a.stats.as_dict() == {
         "accepted": 2,
         "rejected": {
-            "malformed": 1, "unknown_point": 2, "bad_quality": 1, "non_finite": 3,
+            "malformed": 1, "unreachable": 0, "timeout": 0, "unknown_point": 2,
+            "bad_quality": 1, "non_finite": 3,
             "unit": 2, "out_of_range": 1, "duplicate": 1, "late": 1, "stale": 1,
         },
         "published": 0, "held": 0, "substituted": 0, "ticks": 0,

@@ -165,13 +165,17 @@ def validate(scenario: Annotated[Path, typer.Argument(help="site file (YAML)")])
 
 
 @app.command()
-def serve(service: Annotated[str, typer.Argument(help="compute, cooling, power, energy or twin")]):
+def serve(
+    service: Annotated[
+        str, typer.Argument(help="compute, cooling, power, energy, twin, historian or gateway")
+    ],
+):
     """Run one service (configured by TWIN_* environment variables)."""
-    from services.serve import SERVICES
+    from services.serve import OPTIONAL, SERVICES
     from services.serve import serve as run_service
 
-    if service not in SERVICES:
-        fail(f"service: {service!r} is not one of {', '.join(SERVICES)}")
+    if service not in SERVICES + OPTIONAL:
+        fail(f"service: {service!r} is not one of {', '.join(SERVICES + OPTIONAL)}")
     raise typer.Exit(run_service(service))
 
 

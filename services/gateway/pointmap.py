@@ -153,6 +153,9 @@ class PointMap(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> PointMap:
+        for name in self.sources:  # the last token of telemetry.<site>.<source>
+            if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+                raise ValueError(f"sources.{name}: a source name is letters, digits, '-', '_'")
         for i, rule in enumerate(self.points):
             where = f"points.{i}"
             if rule.source not in self.sources:

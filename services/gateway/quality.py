@@ -9,6 +9,8 @@ as substituted, once per tick and entity).
 
 Checks, in order (the first that fails names the reason):
   malformed      the adapter could not decode the message
+  unreachable    an endpoint did not answer (adapters report it; no point involved)
+  timeout        an endpoint answered too slowly
   unknown_point  no rule of the point map names the point (or its host is not placed)
   bad_quality    the source's quality flag says the value is not trustworthy
   non_finite     no value, NaN or infinite
@@ -38,6 +40,8 @@ Slot = tuple[str, int]  # (entity, quantity)
 
 class Reason(StrEnum):
     MALFORMED = "malformed"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
     UNKNOWN_POINT = "unknown_point"
     BAD_QUALITY = "bad_quality"
     NON_FINITE = "non_finite"
@@ -103,7 +107,10 @@ class Aligner:
     def offer(self, r: Reading) -> Reason | None:
         """Check and keep ``r``; the reason when it is rejected."""
         if r.problem is not None:
-            return self.reject(Reason.MALFORMED)
+            try:
+                return self.reject(Reason(r.problem))
+            except ValueError:
+                return self.reject(Reason.MALFORMED)
         target = self.resolver.resolve(r.source, r.point)
         if target is None:
             return self.reject(Reason.UNKNOWN_POINT)
