@@ -35,20 +35,22 @@ METRICS = frozenset(
 ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
 
 
-def parse_dcgm(name: str, text: str, now: float) -> list[Reading]:
+def parse_dcgm(source: str, text: str, now: float) -> list[Reading]:
     """The DCGM samples of one scrape. ValueError when the text is not Prometheus text."""
     out: list[Reading] = []
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            if sample.name not in METRICS:
+            name = sample.name
+            if family.type == "counter" and name == family.name + "_total":
+                name = family.name  # the parser names counter samples <family>_total
+            if name not in METRICS:
                 continue
             host, gpu = sample.labels.get("Hostname"), sample.labels.get("gpu")
             if not host or gpu is None:
                 continue  # not a per-GPU sample
             stamp = sample.timestamp if sample.timestamp is not None else now
-            out.append(
-                Reading(name, f"{sample.name}/{host}/{gpu}", float(sample.value), float(stamp))
-            )
+            point = f"{name}/{host}/{gpu}"
+            out.append(Reading(source, point, float(sample.value), float(stamp)))
     return out
 
 
