@@ -1,0 +1,94 @@
+"""``twin gateway check``: a point map against tests/sites/small.yaml."""
+
+from __future__ import annotations
+
+from conftest import ROOT
+from typer.testing import CliRunner
+
+from services.cli.main import app
+
+SMALL = str(ROOT / "tests" / "sites" / "small.yaml")
+CDU_RULE = r"""
+  - source: bms
+    match: 'BMS/v1/PUB/Value/CDU/LiquidTemperature/hall-a/cdu(?P<cdu>\d+)/supply'
+    entity: 'cdu/{cdu}'
+    quantity: supply_temperature_c
+    stale_s: 300
+"""
+RACK_RULE = r"""
+  - source: gpus
+    match: 'DCGM_FI_DEV_POWER_USAGE/(?P<host>[^/]+)/(?P<gpu>\d+)'
+    entity: 'rack/{slot}/{cdu}'
+    quantity: rack_power_w
+    aggregate: sum
+    stale_s: 45
+"""
+HEAD = """
+sources:
+  bms: {kind: bms}
+  gpus: {kind: dcgm, urls: ["http://127.0.0.1:9400/metrics"]}
+hosts:
+%s
+points:
+"""
+
+
+def run(tmp_path, text: str, *extra: str):
+    path = tmp_path / "map.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(app, ["gateway", "check", str(path), "--site", SMALL, *extra])
+    return result, str(path)
+
+
+def hosts(n_cdus: int, racks: int) -> str:
+    rows = [f"  node-{c}-{s}: {{slot: {s}, cdu: {c}}}" for c in range(n_cdus) for s in range(racks)]
+    return "\n".join(rows)
+
+
+def test_a_complete_map_is_ok(tmp_path):
+    result, path = run(tmp_path, HEAD % hosts(2, 4) + CDU_RULE + RACK_RULE)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        f"{path}: 2 rules, 2 sources; site small: 2 CDUs, 8 racks",
+        "ok",
+    ]
+
+
+def test_unknown_entities_points_and_unmapped_are_listed(tmp_path):
+    # host table places a rack at slot 4 (the site has 4 per CDU) and leaves 3 unfed
+    table = hosts(2, 4).replace("node-1-3: {slot: 3, cdu: 1}", "node-1-3: {slot: 4, cdu: 1}")
+    points = tmp_path / "points.txt"
+    points.write_text(
+        "# what the site exposes\n"
+        "bms BMS/v1/PUB/Value/CDU/LiquidTemperature/hall-a/cdu2/supply\n"
+        "bms BMS/v1/PUB/Value/HX/LiquidTemperature/x\n"
+        "gpus DCGM_FI_DEV_POWER_USAGE/node-9-9/0\n"
+    )
+    result, path = run(tmp_path, HEAD % table + CDU_RULE + RACK_RULE, "--points", str(points))
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"{path}: 2 rules, 2 sources; site small: 2 CDUs, 8 racks",
+        "unknown entities (2): points.0: cdu/2 (supply_temperature_c) from "
+        "BMS/v1/PUB/Value/CDU/LiquidTemperature/hall-a/cdu2/supply, "
+        "points.1: rack/4/1 (rack_power_w)",
+        "unknown points (2): bms: BMS/v1/PUB/Value/HX/LiquidTemperature/x, "
+        "gpus: DCGM_FI_DEV_POWER_USAGE/node-9-9/0",
+        "unmapped rack_power_w (1): rack/3/1",
+        "not ok",
+    ]
+
+
+def test_a_bad_map_is_one_line_with_its_line_number(tmp_path):
+    result, path = run(tmp_path, HEAD % hosts(1, 1) + CDU_RULE.replace("300", "60"))
+    assert result.exit_code == 2
+    assert " ".join(result.output.split()) == (
+        f"error: {path}:13: points.0.stale_s: 60 s must exceed the BMS republish period of 100 s"
+    )
+
+
+def test_an_unknown_site_is_one_line(tmp_path):
+    path = tmp_path / "map.yaml"
+    path.write_text(HEAD % hosts(1, 1) + CDU_RULE)
+    result = CliRunner().invoke(app, ["gateway", "check", str(path), "--site", "nowhere.yaml"])
+    assert result.exit_code == 2
+    assert result.output == "error: nowhere.yaml: no such scenario file\n"
