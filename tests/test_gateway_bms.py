@@ -9,6 +9,7 @@ import getpass
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 
@@ -122,19 +123,28 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def mosquitto(tmp_path):
+def start_mosquitto(tmp_path, *, tls: bool):
+    """mosquitto on a free loopback port, user ``bms``/``s3cret``; with TLS, a server
+    certificate for 127.0.0.1 from a throwaway CA (``tmp_path/ca.crt``)."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
     if not shutil.which(binary):
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
     subprocess.run([passwd, "-c", "-b", str(tmp_path / "passwd"), "bms", "s3cret"], check=True)
     port = _free_port()
-    (tmp_path / "m.conf").write_text(
+    conf = (
         f"listener {port} 127.0.0.1\nallow_anonymous false\n"
         f"password_file {tmp_path / 'passwd'}\npersistence false\n"
         f"user {getpass.getuser()}\n"  # started as root it would switch to `mosquitto`
     )
+    if tls:
+        from test_security import make_pki
+
+        pki = make_pki(tmp_path)
+        conf += (
+            f"cafile {pki['ca_crt']}\ncertfile {pki['server_crt']}\nkeyfile {pki['server_key']}\n"
+        )
+    (tmp_path / "m.conf").write_text(conf)
     proc = subprocess.Popen([binary, "-c", str(tmp_path / "m.conf")], stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10
     while True:
@@ -146,24 +156,38 @@ def mosquitto(tmp_path):
                 proc.kill()
                 pytest.fail(f"mosquitto did not start: {proc.stderr.read()!r}")
             time.sleep(0.05)
-    yield port
+    return port, proc
+
+
+@pytest.fixture(params=[False, True], ids=["plain", "tls"])
+def mosquitto(request, tmp_path):
+    port, proc = start_mosquitto(tmp_path, tls=request.param)
+    yield port, (str(tmp_path / "ca.crt") if request.param else None)
     proc.terminate()
     proc.wait(5)
 
 
+def broker_map(port: int, ca: str | None) -> str:
+    tls = f", tls: true, ca_file: '{ca}'" if ca else ""
+    return (MAP % "mqtt").replace(
+        "transport: mqtt}",
+        f"transport: mqtt, port: {port}, username: bms, password_env: BMS_PASSWORD{tls}}}",
+    )
+
+
+def broker_client(port: int, ca: str | None, password: str = "s3cret") -> aiomqtt.Client:
+    context = ssl.create_default_context(cafile=ca) if ca else None
+    return aiomqtt.Client("127.0.0.1", port, username="bms", password=password, tls_context=context)
+
+
 def test_bms_from_an_external_broker_with_password_and_retained_metadata(mosquitto, monkeypatch):
     monkeypatch.setenv("BMS_PASSWORD", "s3cret")
-    text = (MAP % "mqtt").replace(
-        "transport: mqtt}",
-        f"transport: mqtt, port: {mosquitto}, username: bms, password_env: BMS_PASSWORD}}",
-    )
+    text = broker_map(*mosquitto)
 
     async def main() -> None:
         async with NatsServer() as server:
             nc = await nats.connect(server.url)
-            async with aiomqtt.Client(
-                "127.0.0.1", mosquitto, username="bms", password="s3cret"
-            ) as mqtt:
+            async with broker_client(*mosquitto) as mqtt:
                 # Retained before the gateway connects: the broker hands it over on subscribe.
                 meta = json.dumps({"engUnit": "kelvins"}).encode()
                 await mqtt.publish(META.format(0), meta, qos=1, retain=True)
@@ -183,10 +207,7 @@ def test_bms_from_an_external_broker_with_password_and_retained_metadata(mosquit
 
 def test_wrong_broker_password_is_retried_not_fatal(mosquitto, monkeypatch):
     monkeypatch.setenv("BMS_PASSWORD", "wrong")
-    text = (MAP % "mqtt").replace(
-        "transport: mqtt}",
-        f"transport: mqtt, port: {mosquitto}, username: bms, password_env: BMS_PASSWORD}}",
-    )
+    text = broker_map(*mosquitto)
 
     async def main() -> None:
         async with NatsServer() as server:
