@@ -83,6 +83,103 @@ def check_cmd(
     raise typer.Exit(0 if report.ok else 1)
 
 
+def _bus_config():
+    from services.runtime.config import ConfigError, RuntimeConfig
+
+    try:
+        return RuntimeConfig.from_env()
+    except ConfigError as exc:
+        fail(escape(str(exc)))
+
+
+async def _connect(config, timeout_s: float):
+    """The bus of TWIN_NATS_URL and the other TWIN_NATS_* settings, without retrying."""
+    from services.runtime.service import connect_bus
+
+    async def noop() -> None:
+        return None
+
+    return await connect_bus(
+        config, name="twin-cli", on_disconnect=noop, on_reconnect=noop,
+        max_reconnect_attempts=0, connect_deadline_s=timeout_s,
+    )  # fmt: skip
+
+
+def _site_token(site: str) -> str:
+    from services.runtime import bus
+
+    try:
+        bus.telemetry_subject(site)
+    except ValueError as exc:
+        fail(escape(f"--site: {exc}"))
+    return site
+
+
+@gateway_app.command("record")
+def record_cmd(
+    out: Annotated[Path, typer.Option(help="Parquet file to write")],
+    site: Annotated[str, typer.Option(help="site id")] = "fairwater-wi",
+    duration: Annotated[
+        str | None, typer.Option(help="stop after, e.g. 10m (default: Ctrl-C)")
+    ] = None,
+    batches: Annotated[int | None, typer.Option(min=1, help="stop after this many batches")] = None,
+) -> None:
+    """Capture the normalised measurements on telemetry.<site>.> to Parquet."""
+    from services.gateway.record import record
+    from twin_core.durations import parse_duration
+
+    try:
+        duration_s = parse_duration(duration) if duration else None
+    except ValueError as exc:
+        fail(escape(f"--duration: {exc}"))
+    if not out.parent.is_dir():
+        fail(escape(f"--out: {out.parent} is not a folder"))
+    config, site = _bus_config(), _site_token(site)
+
+    async def main() -> int:
+        nc = await _connect(config, 10.0)
+        try:
+            return await record(nc, site, out, duration_s=duration_s, max_batches=batches)
+        finally:
+            await nc.close()
+
+    try:
+        count = asyncio.run(main())
+    except KeyboardInterrupt:  # the file was completed by record()'s cleanup
+        count = -1
+    except Exception as exc:
+        fail(escape(f"record: {exc.__class__.__name__} {exc}".strip()))
+    Console(stderr=True).print(escape(f"{out}: {count if count >= 0 else 'all'} measurements"))
+
+
+def replay_cmd(
+    recording: Annotated[Path, typer.Argument(help="a recording (twin gateway record)")],
+    speed: Annotated[float, typer.Option(min=0, help="x real time; 0 = as fast as possible")] = 1.0,
+    site: Annotated[str, typer.Option(help="site id to publish for")] = "fairwater-wi",
+) -> None:
+    """Play a recording back onto telemetry.<site>.<source> with its timing."""
+    from services.gateway.record import RecordingError, read_recording, replay
+
+    try:
+        table = read_recording(recording)
+    except RecordingError as exc:
+        fail(escape(str(exc)))
+    config, site = _bus_config(), _site_token(site)
+
+    async def main() -> int:
+        nc = await _connect(config, 10.0)
+        try:
+            return await replay(nc, site, table, speed)
+        finally:
+            await nc.close()
+
+    try:
+        sent = asyncio.run(main())
+    except Exception as exc:
+        fail(escape(f"replay: {exc.__class__.__name__} {exc}".strip()))
+    Console(stderr=True).print(f"{sent} batches, {table.num_rows} measurements replayed")
+
+
 @gateway_app.command("stats")
 def stats_cmd(
     site: Annotated[str, typer.Option(help="site id")] = "fairwater-wi",
@@ -93,23 +190,11 @@ def stats_cmd(
     from google.protobuf import json_format, struct_pb2
 
     from services.gateway.service import stats_subject
-    from services.runtime.config import ConfigError, RuntimeConfig
-    from services.runtime.service import connect_bus
 
-    try:
-        config = RuntimeConfig.from_env()
-        subject = stats_subject(site)
-    except (ConfigError, ValueError) as exc:
-        fail(escape(str(exc)))
-
-    async def noop() -> None:
-        return None
+    config, subject = _bus_config(), stats_subject(_site_token(site))
 
     async def ask() -> struct_pb2.Struct:
-        nc = await connect_bus(
-            config, name="twin-cli", on_disconnect=noop, on_reconnect=noop,
-            max_reconnect_attempts=0, connect_deadline_s=timeout,
-        )  # fmt: skip
+        nc = await _connect(config, timeout)
         try:
             reply = await nc.request(subject, b"", timeout=timeout)
         finally:

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from services.cli.errors import console, fail, rpc_failed
-from services.cli.gateway import gateway_app
+from services.cli.gateway import gateway_app, replay_cmd
 from services.cli.inventory import inventory_app
 from services.cli.whatif import whatif
 from services.runtime.redact import redact
@@ -565,6 +565,7 @@ db_app = typer.Typer(help="The history database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(gateway_app, name="gateway")
+app.command("replay")(replay_cmd)
 app.command("whatif")(whatif)
 
 
