@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from conftest import ROOT
 from typer.testing import CliRunner
 
@@ -92,3 +96,33 @@ def test_an_unknown_site_is_one_line(tmp_path):
     result = CliRunner().invoke(app, ["gateway", "check", str(path), "--site", "nowhere.yaml"])
     assert result.exit_code == 2
     assert result.output == "error: nowhere.yaml: no such scenario file\n"
+
+
+def test_the_example_map_covers_the_small_site():
+    example = ROOT / "services" / "gateway" / "examples" / "small.yaml"
+    result = CliRunner().invoke(app, ["gateway", "check", str(example), "--site", SMALL])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1] == "ok"
+
+
+def serve_gateway(env: dict[str, str]) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TWIN_")}
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "serve", "gateway"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        env={**environ, "TWIN_SITE": "small", "TWIN_NATS_URL": "nats://127.0.0.1:1", **env},
+    )  # fmt: skip
+
+
+def test_serve_gateway_refuses_a_missing_or_bad_map_before_connecting(tmp_path):
+    # nats://127.0.0.1:1 would take 30 s to give up: the map is checked before that.
+    done = serve_gateway({})
+    assert (done.returncode, done.stderr) == (2, "error: TWIN_POINT_MAP: Field required\n")
+    bad = tmp_path / "map.yaml"
+    bad.write_text(HEAD % hosts(1, 1) + CDU_RULE.replace("quantity:", "quantty:"))
+    done = serve_gateway({"TWIN_POINT_MAP": str(bad)})
+    assert done.returncode == 2
+    assert (
+        done.stderr
+        == f"error: TWIN_POINT_MAP: {bad}:9: points.0.quantity: Field required (and 1 more)\n"
+    )

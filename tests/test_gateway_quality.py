@@ -170,3 +170,11 @@ def test_map_error_unknown_source_field():
 def test_invalid_yaml_line():
     with pytest.raises(PointMapError, match=r"^m\.yaml:3: invalid YAML"):
         parse_pointmap("sources:\n  bms: {kind: bms\npoints: []\n", "m.yaml")
+
+
+def test_unknown_ids_fill_the_cache_only_up_to_its_bound():
+    resolver = Resolver(parse_pointmap(MAP), unknown_cache_size=10)
+    for i in range(50):
+        assert resolver.resolve("bms", f"BMS/v1/PUB/Value/HX/x{i}") is None
+    assert resolver.resolve("bms", TOPIC.format(3)).entity == "cdu/3"
+    assert len(resolver._cache) == 11

@@ -197,10 +197,14 @@ class Resolver:
     """External point -> Target, cached (a Fairwater map has ~10^5-10^6 points; each is
     matched against the patterns once)."""
 
-    def __init__(self, pointmap: PointMap, cache_size: int = 2_000_000) -> None:
+    def __init__(
+        self, pointmap: PointMap, cache_size: int = 2_000_000, unknown_cache_size: int = 100_000
+    ) -> None:
         self.map = pointmap
         self._cache: dict[tuple[str, str], Target | None] = {}
         self._cache_size = cache_size
+        self._unknown = 0  # cached misses: a flood of made-up ids must not fill memory
+        self._unknown_size = unknown_cache_size
         self._patterns = [(i, r) for i, r in enumerate(pointmap.points) if r.pattern is not None]
 
     def resolve(self, source: str, point: str) -> Target | None:
@@ -210,7 +214,11 @@ class Resolver:
         except KeyError:
             pass
         target = self._resolve(source, point)
-        if len(self._cache) < self._cache_size:  # unknown ids from a flood must not grow it
+        if target is None:
+            if self._unknown >= self._unknown_size:
+                return None
+            self._unknown += 1
+        if len(self._cache) < self._cache_size:
             self._cache[key] = target
         return target
 

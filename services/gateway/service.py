@@ -20,7 +20,7 @@ from pathlib import Path
 
 from google.protobuf import struct_pb2
 from nats.aio.client import Client as NATS
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from services.gateway.adapters import make_adapter
 from services.gateway.pointmap import PointMap, PointMapError, Resolver, load_pointmap
@@ -42,7 +42,18 @@ def stats_subject(site: str) -> str:
 
 
 class GatewayConfig(RuntimeConfig):
-    point_map: Path | None = Field(None, description="the point map (YAML); required")
+    point_map: Path = Field(description="the point map (YAML)")
+
+    @field_validator("point_map")
+    @classmethod
+    def _loads(cls, path: Path) -> Path:
+        # Checked with the rest of the configuration: a bad map stops the start (exit 2,
+        # one line with the map's line and field) before any connection is tried.
+        try:
+            load_pointmap(path)
+        except PointMapError as exc:
+            raise ValueError(str(exc)) from None
+        return path
 
 
 class Gateway:
@@ -134,8 +145,6 @@ class Gateway:
 async def gateway_setup(svc: Service) -> None:
     config = svc.config
     assert isinstance(config, GatewayConfig)
-    if config.point_map is None:
-        raise ConfigError("TWIN_POINT_MAP", "required by the gateway")
     try:
         pointmap = load_pointmap(config.point_map)
     except PointMapError as exc:
