@@ -178,3 +178,34 @@ def test_unknown_ids_fill_the_cache_only_up_to_its_bound():
         assert resolver.resolve("bms", f"BMS/v1/PUB/Value/HX/x{i}") is None
     assert resolver.resolve("bms", TOPIC.format(3)).entity == "cdu/3"
     assert len(resolver._cache) == 11
+
+
+def test_rack_sum_follows_updates_and_stale_gpus_rejoin():
+    clock = Clock()
+    a = aligner(clock)
+    t0 = clock.t
+
+    def gpu(i: int, watts: float) -> None:
+        point = f"DCGM_FI_DEV_POWER_USAGE/node-a/{i}"
+        assert a.offer(Reading("gpus", point, watts, clock.t)) is None
+
+    def rack() -> list[float]:
+        return [m.value for m in a.flush()]
+
+    gpu(0, 100.0)
+    gpu(1, 200.0)
+    assert rack() == [pytest.approx(300 * 1.5 + 1000)]
+    clock.t += 1
+    gpu(0, 300.0)  # replaces gpu 0's 100 W in the sum
+    assert rack() == [pytest.approx(500 * 1.5 + 1000)]
+    clock.t = t0 + 20
+    gpu(1, 250.0)
+    clock.t = t0 + 35  # gpu 0 last heard 34 s ago > stale_s 30: out of the sum
+    assert rack() == [pytest.approx(250 * 1.5 + 1000)]
+    gpu(0, 50.0)  # back in
+    assert rack() == [pytest.approx(300 * 1.5 + 1000)]
+    clock.t = t0 + 60  # gpu 1 (heard at +20) stale, gpu 0 (heard at +35) not yet
+    assert rack() == [pytest.approx(50 * 1.5 + 1000)]
+    clock.t = t0 + 66  # both stale: the model's value
+    assert rack() == []
+    assert (a.stats.published, a.stats.substituted) == (5, 1)

@@ -59,6 +59,20 @@ class _Sample:
     heard_s: float  # when it (or a duplicate of it) last arrived, gateway clock
 
 
+@dataclass(slots=True)
+class _Entity:
+    """What feeds one (entity, quantity). ``live``: the points whose samples were fresh
+    at the last scan, with their running ``total``; ``oldest_heard`` is at most the
+    oldest of their arrival times, so while it is within ``stale_s`` every live sample
+    is fresh and a tick costs O(1), not a pass over (for a rack) its 72 GPUs."""
+
+    rule: int
+    live: set[Key] = field(default_factory=set)
+    total: float = 0.0
+    oldest_heard: float = math.inf
+    newest_time: float = -math.inf
+
+
 @dataclass(frozen=True, slots=True)
 class Aligned:
     """One entity's value for a tick."""
@@ -96,8 +110,7 @@ class Aligner:
         self.clock = clock
         self.stats = Stats()
         self._samples: dict[Key, _Sample] = {}
-        self._slot_of: dict[Key, Slot] = {}
-        self._slots: dict[Slot, tuple[int, set[Key]]] = {}  # -> (rule, points)
+        self._slots: dict[Slot, _Entity] = {}
         self._new: set[Slot] = set()  # slots with a new sample since the last flush
 
     def reject(self, reason: Reason) -> Reason:
@@ -131,38 +144,59 @@ class Aligner:
         now = self.clock()
         key = (r.source, r.point)
         last = self._samples.get(key)
+        slot = (target.entity, target.quantity)
         if last is not None and r.time_s == last.time_s and value == last.value:
             last.heard_s = now
+            self._feed(slot, target.rule, key, last, None)  # a held value lives on
             return self.reject(Reason.DUPLICATE)
         if last is not None and r.time_s <= last.time_s:
             return self.reject(Reason.LATE)
         if now - r.time_s > rule.stale_s:
             return self.reject(Reason.STALE)
-        self._samples[key] = _Sample(value, r.time_s, now)
-        slot = (target.entity, target.quantity)
-        if key not in self._slot_of:
-            self._slot_of[key] = slot
-            self._slots.setdefault(slot, (target.rule, set()))[1].add(key)
+        sample = self._samples[key] = _Sample(value, r.time_s, now)
+        self._feed(slot, target.rule, key, sample, last)
         self._new.add(slot)
         self.stats.accepted += 1
         return None
+
+    def _feed(self, slot: Slot, rule: int, key: Key, sample: _Sample, old: _Sample | None) -> None:
+        entity = self._slots.get(slot)
+        if entity is None:
+            entity = self._slots[slot] = _Entity(rule)
+        if key in entity.live:
+            if old is not None:  # a new sample replaces the point's old one in the total
+                entity.total += sample.value - old.value
+        else:
+            entity.live.add(key)
+            entity.total += sample.value
+            entity.oldest_heard = min(entity.oldest_heard, sample.heard_s)
+        entity.newest_time = max(entity.newest_time, sample.time_s)
+
+    def _rescan(self, entity: _Entity, now: float, stale_s: float) -> None:
+        """Drop the points gone stale; recompute the total (which also sheds the
+        rounding of the running sum)."""
+        live = [(k, s) for k in entity.live if now - (s := self._samples[k]).heard_s <= stale_s]
+        entity.live = {k for k, _ in live}
+        entity.total = math.fsum(s.value for _, s in live)
+        entity.oldest_heard = min((s.heard_s for _, s in live), default=math.inf)
+        entity.newest_time = max((s.time_s for _, s in live), default=-math.inf)
 
     def flush(self) -> list[Aligned]:
         """The value of every measured entity for the tick that is starting now."""
         now = self.clock()
         out: list[Aligned] = []
-        for slot, (rule_index, keys) in self._slots.items():
-            rule = self.resolver.map.points[rule_index]
-            fresh = [s for k in keys if now - (s := self._samples[k]).heard_s <= rule.stale_s]
-            if not fresh:
+        for slot, entity in self._slots.items():
+            rule = self.resolver.map.points[entity.rule]
+            if entity.live and now - entity.oldest_heard > rule.stale_s:
+                self._rescan(entity, now, rule.stale_s)
+            if not entity.live:
                 self.stats.substituted += 1
                 continue
             if rule.aggregate == "sum":
-                value = sum(s.value for s in fresh) * rule.aggregate_scale + rule.aggregate_offset
+                value = entity.total * rule.aggregate_scale + rule.aggregate_offset
             else:
-                value = max(fresh, key=lambda s: s.time_s).value
-            time_s = max(s.time_s for s in fresh)
-            out.append(Aligned(rule.source, slot[0], slot[1], value, time_s))
+                value = max((self._samples[k] for k in entity.live), key=lambda s: s.time_s).value
+            out.append(Aligned(rule.source, slot[0], slot[1], value, entity.newest_time))
             self.stats.published += 1
             if slot not in self._new:
                 self.stats.held += 1
