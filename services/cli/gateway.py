@@ -180,6 +180,36 @@ def replay_cmd(
     Console(stderr=True).print(f"{sent} batches, {table.num_rows} measurements replayed")
 
 
+@gateway_app.command("hosts")
+def hosts_cmd(
+    nodes_json: Annotated[
+        Path | None, typer.Option(help="read a NodeList (kubectl get nodes -o json)")
+    ] = None,
+    context: Annotated[str | None, typer.Option(help="kubeconfig context")] = None,
+    kubeconfig: Annotated[Path | None, typer.Option(help="kubeconfig file")] = None,
+    skip_unknown: Annotated[
+        bool, typer.Option(help="skip nodes with an unknown GPU product instead of failing")
+    ] = False,
+) -> None:
+    """Print the point map's host table (host -> rack slot, CDU) from a cluster's Nodes,
+    numbered like the halls `twin inventory from-k8s` writes (default labels)."""
+    from services import inventory as inv_mod
+    from services.gateway.hosts import hosts_from_inventory, hosts_yaml
+
+    if nodes_json is not None and (context or kubeconfig):
+        fail("give --nodes-json or a cluster (--context/--kubeconfig), not both")
+    try:
+        if nodes_json is not None:
+            nodes, source = inv_mod.read_nodes_json(nodes_json), f"file {nodes_json}"
+        else:
+            nodes, source = inv_mod.list_cluster_nodes(context, kubeconfig)
+        options = inv_mod.Options(skip_unknown=skip_unknown)
+        inv = inv_mod.build_inventory(nodes, inv_mod.rack_gpus(None), options)
+    except inv_mod.InventoryError as exc:
+        fail(escape(str(exc)))
+    typer.echo(hosts_yaml(hosts_from_inventory(inv), source), nl=False)
+
+
 @gateway_app.command("stats")
 def stats_cmd(
     site: Annotated[str, typer.Option(help="site id")] = "fairwater-wi",
