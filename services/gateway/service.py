@@ -59,12 +59,16 @@ class GatewayConfig(RuntimeConfig):
 class Gateway:
     """The part of the service that needs no gRPC: testable with a bare NATS client."""
 
-    def __init__(self, nc: NATS, site: str, pointmap: PointMap) -> None:
+    def __init__(
+        self, nc: NATS, site: str, pointmap: PointMap, adapters: list[Adapter] | None = None
+    ) -> None:
+        """``adapters``: default, one per source of the map (``make_adapter``); given,
+        these instead (their ``name`` is the source their readings belong to)."""
         self.nc, self.site, self.map = nc, site, pointmap
         self.aligner = Aligner(Resolver(pointmap))
-        self.adapters: list[Adapter] = [
-            make_adapter(name, cfg, nc) for name, cfg in pointmap.sources.items()
-        ]
+        if adapters is None:
+            adapters = [make_adapter(name, cfg, nc) for name, cfg in pointmap.sources.items()]
+        self.adapters = adapters
         self.restarts = 0
         self.batches = 0
         self._tasks: list[asyncio.Task] = []
