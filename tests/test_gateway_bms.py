@@ -221,3 +221,16 @@ def test_wrong_broker_password_is_retried_not_fatal(mosquitto, monkeypatch):
             await nc.close()
 
     asyncio.run(main())
+
+
+def test_nats_server_mqtt_listener_keeps_its_port_across_a_restart():
+    async def main() -> None:
+        with NatsServer(mqtt=True) as server:
+            port = server.mqtt_port
+            assert server.mqtt_url == f"mqtt://127.0.0.1:{port}"
+            server.restart()
+            assert server.mqtt_port == port
+            async with aiomqtt.Client("127.0.0.1", port) as mqtt:
+                await mqtt.publish("BMS/v1/PUB/Value/System/Status/x", b"{}", qos=1)
+
+    asyncio.run(main())

@@ -109,6 +109,7 @@ class NatsServer:
         # subject a.b.c. Its port is picked by the server and read from the log.
         self.mqtt = mqtt
         self.mqtt_port: int | None = None
+        self._log_offset = 0
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -146,6 +147,7 @@ class NatsServer:
             *self._mqtt_args(),
             *self.extra_args,
         ]  # fmt: skip
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log_file:  # the child keeps its own descriptor
             self._process = subprocess.Popen(
                 args,
@@ -183,8 +185,10 @@ class NatsServer:
         if not self.mqtt:
             return True
         if self.mqtt_port is None:
-            try:
-                text = self.log_path.read_text(errors="replace")
+            try:  # only this start's lines: a kept log holds earlier servers' ports
+                with open(self.log_path, "rb") as log_file:
+                    log_file.seek(self._log_offset)
+                    text = log_file.read().decode(errors="replace")
             except OSError:
                 return False
             marker = f"Listening for MQTT clients on mqtt://{self.host}:"
@@ -192,7 +196,13 @@ class NatsServer:
                 if marker in line:
                     self.mqtt_port = int(line.rsplit(":", 1)[1])
                     break
-        return self.mqtt_port is not None
+            else:
+                return False
+        try:  # after a restart the port is known before the listener is back
+            socket.create_connection((self.host, self.mqtt_port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
 
     def _wait_ready(self, ports_dir: Path) -> None:
         assert self._process is not None
