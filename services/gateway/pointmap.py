@@ -93,8 +93,31 @@ class DcgmSource(Strict):
     max_backoff_s: float = Field(60.0, gt=0)
 
 
-Source = Annotated[BmsSource | DcgmSource, Field(discriminator="kind")]
-SOURCE_KINDS = ("bms", "dcgm")
+class ModbusRegister(Strict):
+    """One value in a Modbus device: ``point`` is its id in the point map."""
+
+    point: str
+    device_id: int = Field(1, ge=0, le=255)
+    table: Literal["holding", "input"] = "holding"
+    address: int = Field(ge=0, le=65535)
+    type: Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
+    word_order: Literal["big", "little"] = "big"  # of multi-register values
+
+
+class ModbusSource(Strict):
+    """A Modbus TCP device (meter, UPS, switchgear), polled every ``interval_s``."""
+
+    kind: Literal["modbus"]
+    host: str
+    port: int = Field(502, ge=1, le=65535)
+    interval_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(1.0, gt=0)
+    max_backoff_s: float = Field(60.0, gt=0)
+    registers: list[ModbusRegister] = Field(min_length=1)
+
+
+Source = Annotated[BmsSource | DcgmSource | ModbusSource, Field(discriminator="kind")]
+SOURCE_KINDS = ("bms", "dcgm", "modbus")
 
 
 # ------------------------------------------------------------------------------- points

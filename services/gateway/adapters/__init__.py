@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 
-from services.gateway.pointmap import BmsSource, DcgmSource
+from services.gateway.pointmap import BmsSource, DcgmSource, ModbusSource
 from services.gateway.reading import Adapter
 
 
@@ -27,8 +27,16 @@ def _dcgm(name: str, cfg: DcgmSource, nc: NATS | None) -> Adapter:
     return DcgmAdapter(name, cfg)
 
 
-_FACTORIES: dict[str, Callable[..., Adapter]] = {"bms": _bms, "dcgm": _dcgm}
+def _modbus(name: str, cfg: ModbusSource, nc: NATS | None) -> Adapter:
+    from services.gateway.adapters.modbus import ModbusAdapter
+
+    return ModbusAdapter(name, cfg)
 
 
-def make_adapter(name: str, cfg: BmsSource | DcgmSource, nc: NATS | None = None) -> Adapter:
+_FACTORIES: dict[str, Callable[..., Adapter]] = {"bms": _bms, "dcgm": _dcgm, "modbus": _modbus}
+
+
+def make_adapter(
+    name: str, cfg: BmsSource | DcgmSource | ModbusSource, nc: NATS | None = None
+) -> Adapter:
     return _FACTORIES[cfg.kind](name, cfg, nc)
