@@ -31,6 +31,11 @@ sources:
   bms: {kind: bms, transport: %s}
 points:
   - source: bms
+    point: 'BMS/v1/PUB/Value/CDU/LiquidTemperature/hall.b/cdu0/supply'
+    entity: 'cdu/4'
+    quantity: supply_temperature_c
+    stale_s: 300
+  - source: bms
     match: 'BMS/v1/PUB/Value/CDU/LiquidTemperature/hall-a/cdu(?P<cdu>\d+)/supply'
     entity: 'cdu/{cdu}'
     quantity: supply_temperature_c
@@ -76,6 +81,9 @@ def test_bms_over_the_nats_mqtt_listener_with_garbage_counted():
                 meta = json.dumps({"engUnit": "degreesFahrenheit"}).encode()
                 await mqtt.publish(META.format(1), meta, qos=1)
                 await mqtt.publish(VALUE.format(0), payload(31.5), qos=1)
+                # A "." in a level (NATS carries it as "//") is part of the point id.
+                dotted = VALUE.format(0).replace("hall-a", "hall.b")
+                await mqtt.publish(dotted, payload(33.0), qos=1)
                 await until(lambda: "BMS/v1/PUB/Value/CDU/LiquidTemperature/hall-a/cdu1/supply"
                             in gateway.adapters[0].payloads.units)  # fmt: skip
                 await mqtt.publish(VALUE.format(1), payload(95.0), qos=1)  # 35 degC
@@ -95,9 +103,9 @@ def test_bms_over_the_nats_mqtt_listener_with_garbage_counted():
                 for i in range(3000):  # a flood of one point: all but one late or duplicate
                     await mqtt.publish(VALUE.format(3), payload(20.0 + i % 7, ms=5), qos=0)
             s = gateway.aligner.stats
-            await until(lambda: sum(s.rejected.values()) + s.accepted >= 3011)
+            await until(lambda: sum(s.rejected.values()) + s.accepted >= 3012)
             assert await tick_values(nc, gateway) == {
-                "cdu/0": 31.5, "cdu/1": pytest.approx(35.0)
+                "cdu/0": 31.5, "cdu/1": pytest.approx(35.0), "cdu/4": 33.0
             }  # fmt: skip
             reply = await nc.request(stats_subject(SITE), b"", timeout=5)
             stats = struct_pb2.Struct.FromString(reply.data)
@@ -110,7 +118,7 @@ def test_bms_over_the_nats_mqtt_listener_with_garbage_counted():
             assert (rejected["out_of_range"], rejected["unknown_point"]) == (1, 1)
             # the flood: timestamp 5 ms after the epoch, older than stale_s
             assert rejected["stale"] == 1 + 3000
-            assert (stats["accepted"], stats["published"], stats["ticks"]) == (2, 2, 1)
+            assert (stats["accepted"], stats["published"], stats["ticks"]) == (3, 3, 1)
             await gateway.stop()
             await nc.close()
 

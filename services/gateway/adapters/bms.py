@@ -89,6 +89,12 @@ def _number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool)
 
 
+def subject_to_topic(subject: str) -> str:
+    """nats-server's MQTT mapping undone: levels are tokens, and a ``.`` inside a level
+    travels as ``//`` (MQTT ``hall.a/cdu0`` is NATS ``hall//a.cdu0``)."""
+    return "/".join(token.replace("//", ".") for token in subject.split("."))
+
+
 class BmsNatsAdapter:
     def __init__(self, name: str, cfg: BmsSource, nc: NATS) -> None:
         self.name, self.cfg, self.nc = name, cfg, nc
@@ -98,7 +104,7 @@ class BmsNatsAdapter:
         base = self.cfg.prefix.replace("/", ".")
 
         async def on_msg(msg) -> None:
-            self.payloads.on_message(msg.subject.replace(".", "/"), msg.data, emit)
+            self.payloads.on_message(subject_to_topic(msg.subject), msg.data, emit)
 
         subs = [
             await self.nc.subscribe(f"{base}.Metadata.>", cb=on_msg),
