@@ -242,3 +242,26 @@ def test_nats_server_mqtt_listener_keeps_its_port_across_a_restart():
                 await mqtt.publish("BMS/v1/PUB/Value/System/Status/x", b"{}", qos=1)
 
     asyncio.run(main())
+
+
+def test_retained_metadata_is_read_from_nats_servers_mqtt_store():
+    async def main() -> None:
+        async with NatsServer(mqtt=True) as server:
+            async with aiomqtt.Client("127.0.0.1", server.mqtt_port) as mqtt:
+                # Retained long before the gateway starts (the BMS publishes it once).
+                meta = json.dumps({"engUnit": "kelvins"}).encode()
+                await mqtt.publish(META.format(2), meta, qos=1, retain=True)
+            nc = await nats.connect(server.url)
+            gateway = Gateway(nc, SITE, parse_pointmap(MAP % "nats"))
+            await gateway.start()
+            adapter = gateway.adapters[0]
+            await asyncio.wait_for(adapter.retained_read.wait(), 10)
+            assert adapter.payloads.units == {VALUE.format(2): "K"}
+            async with aiomqtt.Client("127.0.0.1", server.mqtt_port) as mqtt:
+                await mqtt.publish(VALUE.format(2), payload(303.15), qos=1)
+            await until(lambda: gateway.aligner.stats.accepted == 1)
+            assert await tick_values(nc, gateway) == {"cdu/2": pytest.approx(30.0)}
+            await gateway.stop()
+            await nc.close()
+
+    asyncio.run(main())

@@ -9,10 +9,11 @@
 
 Point id: the Value topic (with ``/``), the same over both transports. ``nats``: the
 twin's own bus, where nats-server's MQTT listener puts what BMS clients publish (MQTT
-``a/b/c`` = NATS ``a.b.c``); a NATS subscriber does not get retained messages, so the
-metadata counts once it is republished (every 100 s) and the map's unit holds until
-then. ``mqtt``: an external broker (TLS, username/password), which sends the retained
-metadata on subscribe.
+``a/b/c`` = NATS ``a.b.c``); a NATS subscriber does not get retained messages, so at
+start the adapter reads them from the server's retained-message stream (``$MQTT_rmsgs``,
+subjects ``$MQTT.rmsgs.<subject>``, the MQTT topic in header ``Nmqtt-RTopic``), then
+follows the live republishes. ``mqtt``: an external broker (TLS, username/password),
+which sends the retained metadata on subscribe.
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ class BmsPayloads:
         self.meta_prefix = f"{prefix}/Metadata/"
         self.units: dict[str, str] = {}  # value topic -> unit (from metadata)
 
-    def on_message(self, topic: str, payload: bytes, emit: Emit) -> None:
+    def on_message(self, topic: str, payload: bytes, emit: Emit, *, retained: bool = False) -> None:
         if topic.startswith(self.meta_prefix):
-            self._metadata(self.value_prefix + topic[len(self.meta_prefix) :], payload)
-        elif topic.startswith(self.value_prefix):
+            value_topic = self.value_prefix + topic[len(self.meta_prefix) :]
+            if not (retained and value_topic in self.units):  # a live one is newer
+                self._metadata(value_topic, payload)
+        elif topic.startswith(self.value_prefix) and not retained:
             emit(self._value(topic, payload))
 
     def _metadata(self, value_topic: str, payload: bytes) -> None:
@@ -99,6 +102,7 @@ class BmsNatsAdapter:
     def __init__(self, name: str, cfg: BmsSource, nc: NATS) -> None:
         self.name, self.cfg, self.nc = name, cfg, nc
         self.payloads = BmsPayloads(name, cfg.prefix)
+        self.retained_read = asyncio.Event()  # set once the retained metadata was read
 
     async def run(self, emit: Emit) -> None:
         base = self.cfg.prefix.replace("/", ".")
@@ -110,11 +114,39 @@ class BmsNatsAdapter:
             await self.nc.subscribe(f"{base}.Metadata.>", cb=on_msg),
             await self.nc.subscribe(f"{base}.Value.>", cb=on_msg),
         ]
+        await self._retained_metadata(f"$MQTT.rmsgs.{base}.Metadata.>", emit)
         try:
             await asyncio.Event().wait()  # until cancelled
         finally:
             for sub in subs:
                 await sub.unsubscribe()
+
+    async def _retained_metadata(self, subject: str, emit: Emit) -> None:
+        """The retained Metadata messages nats-server keeps for MQTT subscribers."""
+        from nats.js.api import DeliverPolicy
+
+        try:
+            sub = await self.nc.jetstream().subscribe(
+                subject, ordered_consumer=True, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT
+            )
+        except Exception as exc:  # no MQTT listener (stream absent), or not permitted
+            log.warning("no retained BMS metadata", extra={"error": repr(exc)})
+            return
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=1.0)
+                except TimeoutError:
+                    break
+                topic = (msg.headers or {}).get("Nmqtt-RTopic") or subject_to_topic(
+                    msg.subject.removeprefix("$MQTT.rmsgs.")
+                )
+                self.payloads.on_message(topic, msg.data, emit, retained=True)
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            await sub.unsubscribe()
+        self.retained_read.set()
 
 
 class BmsMqttAdapter:
