@@ -172,6 +172,10 @@ def serve(
     ],
 ):
     """Run one service (configured by TWIN_* environment variables)."""
+    if service == "gateway":  # no model in it: skip importing JAX
+        from services.gateway.service import main as gateway_main
+
+        raise typer.Exit(gateway_main())
     from services.serve import OPTIONAL, SERVICES
     from services.serve import serve as run_service
 
