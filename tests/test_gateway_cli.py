@@ -126,3 +126,23 @@ def test_serve_gateway_refuses_a_missing_or_bad_map_before_connecting(tmp_path):
         done.stderr
         == f"error: TWIN_POINT_MAP: {bad}:9: points.0.quantity: Field required (and 1 more)\n"
     )
+
+
+def test_modbus_registers_no_rule_maps_are_unknown_points(tmp_path):
+    text = (HEAD % hosts(2, 4) + CDU_RULE + RACK_RULE).replace(
+        "sources:\n",
+        "sources:\n  meter: {kind: modbus, host: 127.0.0.1, registers: [\n"
+        "    {point: main/kw, address: 0, type: float32},\n"
+        "    {point: main/kvar, address: 2, type: float32}]}\n",
+    ) + (
+        "  - {source: meter, point: main/kw, entity: meter, quantity: meter_power_w, "
+        "unit: kW, stale_s: 5}\n"
+    )
+    result, path = run(tmp_path, text)
+    assert result.exit_code == 1
+    assert result.output.splitlines() == [
+        f"{path}: 3 rules, 3 sources; site small: 2 CDUs, 8 racks",
+        "unknown points (1): meter: main/kvar",
+        "not used by the twin yet (1): points.2: meter_power_w",
+        "not ok",
+    ]

@@ -71,8 +71,21 @@ def _entities_of_rule(pm: PointMap, index: int, wanted: set[str]) -> set[str] | 
     return {e for e in wanted if shape.fullmatch(e)}  # by shape: only what fits the site
 
 
+def configured_points(pm: PointMap) -> list[tuple[str, str]]:
+    """Points the map's own sources name (Modbus registers): known without a list."""
+    return [
+        (name, register.point)
+        for name, source in pm.sources.items()
+        if source.kind == "modbus"
+        for register in source.registers
+    ]
+
+
 def check(pm: PointMap, site: Site, points: list[tuple[str, str]] | None = None) -> Report:
-    """``points``: (source, point id) a site exposes, if known."""
+    """``points``: (source, point id) a site exposes, if known (the map's Modbus
+    registers are always checked)."""
+    if configured := configured_points(pm):
+        points = [*(points or []), *configured]
     entities = site_entities(site)
     report = Report()
     covered: dict[str, set[str]] = {q: set() for q in entities}
