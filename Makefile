@@ -19,6 +19,8 @@ run: $(STAMP)
 	$(BIN)/twin up scenarios/fairwater-wi.yaml --duration 2h --dt 10s --report out/fairwater
 
 test: $(STAMP)
+	@# A real MQTT broker for the gateway's external-broker tests (they skip without it).
+	@command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto; } >/dev/null 2>&1 || echo "mosquitto not installed: the external MQTT broker tests skip"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10

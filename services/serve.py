@@ -18,6 +18,8 @@ from services.twin_service import TwinServicer
 from twin.twin.v1 import twin_pb2_grpc
 
 SERVICES = (*DOMAINS, "twin", "historian")
+# Served on request, not started by `twin up`: the field gateway needs a point map.
+OPTIONAL = ("gateway",)
 
 
 def domain_setup(domain: str):
@@ -81,8 +83,12 @@ SETUPS = {"twin": twin_setup, "historian": historian_setup}
 
 
 def serve(name: str) -> int:
-    if name not in SERVICES:
-        raise ValueError(f"service: {name!r} is not one of {', '.join(SERVICES)}")
+    if name not in SERVICES + OPTIONAL:
+        raise ValueError(f"service: {name!r} is not one of {', '.join(SERVICES + OPTIONAL)}")
+    if name == "gateway":  # field telemetry: its own config (TWIN_POINT_MAP), no JAX
+        from services.gateway.service import main
+
+        return main()
     if os.environ.get("TWIN_X64") == "1":
         import jax
 

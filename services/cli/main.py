@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from services.cli.errors import console, fail, rpc_failed
+from services.cli.gateway import gateway_app, replay_cmd
 from services.cli.inventory import inventory_app
 from services.cli.whatif import whatif
 from services.runtime.redact import redact
@@ -165,13 +166,21 @@ def validate(scenario: Annotated[Path, typer.Argument(help="site file (YAML)")])
 
 
 @app.command()
-def serve(service: Annotated[str, typer.Argument(help="compute, cooling, power, energy or twin")]):
+def serve(
+    service: Annotated[
+        str, typer.Argument(help="compute, cooling, power, energy, twin, historian or gateway")
+    ],
+):
     """Run one service (configured by TWIN_* environment variables)."""
-    from services.serve import SERVICES
+    if service == "gateway":  # no model in it: skip importing JAX
+        from services.gateway.service import main as gateway_main
+
+        raise typer.Exit(gateway_main())
+    from services.serve import OPTIONAL, SERVICES
     from services.serve import serve as run_service
 
-    if service not in SERVICES:
-        fail(f"service: {service!r} is not one of {', '.join(SERVICES)}")
+    if service not in SERVICES + OPTIONAL:
+        fail(f"service: {service!r} is not one of {', '.join(SERVICES + OPTIONAL)}")
     raise typer.Exit(run_service(service))
 
 
@@ -559,6 +568,8 @@ def status(
 db_app = typer.Typer(help="The history database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(inventory_app, name="inventory")
+app.add_typer(gateway_app, name="gateway")
+app.command("replay")(replay_cmd)
 app.command("whatif")(whatif)
 
 

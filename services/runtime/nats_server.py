@@ -90,6 +90,7 @@ class NatsServer:
         start_timeout_s: float = 10.0,
         stop_timeout_s: float = 5.0,
         log_path: str | os.PathLike[str] | None = None,
+        mqtt: bool = False,
     ) -> None:
         self.host = host
         self.port = port  # -1: let the server pick; the real port after start
@@ -104,6 +105,11 @@ class NatsServer:
         # Given: kept after close (``twin up`` names it in errors); else temporary.
         self.log_path = Path(log_path) if log_path else Path(self._own_dir) / "nats-server.log"
         self.info: dict = {}
+        # MQTT 3.1.1 listener (JetStream-backed; needs a server name): topic a/b/c is
+        # subject a.b.c. Its port is picked by the server and read from the log.
+        self.mqtt = mqtt
+        self.mqtt_port: int | None = None
+        self._log_offset = 0
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -138,8 +144,10 @@ class NatsServer:
             "--addr", self.host,
             "--port", str(self.port),
             "--ports_file_dir", str(ports_dir),
+            *self._mqtt_args(),
             *self.extra_args,
         ]  # fmt: skip
+        self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log_file:  # the child keeps its own descriptor
             self._process = subprocess.Popen(
                 args,
@@ -155,6 +163,46 @@ class NatsServer:
             raise
         log.debug("nats-server ready", extra={"url": self.url, "pid": self._process.pid})
         return self
+
+    @property
+    def mqtt_url(self) -> str:
+        if self._process is None or self.mqtt_port is None:
+            raise NatsServerError("nats-server is not running with MQTT")
+        return f"mqtt://{self.host}:{self.mqtt_port}"
+
+    def _mqtt_args(self) -> list[str]:
+        if not self.mqtt:
+            return []
+        conf = Path(self._own_dir) / "mqtt.conf"
+        port = -1 if self.mqtt_port is None else self.mqtt_port  # a restart keeps it
+        conf.write_text(
+            f"server_name: twin-{os.getpid()}-{id(self):x}\n"
+            f'mqtt {{ host: "{self.host}", port: {port} }}\n'
+        )
+        return ["--config", str(conf)]
+
+    def _mqtt_ready(self) -> bool:
+        if not self.mqtt:
+            return True
+        if self.mqtt_port is None:
+            try:  # only this start's lines: a kept log holds earlier servers' ports
+                with open(self.log_path, "rb") as log_file:
+                    log_file.seek(self._log_offset)
+                    text = log_file.read().decode(errors="replace")
+            except OSError:
+                return False
+            marker = f"Listening for MQTT clients on mqtt://{self.host}:"
+            for line in reversed(text.splitlines()):
+                if marker in line:
+                    self.mqtt_port = int(line.rsplit(":", 1)[1])
+                    break
+            else:
+                return False
+        try:  # after a restart the port is known before the listener is back
+            socket.create_connection((self.host, self.mqtt_port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
 
     def _wait_ready(self, ports_dir: Path) -> None:
         assert self._process is not None
@@ -172,7 +220,11 @@ class NatsServer:
                     self.port = int(client_url.rsplit(":", 1)[1])
                 except (ValueError, KeyError, IndexError):
                     pass  # written but not complete yet
-            if self.port >= 0 and (info := _read_info(self.host, self.port, 0.5)) is not None:
+            if (
+                self.port >= 0
+                and self._mqtt_ready()
+                and (info := _read_info(self.host, self.port, 0.5)) is not None
+            ):
                 self.info = info
                 return
             time.sleep(0.02)

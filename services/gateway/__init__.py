@@ -1,0 +1,1 @@
+"""The field telemetry gateway: adapters -> point map -> quality checks -> MeasurementBatch."""

@@ -1,0 +1,164 @@
+"""``twin serve gateway``: field adapters -> point map -> quality -> MeasurementBatch.
+
+Configuration: the usual TWIN_* variables plus ``TWIN_POINT_MAP`` (the map file).
+On every ``TICK`` of the site's clock (``twin.<site>.clock``) the gateway publishes,
+per source, one ``MeasurementBatch`` on ``telemetry.<site>.<source>`` with each mapped
+entity's value for the tick (services/gateway/quality.py), which the domain nodes use
+at their next interval.
+
+Statistics (no proto change): NATS request/reply on ``twin.<site>.gateway.stats``
+answers a ``google.protobuf.Struct`` (accepted, rejected per reason, published, held,
+substituted, ticks, adapter restarts); the same numbers are logged every minute and at
+shutdown. ``twin gateway stats`` prints them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from google.protobuf import struct_pb2
+from nats.aio.client import Client as NATS
+from pydantic import Field, field_validator
+
+from services.gateway.adapters import make_adapter
+from services.gateway.pointmap import PointMap, PointMapError, Resolver, load_pointmap
+from services.gateway.quality import Aligner
+from services.gateway.reading import Adapter
+from services.runtime import bus, run
+from services.runtime.codec import decode_msg
+from services.runtime.config import ConfigError, RuntimeConfig
+from services.runtime.service import Service
+from twin.telemetry.v1 import telemetry_pb2
+from twin.twin.v1 import clock_pb2
+
+log = logging.getLogger(__name__)
+STATS_LOG_S = 60.0
+
+
+def stats_subject(site: str) -> str:
+    return f"twin.{site}.gateway.stats"
+
+
+class GatewayConfig(RuntimeConfig):
+    point_map: Path = Field(description="the point map (YAML)")
+
+    @field_validator("point_map")
+    @classmethod
+    def _loads(cls, path: Path) -> Path:
+        # Checked with the rest of the configuration: a bad map stops the start (exit 2,
+        # one line with the map's line and field) before any connection is tried.
+        try:
+            load_pointmap(path)
+        except PointMapError as exc:
+            raise ValueError(str(exc)) from None
+        return path
+
+
+class Gateway:
+    """The part of the service that needs no gRPC: testable with a bare NATS client."""
+
+    def __init__(
+        self, nc: NATS, site: str, pointmap: PointMap, adapters: list[Adapter] | None = None
+    ) -> None:
+        """``adapters``: default, one per source of the map (``make_adapter``); given,
+        these instead (their ``name`` is the source their readings belong to)."""
+        self.nc, self.site, self.map = nc, site, pointmap
+        self.aligner = Aligner(Resolver(pointmap))
+        if adapters is None:
+            adapters = [make_adapter(name, cfg, nc) for name, cfg in pointmap.sources.items()]
+        self.adapters = adapters
+        self.restarts = 0
+        self.batches = 0
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        await self.nc.subscribe(bus.clock_subject(self.site), cb=self._on_clock)
+        await self.nc.subscribe(stats_subject(self.site), cb=self._on_stats)
+        for adapter in self.adapters:
+            self._tasks.append(asyncio.create_task(self._supervise(adapter), name=adapter.name))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info("gateway stats", extra=self.stats())
+
+    async def _supervise(self, adapter: Adapter) -> None:
+        """An adapter that fails is restarted (after 1 s, doubling to 60 s): one broken
+        protocol must not take the others, or the service, down."""
+        backoff = 1.0
+        while True:
+            try:
+                await adapter.run(self.aligner.offer)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.restarts += 1
+                log.error(
+                    "adapter failed; restarting",
+                    extra={"source": adapter.name, "error": repr(exc), "retry_s": backoff},
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 60.0)
+
+    async def _on_clock(self, msg) -> None:
+        clock = decode_msg(clock_pb2.Clock, msg)
+        if clock is not None and clock.command == clock_pb2.CLOCK_COMMAND_TICK:
+            await self.publish_tick()
+
+    async def publish_tick(self) -> int:
+        """Publish this tick's values; the number of measurements sent."""
+        batches: dict[str, telemetry_pb2.MeasurementBatch] = {}
+        aligned = self.aligner.flush()
+        for a in aligned:
+            batch = batches.get(a.source)
+            if batch is None:
+                batch = batches[a.source] = telemetry_pb2.MeasurementBatch(
+                    site_id=self.site, source=a.source
+                )
+            batch.measurements.add(
+                site_id=self.site, entity=a.entity, quantity=a.quantity, time_s=a.time_s,
+                value=a.value,
+            )  # fmt: skip
+        for source, batch in batches.items():
+            await self.nc.publish(
+                bus.telemetry_subject(self.site, source), batch.SerializeToString()
+            )
+            self.batches += 1
+        return len(aligned)
+
+    def stats(self) -> dict:
+        return {**self.aligner.stats.as_dict(), "batches": self.batches, "restarts": self.restarts}
+
+    async def _on_stats(self, msg) -> None:
+        if not msg.reply:
+            return
+        reply = struct_pb2.Struct()
+        reply.update(self.stats())
+        await msg.respond(reply.SerializeToString())
+
+    async def log_stats(self) -> None:
+        while True:
+            await asyncio.sleep(STATS_LOG_S)
+            log.info("gateway stats", extra=self.stats())
+
+
+async def gateway_setup(svc: Service) -> None:
+    config = svc.config
+    assert isinstance(config, GatewayConfig)
+    try:
+        pointmap = load_pointmap(config.point_map)
+    except PointMapError as exc:
+        raise ConfigError("TWIN_POINT_MAP", str(exc)) from None
+    gateway = Gateway(svc.nc, config.site, pointmap)
+    await gateway.start()
+    svc.create_task(gateway.log_stats(), name="gateway-stats")
+    svc.on_shutdown(gateway.stop)
+    svc.gateway = gateway  # type: ignore[attr-defined]  # for tests
+
+
+def main() -> int:
+    return run("gateway", gateway_setup, config_type=GatewayConfig)

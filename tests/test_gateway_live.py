@@ -1,0 +1,151 @@
+"""End to end: a BMS client publishes over MQTT to nats-server's listener; the gateway
+(a real Service: gRPC health) maps, checks and aligns it; the real domain services of
+tests/sites/small.yaml use it at the next tick; garbage and a flood are counted and the
+gateway stays SERVING."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+import aiomqtt
+import grpc
+import nats
+import pytest
+from conftest import ROOT
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.gateway.service import GatewayConfig, gateway_setup
+from services.launcher import LocalTwin, free_addresses
+from services.runtime.nats_server import NatsServer
+from services.runtime.service import Service
+from twin.cooling.v1 import cooling_pb2
+from twin.twin.v1 import clock_pb2, twin_pb2, twin_pb2_grpc
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gateway-live")]
+SMALL = ROOT / "tests" / "sites" / "small.yaml"
+VALUE = "BMS/v1/PUB/Value/CDU/LiquidTemperature/hall-a/cdu{}/supply"
+MAP = r"""
+sources:
+  bms: {kind: bms, transport: nats}
+points:
+  - source: bms
+    match: 'BMS/v1/PUB/Value/CDU/LiquidTemperature/hall-a/cdu(?P<cdu>\d+)/supply'
+    entity: 'cdu/{cdu}'
+    quantity: supply_temperature_c
+    range: [5, 60]
+    stale_s: 300
+"""
+FLOOD = 3000
+
+
+def payload(value, ms: int, quality: int = 1) -> bytes:
+    return json.dumps({"value": value, "timestamp": ms, "quality": quality}).encode()
+
+
+async def until(predicate, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def test_mqtt_point_reaches_the_cooling_domain_and_garbage_is_counted(tmp_path):
+    map_path = tmp_path / "map.yaml"
+    map_path.write_text(MAP)
+    with (
+        NatsServer(mqtt=True) as server,
+        LocalTwin("small", free_addresses(), nats_url=server.url, history=False) as twin,
+    ):
+        channel = grpc.insecure_channel(twin.addresses["twin"])
+        clock = twin_pb2_grpc.TwinServiceStub(channel)
+        spec = clock_pb2.RunSpec(scenario_yaml=SMALL.read_text(), dt_s=1.0)
+        run_id = clock.Start(twin_pb2.StartRequest(spec=spec, paused=True), timeout=300).run_id
+
+        def step(n: int) -> None:
+            clock.Step(twin_pb2.StepRequest(run_id=run_id, ticks=n), timeout=60)
+
+        config = GatewayConfig(site="small", nats_url=server.url, point_map=map_path)
+        asyncio.run(scenario(server, config, run_id, step))
+        channel.close()
+
+
+async def scenario(server: NatsServer, config: GatewayConfig, run_id: str, step) -> None:
+    nc = await nats.connect(server.url)
+    states: dict[int, cooling_pb2.CoolingState] = {}
+
+    async def keep(msg) -> None:
+        state = cooling_pb2.CoolingState.FromString(msg.data)
+        if state.run_id == run_id:
+            states[state.step] = state
+
+    await nc.subscribe("twin.small.cooling.state", cb=keep)
+    async with Service("gateway", gateway_setup, config=config, handle_signals=False) as svc:
+        gateway = svc.gateway
+        stats = gateway.aligner.stats
+        await asyncio.to_thread(step, 2)
+        await until(lambda: 1 in states)
+        modelled = states[1].tcs_supply_c[0]
+        assert modelled != 41.5
+        now_ms = int(time.time() * 1000)
+        async with aiomqtt.Client("127.0.0.1", server.mqtt_port) as mqtt:
+            await mqtt.publish(VALUE.format(0), payload(41.5, now_ms), qos=1)
+            await until(lambda: stats.accepted == 1)
+            await asyncio.to_thread(step, 2)  # ticks 2, 3: used at the latest in step 3
+            await until(lambda: 3 in states)
+            assert states[3].tcs_supply_c[0] == 41.5
+
+            # Garbage: each rejected and counted; the held 41.5 stays in use.
+            garbage = {
+                VALUE.format(0): [
+                    b"{not json",
+                    payload(float("nan"), now_ms + 1),
+                    payload(80.0, now_ms + 2),  # out of range
+                    payload(42.0, now_ms + 3, quality=0),
+                ],
+                "BMS/v1/PUB/Value/HX/LiquidTemperature/hall-a/hx0": [payload(30.0, now_ms)],
+            }
+            for topic, bodies in garbage.items():
+                for body in bodies:
+                    await mqtt.publish(topic, body, qos=1)
+            # Wrong units: metadata says kW for a temperature point.
+            meta = json.dumps({"engUnit": "kilowatts"}).encode()
+            await mqtt.publish(VALUE.format(0).replace("/Value/", "/Metadata/"), meta, qos=1)
+            await until(lambda: VALUE.format(0) in gateway.adapters[0].payloads.units)
+            await mqtt.publish(VALUE.format(0), payload(35.0, now_ms + 4), qos=1)
+            # A flood on cdu/1: all in range and in order; the last one is the tick's value.
+            for i in range(FLOOD):
+                await mqtt.publish(
+                    VALUE.format(1), payload(20.0 + (i % 10) / 10, now_ms + i), qos=0
+                )
+        await until(lambda: stats.accepted + sum(stats.rejected.values()) == 1 + 6 + FLOOD)
+        assert dict(+stats.rejected) == {
+            "malformed": 1, "non_finite": 1, "out_of_range": 1, "bad_quality": 1,
+            "unknown_point": 1, "unit": 1,
+        }  # fmt: skip
+        assert stats.accepted == 1 + FLOOD
+        await asyncio.to_thread(step, 2)
+        await until(lambda: 5 in states)
+        assert states[5].tcs_supply_c[0] == 41.5  # held (last good value, not stale)
+        assert states[5].tcs_supply_c[1] == pytest.approx(20.9, abs=1e-5)
+
+        # Still serving: gRPC health; and `twin gateway stats` reads the counters.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "services.cli", "gateway", "stats", "--site", "small"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+            env={**os.environ, "TWIN_NATS_URL": server.url},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert f"accepted: {1 + FLOOD}" in lines and "rejected.unit: 1" in lines
+        assert "rejected.stale: 0" in lines and "restarts: 0" in lines
+    await nc.close()
