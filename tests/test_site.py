@@ -94,7 +94,7 @@ def test_bad_list_index():
 def test_invalid_yaml(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: [unclosed\n")
-    with pytest.raises(SiteError, match=r"bad\.yaml: line 2: invalid YAML"):
+    with pytest.raises(SiteError, match=r"bad\.yaml: invalid YAML at line 2"):
         load_site(path)
 
 
