@@ -24,13 +24,15 @@ CATALOG_DIR = Path(__file__).parent / "catalog"
 # a facility could have, by orders of magnitude, yet small enough that the model's
 # products of them (loss = l2 * P^2, a year of energy in float32) stay finite.
 BIG = 1e12
-Pos = Annotated[float, Field(gt=0, le=BIG)]
+TINY = 1e-6  # the smallest positive quantity: its reciprocal stays far from overflow
+Pos = Annotated[float, Field(ge=TINY, le=BIG)]
 NonNeg = Annotated[float, Field(ge=0, le=BIG)]
 Real = Annotated[float, Field(ge=-BIG, le=BIG)]
 Frac = Annotated[float, Field(ge=0, le=1)]
-PosFrac = Annotated[float, Field(gt=0, le=1)]
+PosFrac = Annotated[float, Field(ge=1e-3, le=1)]  # efficiencies, speeds: 0.1 % at least
 Celsius = Annotated[float, Field(ge=-60, le=120)]
 DeltaC = Annotated[float, Field(ge=-100, le=100)]
+RangeC = Annotated[float, Field(ge=0, le=100)]
 Count = Annotated[int, Field(ge=0, le=100_000)]
 PosCount = Annotated[int, Field(ge=1, le=100_000)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
@@ -338,7 +340,7 @@ class HeatWave(Strict):
 
 class SyntheticWeather(Strict):
     monthly_mean_c: Annotated[list[Celsius], Field(min_length=12, max_length=12)]
-    monthly_diurnal_range_c: Annotated[list[NonNeg], Field(min_length=12, max_length=12)]
+    monthly_diurnal_range_c: Annotated[list[RangeC], Field(min_length=12, max_length=12)]
     monthly_rh: Annotated[list[Frac], Field(min_length=12, max_length=12)]
     noise_std_c: NonNeg = 0.0
     seed: Seed = 0
