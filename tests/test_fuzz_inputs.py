@@ -50,7 +50,25 @@ def _leaves(node: Any, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix[:-1], node)]
 
 
-PATHS = [path for path, value in _leaves(DOC)]
+LEAVES = dict(_leaves(DOC))
+PATHS = list(LEAVES)
+NUMBERS = [p for p, v in LEAVES.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+# Valid-ish: a number of the small site scaled to an extreme (or made non-finite).
+FACTORS = [0.0, -1.0, 1e-300, 1e-6, 1e-3, 10.0, 1e3, 1e6, 1e9, 1e12, 1e300, math.inf, math.nan]
+
+
+def _scaled(path: str, factor: float) -> Any:
+    value = LEAVES[path] * factor if LEAVES[path] else factor
+    if isinstance(LEAVES[path], int) and math.isfinite(value) and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+SCALED = st.builds(
+    lambda path, factor: (path, _scaled(path, factor)),
+    st.sampled_from(NUMBERS),
+    st.sampled_from(FACTORS),
+)
 EXTREMES = [0, -1, 1e-300, 1e-6, 1e-3, 0.5, 1e6, 1e9, 1e12, 1e13, 1e300, -1e300, 2**63]
 VALUES = st.one_of(
     st.sampled_from(EXTREMES),
@@ -72,7 +90,13 @@ def one_line(exc: Exception) -> None:
 
 
 @settings(FUZZ, max_examples=100)
-@given(st.lists(st.tuples(st.sampled_from(PATHS), VALUES), min_size=1, max_size=4))
+@given(
+    st.lists(
+        st.one_of(SCALED, SCALED, SCALED, st.tuples(st.sampled_from(PATHS), VALUES)),
+        min_size=1,
+        max_size=3,
+    )
+)
 def test_site_documents_validate_or_simulate_to_finite_kpis(changes):
     doc = copy.deepcopy(DOC)
     try:

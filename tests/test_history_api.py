@@ -13,6 +13,7 @@ import pytest
 from db_fixtures import postgres_url  # noqa: F401 - the fixture
 from served import served
 
+from services.historian import queries
 from services.historian.history_service import HistoryServicer
 from services.historian.migrate import migrate
 from services.historian.writer import EPOCH
@@ -139,8 +140,6 @@ def test_hourly_aggregates_match_numpy(call, aggregate, reduce, extra):
 @pytest.mark.parametrize("bucket_s", [60, 600, 3600, 7200])
 @pytest.mark.parametrize("aggregate", ["avg", "min", "max", "sum", "last"])
 def test_rollups_answer_as_the_raw_rows(database, bucket_s, aggregate):
-    from services.historian import queries
-
     async def ask(use_rollups: bool, **window) -> queries.Page:
         q = queries.SeriesQuery(
             RUN,
@@ -258,6 +257,19 @@ def error(call, method, request) -> grpc.aio.AioRpcError:
         ),
         ({"start_s": 10, "end_s": 5}, "end_s: must be greater than start_s"),
         ({"page_token": "not-a-token"}, "page_token: invalid page token"),
+        # Forged: this request's fingerprint with an offset past PostgreSQL's bigint.
+        (
+            {
+                "page_token": queries.encode_token(
+                    10**30, queries._fingerprint(["", RUN, ["it_w"], None, None, 0.0, "avg"])
+                )
+            },
+            "page_token: invalid page token",
+        ),
+        ({"metrics": ["it_w"] * 5000}, "metrics: at most 64 metrics, got 5000"),
+        ({"start_s": 1e300}, "start_s: must be within +-1e+11 s"),
+        ({"run_id": "run\x00"}, "run_id: 'run\\x00' holds control characters"),
+        ({"run_id": "r" * 1_000_000}, "run_id: at most 128 characters, got 1000000"),
     ],
 )
 def test_bad_requests_name_the_field(call, fields, message):
@@ -429,6 +441,14 @@ def export_bytes(call, **fields) -> tuple[bytes, list[int]]:
         return data, sizes
 
     return call(fn)
+
+
+def test_export_chunks_have_a_floor(call):
+    data, sizes = export_bytes(
+        call, run_id=RUN, format=history_pb2.EXPORT_FORMAT_CSV, chunk_bytes=1
+    )
+    assert len(data) > 2 * 16_384
+    assert set(sizes[:-1]) == {16_384} and 0 < sizes[-1] <= 16_384
 
 
 def all_raw_rows(call, metrics, **window) -> list:

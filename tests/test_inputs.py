@@ -341,3 +341,46 @@ def test_data_dir_is_checked_at_start_up(tmp_path):
         RuntimeConfig.from_env({"TWIN_DATA_DIR": str(tmp_path / "nope")})
     assert str(info.value) == f"TWIN_DATA_DIR: {str(tmp_path / 'nope')!r} is not a folder"
     assert RuntimeConfig.from_env({"TWIN_DATA_DIR": str(tmp_path)}).data_dir == tmp_path
+
+
+def test_database_error_text_stays_on_the_server(tmp_path):
+    from services.historian import history_service
+    from twin.history.v1 import history_pb2, history_pb2_grpc
+
+    url = f"postgresql://secret_user@/twin?host={tmp_path}/no-socket-here"
+    store = whatif_service.StudyStore(url)
+    with (
+        served(lambda server: history_service.add_to_server(server, url)) as history,
+        served(lambda server: whatif_service.add_to_server(server, store)) as studies,
+        grpc.insecure_channel(history) as h,
+        grpc.insecure_channel(studies) as w,
+    ):
+        request = history_pb2.QueryRequest(run_id="r", metrics=["it_w"])
+        err = rpc_error(lambda: history_pb2_grpc.HistoryServiceStub(h).Query(request, timeout=30))
+        assert (err.code(), err.details()) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "history database unavailable",
+        )
+        stub = whatif_pb2_grpc.WhatIfServiceStub(w)
+        err = rpc_error(lambda: stub.GetStudy(pb.GetStudyRequest(study_id="s"), timeout=30))
+        assert (err.code(), err.details()) == (
+            grpc.StatusCode.UNAVAILABLE,
+            "history database unavailable",
+        )
+
+
+def test_studies_are_capped_by_the_memory_they_need(whatif):
+    request = pb.RunStudyRequest(
+        spec=pb.StudySpec(
+            scenario=pb.Scenario(yaml=SITE_YAML),
+            duration="1h",
+            dt="60s",
+            vary=[pb.GridAxis(path="cooling.supply_c", range="20:40:30000")],
+        )
+    )
+    err = rpc_error(lambda: list(whatif.RunStudy(request, timeout=120)))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == (
+        "variants: 30001 variants of a 8-rack site need ~3033 MiB; at most 20259 fit the "
+        "study memory budget of 2048 MiB"
+    )
