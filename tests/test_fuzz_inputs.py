@@ -153,8 +153,12 @@ def test_yaml_text_raises_only_site_errors(text):
 
 # --------------------------------------------------------------------- gRPC requests
 
+# Ids that exist once the twin runs (the fixture adds its run's id): requests naming
+# them get past the lookup to the values they carry.
+KNOWN_IDS = ["small", "base", "train"]
 STRINGS = st.one_of(
     st.text(max_size=12),
+    st.deferred(lambda: st.sampled_from(KNOWN_IDS)),
     st.sampled_from(
         [
             "",
@@ -256,9 +260,13 @@ def twin():
     with LocalTwin("small", free_addresses(), ready_timeout_s=240) as local:
         with grpc.insecure_channel(local.addresses["twin"]) as channel:
             spec = clock_pb2.RunSpec(scenario_yaml=SMALL.read_text(), dt_s=60)
-            twin_pb2_grpc.TwinServiceStub(channel).Start(
+            reply = twin_pb2_grpc.TwinServiceStub(channel).Start(
                 twin_pb2.StartRequest(spec=spec, paused=True), timeout=180
             )
+            twin_pb2_grpc.TwinServiceStub(channel).Step(
+                twin_pb2.StepRequest(run_id=reply.run_id, ticks=3), timeout=60
+            )
+        KNOWN_IDS.append(reply.run_id)
         yield local
 
 
