@@ -338,6 +338,14 @@ def test_cli_history(address, tmp_path):
     result = runner.invoke(app, [*args, "--agg", "p95", "--end", "2h", "--plot", str(png)])
     assert result.exit_code == 0, result.output
     assert "01:00:00" in result.output and png.stat().st_size > 0
+    # query and export take the same window options (--from/--to; --start/--end too)
+    same = runner.invoke(app, [*args, "--agg", "p95", "--from", "0s", "--to", "2h"])
+    old = runner.invoke(app, [*args, "--agg", "p95", "--start", "0s", "--end", "2h"])
+    assert same.exit_code == old.exit_code == 0 and same.output == old.output
+    assert "01:00:00" in same.output and "02:00:00" not in same.output
+    result = runner.invoke(app, [*args, "--to", "1e400s"])
+    assert result.exit_code == 2
+    assert "--to: invalid duration '1e400s' (must be finite, at most 100 years)" in result.output
     result = runner.invoke(app, ["history", "query", "bogus", "--run", RUN, "--address", address])
     assert result.exit_code == 2
     assert "error:" in result.output and "metrics.0: unknown metric 'bogus'" in result.output
