@@ -90,7 +90,8 @@ def test_per_gpu_granularity_from_the_cli(tmp_path):
         (["--set", "cooling.bogus=1"], "error: cooling.bogus: unknown field"),
         (
             ["--set", "cooling.facility_water.pump.rated_flow_lps=-3"],
-            "error: cooling.facility_water.pump.rated_flow_lps: Input should be greater than 0",
+            "error: cooling.facility_water.pump.rated_flow_lps: Input should be greater than or "
+            "equal to 0.000001",
         ),
         (
             ["--set", "nonsense"],

@@ -26,7 +26,10 @@ def test_unknown_field_is_named():
 
 def test_negative_flow_is_named():
     message = error_of({"cooling.facility_water.pump.rated_flow_lps": -5})
-    assert message == "cooling.facility_water.pump.rated_flow_lps: Input should be greater than 0"
+    assert message == (
+        "cooling.facility_water.pump.rated_flow_lps: Input should be greater than or equal to "
+        "0.000001"
+    )
 
 
 def test_out_of_range_fraction():
