@@ -23,6 +23,7 @@ from twin.cooling.v1 import cooling_pb2, cooling_pb2_grpc
 from twin.energy.v1 import energy_pb2, energy_pb2_grpc
 from twin.power.v1 import power_pb2, power_pb2_grpc
 from twin_core.energy import ARBITRAGE, OFF, PEAK_SHAVE, SWING_FIRMING
+from twin_core.inputs import clip
 from twin_core.params import BIG, EQUIPMENT
 
 PB2 = {"compute": compute_pb2, "cooling": cooling_pb2, "power": power_pb2, "energy": energy_pb2}
@@ -69,9 +70,22 @@ def _equipment(ref: common_pb2.EquipmentRef, field: str, model: DomainModel) -> 
     return name, ref.index
 
 
-def _positive(value: float, field: str) -> float:
-    if not math.isfinite(value) or value <= 0:
-        raise InvalidCommand(f"{field}: must be a positive number, got {value!r}")
+# Upper bounds of commanded values: far above any facility, far below overflow.
+MAX_W = 1e12  # a terawatt
+MAX_W_PER_S = 1e15  # the site schema's default ramp limit (1e9 MW/s): no limit
+MAX_USD_PER_MWH = 1e12
+MAX_SECONDS = 1e12
+
+
+def _positive(value: float, field: str, upper: float = MAX_W) -> float:
+    if not (math.isfinite(value) and 0 < value <= upper):
+        raise InvalidCommand(f"{field}: must be a positive number up to {upper:g}, got {value!r}")
+    return value
+
+
+def _in_range(value: float, field: str, lower: float, upper: float) -> float:
+    if not (math.isfinite(value) and lower <= value <= upper):
+        raise InvalidCommand(f"{field}: must be a number in {lower:g}..{upper:g}, got {value!r}")
     return value
 
 
@@ -149,14 +163,24 @@ def energy_command(request: energy_pb2.ApplyRequest, model: DomainModel) -> Call
         ):
             raise InvalidCommand("set_battery_mode.mode: the site has no battery")
         changes = {"energy.battery_mode": BATTERY_MODES[command.mode]}
-        for field, path in (
-            ("peak_threshold_w", "energy.peak_threshold_w"),
-            ("ramp_limit_w_per_s", "energy.grid_ramp_w_per_s"),
-            ("charge_below_usd_per_mwh", "energy.charge_below"),
-            ("discharge_above_usd_per_mwh", "energy.discharge_above"),
+        for field, path, lower, upper in (
+            ("peak_threshold_w", "energy.peak_threshold_w", 0.0, MAX_W),
+            ("ramp_limit_w_per_s", "energy.grid_ramp_w_per_s", 0.0, MAX_W_PER_S),
+            ("charge_below_usd_per_mwh", "energy.charge_below", -MAX_USD_PER_MWH, MAX_USD_PER_MWH),
+            (
+                "discharge_above_usd_per_mwh",
+                "energy.discharge_above",
+                -MAX_USD_PER_MWH,
+                MAX_USD_PER_MWH,
+            ),
         ):
             if command.HasField(field):
-                changes[path] = getattr(command, field)
+                value = getattr(command, field)
+                if field == "ramp_limit_w_per_s":
+                    _positive(value, f"set_battery_mode.{field}", upper)
+                else:
+                    _in_range(value, f"set_battery_mode.{field}", lower, upper)
+                changes[path] = value
         return _set_all(changes)
     raise InvalidCommand(
         "command: required (set_battery_mode, set_grid_import_limit, clear_grid_import_limit)"
@@ -195,14 +219,15 @@ def _training_update(job: compute_pb2.UpdateTrainingJob, model: DomainModel) -> 
     names = [j.name for j in model.site.workload.training]
     if job.name not in names:
         raise InvalidCommand(
-            f"update_training_job.name: unknown job {job.name!r} (known: {', '.join(names)})"
+            f"update_training_job.name: unknown job {clip(job.name)!r} "
+            f"(known: {clip(', '.join(names))})"
         )
     j = names.index(job.name)
     c = model.params.compute
     period = float(c.job_period_s[j])
     fraction = float(c.job_compute_s[j]) / period
     if job.HasField("iteration_s"):
-        period = _positive(job.iteration_s, "update_training_job.iteration_s")
+        period = _positive(job.iteration_s, "update_training_job.iteration_s", MAX_SECONDS)
     if job.HasField("compute_fraction"):
         fraction = job.compute_fraction
         if not 0 < fraction <= 1:

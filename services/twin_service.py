@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from services.clock import PAUSED, STOPPED, Clock
+from services.scenario import validate_run_spec
 from twin.twin.v1 import twin_pb2, twin_pb2_grpc
-from twin_core.params import steps_per_hour
+from twin_core.inputs import clip
 from twin_core.site import SiteError
+
+MAX_TICKS = 100_000  # per Step call
+MAX_SPEED = 1e6  # a real-time factor: a simulated year in ~30 s of wall time
 
 
 class TwinServicer(twin_pb2_grpc.TwinServiceServicer):
@@ -16,22 +22,17 @@ class TwinServicer(twin_pb2_grpc.TwinServiceServicer):
 
     async def _check_run(self, run_id: str, context) -> None:
         if run_id and run_id != self.clock.run_id:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"run_id: unknown run {run_id!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"run_id: unknown run {clip(run_id)!r}")
 
     async def Start(self, request, context):
         spec = request.spec
-        if spec.WhichOneof("scenario") is None:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "spec.scenario: give scenario_name or scenario_yaml",
-            )
-        if spec.horizon_s < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec.horizon_s: must be >= 0")
-        try:
-            steps_per_hour(spec.dt_s or 1.0)
-        except SiteError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"spec.{exc}")
         factor = await self._speed(request.speed, "speed", context)
+        try:
+            # The whole spec (files, dt, horizon, the model's parameters) before the
+            # current run is stopped: a bad Start leaves the running run alone.
+            await asyncio.to_thread(validate_run_spec, spec)
+        except SiteError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         try:
             run_id = await self.clock.start_run(spec, factor, request.paused)
         except SiteError as exc:
@@ -45,10 +46,10 @@ class TwinServicer(twin_pb2_grpc.TwinServiceServicer):
     async def _speed(self, speed, field: str, context) -> float | None:
         pace = speed.WhichOneof("pace")
         if pace == "real_time_factor":
-            if not speed.real_time_factor > 0:
+            if not 0 < speed.real_time_factor <= MAX_SPEED:  # NaN and infinity too
                 await context.abort(
                     grpc.StatusCode.INVALID_ARGUMENT,
-                    f"{field}.real_time_factor: must be positive",
+                    f"{field}.real_time_factor: must be positive and at most {MAX_SPEED:g}",
                 )
             return speed.real_time_factor
         return None  # as fast as possible (also when unset)
@@ -69,8 +70,8 @@ class TwinServicer(twin_pb2_grpc.TwinServiceServicer):
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION, "state: Step needs a paused run"
             )
-        if request.ticks == 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "ticks: must be at least 1")
+        if not 1 <= request.ticks <= MAX_TICKS:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"ticks: must be 1..{MAX_TICKS}")
         try:
             await self.clock.step_ticks(request.ticks)
         except TimeoutError as exc:

@@ -11,6 +11,9 @@ stop its study: GetStudy finds it later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import gc
 import logging
 import time
 import uuid
@@ -23,10 +26,17 @@ import yaml
 from grpc import aio
 from pydantic import ValidationError
 
-from services.scenario import seeded_site, site_from_yaml
+from services.scenario import (
+    check_files,
+    inline_base_dir,
+    seeded_site,
+    site_from_yaml,
+    trusted_files,
+)
 from services.whatif_store import StudyStore
 from twin.whatif.v1 import whatif_pb2, whatif_pb2_grpc
 from twin_core.durations import parse_duration
+from twin_core.inputs import clip, load_yaml
 from twin_core.optimize import optimize, sensitivities
 from twin_core.site import (
     Site,
@@ -38,6 +48,7 @@ from twin_core.site import (
 )
 from twin_core.study import (
     APPEND,
+    BASE,
     Constraints,
     StudyError,
     StudySpec,
@@ -103,10 +114,7 @@ def spec_to_doc(spec: whatif_pb2.StudySpec) -> dict[str, Any]:
     if which == "name":
         doc["scenario"] = spec.scenario.name
     elif which == "yaml":
-        try:
-            doc["site"] = yaml.safe_load(spec.scenario.yaml)
-        except yaml.YAMLError as exc:
-            raise BadRequest(f"spec.scenario.yaml: invalid YAML ({exc})") from None
+        doc["site"] = load_yaml(spec.scenario.yaml, "spec.scenario.yaml", BadRequest)
         if not isinstance(doc["site"], dict):
             raise BadRequest("spec.scenario.yaml: must be a site document (a mapping)")
     for key in ("duration", "dt", "record_every", "series_every"):
@@ -138,12 +146,13 @@ def spec_to_doc(spec: whatif_pb2.StudySpec) -> dict[str, Any]:
 
 
 def base_site(spec: StudySpec, field: str, default: Site | None = None) -> Site:
-    """The study's base site: a seeded scenario by name, an inline site document, or the
-    site this service was configured with (the service never opens paths a client names)."""
+    """The study's base site: a seeded scenario by name, an inline site document (its
+    relative file names resolve in the data directory), or the site this service was
+    configured with. Files are checked on every merged variant (``check_variant_files``)."""
     if spec.site is not None and spec.scenario is not None:
         raise BadRequest(f"{field}: give a scenario name or a site, not both")
     if spec.site is not None:
-        return no_files(build_site(spec.site), field.replace("scenario", "site"))
+        return build_site(spec.site, None, inline_base_dir())
     if spec.scenario is not None:
         return seeded_site(spec.scenario, f"{field}.name" if field.endswith("scenario") else field)
     if default is not None:
@@ -165,20 +174,26 @@ def check_precision(float64: bool, field: str) -> None:
         raise BadRequest(f"{field}: this service runs in float32 (start it with TWIN_X64=1)")
 
 
-def rollout_site(r: whatif_pb2.Rollout) -> tuple[Site, float, float]:
+def check_variant_files(variants, trusted: frozenset) -> None:
+    """Every variant's fully merged site names files only in the data directory."""
+    for name, _, site in variants:
+        check_files(site, "base." if name == BASE else f"variants.{name}.", trusted)
+
+
+def rollout_site(
+    r: whatif_pb2.Rollout, trusted: frozenset = frozenset()
+) -> tuple[Site, float, float]:
     which = r.scenario.WhichOneof("source")
     if which == "name":
         site = seeded_site(r.scenario.name, "rollout.scenario.name")
     elif which == "yaml":
-        site = no_files(
-            site_from_yaml(r.scenario.yaml, "rollout.scenario.yaml"), "rollout.scenario.yaml"
-        )
+        site = site_from_yaml(r.scenario.yaml, "rollout.scenario.yaml")
     else:
         raise BadRequest("rollout.scenario: give name or yaml")
     overrides = overrides_to_dict(r.overrides, "rollout.overrides")
     if any(path.endswith(APPEND) for path in overrides):
         raise BadRequest("rollout.overrides: append is for studies only")
-    site = with_overrides(site, overrides)
+    site = check_files(with_overrides(site, overrides), "rollout.", trusted)
     check_precision(r.float64, "rollout.float64")
     return (
         site,
@@ -192,23 +207,6 @@ def _duration(text: str, field: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise BadRequest(f"{field}: {exc}") from None
-
-
-def no_files(site: Site, field: str) -> Site:
-    """A site sent by a client may not make the service read files (weather, series):
-    only seeded scenarios and the configured site do."""
-    grid = site.energy.grid
-    named = [("weather.epw", site.weather.epw)] + [
-        (f"energy.grid.{name}.file", getattr(grid, name).file)
-        for name in ("price_usd_per_mwh", "carbon_g_per_kwh", "cfe_fraction")
-    ]
-    for path, value in named:
-        if value:
-            raise BadRequest(
-                f"{field}.{path}: a site sent inline cannot name files on the server "
-                "(use a seeded scenario, or synthetic weather and series)"
-            )
-    return site
 
 
 # --------------------------------------------------------------------------- results
@@ -254,12 +252,20 @@ def constraint_messages(checks: dict[str, dict]) -> list[whatif_pb2.ConstraintCh
 # --------------------------------------------------------------------------- service
 
 
+def release_memory() -> None:
+    """Collect, then hand freed heap pages back to the system (glibc keeps them)."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
     """``default_site``: the site a study without a scenario runs on (TWIN_SCENARIO)."""
 
     def __init__(self, store: StudyStore | None = None, default_site: Site | None = None) -> None:
         self.store = store or StudyStore()
         self.default_site = default_site
+        self._trusted = trusted_files(default_site)  # the operator's own files
         self._one_at_a_time = asyncio.Semaphore(1)
         self._tasks: set[asyncio.Task] = set()
 
@@ -273,6 +279,7 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
             check_precision(spec.precision == "float64", precision)
             site = base_site(spec, field, self.default_site)
             variants = await asyncio.to_thread(prepare, site, spec)
+            check_variant_files(variants, self._trusted)
         except (BadRequest, StudyError, SiteError) as exc:
             await self._invalid(context, exc)
             return
@@ -290,6 +297,7 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
         )
         events: asyncio.Queue = asyncio.Queue()
         task = asyncio.create_task(self._run(study, site, spec, variants, events))
+        variants = None  # the task holds them until the study ends, then lets them go
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         while True:
@@ -304,6 +312,7 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
 
     async def _run(self, study, site, spec, variants, events: asyncio.Queue):
         loop = asyncio.get_running_loop()
+        total = len(variants)
         async with self._one_at_a_time:
             start = time.perf_counter()
 
@@ -322,13 +331,22 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
                 )
                 fill_study(study, result)
                 study.state = whatif_pb2.STUDY_STATE_DONE
-            except Exception as exc:  # a model failure is the study's, not the service's
+            except (StudyError, SiteError) as exc:  # one line naming the field
+                log.warning("study %s failed: %s", study.study_id, exc)
+                study.state = whatif_pb2.STUDY_STATE_FAILED
+                study.error = str(exc)
+            except Exception:  # a model failure is the study's; its text stays in the log
                 log.exception("study %s failed", study.study_id)
                 study.state = whatif_pb2.STUDY_STATE_FAILED
-                study.error = f"{type(exc).__name__}: {exc}"
+                study.error = "the model failed (logged on the server)"
+            finally:
+                # A large study's sites and results go back to the system, not to a
+                # heap the process keeps.
+                variants = None
+                release_memory()
             study.wall_s = time.perf_counter() - start
         events.put_nowait(None)
-        await self.store.put(study, len(variants))
+        await self.store.put(study, total)
         log.info("study %s %s in %.1f s", study.study_id, study.state, study.wall_s)
         return study
 
@@ -338,9 +356,10 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
         try:
             study = await self.store.get(request.study_id)
         except psycopg.Error as exc:  # not in memory, and the database is away
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+            log.warning("study store unavailable: %s", exc)  # its text stays in the log
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "history database unavailable")
         if study is None:
-            missing = f"study_id: no study {request.study_id!r}"
+            missing = f"study_id: no study {clip(request.study_id)!r}"
             await context.abort(grpc.StatusCode.NOT_FOUND, missing)
         return whatif_pb2.GetStudyResponse(study=study)
 
@@ -353,7 +372,7 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
 
     async def Sensitivities(self, request, context: aio.ServicerContext):
         try:
-            site, horizon, dt = rollout_site(request.rollout)
+            site, horizon, dt = rollout_site(request.rollout, self._trusted)
             dtype = jax.numpy.float64 if request.rollout.float64 else jax.numpy.float32
             async with self._one_at_a_time:
                 out = await asyncio.to_thread(
@@ -379,7 +398,7 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
 
     async def Optimize(self, request, context: aio.ServicerContext):
         try:
-            site, horizon, dt = rollout_site(request.rollout)
+            site, horizon, dt = rollout_site(request.rollout, self._trusted)
             objective = OBJECTIVES.get(request.objective)
             if objective is None:
                 raise BadRequest(f"objective: unknown value {request.objective}")
@@ -388,7 +407,7 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
             bounds = {}
             for i, b in enumerate(request.bounds):
                 if b.parameter in bounds:
-                    raise BadRequest(f"bounds.{i}.parameter: {b.parameter!r} given twice")
+                    raise BadRequest(f"bounds.{i}.parameter: {clip(b.parameter)!r} given twice")
                 bounds[b.parameter] = (b.lower, b.upper)
             try:
                 constraints = Constraints(**constraints_to_dict(request.constraints))

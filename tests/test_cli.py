@@ -90,14 +90,28 @@ def test_per_gpu_granularity_from_the_cli(tmp_path):
         (["--set", "cooling.bogus=1"], "error: cooling.bogus: unknown field"),
         (
             ["--set", "cooling.facility_water.pump.rated_flow_lps=-3"],
-            "error: cooling.facility_water.pump.rated_flow_lps: Input should be greater than 0",
+            "error: cooling.facility_water.pump.rated_flow_lps: Input should be greater than or "
+            "equal to 0.000001",
         ),
         (
             ["--set", "nonsense"],
             "error: --set 'nonsense': expected path=value, e.g. cooling.supply_c=32",
         ),
         (["--dt", "7s"], "error: dt: 7 s must divide an hour (e.g. 0.5, 1, 10, 60)"),
-        (["--duration", "soon"], "error: invalid duration 'soon' (expected e.g. 1s, 90m, 24h, 7d)"),
+        (
+            ["--duration", "soon"],
+            "error: --duration: invalid duration 'soon' (expected e.g. 1s, 90m, 24h, 7d)",
+        ),
+        (
+            ["--duration", "1e400s"],
+            "error: --duration: invalid duration '1e400s' (must be finite, at most 100 years)",
+        ),
+        (["--dt", "1e-9"], "error: dt: 1e-09 s is out of range (0.01 s to 1 h)"),
+        (
+            ["--set", "cooling.supply_c=[oops"],
+            "error: --set cooling.supply_c: cannot parse value '[oops': invalid YAML at line 1 "
+            "(expected ',' or ']', but got '<stream end>')",
+        ),
         (["--granularity", "chip"], "error: --granularity: 'chip' is not one of rack, gpu"),
         (["--record", "7m"], "error: record_every: 420 s does not divide the duration 86400 s"),
     ],
@@ -121,3 +135,25 @@ def test_validate_prints_the_site_size():
     done = twin("validate", str(ROOT / "scenarios" / "fairwater-wi.yaml"))
     assert done.returncode == 0, done.stderr
     assert "2880 racks, 207360 GPUs: valid" in done.stdout
+
+
+def test_validate_deep_yaml_is_one_line(tmp_path):
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    done = twin("validate", str(deep))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"error: {deep}: nested deeper than 64 levels"
+
+
+def test_non_finite_kpis_fail_and_write_nothing(tmp_path):
+    # Within the schema's bounds, yet more heat than the model's float32 can carry.
+    out = tmp_path / "o"
+    done = twin(
+        "simulate", str(SMALL), "--duration", "10m", "--dt", "60s", "--out", str(out),
+        "--set", "power.misc_fixed_mw=1e12", "--set", "power.interconnect_limit_mw=1e12",
+    )  # fmt: skip
+    assert done.returncode in (0, 2), done.stderr
+    if done.returncode == 0:  # finite: the summary is strict JSON
+        json.loads((out / "summary.json").read_text(), parse_constant=lambda c: 1 / 0)
+    else:
+        assert "KPIs not finite" in done.stderr and not out.exists()

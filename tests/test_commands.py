@@ -85,7 +85,7 @@ def test_training_job_update_changes_its_utilization():
                 power_pb2.ApplyRequest(set_it_cap=power_pb2.SetItCap(cap_w=-5)),
                 DomainModel(small_site(), "power"),
             ),
-            "set_it_cap.cap_w: must be a positive number, got -5.0",
+            "set_it_cap.cap_w: must be a positive number up to 1e+12, got -5.0",
         ),
         (
             "energy",

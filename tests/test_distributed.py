@@ -247,8 +247,63 @@ def test_bad_twin_requests_are_invalid_argument(local_twin):
             s.Step(twin_pb2.StepRequest(run_id=run_id, ticks=0))
         assert (info.value.code(), info.value.details()) == (
             grpc.StatusCode.INVALID_ARGUMENT,
-            "ticks: must be at least 1",
+            "ticks: must be 1..100000",
         )
+
+
+def test_bad_start_leaves_the_running_run_alone(local_twin):
+    channel, s, run_id = start_paused(local_twin)
+    fw = "fairwater-wi"
+    cases = [
+        (
+            clock_pb2.RunSpec(scenario_name=fw, horizon_s=float("inf")),
+            "spec.horizon_s: inf is out of range (0, meaning open-ended, to 3.1536e+08 s)",
+        ),
+        (clock_pb2.RunSpec(scenario_name=fw, dt_s=1e-9), "spec.dt: 1e-09 s is out of range"),
+        (clock_pb2.RunSpec(scenario_name=fw, dt_s=float("nan")), "spec.dt: nan s is out of"),
+        (
+            clock_pb2.RunSpec(
+                scenario_name=fw, overrides=["weather.epw=/etc/passwd", "weather.synthetic=null"]
+            ),
+            "spec.weather.epw: '/etc/passwd' is outside the data directory",
+        ),
+        (
+            clock_pb2.RunSpec(
+                scenario_name=fw,
+                overrides=["energy.grid.price_usd_per_mwh={file: /dev/zero, column: x}"],
+            ),
+            "spec.energy.grid.price_usd_per_mwh.file: '/dev/zero' is outside the data",
+        ),
+        (
+            clock_pb2.RunSpec(scenario_yaml="a: " + "[" * 50_000 + "]" * 50_000),
+            "spec.scenario_yaml: nested deeper than 64 levels",
+        ),
+    ]
+    with channel:
+        for spec, message in cases:
+            with pytest.raises(grpc.RpcError) as info:
+                s.Start(twin_pb2.StartRequest(spec=spec), timeout=60)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert info.value.details().startswith(message), info.value.details()
+        for speed in (float("nan"), float("inf"), -1.0):
+            request = twin_pb2.StartRequest(
+                spec=clock_pb2.RunSpec(scenario_name=fw),
+                speed=clock_pb2.Speed(real_time_factor=speed),
+            )
+            with pytest.raises(grpc.RpcError) as info:
+                s.Start(request, timeout=60)
+            assert info.value.details() == (
+                "speed.real_time_factor: must be positive and at most 1e+06"
+            )
+        with pytest.raises(grpc.RpcError) as info:
+            s.Pause(twin_pb2.PauseRequest(run_id="r\x00" + "x" * 1_000_000), timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        assert info.value.details() == "run_id: unknown run 'r\\x00" + "x" * 77 + "…'"
+        snapshot = s.GetSnapshot(twin_pb2.GetSnapshotRequest(), timeout=10).snapshot
+        assert snapshot.run_id == run_id  # the run started first is still there
+        # and its domains still answer and step
+        s.Step(twin_pb2.StepRequest(run_id=run_id, ticks=2), timeout=60)
+        assert s.GetSnapshot(twin_pb2.GetSnapshotRequest(), timeout=10).snapshot.step == 2
 
 
 def test_garbled_bus_messages_are_skipped(local_twin):

@@ -13,6 +13,7 @@ import pytest
 from db_fixtures import postgres_url  # noqa: F401 - the fixture
 from served import served
 
+from services.historian import queries
 from services.historian.history_service import HistoryServicer
 from services.historian.migrate import migrate
 from services.historian.writer import EPOCH
@@ -139,8 +140,6 @@ def test_hourly_aggregates_match_numpy(call, aggregate, reduce, extra):
 @pytest.mark.parametrize("bucket_s", [60, 600, 3600, 7200])
 @pytest.mark.parametrize("aggregate", ["avg", "min", "max", "sum", "last"])
 def test_rollups_answer_as_the_raw_rows(database, bucket_s, aggregate):
-    from services.historian import queries
-
     async def ask(use_rollups: bool, **window) -> queries.Page:
         q = queries.SeriesQuery(
             RUN,
@@ -258,6 +257,19 @@ def error(call, method, request) -> grpc.aio.AioRpcError:
         ),
         ({"start_s": 10, "end_s": 5}, "end_s: must be greater than start_s"),
         ({"page_token": "not-a-token"}, "page_token: invalid page token"),
+        # Forged: this request's fingerprint with an offset past PostgreSQL's bigint.
+        (
+            {
+                "page_token": queries.encode_token(
+                    10**30, queries._fingerprint(["", RUN, ["it_w"], None, None, 0.0, "avg"])
+                )
+            },
+            "page_token: invalid page token",
+        ),
+        ({"metrics": ["it_w"] * 5000}, "metrics: at most 64 metrics, got 5000"),
+        ({"start_s": 1e300}, "start_s: must be within +-1e+11 s"),
+        ({"run_id": "run\x00"}, "run_id: 'run\\x00' holds control characters"),
+        ({"run_id": "r" * 1_000_000}, "run_id: at most 128 characters, got 1000000"),
     ],
 )
 def test_bad_requests_name_the_field(call, fields, message):
@@ -326,6 +338,14 @@ def test_cli_history(address, tmp_path):
     result = runner.invoke(app, [*args, "--agg", "p95", "--end", "2h", "--plot", str(png)])
     assert result.exit_code == 0, result.output
     assert "01:00:00" in result.output and png.stat().st_size > 0
+    # query and export take the same window options (--from/--to; --start/--end too)
+    same = runner.invoke(app, [*args, "--agg", "p95", "--from", "0s", "--to", "2h"])
+    old = runner.invoke(app, [*args, "--agg", "p95", "--start", "0s", "--end", "2h"])
+    assert same.exit_code == old.exit_code == 0 and same.output == old.output
+    assert "01:00:00" in same.output and "02:00:00" not in same.output
+    result = runner.invoke(app, [*args, "--to", "1e400s"])
+    assert result.exit_code == 2
+    assert "--to: invalid duration '1e400s' (must be finite, at most 100 years)" in result.output
     result = runner.invoke(app, ["history", "query", "bogus", "--run", RUN, "--address", address])
     assert result.exit_code == 2
     assert "error:" in result.output and "metrics.0: unknown metric 'bogus'" in result.output
@@ -429,6 +449,14 @@ def export_bytes(call, **fields) -> tuple[bytes, list[int]]:
         return data, sizes
 
     return call(fn)
+
+
+def test_export_chunks_have_a_floor(call):
+    csv = history_pb2.EXPORT_FORMAT_CSV
+    data, sizes = export_bytes(call, run_id=RUN, format=csv, chunk_bytes=1)
+    floor = export_bytes(call, run_id=RUN, format=csv, chunk_bytes=16_384)
+    assert (data, sizes) == floor  # 1-byte chunks are raised to the 16 KiB floor
+    assert len(sizes) < len(data) / 1000 and max(sizes) == 16_384
 
 
 def all_raw_rows(call, metrics, **window) -> list:

@@ -26,7 +26,10 @@ def test_unknown_field_is_named():
 
 def test_negative_flow_is_named():
     message = error_of({"cooling.facility_water.pump.rated_flow_lps": -5})
-    assert message == "cooling.facility_water.pump.rated_flow_lps: Input should be greater than 0"
+    assert message == (
+        "cooling.facility_water.pump.rated_flow_lps: Input should be greater than or equal to "
+        "0.000001"
+    )
 
 
 def test_out_of_range_fraction():
@@ -94,7 +97,7 @@ def test_bad_list_index():
 def test_invalid_yaml(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: [unclosed\n")
-    with pytest.raises(SiteError, match=r"bad\.yaml: line 2: invalid YAML"):
+    with pytest.raises(SiteError, match=r"bad\.yaml: invalid YAML at line 2"):
         load_site(path)
 
 

@@ -168,7 +168,7 @@ def spec_with(**changes) -> pb.StudySpec:
         (pb.RunStudyRequest(spec=spec_with(granularity=7)), "spec.granularity: unknown value 7"),
         (
             pb.RunStudyRequest(spec=spec_with(scenario__yaml=EPW_SITE)),
-            "spec.site.weather.epw: a site sent inline cannot name files on the server",
+            "base.weather.epw: '/etc/passwd' is outside the data directory",
         ),
     ],
 )

@@ -9,12 +9,14 @@ step, never expanded to per-step arrays.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 
+from twin_core.inputs import clip
 from twin_core.site import Series, Site, SiteError, resolve_file
 
 HOURS_PER_YEAR = 8760
@@ -40,25 +42,45 @@ def _day_of_year() -> np.ndarray:
     return np.arange(HOURS_PER_YEAR) // 24 + 1
 
 
-def parse_epw(path: Path) -> dict[str, np.ndarray]:
+MAX_DRIVER_FILE_BYTES = 64 * 1024 * 1024  # an hourly year is ~1.5 MB as EPW
+
+
+def _read_text(path: Path, field: str, name: str) -> str:
+    """A driver file's text. Errors name ``field`` and the file name as the site gives it,
+    never what the file holds: a site may come from a client."""
+    try:
+        if not path.is_file():
+            raise SiteError(f"{field}: {clip(name)!r} is not a regular file")
+        if path.stat().st_size > MAX_DRIVER_FILE_BYTES:
+            limit = MAX_DRIVER_FILE_BYTES // 2**20
+            raise SiteError(f"{field}: {clip(name)!r} is larger than {limit} MiB")
+        return path.read_text(errors="replace")
+    except OSError as exc:
+        raise SiteError(f"{field}: cannot read {clip(name)!r} ({exc.strerror})") from None
+
+
+def parse_epw(path: Path, name: str | None = None) -> dict[str, np.ndarray]:
     """Dry bulb (C), relative humidity (0..1) and global horizontal irradiance (W/m2) of an
     EnergyPlus weather file (8 header lines, then 8760 hourly records)."""
-    try:
-        lines = path.read_text(errors="replace").splitlines()[8:]
-    except OSError as exc:
-        raise SiteError(f"weather.epw: cannot read {path} ({exc.strerror})") from None
+    name = str(path) if name is None else name
+    lines = _read_text(path, "weather.epw", name).splitlines()[8:]
     rows = [line.split(",") for line in lines if line.strip()]
     if len(rows) < HOURS_PER_YEAR or any(len(r) < 22 for r in rows[:HOURS_PER_YEAR]):
-        raise SiteError(f"weather.epw: {path} does not hold 8760 hourly EPW records")
+        raise SiteError(f"weather.epw: {clip(name)!r} does not hold 8760 hourly EPW records")
     rows = rows[:HOURS_PER_YEAR]
     try:
-        return {
+        data = {
             "ambient_c": np.array([float(r[6]) for r in rows]),
             "rh": np.clip(np.array([float(r[8]) for r in rows]) / 100.0, 0.0, 1.0),
             "ghi": np.maximum(np.array([float(r[13]) for r in rows]), 0.0),
         }
-    except ValueError as exc:
-        raise SiteError(f"weather.epw: {path}: {exc}") from None
+    except ValueError:
+        raise SiteError(f"weather.epw: {clip(name)!r} holds a value that is not a number") from None
+    if not all(np.isfinite(v).all() for v in data.values()):
+        raise SiteError(f"weather.epw: {clip(name)!r} holds a value that is not finite")
+    if not (data["ambient_c"].min() >= -90 and data["ambient_c"].max() <= 70):
+        raise SiteError(f"weather.epw: {clip(name)!r} holds a dry bulb outside -90..70 C")
+    return data
 
 
 def _monthly_to_hourly(values: list[float]) -> np.ndarray:
@@ -100,7 +122,7 @@ def clear_sky_ghi(site: Site) -> np.ndarray:
 
 def weather(site: Site) -> dict[str, np.ndarray]:
     if site.weather.epw:
-        data = parse_epw(resolve_file(site, site.weather.epw))
+        data = parse_epw(resolve_file(site, site.weather.epw), site.weather.epw)
     else:
         data = synthetic_weather(site)
     data["ambient_c"] = data["ambient_c"] + site.weather.offset_c
@@ -124,19 +146,24 @@ def series(spec: Series, field: str, site: Site) -> np.ndarray:
 
 
 def _series_file(spec: Series, field: str, site: Site) -> np.ndarray:
-    path = resolve_file(site, spec.file or "")
-    try:
-        with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise SiteError(f"{field}.file: cannot read {path} ({exc.strerror})") from None
+    name = spec.file or ""
+    text = _read_text(resolve_file(site, name), f"{field}.file", name)
     column = spec.column or "value"
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error:
+        raise SiteError(f"{field}.file: {clip(name)!r} is not a CSV file") from None
     if not rows or column not in rows[0]:
-        raise SiteError(f"{field}.column: {path} has no column {column!r}")
+        raise SiteError(f"{field}.column: {clip(name)!r} has no column {clip(column)!r}")
     try:
         values = np.array([float(r[column]) for r in rows])
-    except ValueError as exc:
-        raise SiteError(f"{field}.file: {path}: {exc}") from None
+    except (TypeError, ValueError):
+        raise SiteError(
+            f"{field}.file: column {clip(column)!r} of {clip(name)!r} holds a value that is "
+            "not a number"
+        ) from None
+    if not np.isfinite(values).all() or np.abs(values).max() > 1e12:
+        raise SiteError(f"{field}.file: {clip(name)!r} holds a value that is not finite")
     return np.resize(values, HOURS_PER_YEAR)
 
 

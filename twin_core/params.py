@@ -91,9 +91,14 @@ def layout_of(site: Site, granularity: Granularity) -> Layout:
     )
 
 
+MIN_DT_S = 0.01  # the finest coupling interval: a year of it still counts in int32 steps
+
+
 def steps_per_hour(dt: float) -> int:
+    if not MIN_DT_S <= dt <= 3600:  # NaN too
+        raise SiteError(f"dt: {dt:g} s is out of range ({MIN_DT_S:g} s to 1 h)")
     sph = 3600.0 / dt
-    if dt <= 0 or dt > 3600 or abs(sph - round(sph)) > 1e-9:
+    if abs(sph - round(sph)) > 1e-9:
         raise SiteError(f"dt: {dt:g} s must divide an hour (e.g. 0.5, 1, 10, 60)")
     return round(sph)
 

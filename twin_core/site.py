@@ -16,16 +16,31 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from twin_core.durations import parse_duration
+from twin_core.inputs import clip, load_yaml
 
 CATALOG_DIR = Path(__file__).parent / "catalog"
 
-Pos = Annotated[float, Field(gt=0)]
-NonNeg = Annotated[float, Field(ge=0)]
+# Every number is finite (``allow_inf_nan=False`` below) and bounded: the largest value
+# a facility could have, by orders of magnitude, yet small enough that the model's
+# products of them (loss = l2 * P^2, a year of energy in float32) stay finite.
+BIG = 1e12
+TINY = 1e-6  # the smallest positive quantity: its reciprocal stays far from overflow
+Pos = Annotated[float, Field(ge=TINY, le=BIG)]
+NonNeg = Annotated[float, Field(ge=0, le=BIG)]
+Real = Annotated[float, Field(ge=-BIG, le=BIG)]
 Frac = Annotated[float, Field(ge=0, le=1)]
-PosFrac = Annotated[float, Field(gt=0, le=1)]
+PosFrac = Annotated[float, Field(ge=1e-3, le=1)]  # efficiencies, speeds: 0.1 % at least
 Celsius = Annotated[float, Field(ge=-60, le=120)]
-Count = Annotated[int, Field(ge=0)]
-PosCount = Annotated[int, Field(ge=1)]
+DeltaC = Annotated[float, Field(ge=-100, le=100)]
+RangeC = Annotated[float, Field(ge=0, le=100)]
+Count = Annotated[int, Field(ge=0, le=100_000)]
+PosCount = Annotated[int, Field(ge=1, le=100_000)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+# DOE-2 / EnergyPlus chiller curve coefficients are of order 1 (temperatures in C).
+Coef = Annotated[float, Field(ge=-100, le=100)]
+MAX_RACKS = 200_000  # ~14 million GPUs in NVL72 racks
+MAX_FILE_NAME = 1024
+FileName = Annotated[str, Field(min_length=1, max_length=MAX_FILE_NAME)]
 
 
 class SiteError(ValueError):
@@ -33,7 +48,7 @@ class SiteError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------- hardware
@@ -176,9 +191,9 @@ class Chillers(Strict):
     units: Count
     capacity_kw: Pos
     cop_ref: Pos
-    capft: tuple[float, float, float, float, float, float]
-    eirft: tuple[float, float, float, float, float, float]
-    eirfplr: tuple[float, float, float]
+    capft: tuple[Coef, Coef, Coef, Coef, Coef, Coef]
+    eirft: tuple[Coef, Coef, Coef, Coef, Coef, Coef]
+    eirfplr: tuple[Coef, Coef, Coef]
     min_plr: Frac = 0.1
     # Curve inputs are clamped to the range the curves were fitted over, as EnergyPlus does
     # with a curve's minimum/maximum values: a biquadratic must not be extrapolated.
@@ -231,15 +246,15 @@ class Power(Strict):
 class Series(Strict):
     """An hourly series: a CSV file column, or a synthetic diurnal + seasonal + noise shape."""
 
-    file: str | None = None
+    file: FileName | None = None
     column: str | None = None
-    mean: float = 0.0
-    daily_amplitude: float = 0.0
+    mean: Real = 0.0
+    daily_amplitude: Real = 0.0
     peak_hour: Annotated[float, Field(ge=0, lt=24)] = 18.0
-    seasonal_amplitude: float = 0.0
+    seasonal_amplitude: Real = 0.0
     peak_day: Annotated[int, Field(ge=1, le=366)] = 200
     noise_std: NonNeg = 0.0
-    seed: int = 0
+    seed: Seed = 0
 
 
 class Grid(Strict):
@@ -254,7 +269,7 @@ class Ppa(Strict):
     kind: Literal["solar", "wind", "hydro"]
     capacity_mw: NonNeg
     capacity_factor: Frac = Field(description="annual mean capacity factor")
-    seed: int = 0
+    seed: Seed = 0
 
 
 class Battery(Strict):
@@ -265,8 +280,8 @@ class Battery(Strict):
     mode: Literal["off", "peak_shave", "swing_firming", "arbitrage"] = "off"
     peak_threshold_mw: NonNeg = 0.0
     ramp_limit_mw_per_s: Pos = 1e9
-    charge_below_usd_per_mwh: float = 0.0
-    discharge_above_usd_per_mwh: float = 1e9
+    charge_below_usd_per_mwh: Real = 0.0
+    discharge_above_usd_per_mwh: Real = 1e9
 
 
 class Generation(Strict):
@@ -306,7 +321,7 @@ class InferencePool(Strict):
     daily_amplitude: Frac = 0.0
     peak_hour: Annotated[float, Field(ge=0, lt=24)] = 15.0
     noise_std: NonNeg = 0.0
-    seed: int = 0
+    seed: Seed = 0
 
 
 class Workload(Strict):
@@ -320,21 +335,21 @@ class Workload(Strict):
 class HeatWave(Strict):
     start_h: NonNeg
     duration_h: Pos
-    delta_c: float
+    delta_c: DeltaC
 
 
 class SyntheticWeather(Strict):
-    monthly_mean_c: Annotated[list[float], Field(min_length=12, max_length=12)]
-    monthly_diurnal_range_c: Annotated[list[NonNeg], Field(min_length=12, max_length=12)]
+    monthly_mean_c: Annotated[list[Celsius], Field(min_length=12, max_length=12)]
+    monthly_diurnal_range_c: Annotated[list[RangeC], Field(min_length=12, max_length=12)]
     monthly_rh: Annotated[list[Frac], Field(min_length=12, max_length=12)]
     noise_std_c: NonNeg = 0.0
-    seed: int = 0
+    seed: Seed = 0
 
 
 class Weather(Strict):
-    epw: str | None = None
+    epw: FileName | None = None
     synthetic: SyntheticWeather | None = None
-    offset_c: float = 0.0
+    offset_c: DeltaC = 0.0
     heat_waves: list[HeatWave] = []
 
     @model_validator(mode="after")
@@ -357,8 +372,8 @@ class Controls(Strict):
 class Failure(Strict):
     equipment: Literal["chiller", "pump", "cdu", "dry_cooler", "feeder"]
     index: Count = 0
-    at: str | float
-    repair_at: str | float | None = None
+    at: str | NonNeg
+    repair_at: str | NonNeg | None = None
 
     @model_validator(mode="after")
     def _times(self) -> Failure:
@@ -400,6 +415,8 @@ class Site(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Site:
+        if self.rack_count > MAX_RACKS:
+            raise ValueError(f"halls: {self.rack_count} racks, a site holds at most {MAX_RACKS}")
         for i, hall in enumerate(self.halls):
             if hall.rack_type not in self.rack_types:
                 known = ", ".join(sorted(self.rack_types)) or "none"
@@ -515,19 +532,26 @@ def _index(node: list[Any], key: str, where: str) -> int:
 def parse_value(text: str) -> Any:
     """A ``--set`` value: YAML scalar or flow collection (``40``, ``true``, ``[1, 2]``)."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SiteError(f"cannot parse value {text!r}: {exc.problem}") from None
+        return load_yaml(text, "value", SiteError)
+    except SiteError as exc:
+        problem = str(exc).removeprefix("value: ")
+        raise SiteError(f"cannot parse value {clip(text)!r}: {problem}") from None
 
 
 def parse_overrides(items: list[str], option: str = "--set") -> dict[str, Any]:
-    """``["cooling.supply_c=32", ...]`` -> ``{"cooling.supply_c": 32, ...}``."""
+    """``["cooling.supply_c=32", ...]`` -> ``{"cooling.supply_c": 32, ...}``; a SiteError
+    names the option and the path."""
     overrides: dict[str, Any] = {}
     for item in items:
         path, sep, value = item.partition("=")
         if not sep or not path.strip():
-            raise SiteError(f"{option} {item!r}: expected path=value, e.g. cooling.supply_c=32")
-        overrides[path.strip()] = parse_value(value)
+            raise SiteError(
+                f"{option} {clip(item)!r}: expected path=value, e.g. cooling.supply_c=32"
+            )
+        try:
+            overrides[path.strip()] = parse_value(value)
+        except SiteError as exc:
+            raise SiteError(f"{option} {clip(path.strip())}: {exc}") from None
     return overrides
 
 
@@ -557,17 +581,27 @@ def with_overrides(site: Site, overrides: dict[str, Any]) -> Site:
 def load_site(path: str | Path, overrides: dict[str, Any] | None = None) -> Site:
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (FileNotFoundError, IsADirectoryError):
+        text = path.read_text()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise SiteError(f"{path}: no such scenario file") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise SiteError(f"{path}:{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or "not text"
+        raise SiteError(f"{path}: cannot read ({reason})") from None
+    doc = load_yaml(text, str(path), SiteError)
     if not isinstance(doc, dict):
         raise SiteError(f"{path}: top level must be a mapping")
     # Relative weather and series files are resolved against the scenario's folder.
     return build_site(doc, overrides, path.parent.resolve())
+
+
+def site_files(site: Site) -> list[tuple[str, str]]:
+    """(dotted field, file name) of every file ``site`` names: weather and grid series."""
+    grid = site.energy.grid
+    named = [("weather.epw", site.weather.epw)] + [
+        (f"energy.grid.{name}.file", getattr(grid, name).file)
+        for name in ("price_usd_per_mwh", "carbon_g_per_kwh", "cfe_fraction")
+    ]
+    return [(path, value) for path, value in named if value]
 
 
 def resolve_file(site: Site, name: str) -> Path:

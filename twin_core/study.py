@@ -17,11 +17,11 @@ from typing import Annotated, Any, Literal
 
 import jax.numpy as jnp
 import numpy as np
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from twin_core.batch import simulate_sites
 from twin_core.durations import parse_duration
+from twin_core.inputs import load_yaml
 from twin_core.kpis import KPI_UNITS
 from twin_core.params import steps_per_hour
 from twin_core.rollout import SERIES, Result, plan
@@ -29,6 +29,13 @@ from twin_core.site import Site, SiteError, format_validation_error, parse_value
 
 BASE = "base"
 MAX_VARIANTS = 100_000  # variants in one study, grids included
+# What a study may hold in memory: its variants' sites, parameters and results stay
+# alive while it runs (5,000 variants of the small site: ~430 MB). A quarter of the
+# twin pod's limit (charts/ai-factory-twin/values.yaml: 8 GiB) leaves room for the
+# compiled batch and the live run.
+STUDY_MEMORY_BYTES = 2 * 1024**3
+VARIANT_BYTES = 90_000  # per variant, measured on the small site (8 racks)
+RACK_BYTES = 2_000  # per rack of a variant: its parameter and state arrays
 APPEND = "+"  # ``path+=value`` appends to a list (a failure, a heat wave, a training job)
 
 
@@ -114,11 +121,7 @@ def parse_spec(doc: Any, where: str = "study", prefix: str = "") -> StudySpec:
 
 
 def parse_spec_yaml(text: str) -> StudySpec:
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise StudyError(f"study_yaml: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    return parse_spec(doc, "study_yaml")
+    return parse_spec(load_yaml(text, "study_yaml", StudyError), "study_yaml")
 
 
 # --------------------------------------------------------------------------- expansion
@@ -240,8 +243,30 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def variant_sites(base_site: Site, spec: StudySpec) -> list[tuple[str, dict[str, Any], Site]]:
-    """Every variant's validated site; StudyError names the variant and the field."""
+def variant_bytes(site: Site, granularity: str = "rack") -> int:
+    """Estimated memory one variant of ``site`` holds while its study runs."""
+    units = site.gpu_count if granularity == "gpu" else site.rack_count
+    return VARIANT_BYTES + RACK_BYTES * units
+
+
+def check_memory(
+    base_site: Site, spec: StudySpec, count: int, budget: int = STUDY_MEMORY_BYTES
+) -> None:
+    """StudyError when ``count`` variants would not fit the study memory budget."""
+    each = variant_bytes(base_site, spec.granularity)
+    if count * each > budget:
+        raise StudyError(
+            f"variants: {count} variants of a {base_site.rack_count}-rack site need "
+            f"~{count * each / 2**20:.0f} MiB; at most {max(1, budget // each)} fit "
+            f"the study memory budget of {budget / 2**20:.0f} MiB"
+        )
+
+
+def variant_sites(
+    base_site: Site, spec: StudySpec, budget: int = STUDY_MEMORY_BYTES
+) -> list[tuple[str, dict[str, Any], Site]]:
+    """Every variant's validated site; StudyError names the variant and the field, or
+    the variant count when the study would not fit ``budget`` bytes."""
     from twin_core.site import build_site
 
     base_doc = base_site.model_dump()
@@ -251,8 +276,10 @@ def variant_sites(base_site: Site, spec: StudySpec) -> list[tuple[str, dict[str,
         raise
     except (KeyError, IndexError, TypeError) as exc:
         raise StudyError(f"base: cannot apply override ({exc})") from None
+    variants = expand(spec)
+    check_memory(base_site, spec, len(variants), budget)
     out = []
-    for name, overrides in expand(spec):
+    for name, overrides in variants:
         where = "base" if name == BASE else f"variants.{name}"
         doc = copy.deepcopy(base_doc)
         try:
@@ -312,10 +339,13 @@ def timing(spec: StudySpec) -> tuple[float, float, float | None]:
     return horizon, dt, record_s
 
 
-def prepare(base_site: Site, spec: StudySpec) -> list[tuple[str, dict[str, Any], Site]]:
-    """Check everything that can be checked before running: times and every variant."""
+def prepare(
+    base_site: Site, spec: StudySpec, budget: int = STUDY_MEMORY_BYTES
+) -> list[tuple[str, dict[str, Any], Site]]:
+    """Check everything that can be checked before running: times, the memory the
+    variants need, and every variant."""
     timing(spec)
-    return variant_sites(base_site, spec)
+    return variant_sites(base_site, spec, budget)
 
 
 def run_study(

@@ -8,14 +8,16 @@ from typing import NoReturn
 import grpc
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 console = Console(stderr=True)
 
 
 def fail(message: str) -> NoReturn:
     """One readable line on stderr and a non-zero exit; never a traceback."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # Plain text: a message echoing input such as ``[oops`` is not markup.
+    line = Text.assemble(("error:", "bold red"), " ", message)
+    console.print(line, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -27,7 +29,19 @@ def rpc_failed(what: str, address: str, exc: grpc.RpcError) -> NoReturn:
         # "failed to connect to all addresses; last error: UNKNOWN: ipv4:...: Failed to
         # connect to remote host: Connection refused" -> "connection refused"
         reason = details.rsplit(": ", 1)[-1].strip().rstrip(".").lower() or "unreachable"
-        fail(escape(f"no twin at {address}: {reason} (is `twin up` running?)"))
+        fail(f"no twin at {address}: {reason} (is `twin up` running?)")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and not details.strip():
         details = "no answer in time"
-    fail(escape(f"{what}: {details} ({code.name})"))
+    fail(f"{what}: {details} ({code.name})")
+
+
+def seconds(option: str, text: str | None, allow_zero: bool = False) -> float | None:
+    """A duration option in seconds (None when not given); a bad one fails naming it."""
+    from twin_core.durations import parse_duration
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text, allow_zero=allow_zero)
+    except ValueError as exc:
+        fail(f"{option}: {exc}")

@@ -58,11 +58,11 @@ def check_cmd(
     try:
         pm = load_pointmap(point_map)
     except PointMapError as exc:
-        fail(escape(str(exc)))
+        fail(str(exc))
     try:
         the_site = site_by_name_or_file(site, "--site")
     except SiteError as exc:
-        fail(escape(str(exc)))
+        fail(str(exc))
     report = check(pm, the_site, _read_points(points) if points else None)
     out = Console(highlight=False, soft_wrap=True)
     out.print(
@@ -89,7 +89,7 @@ def _bus_config():
     try:
         return RuntimeConfig.from_env()
     except ConfigError as exc:
-        fail(escape(str(exc)))
+        fail(str(exc))
 
 
 async def _connect(config, timeout_s: float):
@@ -111,7 +111,7 @@ def _site_token(site: str) -> str:
     try:
         bus.telemetry_subject(site)
     except ValueError as exc:
-        fail(escape(f"--site: {exc}"))
+        fail(f"--site: {exc}")
     return site
 
 
@@ -131,9 +131,9 @@ def record_cmd(
     try:
         duration_s = parse_duration(duration) if duration else None
     except ValueError as exc:
-        fail(escape(f"--duration: {exc}"))
+        fail(f"--duration: {exc}")
     if not out.parent.is_dir():
-        fail(escape(f"--out: {out.parent} is not a folder"))
+        fail(f"--out: {out.parent} is not a folder")
     config, site = _bus_config(), _site_token(site)
 
     async def main() -> int:
@@ -148,7 +148,7 @@ def record_cmd(
     except KeyboardInterrupt:  # the file was completed by record()'s cleanup
         count = -1
     except Exception as exc:
-        fail(escape(f"record: {exc.__class__.__name__} {exc}".strip()))
+        fail(f"record: {exc.__class__.__name__} {exc}".strip())
     Console(stderr=True).print(escape(f"{out}: {count if count >= 0 else 'all'} measurements"))
 
 
@@ -163,7 +163,7 @@ def replay_cmd(
     try:
         table = read_recording(recording)
     except RecordingError as exc:
-        fail(escape(str(exc)))
+        fail(str(exc))
     config, site = _bus_config(), _site_token(site)
 
     async def main() -> int:
@@ -176,7 +176,7 @@ def replay_cmd(
     try:
         sent = asyncio.run(main())
     except Exception as exc:
-        fail(escape(f"replay: {exc.__class__.__name__} {exc}".strip()))
+        fail(f"replay: {exc.__class__.__name__} {exc}".strip())
     Console(stderr=True).print(f"{sent} batches, {table.num_rows} measurements replayed")
 
 
@@ -206,7 +206,7 @@ def hosts_cmd(
         options = inv_mod.Options(skip_unknown=skip_unknown)
         inv = inv_mod.build_inventory(nodes, inv_mod.rack_gpus(None), options)
     except inv_mod.InventoryError as exc:
-        fail(escape(str(exc)))
+        fail(str(exc))
     typer.echo(hosts_yaml(hosts_from_inventory(inv), source), nl=False)
 
 
@@ -234,7 +234,7 @@ def stats_cmd(
     try:
         stats = asyncio.run(ask())
     except Exception as exc:  # no bus, or no gateway answering: one line
-        fail(escape(f"no gateway stats on {subject}: {exc.__class__.__name__} {exc}".strip()))
+        fail(f"no gateway stats on {subject}: {exc.__class__.__name__} {exc}".strip())
     flat = json_format.MessageToDict(stats)
     out = Console(highlight=False)
     for key, value in flat.items():

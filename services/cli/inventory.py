@@ -86,7 +86,7 @@ def from_k8s(
             base_path = inv_mod.DEFAULT_BASE
             inv_mod.validate(inv_mod.site_yaml(check, source, base_path), base_path.parent)
     except (inv_mod.InventoryError, SiteError) as exc:
-        fail(escape(str(exc)))
+        fail(str(exc))
     try:
         out.write_text(text)
     except OSError as exc:

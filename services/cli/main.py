@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from services.cli.errors import console, fail, rpc_failed
+from services.cli.errors import console, fail, rpc_failed, seconds
 from services.cli.gateway import gateway_app, replay_cmd
 from services.cli.inventory import inventory_app
 from services.cli.whatif import whatif
@@ -42,15 +42,11 @@ def simulate(
     x64: Annotated[bool, typer.Option(help="run in float64 (slower, for checks)")] = False,
 ) -> None:
     """Run a scenario and write summary.json, timeseries.parquet and overview.png."""
-    from twin_core.durations import parse_duration
     from twin_core.site import SiteError, load_site, parse_overrides
 
-    try:
-        horizon = parse_duration(duration)
-        step = parse_duration(dt)
-        record_s = parse_duration(record) if record else None
-    except ValueError as exc:
-        fail(str(exc))
+    horizon = seconds("--duration", duration)
+    step = seconds("--dt", dt)
+    record_s = seconds("--record", record)
     if granularity not in ("rack", "gpu"):
         fail(f"--granularity: {granularity!r} is not one of rack, gpu")
     try:
@@ -76,6 +72,11 @@ def simulate(
         fail(str(exc))
 
     result, wall = _run_with_progress(site, horizon, step, record_s, granularity, x64, n_records)
+    if bad := sorted(k for k, v in result.kpis.items() if not math.isfinite(v)):
+        fail(
+            f"{scenario}: KPIs not finite ({', '.join(bad)}): the site's values are outside "
+            "what the model can simulate; nothing written"
+        )
     summary = {
         "scenario": str(scenario),
         "site": site.name,
@@ -233,18 +234,11 @@ def up(
     )
     from services.scenario import site_from_spec
     from twin.twin.v1 import clock_pb2, twin_pb2
-    from twin_core.durations import parse_duration
 
-    def seconds(option: str, text: str) -> float:
-        try:
-            return parse_duration(text)
-        except ValueError as exc:
-            fail(f"{option}: {exc}")
-
-    step_s = seconds("--dt", dt)
-    horizon_s = seconds("--duration", duration) if duration is not None else 0.0
-    ready_s = seconds("--ready-timeout", ready_timeout)
-    stall_s = seconds("--stall-timeout", stall_timeout)
+    step_s = seconds("--dt", dt) or 0.0
+    horizon_s = seconds("--duration", duration) or 0.0
+    ready_s = seconds("--ready-timeout", ready_timeout) or 0.0
+    stall_s = seconds("--stall-timeout", stall_timeout) or 0.0
     steps = round(horizon_s / step_s)
     if duration is not None and abs(steps * step_s - horizon_s) > 1e-9 * horizon_s:
         fail(f"--duration: {duration} is not a whole number of --dt {dt} steps")
@@ -260,11 +254,16 @@ def up(
         fail(f"--base-port: {base_port} is not 0 or a port from 1 to {65535 - 5}")
     path = P(scenario)
     spec = clock_pb2.RunSpec(dt_s=step_s, horizon_s=horizon_s)
+    data_env: dict[str, str] = {}
     if path.suffix in (".yaml", ".yml"):
         try:
             spec.scenario_yaml = path.read_text()
         except OSError as exc:
             fail(f"{scenario}: {exc.strerror}")
+        # The site travels as YAML: its relative weather and series files resolve in the
+        # services' data directory, which is the site file's folder here.
+        data_env = {"TWIN_DATA_DIR": str(path.resolve().parent)}
+        os.environ.update(data_env)  # the check below resolves them the same way
     else:
         spec.scenario_name = scenario
     from twin_core.site import SiteError
@@ -294,6 +293,7 @@ def up(
     twin = LocalTwin(
         site.name,
         addresses,
+        env=data_env,
         log_path=str(logs / "services.log"),
         nats_log_path=str(logs / "nats-server.log"),
         ready_timeout_s=ready_s,
@@ -582,8 +582,6 @@ def db_migrate(
 ) -> None:
     """Apply the pending schema migrations (TimescaleDB features when the extension is
     available, plain PostgreSQL tables otherwise)."""
-    from rich.markup import escape
-
     from services.historian.migrate import MigrationError, migrate
 
     if not url:
@@ -591,7 +589,7 @@ def db_migrate(
     try:
         applied = migrate(url)
     except MigrationError as exc:
-        fail(escape(str(exc)))
+        fail(str(exc))
     if applied:
         console.print(f"applied migrations {', '.join(f'{v:04d}' for v in applied)}")
     else:
@@ -684,25 +682,21 @@ def history_query(
     run: Annotated[str, typer.Option(help="run id (see `twin history runs`)")],
     bucket: Annotated[str, typer.Option(help="bucket width, e.g. 1m, 1h; 0 = raw")] = "1h",
     agg: Annotated[str, typer.Option(help="avg, min, max, last, sum or pNN")] = "avg",
-    start: Annotated[str | None, typer.Option(help="simulated start, e.g. 0s, 6h")] = None,
-    end: Annotated[str | None, typer.Option(help="simulated end (exclusive), e.g. 24h")] = None,
+    start: Annotated[
+        str | None, typer.Option("--from", "--start", help="simulated start, e.g. 0s, 6h")
+    ] = None,
+    end: Annotated[
+        str | None,
+        typer.Option("--to", "--end", help="simulated end (exclusive), e.g. 24h"),
+    ] = None,
     address: Annotated[str, typer.Option(help="historian gRPC address")] = HISTORY_ADDRESS,
     plot: Annotated[Path | None, typer.Option(help="also plot the series to this PNG")] = None,
     limit: Annotated[int, typer.Option(help="rows at most (all pages up to this)")] = 100_000,
 ) -> None:
     """One run's site series, bucketed (default hourly averages) or raw."""
     from twin.history.v1 import history_pb2
-    from twin_core.durations import parse_duration
 
-    def seconds(option: str, text: str | None) -> float | None:
-        if text is None:
-            return None
-        try:
-            return parse_duration(text, allow_zero=True)
-        except ValueError as exc:
-            fail(f"{option}: {exc}")
-
-    bucket_s = seconds("--bucket", bucket) or 0.0
+    bucket_s = seconds("--bucket", bucket, allow_zero=True) or 0.0
     aggregate, percentile = _aggregate(agg)
     request = history_pb2.QueryRequest(
         run_id=run,
@@ -712,9 +706,9 @@ def history_query(
         percentile=percentile,
         page_size=10_000,
     )
-    if (start_s := seconds("--start", start)) is not None:
+    if (start_s := seconds("--from", start, allow_zero=True)) is not None:
         request.start_s = start_s
-    if (end_s := seconds("--end", end)) is not None:
+    if (end_s := seconds("--to", end, allow_zero=True)) is not None:
         request.end_s = end_s
     rows: list = []
     while len(rows) < limit:
@@ -750,13 +744,16 @@ def history_export(
     metrics: Annotated[
         list[str] | None, typer.Option(help="site_series columns (default: all)")
     ] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="simulated start, e.g. 6h")] = None,
-    to: Annotated[str | None, typer.Option(help="simulated end (exclusive), e.g. 24h")] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", "--start", help="simulated start, e.g. 6h")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", "--end", help="simulated end (exclusive), e.g. 24h")
+    ] = None,
     address: Annotated[str, typer.Option(help="historian gRPC address")] = HISTORY_ADDRESS,
 ) -> None:
     """One run's site series to a CSV or Parquet file (the History API's Export)."""
     from twin.history.v1 import history_pb2
-    from twin_core.durations import parse_duration
 
     kinds = {"csv": history_pb2.EXPORT_FORMAT_CSV, "parquet": history_pb2.EXPORT_FORMAT_PARQUET}
     if format_ not in kinds:
@@ -765,11 +762,8 @@ def history_export(
         run_id=run, metrics=_metric_list(metrics), format=kinds[format_]
     )
     for option, text, field in (("--from", from_, "start_s"), ("--to", to, "end_s")):
-        if text is not None:
-            try:
-                setattr(request, field, parse_duration(text, allow_zero=True))
-            except ValueError as exc:
-                fail(f"{option}: {exc}")
+        if (value := seconds(option, text, allow_zero=True)) is not None:
+            setattr(request, field, value)
     size = export_to_file(address, request, out)
     console.print(f"wrote {out} ({size:,} bytes)")
 

@@ -49,7 +49,7 @@ def write_run(out_dir: Path, summary: dict[str, Any], result: Result) -> None:
     from services.cli.plots import overview_png
 
     def write(staging: Path) -> None:
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (staging / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
         table = timeseries_table(result)
         pq.write_table(table, staging / "timeseries.parquet")
         overview_png(table, summary, staging / "overview.png")

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 
 Row = tuple  # (time_s, step, value, ...)
 MAX_CHUNK_BYTES = 1 << 20
+MIN_CHUNK_BYTES = 16 << 10  # smaller requests are raised to it
 
 
 def columns(metrics: Sequence[str]) -> list[str]:

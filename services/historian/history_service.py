@@ -47,7 +47,14 @@ async def _as_status(context: aio.ServicerContext):
     except RunNotFound as exc:
         await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
     except psycopg.OperationalError as exc:
-        await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+        log.warning("history database unavailable: %s", exc)  # its text stays in the log
+        await context.abort(grpc.StatusCode.UNAVAILABLE, DATABASE_UNAVAILABLE)
+    except psycopg.Error as exc:
+        log.error("history query failed: %s", exc)
+        await context.abort(grpc.StatusCode.INTERNAL, "history query failed")
+
+
+DATABASE_UNAVAILABLE = "history database unavailable"
 
 
 class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
@@ -78,7 +85,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             )
         except psycopg.Error as exc:
             log.warning("history database unavailable: %s", exc)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, DATABASE_UNAVAILABLE)
             raise  # not reached: abort raises
 
     async def Query(
@@ -117,6 +124,7 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
     ) -> history_pb2.ListRunsResponse:
         async with _as_status(context):
             queries.check_page_size(request.page_size)
+            queries.check_id("site_id", request.site_id)
         async with self._database(context) as conn:
             runs, token = await queries.list_runs(
                 conn, request.site_id, request.page_size, request.page_token
@@ -149,6 +157,8 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             for field in ("run_a", "run_b"):
                 if not getattr(request, field):
                     raise QueryError(field, "required")
+                queries.check_id(field, getattr(request, field))
+            queries.check_id("site_id", request.site_id)
             queries.check_metrics(request.metrics, required=False)
             queries.check_window(start_s, end_s)
             queries.check_bucket(request.bucket_s)
@@ -204,6 +214,8 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
         async with _as_status(context):
             if not request.run_id:
                 raise QueryError("run_id", "required")
+            queries.check_id("run_id", request.run_id)
+            queries.check_id("site_id", request.site_id)
             queries.check_metrics(request.metrics, required=False)
             queries.check_window(start_s, end_s)
             if request.format not in formats:
@@ -211,7 +223,9 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             if not 0 <= request.chunk_bytes <= export.MAX_CHUNK_BYTES:
                 raise QueryError("chunk_bytes", f"must be in [0, {export.MAX_CHUNK_BYTES}]")
         metrics = list(request.metrics) or list(queries.METRICS)
-        size = request.chunk_bytes or export.MAX_CHUNK_BYTES
+        # A floor on the chunk: 1-byte chunks would send a message per byte.
+        size = max(request.chunk_bytes, export.MIN_CHUNK_BYTES) if request.chunk_bytes else None
+        size = size or export.MAX_CHUNK_BYTES
         async with self._database(context) as conn:
             await queries.find_run(conn, request.run_id, request.site_id)
             pages = queries.export_pages(

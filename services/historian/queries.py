@@ -35,6 +35,7 @@ import psycopg
 from psycopg import sql
 
 from services.historian.writer import EPOCH, SITE_COLUMNS
+from twin_core.inputs import clip
 
 METRICS: tuple[str, ...] = tuple(SITE_COLUMNS[3:])  # after run_id, step, time
 DEFAULT_PAGE_SIZE = 1000
@@ -106,13 +107,29 @@ def check_page_size(page_size: int) -> int:
     return page_size or DEFAULT_PAGE_SIZE
 
 
+MAX_METRICS = 64  # per request; the schema has fewer, so more means repeats
+MAX_ID_CHARS = 128
+MAX_TIME_S = 1e11  # ~3,000 years of run time: beyond it a timestamp overflows
+MAX_TOKEN_OFFSET = 2**62  # page tokens carry a bigint offset
+
+
+def check_id(field: str, value: str) -> None:
+    """A run or site id: at most 128 printable characters (PostgreSQL text has no NUL)."""
+    if len(value) > MAX_ID_CHARS:
+        raise QueryError(field, f"at most {MAX_ID_CHARS} characters, got {len(value)}")
+    if not value.isprintable():
+        raise QueryError(field, f"{clip(value)!r} holds control characters")
+
+
 def check_metrics(metrics: Sequence[str], required: bool = True) -> None:
     if required and not metrics:
         raise QueryError("metrics", "at least one metric is required")
+    if len(metrics) > MAX_METRICS:
+        raise QueryError("metrics", f"at most {MAX_METRICS} metrics, got {len(metrics)}")
     for i, name in enumerate(metrics):
         if name not in METRICS:
             raise QueryError(
-                f"metrics.{i}", f"unknown metric {name!r} (known: {', '.join(METRICS)})"
+                f"metrics.{i}", f"unknown metric {clip(name)!r} (known: {', '.join(METRICS)})"
             )
 
 
@@ -120,6 +137,8 @@ def check_window(start_s: float | None, end_s: float | None) -> None:
     for field, value in (("start_s", start_s), ("end_s", end_s)):
         if value is not None and not math.isfinite(value):
             raise QueryError(field, "must be finite")
+        if value is not None and abs(value) > MAX_TIME_S:
+            raise QueryError(field, f"must be within +-{MAX_TIME_S:g} s")
     if start_s is not None and end_s is not None and end_s <= start_s:
         raise QueryError("end_s", "must be greater than start_s")
 
@@ -131,12 +150,16 @@ def check_bucket(bucket_s: float) -> None:
         raise QueryError("bucket_s", "must be >= 0")
     if bucket_s > 0 and bucket_s < 1e-6:
         raise QueryError("bucket_s", "must be at least 1 microsecond")
+    if bucket_s > MAX_TIME_S:
+        raise QueryError("bucket_s", f"at most {MAX_TIME_S:g} s")
 
 
 def validate(q: SeriesQuery) -> None:
     """Raise ``QueryError`` naming the first bad field of ``q``."""
     if not q.run_id:
         raise QueryError("run_id", "required")
+    check_id("run_id", q.run_id)
+    check_id("site_id", q.site_id)
     check_metrics(q.metrics)
     check_window(q.start_s, q.end_s)
     check_bucket(q.bucket_s)
@@ -164,9 +187,11 @@ def decode_token(token: str, fingerprint: str) -> int:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = json.loads(raw)
         after, digest = data["a"], data["h"]
-        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+        if not isinstance(after, int) or isinstance(after, bool):
             raise ValueError(after)
-    except (ValueError, KeyError, TypeError) as exc:
+        if not 0 <= after < MAX_TOKEN_OFFSET:
+            raise ValueError(after)
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise QueryError("page_token", "invalid page token") from exc
     if digest != fingerprint:
         raise QueryError("page_token", "does not match the request")

@@ -152,6 +152,9 @@ class RuntimeConfig(EnvConfig):
     )
     grpc_address: str = Field("127.0.0.1:0", description="host:port to bind; port 0: any")
     scenario: str | None = Field(None, description="site file (path or name)")
+    data_dir: Path | None = Field(
+        None, description="folder of weather/series files client sites may name (+ scenarios/)"
+    )
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
     shutdown_grace_s: float = Field(5.0, ge=0, le=600, description="grace for in-flight RPCs")
     # NATS security: user/password or an nkey, optionally over (mutual) TLS.
@@ -193,6 +196,16 @@ class RuntimeConfig(EnvConfig):
         path = readable_file(value)
         if path is not None and not path.read_bytes().strip().startswith(b"SU"):
             raise ValueError(f"{str(path)!r} holds no user nkey seed (SU...)")
+        return path
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _data_dir(cls, value: Any) -> Path | None:
+        if (value := blank_to_none(value)) is None:
+            return None
+        path = Path(str(value).strip())
+        if not path.is_dir():
+            raise ValueError(f"{str(path)!r} is not a folder")
         return path
 
     @field_validator("health_address")

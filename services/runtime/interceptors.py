@@ -38,8 +38,18 @@ Finish = Callable[[BaseException | None], None]
 Around = Callable[[aio.ServicerContext, str], Awaitable[Finish]]
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.RpcMethodHandler:
-    """The same handler with ``around`` run around its behaviour, whatever its shape."""
+OnError = Callable[[aio.ServicerContext, str, BaseException], Awaitable[None]]
+
+
+async def _reraise(context: aio.ServicerContext, method: str, error: BaseException) -> None:
+    raise error
+
+
+def _wrap(
+    handler: grpc.RpcMethodHandler, method: str, around: Around, on_error: OnError = _reraise
+) -> grpc.RpcMethodHandler:
+    """The same handler with ``around`` run around its behaviour, whatever its shape;
+    ``on_error`` sees what the behaviour raised (and raises it, or another)."""
     if handler.unary_unary or handler.stream_unary:
         field = "unary_unary" if handler.unary_unary else "stream_unary"
         inner = getattr(handler, field)
@@ -47,7 +57,11 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.R
         async def unary_response(request: Any, context: aio.ServicerContext) -> Any:
             finish = await around(context, method)
             try:
-                response = await inner(request, context)
+                try:
+                    response = await inner(request, context)
+                except BaseException as exc:
+                    await on_error(context, method, exc)
+                    raise
             except BaseException as exc:
                 finish(exc)
                 raise
@@ -63,8 +77,12 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.R
         async def stream_response(request: Any, context: aio.ServicerContext) -> AsyncIterator:
             finish = await around(context, method)
             try:
-                async for response in inner(request, context):
-                    yield response
+                try:
+                    async for response in inner(request, context):
+                        yield response
+                except BaseException as exc:
+                    await on_error(context, method, exc)
+                    raise
             except BaseException as exc:
                 finish(exc)
                 raise
@@ -76,7 +94,11 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, around: Around) -> grpc.R
     async def write_response(request: Any, context: aio.ServicerContext) -> None:
         finish = await around(context, method)
         try:
-            await inner(request, context)
+            try:
+                await inner(request, context)
+            except BaseException as exc:
+                await on_error(context, method, exc)
+                raise
         except BaseException as exc:
             finish(exc)
             raise
@@ -198,10 +220,47 @@ class InstanceInterceptor(_WrappingInterceptor):
         return lambda error: None
 
 
+INTERNAL_MESSAGE = "internal error (logged on the server with the request id)"
+
+
+class InternalErrorInterceptor(aio.ServerInterceptor):
+    """An exception a servicer did not turn into a status becomes INTERNAL with a fixed
+    message: its text (file contents, paths, SQL) is logged, never sent to the client,
+    and a bug is never the client's UNKNOWN."""
+
+    def __init__(self, logger: logging.Logger = log) -> None:
+        self.logger = logger
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        return _wrap(handler, handler_call_details.method, self._no_finish, self._internal)
+
+    async def _no_finish(self, context: aio.ServicerContext, method: str) -> Finish:
+        return lambda error: None
+
+    async def _internal(
+        self, context: aio.ServicerContext, method: str, error: BaseException
+    ) -> None:
+        expected = isinstance(error, aio.AbortError | asyncio.CancelledError | GeneratorExit)
+        set_already = isinstance(context.code(), grpc.StatusCode)
+        if expected or not isinstance(error, Exception) or set_already:
+            raise error
+        self.logger.error("rpc raised", extra={"method": method}, exc_info=error)
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
 def default_interceptors(instance_id: str | None = None) -> list[aio.ServerInterceptor]:
-    """Request ids outermost, so the access-log line carries the id; the instance check
-    innermost, so refused calls are logged too."""
+    """Request ids outermost, so the access-log line carries the id; then the instance
+    check, so refused calls are logged too; unexpected errors become INTERNAL innermost, so
+    the access log shows the status the client saw."""
     chain: list[aio.ServerInterceptor] = [RequestIdInterceptor(instance_id), LoggingInterceptor()]
     if instance_id is not None:
         chain.append(InstanceInterceptor(instance_id))
+    chain.append(InternalErrorInterceptor())
     return chain
