@@ -11,13 +11,18 @@ Live mode: measurements on ``telemetry.<site>.>`` replace modelled values at the
 Restarts: every ``SNAPSHOT_EVERY`` steps a node stores its state in the run KV bucket; a
 restarted node restores it, asks its peers to replay the states it missed
 (``twin.<site>.<domain>.replay``), and catches up when the clock re-sends its tick.
-Garbled or foreign messages are logged, counted and skipped.
+Garbled, foreign or out-of-sequence messages are logged, counted (``self.stats``, by
+reason) and skipped; no message ends ``run``: an invalid START keeps the current run, a
+TICK more than ``HISTORY`` steps ahead of the model is refused (a restarted node catches
+up at most that far), a state with a non-finite value or a wrong shape never reaches the
+model, and a measurement is used only when finite and in its physical range.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -28,26 +33,29 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 
 from services.domain import NEEDS, DomainModel
-from services.messages import STATE_TYPES, parts_of, sources_of, state_message
+from services.messages import STATE_TYPES, parts_of, sources_of, state_message, state_problem
 from services.runtime import bus
-from services.runtime.codec import DecodeStats, decode_msg
+from services.runtime.codec import DecodeStats, decode_msg, reject
 from services.scenario import site_from_spec
 from twin.common.v1 import common_pb2
 from twin.telemetry.v1 import telemetry_pb2
 from twin.twin.v1 import clock_pb2
 from twin_core.pytree import replace
+from twin_core.site import SiteError
 
 log = logging.getLogger(__name__)
 PEER_TIMEOUT_S = 30.0
 HISTORY = 64  # published states kept for replays
 SNAPSHOT_EVERY = 10  # coupling intervals between restart snapshots (< HISTORY)
-# Live mode: measured quantity -> (published boundary field, entity prefix, index shape).
+# Live mode: measured quantity -> (published boundary field, entity prefix, index shape,
+# physical range of a plausible reading).
 MEASURED = {
     "compute": {
         telemetry_pb2.QUANTITY_RACK_POWER_W: (
             "rack_ac_w",
             "rack",
             lambda m: tuple(np.shape(m.initial.rack_ac_w)),
+            (0.0, 2.0e6),  # W: an NVL72 rack draws ~130 kW; 2 MW is far beyond any rack
         ),
     },
     "cooling": {
@@ -55,15 +63,18 @@ MEASURED = {
             "tcs_supply_c",
             "cdu",
             lambda m: (int(np.sum(np.asarray(m.params.cooling.cdu_mask))),),
+            (0.0, 100.0),  # degrees C: liquid water at ambient pressure
         ),
     },
 }
 
 
 def _entity_index(entity: str, prefix: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """``rack/3/17`` -> (3, 17) within ``shape``; None when malformed or out of range."""
+    """``rack/3/17`` -> (3, 17) within ``shape``; None when malformed or out of range
+    (ASCII digits only: ``str.isdigit`` accepts '²', which ``int`` refuses)."""
     head, *rest = entity.split("/")
-    if head != prefix or len(rest) != len(shape) or not all(r.isdigit() for r in rest):
+    ok = all(r.isascii() and r.isdigit() and len(r) <= 9 for r in rest)
+    if head != prefix or len(rest) != len(shape) or not ok:
         return None
     index = tuple(int(r) for r in rest)
     return index if all(i < n for i, n in zip(index, shape, strict=True)) else None
@@ -107,27 +118,65 @@ class CoSimNode:
             saved = await self.kv.get(self.domain)
         except Exception:  # no run in progress (keys absent)
             return
-        clock = clock_pb2.Clock.FromString(run.value)
         run_id, _, data = saved.value.partition(b"\n")
-        if run_id.decode() != clock.run_id:
+        try:
+            clock = clock_pb2.Clock.FromString(run.value)
+            if run_id.decode() != clock.run_id:
+                return
+            await self._start_run(clock, publish=False)
+            self.model.restore(data)
+        except Exception as exc:  # a damaged key: start afresh, wait for the next START
+            log.warning("could not rejoin the run", extra={"error": repr(exc)})
+            self.model, self.run_id = None, ""
             return
-        await self._start_run(clock, publish=False)
-        self.model.restore(data)
         log.info("rejoined run", extra={"domain": self.domain, "step": self.model.step})
 
     async def _on_replay(self, msg) -> None:
         tick = decode_msg(common_pb2.Tick, msg, stats=self.stats)
-        if tick is not None and tick.run_id == self.run_id:
+        if tick is not None and tick.run_id == self.run_id and msg.reply:
             await msg.respond(self._history.get(tick.step, b""))
 
     async def run(self) -> None:
-        """Process clock messages in order (a background task of the service)."""
+        """Process clock messages in order (a background task of the service). Nothing a
+        message holds ends this loop: a refused or failing message is counted and logged."""
         while True:
             clock = await self._ticks.get()
-            if clock.command == clock_pb2.CLOCK_COMMAND_START:
-                await self._start_run(clock)
-            elif clock.command == clock_pb2.CLOCK_COMMAND_TICK and clock.run_id == self.run_id:
-                await self._tick(clock.step)
+            try:
+                await self._handle_clock(clock)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or a hostile message: keep serving
+                reject(
+                    self.stats,
+                    "Clock.failed",
+                    bus.clock_subject(self.site_id),
+                    repr(exc),
+                    domain=self.domain,
+                    command=clock.command,
+                )
+
+    async def _handle_clock(self, clock: clock_pb2.Clock) -> None:
+        subject = bus.clock_subject(self.site_id)
+        if clock.command == clock_pb2.CLOCK_COMMAND_START:
+            if not clock.run_id:
+                reject(self.stats, "Clock.start_invalid", subject, "run_id: empty")
+                return
+            try:
+                site = site_from_spec(clock.spec)
+            except SiteError as exc:  # the current run goes on
+                reject(self.stats, "Clock.start_invalid", subject, str(exc), run_id=clock.run_id)
+                return
+            await self._start_run(clock, site=site)
+        elif clock.command == clock_pb2.CLOCK_COMMAND_TICK:
+            if clock.run_id != self.run_id or self.model is None:
+                reject(self.stats, "Clock.foreign_run", subject, f"run {clock.run_id!r}")
+                return
+            ahead = clock.step - self.model.step
+            if clock.step < 0 or ahead > HISTORY:
+                detail = f"tick {clock.step} while at step {self.model.step}"
+                reject(self.stats, "Clock.out_of_sequence", subject, detail)
+                return
+            await self._tick(clock.step)
 
     async def save_config(self, config: Message) -> None:
         """Keep the configuration in force in the site's live-configuration KV bucket."""
@@ -159,11 +208,18 @@ class CoSimNode:
             target = MEASURED[self.domain].get(m.quantity)
             if target is None:
                 continue
-            field, prefix, shape = target
+            field, prefix, shape, (low, high) = target
             index = _entity_index(m.entity, prefix, shape(self.model))
             if index is None:
-                self.stats.record("Measurement.entity")
-                log.warning("unknown entity", extra={"entity": m.entity, "domain": self.domain})
+                reject(self.stats, "Measurement.entity", msg.subject, f"entity {m.entity[:80]!r}")
+                continue
+            if not math.isfinite(m.value):
+                detail = f"{m.entity}: {m.value}"
+                reject(self.stats, "Measurement.value_not_finite", msg.subject, detail)
+                continue
+            if not low <= m.value <= high:
+                detail = f"{m.entity}: {m.value} outside [{low}, {high}]"
+                reject(self.stats, "Measurement.value_out_of_range", msg.subject, detail)
                 continue
             self._measured[(field, index)] = m.value
 
@@ -172,18 +228,41 @@ class CoSimNode:
 
         async def handle(msg) -> None:
             state = decode_msg(message_type, msg, stats=self.stats)
-            if state is None or state.run_id != self.run_id:
+            if state is None or state.run_id != self.run_id or self.model is None:
+                return
+            parts = self._peer_parts(peer, state, msg.subject)
+            if parts is None:
                 return
             async with self._arrived:
-                self._peers[state.step][peer] = parts_of(peer, state)
+                self._peers[state.step][peer] = parts
                 self._arrived.notify_all()
 
         return handle
 
+    def _peer_parts(self, peer: str, state: Message, subject: str):
+        """The boundary values of a peer's state, or None (counted, logged) when it is out
+        of range of this run's steps, not finite or not of the model's shapes."""
+        model = self.model
+        if state.step < model.step - 1:  # a re-sent step this node has used already
+            return None
+        problem = state_problem(state)
+        if problem is None and state.step - model.step > HISTORY:
+            problem = f"step {state.step} too far ahead of step {model.step}"
+        if problem is None:
+            parts = parts_of(peer, state)
+            for name, value in parts.items():
+                expected = np.shape(getattr(model.initial, name))
+                if np.shape(value) != expected:
+                    problem = f"{name}: shape {np.shape(value)}, expected {expected}"
+            if problem is None:
+                return parts
+        reject(self.stats, f"{type(state).__name__}.invalid", subject, problem)
+        return None
+
     # ------------------------------------------------------------------ stepping
 
-    async def _start_run(self, clock: clock_pb2.Clock, publish: bool = True) -> None:
-        site = site_from_spec(clock.spec)
+    async def _start_run(self, clock: clock_pb2.Clock, publish: bool = True, site=None) -> None:
+        site = site if site is not None else site_from_spec(clock.spec)
         dt = clock.spec.dt_s or 1.0
         loop = asyncio.get_running_loop()
         # Building params and compiling the step takes seconds: keep the loop responsive.
@@ -261,9 +340,11 @@ class CoSimNode:
                 )
             except Exception:
                 continue
-            if reply.data:
-                state = STATE_TYPES[peer].FromString(reply.data)
-                self._peers[step][peer] = parts_of(peer, state)
+            state = decode_msg(STATE_TYPES[peer], reply, stats=self.stats) if reply.data else None
+            if state is not None and state.run_id == self.run_id and state.step == step:
+                parts = self._peer_parts(peer, state, reply.subject)
+                if parts is not None:
+                    self._peers[step][peer] = parts
         async with self._arrived:
             await asyncio.wait_for(
                 self._arrived.wait_for(lambda: self._ready(step)), PEER_TIMEOUT_S
