@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 180.0  # domains build and compile their models on START
 STALL_TIMEOUT_ENV = "TWIN_RUN_STALL_TIMEOUT_S"
 STALL_TIMEOUT_S = 300.0  # default: a run that makes no progress this long has failed
-RESEND_FIRST_S, RESEND_MAX_S = 1.0, 8.0  # tick re-sending backoff
+RESEND_FIRST_S, RESEND_MAX_S = 1.0, 4.0  # tick re-sending backoff
 CONTROL_WAIT_S = 2.0  # Pause/Stop wait this long for a tick in flight, then abandon it
 RUNNING, PAUSED, STOPPED, FAILED = (
     snapshot_pb2.RUN_STATE_RUNNING,

@@ -112,20 +112,24 @@ class CoSimNode:
 
     async def _rejoin(self) -> None:
         """After a restart: rebuild the run in progress and continue from this domain's
-        last snapshot; the clock re-sends the tick it is waiting for."""
+        last snapshot (or, with none of this run, from its initial state: killed before
+        its first snapshot); the clock re-sends the tick it is waiting for."""
         try:
             run = await self.kv.get("run")
-            saved = await self.kv.get(self.domain)
-        except Exception:  # no run in progress (keys absent)
+        except Exception:  # no run in progress (key absent)
             return
-        run_id, _, data = saved.value.partition(b"\n")
+        try:
+            saved = await self.kv.get(self.domain)
+            run_id, _, data = saved.value.partition(b"\n")
+        except Exception:  # no snapshot yet
+            run_id, data = b"", b""
         try:
             clock = clock_pb2.Clock.FromString(run.value)
-            if run_id.decode() != clock.run_id:
-                return
-            await self._start_run(clock, publish=False)
-            self.model.restore(data)
-        except Exception as exc:  # a damaged key: start afresh, wait for the next START
+            fresh = run_id.decode(errors="replace") != clock.run_id
+            await self._start_run(clock, publish=fresh)
+            if not fresh:
+                self.model.restore(data)
+        except Exception as exc:  # a damaged key: wait for the next START
             log.warning("could not rejoin the run", extra={"error": repr(exc)})
             self.model, self.run_id = None, ""
             return
@@ -161,6 +165,10 @@ class CoSimNode:
             if not clock.run_id:
                 reject(self.stats, "Clock.start_invalid", subject, "run_id: empty")
                 return
+            if not await self._started_by_clock(clock.run_id):
+                detail = f"run {clock.run_id[:40]!r} is not the clock's run in progress"
+                reject(self.stats, "Clock.start_unknown_run", subject, detail)
+                return
             try:
                 site = site_from_spec(clock.spec)
             except SiteError as exc:  # the current run goes on
@@ -177,6 +185,18 @@ class CoSimNode:
                 reject(self.stats, "Clock.out_of_sequence", subject, detail)
                 return
             await self._tick(clock.step)
+
+    async def _started_by_clock(self, run_id: str) -> bool:
+        """With JetStream: the clock writes each run's START to the run key before it
+        publishes it, so a START whose run is not that key's did not come from the clock.
+        (Without JetStream there is nothing to check against.)"""
+        if self.js is None:
+            return True
+        try:
+            entry = await self.kv.get("run")
+            return clock_pb2.Clock.FromString(entry.value).run_id == run_id
+        except Exception:  # no key: no run in progress
+            return False
 
     async def save_config(self, config: Message) -> None:
         """Keep the configuration in force in the site's live-configuration KV bucket."""
@@ -272,6 +292,7 @@ class CoSimNode:
             self._peers.clear()
             self._pending.clear()
             self._history.clear()
+            self._measured.clear()  # measurements were of the run before
         if publish:
             await self._publish(
                 -1, model.initial_outputs(), model.initial_parts(), model.drivers(0)
@@ -293,8 +314,14 @@ class CoSimNode:
             return
         # A restarted node may resume from a snapshot a step or two behind: catch up with
         # the peers' replayed states (the same values they published then).
-        while model.step <= step:
-            await self._advance_one(model)
+        try:
+            while model.step <= step:
+                await self._advance_one(model)
+        except TimeoutError:  # a peer is away: the clock re-sends the tick, we go on then
+            log.warning(
+                "peers did not answer; waiting for the tick again",
+                extra={"domain": self.domain, "step": model.step},
+            )
 
     async def _advance_one(self, model: DomainModel) -> None:
         step = model.step
@@ -366,7 +393,8 @@ class CoSimNode:
         self._history[step] = data
         self._history.pop(step - HISTORY, None)
         await self.nc.publish(self._state_subject(), data)
-        if self.js is not None and self.model is not None and step % SNAPSHOT_EVERY == 0:
+        due = step == -1 or step % SNAPSHOT_EVERY == 0  # -1: a node killed before step 0
+        if self.js is not None and self.model is not None and due:
             # Snapshot for a restart, published without waiting for the KV's ack; a node
             # restarting from it catches up through its peers' replays (HISTORY steps).
             snapshot = self.run_id.encode() + b"\n" + self.model.snapshot()
