@@ -442,18 +442,20 @@ class HistorianWriter:
 
     async def _record_end(self, clock: clock_pb2.Clock) -> None:
         status = RUN_ENDS.get(clock.end, "stopped")
+        # A clock that restarted ends the run it lost without knowing its last step (-1).
+        last_step = clock.step if clock.step >= 0 else None
         await self._with_retry(
             "UPDATE runs SET status = %s, ended_at = %s, last_step = %s, end_reason = %s"
             " WHERE run_id = %s",
             (
                 status,
                 _wall(clock.wall_time_s) or datetime.now(UTC),
-                clock.step,
+                last_step,
                 clock.reason or None,
                 clock.run_id,
             ),
         )
-        self._runs[clock.run_id].last_step = clock.step
+        self._runs[clock.run_id].last_step = last_step
 
     async def _with_retry(self, sql: str, params: tuple, fetch: bool = False) -> list[tuple]:
         """One statement on its own connection (the batch writer holds the other), retried
