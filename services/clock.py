@@ -89,7 +89,14 @@ class Clock:
     async def start(self) -> None:
         for domain in DOMAINS:
             handler = self._state_handler(domain)
-            await self.nc.subscribe(bus.state_subject(self.site_id, domain), cb=handler)
+
+            async def guarded(msg, handler=handler) -> None:
+                try:
+                    await handler(msg)
+                except Exception as exc:  # counted and logged; never the subscription's end
+                    reject(self.stats, "handler.failed", msg.subject, repr(exc)[:200])
+
+            await self.nc.subscribe(bus.state_subject(self.site_id, domain), cb=guarded)
         await self._end_interrupted_run()
 
     async def _end_interrupted_run(self) -> None:

@@ -98,17 +98,28 @@ class CoSimNode:
         self._measured: dict[tuple[str, tuple[int, ...]], float] = {}
 
     async def start(self) -> None:
-        await self.nc.subscribe(bus.clock_subject(self.site_id), cb=self._on_clock)
+        subscribe = self._subscribe
+        await subscribe(bus.clock_subject(self.site_id), self._on_clock)
         for peer in NEEDS[self.domain]:
-            subject = bus.state_subject(self.site_id, peer)
-            await self.nc.subscribe(subject, cb=self._peer_handler(peer))
+            await subscribe(bus.state_subject(self.site_id, peer), self._peer_handler(peer))
         if self.domain in MEASURED:
-            subject = bus.telemetry_subject(self.site_id)
-            await self.nc.subscribe(subject, cb=self._on_telemetry)
-        await self.nc.subscribe(bus.replay_subject(self.site_id, self.domain), cb=self._on_replay)
+            await subscribe(bus.telemetry_subject(self.site_id), self._on_telemetry)
+        await subscribe(bus.replay_subject(self.site_id, self.domain), self._on_replay)
         if self.js is not None:
             self.kv = await bus.declare_run_bucket(self.js, self.site_id)
             await self._rejoin()
+
+    async def _subscribe(self, subject: str, handler) -> None:
+        """Subscribe with a handler that no message can break: whatever it raises is
+        counted and logged (nats-py would only pass it to the error callback)."""
+
+        async def guarded(msg) -> None:
+            try:
+                await handler(msg)
+            except Exception as exc:
+                reject(self.stats, "handler.failed", msg.subject, repr(exc)[:200])
+
+        await self.nc.subscribe(subject, cb=guarded)
 
     async def _rejoin(self) -> None:
         """After a restart: rebuild the run in progress and continue from this domain's
