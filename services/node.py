@@ -328,10 +328,10 @@ class CoSimNode:
         try:
             while model.step <= step:
                 await self._advance_one(model)
-        except TimeoutError:  # a peer is away: the clock re-sends the tick, we go on then
+        except TimeoutError as exc:  # a peer is away: the clock re-sends the tick
             log.warning(
                 "peers did not answer; waiting for the tick again",
-                extra={"domain": self.domain, "step": model.step},
+                extra={"domain": self.domain, "step": model.step, "reason": str(exc)},
             )
 
     async def _advance_one(self, model: DomainModel) -> None:
@@ -360,33 +360,47 @@ class CoSimNode:
         return parts
 
     async def _await_peers(self, step: int) -> None:
-        """Wait for the peers' states of ``step``; ask them to replay what we missed (a
-        restarted service never saw the messages sent while it was down)."""
-        async with self._arrived:
-            try:
-                await asyncio.wait_for(self._arrived.wait_for(lambda: self._ready(step)), 1.0)
+        """Wait for the peers' states of ``step``; ask them again and again to replay what
+        we missed (a restarted service never saw the messages sent while it was down).
+        Raises TimeoutError after ``PEER_TIMEOUT_S``, naming what each missing peer did."""
+        deadline = asyncio.get_running_loop().time() + PEER_TIMEOUT_S
+        outcome: dict[str, str] = {}
+        while True:
+            async with self._arrived:
+                try:
+                    ready = self._arrived.wait_for(lambda: self._ready(step))
+                    await asyncio.wait_for(ready, 1.0)
+                    return
+                except TimeoutError:
+                    pass
+            for peer in NEEDS[self.domain]:
+                if peer not in self._peers.get(step, {}):
+                    outcome[peer] = await self._replay(peer, step)
+            if self._ready(step):
                 return
-            except TimeoutError:
-                pass
-        for peer in NEEDS[self.domain]:
-            if peer in self._peers.get(step, {}):
-                continue
-            request = common_pb2.Tick(run_id=self.run_id, step=step).SerializeToString()
-            try:
-                reply = await self.nc.request(
-                    bus.replay_subject(self.site_id, peer), request, timeout=2.0
-                )
-            except Exception:
-                continue
-            state = decode_msg(STATE_TYPES[peer], reply, stats=self.stats) if reply.data else None
-            if state is not None and state.run_id == self.run_id and state.step == step:
-                parts = self._peer_parts(peer, state, reply.subject)
-                if parts is not None:
-                    self._peers[step][peer] = parts
-        async with self._arrived:
-            await asyncio.wait_for(
-                self._arrived.wait_for(lambda: self._ready(step)), PEER_TIMEOUT_S
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no state for step {step}: {outcome}")
+
+    async def _replay(self, peer: str, step: int) -> str:
+        """Ask ``peer`` for its state of ``step``; what came of it, in a word."""
+        request = common_pb2.Tick(run_id=self.run_id, step=step).SerializeToString()
+        try:
+            reply = await self.nc.request(
+                bus.replay_subject(self.site_id, peer), request, timeout=2.0
             )
+        except Exception as exc:
+            return type(exc).__name__
+        if not reply.data:
+            return "not kept"
+        state = decode_msg(STATE_TYPES[peer], reply, stats=self.stats)
+        if state is None or state.run_id != self.run_id or state.step != step:
+            return "other state"
+        parts = self._peer_parts(peer, state, reply.subject)
+        if parts is None:
+            return "refused"
+        async with self._arrived:
+            self._peers[step][peer] = parts
+        return "replayed"
 
     def _state_subject(self) -> str:
         return bus.state_subject(self.site_id, self.domain)

@@ -208,5 +208,8 @@ def test_after_fuzzing_the_services_run_and_agree_with_the_monolith(stack) -> No
         if len(rows) == steps:
             break
         stack.call(asyncio.sleep(0.1))
-    assert [r[0] for r in rows] == list(range(steps))
+    assert [r[0] for r in rows] == list(range(steps)), (
+        stack.writer.stats,
+        stack.writer.stats.rejected.snapshot(),
+    )
     np.testing.assert_array_equal([r[1] for r in rows], meter)

@@ -396,8 +396,10 @@ class HistorianWriter:
         if command not in (clock_pb2.CLOCK_COMMAND_START, clock_pb2.CLOCK_COMMAND_STOP):
             await msg.ack()
             return
-        if not clock.run_id:
-            await self._refuse(msg, "Clock.invalid", "run_id: empty")
+        if not clock.run_id or len(clock.run_id) > 128 or not clock.run_id.isprintable():
+            await self._refuse(
+                msg, "Clock.invalid", f"run_id: {clock.run_id[:40]!r} is not a run id"
+            )
             return
         if command == clock_pb2.CLOCK_COMMAND_START:
             spec = clock.spec
@@ -469,9 +471,14 @@ class HistorianWriter:
                     connect_timeout=5,
                     autocommit=True,
                 ) as conn:
-                    cur = await conn.execute(sql, params)
-                    return await cur.fetchall() if fetch else []
-            except psycopg.Error as exc:
+                    try:
+                        cur = await conn.execute(sql, params)
+                        return await cur.fetchall() if fetch else []
+                    except psycopg.OperationalError:
+                        raise
+                    except psycopg.Error as exc:  # refused for what it holds: no retry
+                        raise ValueError(f"database refused the run record: {exc}") from None
+            except psycopg.OperationalError as exc:  # the database is away: retry
                 self.stats.db_failures += 1
                 log.warning("historian run record failed, retrying in %.2f s: %s", delay, exc)
                 await asyncio.sleep(delay)
