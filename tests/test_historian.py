@@ -316,6 +316,12 @@ def test_run_records_and_refused_state_messages(nats_server: NatsServer, db: str
             nan.meter_w = float("nan")
             await bus.publish(nc, power, nan)
             await nc.publish(power, b"\xff\x00 not protobuf")
+            late = states(run_id, 3)["power"]
+            late.time_s = 1e300  # finite, but no timestamp holds it
+            await bus.publish(nc, power, late)
+            crowd = states(run_id, 1)["compute"]
+            crowd.throttled_gpus = 2**32 - 1  # a uint32 that no integer column holds
+            await bus.publish(nc, bus.state_subject(site, "compute"), crowd)
             stop_ = clock_pb2.Clock(
                 run_id=run_id,
                 step=4,
@@ -325,7 +331,7 @@ def test_run_records_and_refused_state_messages(nats_server: NatsServer, db: str
             )
             await bus.publish(nc, events, stop_)
             await nc.flush()
-            await wait_for(lambda: _stream_count(js, site), lambda n: n >= 27, "stream")
+            await wait_for(lambda: _stream_count(js, site), lambda n: n >= 29, "stream")
             writer = HistorianWriter(js, config(site, db))
             task = asyncio.create_task(writer.run())
             await drained(js, site)
@@ -338,10 +344,11 @@ def test_run_records_and_refused_state_messages(nats_server: NatsServer, db: str
 
     writer, summary = run(main())
     assert writer.stats.rejected.snapshot() == {
-        "PowerState.invalid": 4,
+        "PowerState.invalid": 5,
         "PowerState.undecodable": 1,
+        "ComputeState.invalid": 1,
     }
-    assert writer.stats.bad_messages == 5 and writer.stats.steps == 5
+    assert writer.stats.bad_messages == 7 and writer.stats.steps == 5
     with psycopg.connect(db, prepare_threshold=None) as conn:
         runs = conn.execute(
             "SELECT run_id, site_id, scenario, dt_s, horizon_s, real_time_factor, status,"

@@ -224,6 +224,9 @@ class _Run:
     last_step: int | None = None  # the last interval, once the run has ended
 
 
+MAX_TIME_S = 1e10  # simulated seconds (~300 years): beyond, a timestamp would overflow
+INT4_MAX = 2**31 - 1
+
 RUN_ENDS = {
     clock_pb2.RUN_END_COMPLETED: "completed",
     clock_pb2.RUN_END_STOPPED: "stopped",
@@ -363,7 +366,12 @@ class HistorianWriter:
         self._held += 1
 
     def _out_of_run(self, state: Message) -> str | None:
-        """Why a state's run or step is not one the clock ran (None when it is)."""
+        """Why a state's run or step is not one the clock ran, or a value does not fit its
+        column (None when all is well): such a batch could never be written."""
+        if not 0.0 <= state.time_s <= MAX_TIME_S:
+            return f"time_s: {state.time_s} outside [0, {MAX_TIME_S:g}]"
+        if getattr(state, "throttled_gpus", 0) > INT4_MAX:
+            return f"throttled_gpus: {state.throttled_gpus} does not fit an integer column"
         run = self._runs.get(state.run_id)
         if run is None:
             return f"run_id: {state.run_id[:40]!r} is not a run the clock started"
