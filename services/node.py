@@ -21,6 +21,7 @@ model, and a measurement is used only when finite and in its physical range.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import math
 from collections import defaultdict
@@ -139,7 +140,7 @@ class CoSimNode:
             fresh = run_id.decode(errors="replace") != clock.run_id
             await self._start_run(clock, publish=fresh)
             if not fresh:
-                self.model.restore(data)
+                self._restore(data)
         except Exception as exc:  # a damaged key: wait for the next START
             log.warning("could not rejoin the run", extra={"error": repr(exc)})
             self.model, self.run_id = None, ""
@@ -402,6 +403,26 @@ class CoSimNode:
             self._peers[step][peer] = parts
         return "replayed"
 
+    def _snapshot(self) -> bytes:
+        """The model's snapshot and the state messages of the last ``SNAPSHOT_EVERY + 1``
+        steps: a peer restored from an older snapshot of its own asks this node to replay
+        them, after this node has restarted too."""
+        kept = sorted(self._history)[-(SNAPSHOT_EVERY + 1) :]
+        arrays = {"model": np.frombuffer(self.model.snapshot(), np.uint8)}
+        arrays["steps"] = np.array(kept, np.int64)
+        arrays |= {f"step_{k}": np.frombuffer(self._history[k], np.uint8) for k in kept}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    def _restore(self, data: bytes) -> None:
+        with np.load(io.BytesIO(data)) as z:
+            if "model" not in z:  # a snapshot of the model alone (before replays were kept)
+                self.model.restore(data)
+                return
+            self.model.restore(z["model"].tobytes())
+            self._history = {int(k): z[f"step_{k}"].tobytes() for k in z["steps"]}
+
     def _state_subject(self) -> str:
         return bus.state_subject(self.site_id, self.domain)
 
@@ -422,5 +443,5 @@ class CoSimNode:
         if self.js is not None and self.model is not None and due:
             # Snapshot for a restart, published without waiting for the KV's ack; a node
             # restarting from it catches up through its peers' replays (HISTORY steps).
-            snapshot = self.run_id.encode() + b"\n" + self.model.snapshot()
+            snapshot = self.run_id.encode() + b"\n" + self._snapshot()
             await self.nc.publish(f"$KV.{bus.run_bucket(self.site_id)}.{self.domain}", snapshot)
