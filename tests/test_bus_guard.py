@@ -280,6 +280,7 @@ def test_a_nats_outage_does_not_stall_the_run(monkeypatch) -> None:
     assert steps == dict.fromkeys(DOMAINS, 30)
 
 
+@pytest.mark.slow
 def test_two_domains_restarted_in_turn_rejoin_from_their_snapshots(nats_server) -> None:
     """Power restarts from its snapshot of step 20, then energy does too: energy needs
     power's state of step 20, which only the power process before the restart published;
