@@ -1,11 +1,24 @@
 """The twin's clock: starts runs, ticks the four domain nodes in lockstep (as fast as
 possible or paced to a real-time factor), stops at the horizon, and keeps the latest
-site-level snapshot composed from the domains' published states."""
+site-level snapshot composed from the domains' published states.
+
+No outage stalls a run: a tick is re-sent with backoff (a restarted or resumed domain, or
+one whose NATS connection came back, answers a re-sent tick) while the clock logs whom it
+waits for; after ``stall_timeout_s`` (``TWIN_RUN_STALL_TIMEOUT_S``, default 300 s) without
+progress the run is FAILED with a reason. Every end of a run (stop, horizon, failure) is
+published as STOP on the clock subject (``end``, ``reason``, ``wall_time_s``) and, as the
+same message, on ``twin.<site>.events``; the run key of the KV bucket is deleted then, so a
+restarted service does not rebuild a finished run. A clock that restarts finds the key of
+the run it was driving and ends that run as FAILED.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
+import os
 import time
 import uuid
 
@@ -13,27 +26,54 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 
 from services.domain import DOMAINS
-from services.messages import STATE_TYPES
+from services.messages import STATE_TYPES, state_problem
 from services.runtime import bus
-from services.runtime.codec import DecodeStats, decode_msg
+from services.runtime.codec import DecodeStats, decode_msg, reject
 from services.scenario import site_from_spec
 from twin.twin.v1 import clock_pb2, snapshot_pb2
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 180.0  # domains build and compile their models on START
-TICK_TIMEOUT_S = 30.0
-RUNNING, PAUSED, STOPPED = (
+STALL_TIMEOUT_ENV = "TWIN_RUN_STALL_TIMEOUT_S"
+STALL_TIMEOUT_S = 300.0  # default: a run that makes no progress this long has failed
+RESEND_FIRST_S, RESEND_MAX_S = 1.0, 4.0  # tick re-sending backoff
+CONTROL_WAIT_S = 2.0  # Pause/Stop wait this long for a tick in flight, then abandon it
+RUNNING, PAUSED, STOPPED, FAILED = (
     snapshot_pb2.RUN_STATE_RUNNING,
     snapshot_pb2.RUN_STATE_PAUSED,
     snapshot_pb2.RUN_STATE_STOPPED,
+    snapshot_pb2.RUN_STATE_FAILED,
 )
+ENDED = (STOPPED, FAILED)
+
+
+class RunStalled(TimeoutError):
+    """No progress within the stall limit: the run is failed with this message."""
+
+
+def stall_timeout_from_env() -> float:
+    """``TWIN_RUN_STALL_TIMEOUT_S`` (seconds, > 0), or the default."""
+    raw = os.environ.get(STALL_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return STALL_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{STALL_TIMEOUT_ENV}: {raw[:40]!r} is not a positive number of seconds")
+    return value
 
 
 class Clock:
-    def __init__(self, nc: NATS, site_id: str, kv=None) -> None:
+    def __init__(
+        self, nc: NATS, site_id: str, kv=None, stall_timeout_s: float | None = None
+    ) -> None:
         self.nc, self.site_id, self.kv = nc, site_id, kv
+        self.stall_timeout_s = stall_timeout_s or stall_timeout_from_env()
         self.run_id = ""
         self.state = STOPPED
+        self.reason = ""  # why the run is in its state (a failure, a wait)
         self.step = 0  # the next tick to send
         self.dt = 1.0
         self.horizon_steps: int | None = None
@@ -49,7 +89,28 @@ class Clock:
     async def start(self) -> None:
         for domain in DOMAINS:
             handler = self._state_handler(domain)
-            await self.nc.subscribe(bus.state_subject(self.site_id, domain), cb=handler)
+
+            async def guarded(msg, handler=handler) -> None:
+                try:
+                    await handler(msg)
+                except Exception as exc:  # counted and logged; never the subscription's end
+                    reject(self.stats, "handler.failed", msg.subject, repr(exc)[:200])
+
+            await self.nc.subscribe(bus.state_subject(self.site_id, domain), cb=guarded)
+        await self._end_interrupted_run()
+
+    async def _end_interrupted_run(self) -> None:
+        """A run key left by a previous clock process: that run lost its clock mid-way
+        (its step and totals are gone with it), so it ends as FAILED, said once."""
+        if self.kv is None:
+            return
+        try:
+            entry = await self.kv.get("run")
+            previous = clock_pb2.Clock.FromString(entry.value)
+        except Exception:  # no key (no run was in progress), or not a Clock
+            return
+        self.run_id = previous.run_id
+        await self._end(FAILED, "the twin service restarted during the run")
 
     def _state_handler(self, domain: str):
         message_type = STATE_TYPES[domain]
@@ -57,6 +118,12 @@ class Clock:
         async def handle(msg) -> None:
             state = decode_msg(message_type, msg, stats=self.stats)
             if state is None or state.run_id != self.run_id:
+                return
+            problem = state_problem(state)
+            if problem is None and state.step > self.step:
+                problem = f"step {state.step} ahead of the clock's tick {self.step}"
+            if problem is not None:  # a forged state must not advance the clock
+                reject(self.stats, f"{type(state).__name__}.invalid", msg.subject, problem)
                 return
             async with self._changed:
                 self.latest[domain] = state
@@ -74,18 +141,29 @@ class Clock:
         site_from_spec(spec)  # validate before anyone builds anything
         await self.stop()
         self.run_id = uuid.uuid4().hex[:12]
+        self.reason = ""
         self.step, self.dt = 0, spec.dt_s or 1.0
         self.horizon_steps = round(spec.horizon_s / self.dt) if spec.horizon_s > 0 else None
         self.real_time_factor = real_time_factor
         self.latest.clear()
         self.cost_usd = self.emissions_t = self.market_emissions_t = 0.0
         clock = clock_pb2.Clock(
-            run_id=self.run_id, command=clock_pb2.CLOCK_COMMAND_START, spec=spec
+            run_id=self.run_id,
+            command=clock_pb2.CLOCK_COMMAND_START,
+            spec=spec,
+            real_time_factor=real_time_factor or 0.0,
+            wall_time_s=time.time(),
         )
         if self.kv is not None:  # a restarted domain service finds the run here
             await self.kv.put("run", clock.SerializeToString())
+        # The event first: the historian records the run before any of its states.
+        await bus.publish(self.nc, bus.events_subject(self.site_id), clock)
         await bus.publish(self.nc, bus.clock_subject(self.site_id), clock)
-        await self._wait_for_step(-1, READY_TIMEOUT_S)
+        try:
+            await self._wait_for_step(-1, READY_TIMEOUT_S)
+        except TimeoutError as exc:
+            await self._end(FAILED, f"domains not ready: {exc}")
+            raise
         self.state = PAUSED
         log.info("run ready", extra={"run_id": self.run_id, "site": self.site_id})
         if not paused:
@@ -101,31 +179,92 @@ class Clock:
     async def pause(self) -> None:
         if self.state == RUNNING:
             self.state = PAUSED
-            if self._runner:
-                await self._runner
+            await self._settle_runner()
+
+    async def _settle_runner(self) -> None:
+        """Let the runner finish its tick, or abandon a tick that waits on an absent domain
+        (the step stays where it is; the tick is sent again on Resume or Step)."""
+        runner = self._runner
+        if runner is None or runner.done():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(runner), CONTROL_WAIT_S)
+            return
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
 
     async def step_ticks(self, ticks: int) -> None:
-        """Advance ``ticks`` intervals while paused."""
+        """Advance ``ticks`` intervals while paused; a stalled tick fails the run (raises
+        RunStalled, a TimeoutError, naming the domains that did not answer)."""
         for _ in range(ticks):
             if self.state != PAUSED or self._at_horizon():
                 break
-            await self._tick()
+            try:
+                await self._tick()
+            except RunStalled as exc:
+                await self._end(FAILED, str(exc))
+                raise
+        if self.state == PAUSED and self._at_horizon():
+            await self._end(STOPPED, "")
 
     async def stop(self) -> None:
-        if self.state == STOPPED:
+        if self.state in ENDED:
             return
         self.state = STOPPED
-        if self._runner:
-            await self._runner
-        stop = clock_pb2.Clock(
-            run_id=self.run_id, step=self.step, command=clock_pb2.CLOCK_COMMAND_STOP
+        await self._settle_runner()
+        await self._end(STOPPED, "")
+
+    async def _end(self, state: int, reason: str) -> None:
+        """End the run: say how on the clock subject and as an event, delete the run key."""
+        self.state, self.reason = state, reason
+        end = {
+            STOPPED: clock_pb2.RUN_END_STOPPED,
+            FAILED: clock_pb2.RUN_END_FAILED,
+        }.get(state, clock_pb2.RUN_END_COMPLETED)
+        if state == STOPPED and self._at_horizon():
+            end = clock_pb2.RUN_END_COMPLETED
+        message = clock_pb2.Clock(
+            run_id=self.run_id,
+            step=self.step - 1,
+            time_s=self.step * self.dt,
+            command=clock_pb2.CLOCK_COMMAND_STOP,
+            wall_time_s=time.time(),
+            end=end,
+            reason=reason,
         )
-        await bus.publish(self.nc, bus.clock_subject(self.site_id), stop)
+        if state == FAILED:
+            log.error("run failed", extra={"run_id": self.run_id, "reason": reason})
+        else:
+            log.info("run ended", extra={"run_id": self.run_id, "end": end, "step": self.step})
+        for subject in (bus.clock_subject(self.site_id), bus.events_subject(self.site_id)):
+            try:
+                await bus.publish(self.nc, subject, message)
+            except Exception as exc:  # NATS away: the end is still in force here
+                log.warning("run end not published", extra={"error": repr(exc)})
+        if self.kv is not None:
+            try:
+                await self.kv.delete("run")
+            except Exception as exc:
+                log.warning("run key not deleted", extra={"error": repr(exc)})
+        async with self._changed:
+            self._changed.notify_all()
 
     def _at_horizon(self) -> bool:
         return self.horizon_steps is not None and self.step >= self.horizon_steps
 
     async def _run(self) -> None:
+        try:
+            await self._paced()
+        except RunStalled as exc:
+            await self._end(FAILED, str(exc))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not leave the run RUNNING forever
+            log.exception("clock runner failed")
+            await self._end(FAILED, f"clock error: {exc!r}")
+
+    async def _paced(self) -> None:
         started, first = time.perf_counter(), self.step
         while self.state == RUNNING and not self._at_horizon():
             await self._tick()
@@ -137,9 +276,7 @@ class Clock:
                 if ahead > 0:
                     await asyncio.sleep(ahead)
         if self._at_horizon() and self.state == RUNNING:
-            self.state = STOPPED
-            async with self._changed:
-                self._changed.notify_all()
+            await self._end(STOPPED, "")
 
     async def _tick(self) -> None:
         async with self._lock:
@@ -158,17 +295,33 @@ class Clock:
             self.step = k + 1
 
     async def _send_until_done(self, tick: clock_pb2.Clock, k: int) -> None:
-        """Send the tick, and again every second until every domain has answered: a
-        domain service that restarted meanwhile picks the run up from the re-sent tick."""
-        deadline = time.monotonic() + TICK_TIMEOUT_S
+        """Send the tick, and again (backing off to ``RESEND_MAX_S``) until every domain
+        has answered: a domain service that restarted, resumed or reconnected meanwhile
+        picks the run up from the re-sent tick. Raises RunStalled after the stall limit."""
+        started = time.monotonic()
+        wait = RESEND_FIRST_S
         while True:
-            await bus.publish(self.nc, bus.clock_subject(self.site_id), tick)
             try:
-                await self._wait_for_step(k, 1.0)
+                await bus.publish(self.nc, bus.clock_subject(self.site_id), tick)
+            except Exception as exc:  # NATS away: try again at the next re-send
+                log.warning("tick not sent", extra={"step": k, "error": repr(exc)})
+            try:
+                await self._wait_for_step(k, wait)
+                if self.reason:
+                    log.info("run going again", extra={"run_id": self.run_id, "step": k})
+                    self.reason = ""
                 return
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    raise
+            except TimeoutError as exc:
+                waited = time.monotonic() - started
+                self.reason = f"{exc} (waiting {waited:.0f} s)"
+                if waited >= self.stall_timeout_s:
+                    raise RunStalled(
+                        f"{exc}: no answer within {self.stall_timeout_s:g} s ({STALL_TIMEOUT_ENV})"
+                    ) from None
+                log.warning(
+                    "waiting for domains", extra={"run_id": self.run_id, "reason": str(exc)}
+                )
+                wait = min(2 * wait, RESEND_MAX_S)
 
     async def _wait_for_step(self, step: int, timeout_s: float) -> None:
         def arrived() -> bool:
@@ -182,14 +335,23 @@ class Clock:
                 raise TimeoutError(f"no state for step {step} from {', '.join(missing)}") from None
 
     async def wait_changed(self, after_step: int) -> None:
+        """Until the run passes ``after_step`` or ends. A run that had failed already
+        returns after a second, so a watcher that does not stop at FAILED polls slowly."""
+        if self.state == FAILED:
+            await asyncio.sleep(1.0)
+            return
         async with self._changed:
-            await self._changed.wait_for(lambda: self.step > after_step or self.state == STOPPED)
+            await self._changed.wait_for(lambda: self.step > after_step or self.state in ENDED)
 
     # ------------------------------------------------------------------ snapshot
 
     def snapshot(self) -> snapshot_pb2.SiteSnapshot:
         s = snapshot_pb2.SiteSnapshot(
-            run_id=self.run_id, site_id=self.site_id, step=self.step, state=self.state
+            run_id=self.run_id,
+            site_id=self.site_id,
+            step=self.step,
+            state=self.state,
+            reason=self.reason,
         )
         if any(d not in self.latest or self.latest[d].step < 0 for d in DOMAINS):
             return s

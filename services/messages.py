@@ -83,3 +83,23 @@ def parts_of(domain: str, message: Message) -> dict[str, np.ndarray]:
         else:
             parts[name] = np.asarray(float(value))
     return parts
+
+
+def state_problem(message: Message) -> str | None:
+    """Why a decoded state message cannot be used (None when it can): an empty run id, a
+    step before the initial one, a non-finite number, or an array whose shape does not
+    match its values."""
+    if not message.run_id:
+        return "run_id: empty"
+    if message.step < -1:
+        return f"step: {message.step} is before the initial state (-1)"
+    for field, value in message.ListFields():
+        if isinstance(value, common_pb2.FloatArray):
+            if value.shape and int(np.prod(value.shape)) != len(value.values):
+                return f"{field.name}: shape {list(value.shape)} does not hold its values"
+            value = value.values
+        elif field.type not in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
+            continue
+        if not np.all(np.isfinite(np.asarray(value, dtype=float))):
+            return f"{field.name}: not a finite number"
+    return None

@@ -11,13 +11,19 @@ Live mode: measurements on ``telemetry.<site>.>`` replace modelled values at the
 Restarts: every ``SNAPSHOT_EVERY`` steps a node stores its state in the run KV bucket; a
 restarted node restores it, asks its peers to replay the states it missed
 (``twin.<site>.<domain>.replay``), and catches up when the clock re-sends its tick.
-Garbled or foreign messages are logged, counted and skipped.
+Garbled, foreign or out-of-sequence messages are logged, counted (``self.stats``, by
+reason) and skipped; no message ends ``run``: an invalid START keeps the current run, a
+TICK more than ``HISTORY`` steps ahead of the model is refused (a restarted node catches
+up at most that far), a state with a non-finite value or a wrong shape never reaches the
+model, and a measurement is used only when finite and in its physical range.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -28,26 +34,29 @@ from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 
 from services.domain import NEEDS, DomainModel
-from services.messages import STATE_TYPES, parts_of, sources_of, state_message
+from services.messages import STATE_TYPES, parts_of, sources_of, state_message, state_problem
 from services.runtime import bus
-from services.runtime.codec import DecodeStats, decode_msg
+from services.runtime.codec import DecodeStats, decode_msg, reject
 from services.scenario import site_from_spec
 from twin.common.v1 import common_pb2
 from twin.telemetry.v1 import telemetry_pb2
 from twin.twin.v1 import clock_pb2
 from twin_core.pytree import replace
+from twin_core.site import SiteError
 
 log = logging.getLogger(__name__)
 PEER_TIMEOUT_S = 30.0
 HISTORY = 64  # published states kept for replays
 SNAPSHOT_EVERY = 10  # coupling intervals between restart snapshots (< HISTORY)
-# Live mode: measured quantity -> (published boundary field, entity prefix, index shape).
+# Live mode: measured quantity -> (published boundary field, entity prefix, index shape,
+# physical range of a plausible reading).
 MEASURED = {
     "compute": {
         telemetry_pb2.QUANTITY_RACK_POWER_W: (
             "rack_ac_w",
             "rack",
             lambda m: tuple(np.shape(m.initial.rack_ac_w)),
+            (0.0, 2.0e6),  # W: an NVL72 rack draws ~130 kW; 2 MW is far beyond any rack
         ),
     },
     "cooling": {
@@ -55,15 +64,18 @@ MEASURED = {
             "tcs_supply_c",
             "cdu",
             lambda m: (int(np.sum(np.asarray(m.params.cooling.cdu_mask))),),
+            (0.0, 100.0),  # degrees C: liquid water at ambient pressure
         ),
     },
 }
 
 
 def _entity_index(entity: str, prefix: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
-    """``rack/3/17`` -> (3, 17) within ``shape``; None when malformed or out of range."""
+    """``rack/3/17`` -> (3, 17) within ``shape``; None when malformed or out of range
+    (ASCII digits only: ``str.isdigit`` accepts '²', which ``int`` refuses)."""
     head, *rest = entity.split("/")
-    if head != prefix or len(rest) != len(shape) or not all(r.isdigit() for r in rest):
+    ok = all(r.isascii() and r.isdigit() and len(r) <= 9 for r in rest)
+    if head != prefix or len(rest) != len(shape) or not ok:
         return None
     index = tuple(int(r) for r in rest)
     return index if all(i < n for i, n in zip(index, shape, strict=True)) else None
@@ -87,47 +99,116 @@ class CoSimNode:
         self._measured: dict[tuple[str, tuple[int, ...]], float] = {}
 
     async def start(self) -> None:
-        await self.nc.subscribe(bus.clock_subject(self.site_id), cb=self._on_clock)
+        subscribe = self._subscribe
+        await subscribe(bus.clock_subject(self.site_id), self._on_clock)
         for peer in NEEDS[self.domain]:
-            subject = bus.state_subject(self.site_id, peer)
-            await self.nc.subscribe(subject, cb=self._peer_handler(peer))
+            await subscribe(bus.state_subject(self.site_id, peer), self._peer_handler(peer))
         if self.domain in MEASURED:
-            subject = bus.telemetry_subject(self.site_id)
-            await self.nc.subscribe(subject, cb=self._on_telemetry)
-        await self.nc.subscribe(bus.replay_subject(self.site_id, self.domain), cb=self._on_replay)
+            await subscribe(bus.telemetry_subject(self.site_id), self._on_telemetry)
+        await subscribe(bus.replay_subject(self.site_id, self.domain), self._on_replay)
         if self.js is not None:
             self.kv = await bus.declare_run_bucket(self.js, self.site_id)
             await self._rejoin()
 
+    async def _subscribe(self, subject: str, handler) -> None:
+        """Subscribe with a handler that no message can break: whatever it raises is
+        counted and logged (nats-py would only pass it to the error callback)."""
+
+        async def guarded(msg) -> None:
+            try:
+                await handler(msg)
+            except Exception as exc:
+                reject(self.stats, "handler.failed", msg.subject, repr(exc)[:200])
+
+        await self.nc.subscribe(subject, cb=guarded)
+
     async def _rejoin(self) -> None:
         """After a restart: rebuild the run in progress and continue from this domain's
-        last snapshot; the clock re-sends the tick it is waiting for."""
+        last snapshot (or, with none of this run, from its initial state: killed before
+        its first snapshot); the clock re-sends the tick it is waiting for."""
         try:
             run = await self.kv.get("run")
+        except Exception:  # no run in progress (key absent)
+            return
+        try:
             saved = await self.kv.get(self.domain)
-        except Exception:  # no run in progress (keys absent)
+            run_id, _, data = saved.value.partition(b"\n")
+        except Exception:  # no snapshot yet
+            run_id, data = b"", b""
+        try:
+            clock = clock_pb2.Clock.FromString(run.value)
+            fresh = run_id.decode(errors="replace") != clock.run_id
+            await self._start_run(clock, publish=fresh)
+            if not fresh:
+                self._restore(data)
+        except Exception as exc:  # a damaged key: wait for the next START
+            log.warning("could not rejoin the run", extra={"error": repr(exc)})
+            self.model, self.run_id = None, ""
             return
-        clock = clock_pb2.Clock.FromString(run.value)
-        run_id, _, data = saved.value.partition(b"\n")
-        if run_id.decode() != clock.run_id:
-            return
-        await self._start_run(clock, publish=False)
-        self.model.restore(data)
         log.info("rejoined run", extra={"domain": self.domain, "step": self.model.step})
 
     async def _on_replay(self, msg) -> None:
         tick = decode_msg(common_pb2.Tick, msg, stats=self.stats)
-        if tick is not None and tick.run_id == self.run_id:
+        if tick is not None and tick.run_id == self.run_id and msg.reply:
             await msg.respond(self._history.get(tick.step, b""))
 
     async def run(self) -> None:
-        """Process clock messages in order (a background task of the service)."""
+        """Process clock messages in order (a background task of the service). Nothing a
+        message holds ends this loop: a refused or failing message is counted and logged."""
         while True:
             clock = await self._ticks.get()
-            if clock.command == clock_pb2.CLOCK_COMMAND_START:
-                await self._start_run(clock)
-            elif clock.command == clock_pb2.CLOCK_COMMAND_TICK and clock.run_id == self.run_id:
-                await self._tick(clock.step)
+            try:
+                await self._handle_clock(clock)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or a hostile message: keep serving
+                reject(
+                    self.stats,
+                    "Clock.failed",
+                    bus.clock_subject(self.site_id),
+                    repr(exc),
+                    domain=self.domain,
+                    command=clock.command,
+                )
+
+    async def _handle_clock(self, clock: clock_pb2.Clock) -> None:
+        subject = bus.clock_subject(self.site_id)
+        if clock.command == clock_pb2.CLOCK_COMMAND_START:
+            if not clock.run_id:
+                reject(self.stats, "Clock.start_invalid", subject, "run_id: empty")
+                return
+            if not await self._started_by_clock(clock.run_id):
+                detail = f"run {clock.run_id[:40]!r} is not the clock's run in progress"
+                reject(self.stats, "Clock.start_unknown_run", subject, detail)
+                return
+            try:
+                site = site_from_spec(clock.spec)
+            except SiteError as exc:  # the current run goes on
+                reject(self.stats, "Clock.start_invalid", subject, str(exc), run_id=clock.run_id)
+                return
+            await self._start_run(clock, site=site)
+        elif clock.command == clock_pb2.CLOCK_COMMAND_TICK:
+            if clock.run_id != self.run_id or self.model is None:
+                reject(self.stats, "Clock.foreign_run", subject, f"run {clock.run_id!r}")
+                return
+            ahead = clock.step - self.model.step
+            if clock.step < 0 or ahead > HISTORY:
+                detail = f"tick {clock.step} while at step {self.model.step}"
+                reject(self.stats, "Clock.out_of_sequence", subject, detail)
+                return
+            await self._tick(clock.step)
+
+    async def _started_by_clock(self, run_id: str) -> bool:
+        """With JetStream: the clock writes each run's START to the run key before it
+        publishes it, so a START whose run is not that key's did not come from the clock.
+        (Without JetStream there is nothing to check against.)"""
+        if self.js is None:
+            return True
+        try:
+            entry = await self.kv.get("run")
+            return clock_pb2.Clock.FromString(entry.value).run_id == run_id
+        except Exception:  # no key: no run in progress
+            return False
 
     async def save_config(self, config: Message) -> None:
         """Keep the configuration in force in the site's live-configuration KV bucket."""
@@ -159,11 +240,18 @@ class CoSimNode:
             target = MEASURED[self.domain].get(m.quantity)
             if target is None:
                 continue
-            field, prefix, shape = target
+            field, prefix, shape, (low, high) = target
             index = _entity_index(m.entity, prefix, shape(self.model))
             if index is None:
-                self.stats.record("Measurement.entity")
-                log.warning("unknown entity", extra={"entity": m.entity, "domain": self.domain})
+                reject(self.stats, "Measurement.entity", msg.subject, f"entity {m.entity[:80]!r}")
+                continue
+            if not math.isfinite(m.value):
+                detail = f"{m.entity}: {m.value}"
+                reject(self.stats, "Measurement.value_not_finite", msg.subject, detail)
+                continue
+            if not low <= m.value <= high:
+                detail = f"{m.entity}: {m.value} outside [{low}, {high}]"
+                reject(self.stats, "Measurement.value_out_of_range", msg.subject, detail)
                 continue
             self._measured[(field, index)] = m.value
 
@@ -172,18 +260,41 @@ class CoSimNode:
 
         async def handle(msg) -> None:
             state = decode_msg(message_type, msg, stats=self.stats)
-            if state is None or state.run_id != self.run_id:
+            if state is None or state.run_id != self.run_id or self.model is None:
+                return
+            parts = self._peer_parts(peer, state, msg.subject)
+            if parts is None:
                 return
             async with self._arrived:
-                self._peers[state.step][peer] = parts_of(peer, state)
+                self._peers[state.step][peer] = parts
                 self._arrived.notify_all()
 
         return handle
 
+    def _peer_parts(self, peer: str, state: Message, subject: str):
+        """The boundary values of a peer's state, or None (counted, logged) when it is out
+        of range of this run's steps, not finite or not of the model's shapes."""
+        model = self.model
+        if state.step < model.step - 1:  # a re-sent step this node has used already
+            return None
+        problem = state_problem(state)
+        if problem is None and state.step - model.step > HISTORY:
+            problem = f"step {state.step} too far ahead of step {model.step}"
+        if problem is None:
+            parts = parts_of(peer, state)
+            for name, value in parts.items():
+                expected = np.shape(getattr(model.initial, name))
+                if np.shape(value) != expected:
+                    problem = f"{name}: shape {np.shape(value)}, expected {expected}"
+            if problem is None:
+                return parts
+        reject(self.stats, f"{type(state).__name__}.invalid", subject, problem)
+        return None
+
     # ------------------------------------------------------------------ stepping
 
-    async def _start_run(self, clock: clock_pb2.Clock, publish: bool = True) -> None:
-        site = site_from_spec(clock.spec)
+    async def _start_run(self, clock: clock_pb2.Clock, publish: bool = True, site=None) -> None:
+        site = site if site is not None else site_from_spec(clock.spec)
         dt = clock.spec.dt_s or 1.0
         loop = asyncio.get_running_loop()
         # Building params and compiling the step takes seconds: keep the loop responsive.
@@ -193,6 +304,7 @@ class CoSimNode:
             self._peers.clear()
             self._pending.clear()
             self._history.clear()
+            self._measured.clear()  # measurements were of the run before
         if publish:
             await self._publish(
                 -1, model.initial_outputs(), model.initial_parts(), model.drivers(0)
@@ -214,8 +326,14 @@ class CoSimNode:
             return
         # A restarted node may resume from a snapshot a step or two behind: catch up with
         # the peers' replayed states (the same values they published then).
-        while model.step <= step:
-            await self._advance_one(model)
+        try:
+            while model.step <= step:
+                await self._advance_one(model)
+        except TimeoutError as exc:  # a peer is away: the clock re-sends the tick
+            log.warning(
+                "peers did not answer; waiting for the tick again",
+                extra={"domain": self.domain, "step": model.step, "reason": str(exc)},
+            )
 
     async def _advance_one(self, model: DomainModel) -> None:
         step = model.step
@@ -243,31 +361,67 @@ class CoSimNode:
         return parts
 
     async def _await_peers(self, step: int) -> None:
-        """Wait for the peers' states of ``step``; ask them to replay what we missed (a
-        restarted service never saw the messages sent while it was down)."""
-        async with self._arrived:
-            try:
-                await asyncio.wait_for(self._arrived.wait_for(lambda: self._ready(step)), 1.0)
+        """Wait for the peers' states of ``step``; ask them again and again to replay what
+        we missed (a restarted service never saw the messages sent while it was down).
+        Raises TimeoutError after ``PEER_TIMEOUT_S``, naming what each missing peer did."""
+        deadline = asyncio.get_running_loop().time() + PEER_TIMEOUT_S
+        outcome: dict[str, str] = {}
+        while True:
+            async with self._arrived:
+                try:
+                    ready = self._arrived.wait_for(lambda: self._ready(step))
+                    await asyncio.wait_for(ready, 1.0)
+                    return
+                except TimeoutError:
+                    pass
+            for peer in NEEDS[self.domain]:
+                if peer not in self._peers.get(step, {}):
+                    outcome[peer] = await self._replay(peer, step)
+            if self._ready(step):
                 return
-            except TimeoutError:
-                pass
-        for peer in NEEDS[self.domain]:
-            if peer in self._peers.get(step, {}):
-                continue
-            request = common_pb2.Tick(run_id=self.run_id, step=step).SerializeToString()
-            try:
-                reply = await self.nc.request(
-                    bus.replay_subject(self.site_id, peer), request, timeout=2.0
-                )
-            except Exception:
-                continue
-            if reply.data:
-                state = STATE_TYPES[peer].FromString(reply.data)
-                self._peers[step][peer] = parts_of(peer, state)
-        async with self._arrived:
-            await asyncio.wait_for(
-                self._arrived.wait_for(lambda: self._ready(step)), PEER_TIMEOUT_S
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"no state for step {step}: {outcome}")
+
+    async def _replay(self, peer: str, step: int) -> str:
+        """Ask ``peer`` for its state of ``step``; what came of it, in a word."""
+        request = common_pb2.Tick(run_id=self.run_id, step=step).SerializeToString()
+        try:
+            reply = await self.nc.request(
+                bus.replay_subject(self.site_id, peer), request, timeout=2.0
             )
+        except Exception as exc:
+            return type(exc).__name__
+        if not reply.data:
+            return "not kept"
+        state = decode_msg(STATE_TYPES[peer], reply, stats=self.stats)
+        if state is None or state.run_id != self.run_id or state.step != step:
+            return "other state"
+        parts = self._peer_parts(peer, state, reply.subject)
+        if parts is None:
+            return "refused"
+        async with self._arrived:
+            self._peers[step][peer] = parts
+        return "replayed"
+
+    def _snapshot(self) -> bytes:
+        """The model's snapshot and the state messages of the last ``SNAPSHOT_EVERY + 1``
+        steps: a peer restored from an older snapshot of its own asks this node to replay
+        them, after this node has restarted too."""
+        kept = sorted(self._history)[-(SNAPSHOT_EVERY + 1) :]
+        arrays = {"model": np.frombuffer(self.model.snapshot(), np.uint8)}
+        arrays["steps"] = np.array(kept, np.int64)
+        arrays |= {f"step_{k}": np.frombuffer(self._history[k], np.uint8) for k in kept}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    def _restore(self, data: bytes) -> None:
+        with np.load(io.BytesIO(data)) as z:
+            if "model" not in z:  # a snapshot of the model alone (before replays were kept)
+                self.model.restore(data)
+                return
+            self.model.restore(z["model"].tobytes())
+            self._history = {int(k): z[f"step_{k}"].tobytes() for k in z["steps"]}
 
     def _state_subject(self) -> str:
         return bus.state_subject(self.site_id, self.domain)
@@ -285,8 +439,9 @@ class CoSimNode:
         self._history[step] = data
         self._history.pop(step - HISTORY, None)
         await self.nc.publish(self._state_subject(), data)
-        if self.js is not None and self.model is not None and step % SNAPSHOT_EVERY == 0:
+        due = step == -1 or step % SNAPSHOT_EVERY == 0  # -1: a node killed before step 0
+        if self.js is not None and self.model is not None and due:
             # Snapshot for a restart, published without waiting for the KV's ack; a node
             # restarting from it catches up through its peers' replays (HISTORY steps).
-            snapshot = self.run_id.encode() + b"\n" + self.model.snapshot()
+            snapshot = self.run_id.encode() + b"\n" + self._snapshot()
             await self.nc.publish(f"$KV.{bus.run_bucket(self.site_id)}.{self.domain}", snapshot)

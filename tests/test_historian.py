@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import os
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -26,6 +26,7 @@ from twin.compute.v1 import compute_pb2
 from twin.cooling.v1 import cooling_pb2
 from twin.energy.v1 import energy_pb2
 from twin.power.v1 import power_pb2
+from twin.twin.v1 import clock_pb2
 
 STEPS = 300
 CDUS = 3
@@ -103,8 +104,17 @@ def states(run_id: str, step: int) -> dict[str, object]:
     }
 
 
-async def publish_steps(nc, site: str, run_id: str, steps: range) -> None:
+def start_message(run_id: str, dt_s: float = 1.0, horizon_s: float = 0.0, **kw) -> bytes:
+    spec = clock_pb2.RunSpec(scenario_name="small", dt_s=dt_s, horizon_s=horizon_s)
+    start = clock_pb2.Clock(run_id=run_id, command=clock_pb2.CLOCK_COMMAND_START, spec=spec, **kw)
+    return start.SerializeToString()
+
+
+async def publish_steps(nc, site: str, run_id: str, steps: range, start: bool = True) -> None:
+    """The run's START (as the clock publishes it on the events subject), then its states."""
     js = nc.jetstream()
+    if start:
+        await nc.publish(bus.events_subject(site), start_message(run_id))
     before = (await js.stream_info(bus.stream_name(site))).state.messages
     for step in steps:
         for domain, message in states(run_id, step).items():
@@ -275,6 +285,102 @@ def test_writer_stores_a_synthetic_run(nats_server: NatsServer, db: str) -> None
         assert steps == [0, 60, 120, 180, 240]
 
 
+def test_run_records_and_refused_state_messages(nats_server: NatsServer, db: str) -> None:
+    """The runs row comes from the clock's START/STOP (dt 10 s, horizon, pace, wall-clock
+    start and end, status); states of no run ('' from an empty payload), of a run the clock
+    never started, beyond the horizon or not finite are refused, counted and terminated."""
+    from services.historian.queries import summarize
+
+    site, run_id = "hist-records", "rec-1"
+    started, ended = 1_790_000_000.0, 1_790_000_030.5
+
+    async def main():
+        nc = await bus.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await bus.declare_stream(js, site)
+            events = bus.events_subject(site)
+            await nc.publish(
+                events,
+                start_message(run_id, 10.0, 50.0, real_time_factor=120.0, wall_time_s=started),
+            )
+            for step in range(5):
+                for domain, message in states(run_id, step).items():
+                    message.time_s = 10.0 * (step + 1)
+                    await bus.publish(nc, bus.state_subject(site, domain), message)
+            power = bus.state_subject(site, "power")
+            await nc.publish(power, b"")  # the finding: parsed as run '' at step 0
+            await bus.publish(nc, power, states("forged", 1)["power"])  # never started
+            await bus.publish(nc, power, states(run_id, 5)["power"])  # beyond the horizon
+            nan = states(run_id, 2)["power"]
+            nan.meter_w = float("nan")
+            await bus.publish(nc, power, nan)
+            await nc.publish(power, b"\xff\x00 not protobuf")
+            late = states(run_id, 3)["power"]
+            late.time_s = 1e300  # finite, but no timestamp holds it
+            await bus.publish(nc, power, late)
+            crowd = states(run_id, 1)["compute"]
+            crowd.throttled_gpus = 2**32 - 1  # a uint32 that no integer column holds
+            await bus.publish(nc, bus.state_subject(site, "compute"), crowd)
+            stop_ = clock_pb2.Clock(
+                run_id=run_id,
+                step=4,
+                command=clock_pb2.CLOCK_COMMAND_STOP,
+                end=clock_pb2.RUN_END_COMPLETED,
+                wall_time_s=ended,
+            )
+            await bus.publish(nc, events, stop_)
+            await nc.flush()
+            await wait_for(lambda: _stream_count(js, site), lambda n: n >= 29, "stream")
+            writer = HistorianWriter(js, config(site, db))
+            task = asyncio.create_task(writer.run())
+            await drained(js, site)
+            await stop(task)
+            async with await psycopg.AsyncConnection.connect(db) as conn:
+                summary = await summarize(conn, run_id, ["facility_w"])
+            return writer, summary
+        finally:
+            await nc.close()
+
+    writer, summary = run(main())
+    assert writer.stats.rejected.snapshot() == {
+        "PowerState.invalid": 5,
+        "PowerState.undecodable": 1,
+        "ComputeState.invalid": 1,
+    }
+    assert writer.stats.bad_messages == 7 and writer.stats.steps == 5
+    with psycopg.connect(db, prepare_threshold=None) as conn:
+        runs = conn.execute(
+            "SELECT run_id, site_id, scenario, dt_s, horizon_s, real_time_factor, status,"
+            " started_at, ended_at, last_step FROM runs WHERE site_id = %s OR run_id IN"
+            " ('', 'forged')",
+            (site,),
+        ).fetchall()
+        stored = conn.execute(
+            "SELECT run_id, count(*), sum(facility_w) FROM site_series"
+            " WHERE run_id IN (%s, '', 'forged') GROUP BY run_id",
+            (run_id,),
+        ).fetchall()
+    assert runs == [
+        (
+            run_id,
+            site,
+            "small",
+            10.0,
+            50.0,
+            120.0,
+            "completed",
+            datetime.fromtimestamp(started, UTC),
+            datetime.fromtimestamp(ended, UTC),
+            4,
+        )
+    ]
+    assert stored == [(run_id, 5, sum(meter_w(k) for k in range(5)))]
+    # Energy from the stored step: sum(W) x 10 s, not x 1 s.
+    assert summary.dt_s == 10.0
+    assert summary.metrics[0].energy_mwh == sum(meter_w(k) for k in range(5)) * 10.0 / 3.6e9
+
+
 def test_incomplete_step_is_written_after_its_max_age(nats_server: NatsServer, db: str) -> None:
     site, run_id = "hist-partial", "partial-1"
 
@@ -283,11 +389,12 @@ def test_incomplete_step_is_written_after_its_max_age(nats_server: NatsServer, d
         try:
             js = nc.jetstream()
             await bus.declare_stream(js, site)
+            await nc.publish(bus.events_subject(site), start_message(run_id))
             for domain, message in states(run_id, 0).items():
                 if domain != "energy":  # the energy service never published step 0
                     await bus.publish(nc, bus.state_subject(site, domain), message)
             await nc.flush()
-            await wait_for(lambda: _stream_count(js, site), lambda n: n >= 3, "stream")
+            await wait_for(lambda: _stream_count(js, site), lambda n: n >= 4, "stream")
             writer = HistorianWriter(js, config(site, db, incomplete_max_age_s=0.5))
             task = asyncio.create_task(writer.run())
             await drained(js, site)
@@ -296,7 +403,7 @@ def test_incomplete_step_is_written_after_its_max_age(nats_server: NatsServer, d
             # it fills the NULL columns and changes nothing else.
             await bus.publish(nc, bus.state_subject(site, "energy"), states(run_id, 0)["energy"])
             await nc.flush()
-            await wait_for(lambda: _stream_count(js, site), lambda n: n >= 4, "stream")
+            await wait_for(lambda: _stream_count(js, site), lambda n: n >= 5, "stream")
             await drained(js, site)
             await stop(task)
             return writer, partial
@@ -447,7 +554,7 @@ def test_database_outage_loses_nothing(nats_server: NatsServer, db: str) -> None
             await drained(js, site)
             assert await acount(db, "site_series", run_id) == half
             await proxy.pause()  # the database goes away ...
-            await publish_steps(nc, site, run_id, range(half, STEPS))
+            await publish_steps(nc, site, run_id, range(half, STEPS), start=False)
             await wait_for(
                 lambda: asyncio.sleep(0, writer.stats.db_failures),
                 lambda n: n >= 3,

@@ -353,38 +353,6 @@ def test_cli_history(address, tmp_path):
     assert result.exit_code == 2 and "NOT_FOUND" in result.output
 
 
-# ------------------------------------------------------------------- writer: runs rows
-
-
-def test_writer_inserts_a_runs_row_on_first_sight(database):
-    from services.historian.writer import SITE_COLUMNS, HistorianWriter, WriterConfig
-
-    run_id = "run-writer-dt"
-    writer = HistorianWriter(None, WriterConfig(site="site-w", database_url=database))
-
-    def rows(steps):
-        nulls = (None,) * (len(SITE_COLUMNS) - 3)
-        site = [(run_id, k, EPOCH + timedelta(seconds=10 * k), *nulls) for k in steps]
-        return {"site_series": site, "cdu_series": [], "rack_arrays": []}
-
-    async def main():
-        try:
-            await writer._copy(rows([3, 4]))
-            await writer._copy(rows([5]))  # seen: no second insert
-        finally:
-            await writer.close()
-
-    asyncio.run(main())
-    with psycopg.connect(database) as conn:
-        got = conn.execute(
-            "SELECT site_id, scenario, started_at, dt_s, horizon_s, status FROM runs"
-            " WHERE run_id = %s",
-            (run_id,),
-        ).fetchall()
-    assert got == [("site-w", "site-w", EPOCH, 10.0, 0.0, "running")]
-    assert writer._runs_seen == {run_id}
-
-
 # ------------------------------------------------------------------ CompareRuns, Export
 
 

@@ -41,6 +41,15 @@ next batch is fetched (writes are one at a time) and JetStream keeps the rest. I
 outlasts the consumer's ack wait, the held messages are redelivered; the writes are
 idempotent, so a duplicate costs a no-op row.
 
+Run records and refused messages: the consumer also reads ``twin.<site>.events``, where
+the clock publishes each run's START (spec, dt, horizon, pace, wall-clock start) and STOP
+(how it ended, wall-clock end, last step); they become the run's ``runs`` row, written at
+once, before the states that follow them in the stream. A state message is stored only for
+a known run (a START seen, or a ``runs`` row from before) with a step in the run's range
+(``0 <= step``, below the horizon, not after the run's end) and finite values; anything
+else (an empty run id, a forged or foreign run, a garbled payload) is ``term()``ed, never
+redelivered, counted in ``stats.rejected`` by reason and logged.
+
 Time column: ``epoch + time_s`` where ``epoch`` is fixed (``WriterConfig.epoch``, default
 2000-01-01T00:00Z, the origin the rollup buckets use). A run's ``started_at`` is not carried
 by the state messages, and the key must be a pure function of (run_id, step) for the writes
@@ -57,6 +66,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -64,13 +74,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
+from google.protobuf import json_format
 from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from services.messages import STATE_TYPES
+from services.messages import STATE_TYPES, state_problem
 from services.runtime import bus
-from services.runtime.codec import PayloadError
+from services.runtime.codec import DecodeStats, PayloadError, reject
+from twin.twin.v1 import clock_pb2
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +212,26 @@ class WriterStats:
     partial_steps: int = 0
     acked: int = 0
     db_failures: int = 0
-    bad_messages: int = 0
+    bad_messages: int = 0  # refused messages, all reasons (``rejected`` has them by reason)
+    rejected: DecodeStats = field(default_factory=DecodeStats)
+
+
+@dataclass
+class _Run:
+    """What the writer knows of a run: enough to check a state message's step."""
+
+    horizon_steps: int | None  # None: open-ended
+    last_step: int | None = None  # the last interval, once the run has ended
+
+
+MAX_TIME_S = 1e10  # simulated seconds (~300 years): beyond, a timestamp would overflow
+INT4_MAX = 2**31 - 1
+
+RUN_ENDS = {
+    clock_pb2.RUN_END_COMPLETED: "completed",
+    clock_pb2.RUN_END_STOPPED: "stopped",
+    clock_pb2.RUN_END_FAILED: "failed",
+}
 
 
 def _q(name: str) -> str:
@@ -220,7 +251,8 @@ class HistorianWriter:
         self._held = 0  # messages in self._steps
         self._conn: psycopg.AsyncConnection | None = None
         self._prefix = f"twin.{config.site}."
-        self._runs_seen: set[str] = set()  # run_ids whose runs row is stored
+        self._events = bus.events_subject(config.site)
+        self._runs: dict[str, _Run] = {}  # known runs: a START seen, or a runs row
         self._timescale = False  # the server has the timescaledb extension (set on connect)
 
     # -- consuming ---------------------------------------------------------------------
@@ -231,10 +263,11 @@ class HistorianWriter:
             self.js,
             cfg.site,
             cfg.durable,
-            filter_subjects=[f"twin.{cfg.site}.*.state"],
+            filter_subjects=[f"twin.{cfg.site}.*.state", self._events],
             ack_wait_s=cfg.ack_wait_s,
             max_ack_pending=cfg.max_unacked,
         )
+        await self._load_runs()
         sub = await bus.pull_subscription(self.js, cfg.site, cfg.durable)
         # One batch is written while the next is fetched and decoded: the database and
         # this process work at the same time. Writes stay one at a time, in order.
@@ -247,7 +280,7 @@ class HistorianWriter:
                 if room > 0:
                     msgs = await bus.fetch(sub, min(cfg.fetch_batch, room), cfg.fetch_timeout_s)
                     for msg in msgs:
-                        await self._add(msg)
+                        await self._add_safely(msg)
                 ready = self._complete()
                 ready_msgs = sum(len(self._steps[k].msgs) for k in ready)
                 now = time.monotonic()
@@ -285,7 +318,26 @@ class HistorianWriter:
             with contextlib.suppress(Exception):
                 await conn.close()
 
+    async def _refuse(self, msg: Msg, reason: str, detail: str) -> None:
+        """Count and log a message that will never be stored, and ``term()`` it."""
+        self.stats.bad_messages += 1
+        reject(self.stats.rejected, reason, msg.subject, detail)
+        with contextlib.suppress(Exception):  # NATS away: it comes back and is refused again
+            await msg.term()
+
+    async def _add_safely(self, msg: Msg) -> None:
+        """``_add``; a message that makes it fail is refused, never the writer's end."""
+        try:
+            await self._add(msg)
+        except (asyncio.CancelledError, psycopg.Error):
+            raise
+        except Exception as exc:
+            await self._refuse(msg, "message.failed", repr(exc)[:200])
+
     async def _add(self, msg: Msg) -> None:
+        if msg.subject == self._events:
+            await self._on_event(msg)
+            return
         domain = msg.subject[len(self._prefix) :].split(".", 1)[0]
         message_type = STATE_TYPES.get(domain) if msg.subject.startswith(self._prefix) else None
         if message_type is None:  # not a state message of this site: nothing to store
@@ -294,9 +346,12 @@ class HistorianWriter:
         try:
             state = message_type.FromString(msg.data)
         except Exception as exc:  # protobuf DecodeError and friends
-            log.warning("%s", PayloadError(msg.subject, message_type.__name__, str(exc)))
-            self.stats.bad_messages += 1
-            await msg.term()  # never redeliver a payload that cannot parse
+            reason = str(PayloadError(msg.subject, message_type.__name__, str(exc)))
+            await self._refuse(msg, f"{message_type.__name__}.undecodable", reason)
+            return
+        problem = state_problem(state) or self._out_of_run(state)
+        if problem is not None:
+            await self._refuse(msg, f"{message_type.__name__}.invalid", problem)
             return
         if state.step < 0:  # a domain's "ready" message before the first interval
             await msg.ack()
@@ -309,6 +364,133 @@ class HistorianWriter:
         step.states[domain] = state
         step.msgs.append(msg)
         self._held += 1
+
+    def _out_of_run(self, state: Message) -> str | None:
+        """Why a state's run or step is not one the clock ran, or a value does not fit its
+        column (None when all is well): such a batch could never be written."""
+        if not 0.0 <= state.time_s <= MAX_TIME_S:
+            return f"time_s: {state.time_s} outside [0, {MAX_TIME_S:g}]"
+        if getattr(state, "throttled_gpus", 0) > INT4_MAX:
+            return f"throttled_gpus: {state.throttled_gpus} does not fit an integer column"
+        run = self._runs.get(state.run_id)
+        if run is None:
+            return f"run_id: {state.run_id[:40]!r} is not a run the clock started"
+        if run.horizon_steps is not None and state.step >= run.horizon_steps:
+            return f"step: {state.step} beyond the run's horizon ({run.horizon_steps} steps)"
+        if run.last_step is not None and state.step > run.last_step:
+            return f"step: {state.step} after the run's end (step {run.last_step})"
+        return None
+
+    # -- run records -------------------------------------------------------------------
+
+    async def _load_runs(self) -> None:
+        """Runs recorded before this writer started (their START may be acked already)."""
+        rows = await self._with_retry(
+            "SELECT run_id, dt_s, horizon_s, last_step FROM runs WHERE site_id = %s",
+            (self.config.site,),
+            fetch=True,
+        )
+        for run_id, dt_s, horizon_s, last_step in rows:
+            self._runs[run_id] = _Run(_horizon_steps(horizon_s, dt_s), last_step)
+
+    async def _on_event(self, msg: Msg) -> None:
+        """START and STOP of a run: its runs row, written before the states after it."""
+        try:
+            clock = clock_pb2.Clock.FromString(msg.data)
+        except Exception:  # another kind of event: not the historian's
+            await msg.ack()
+            return
+        command = clock.command
+        if command not in (clock_pb2.CLOCK_COMMAND_START, clock_pb2.CLOCK_COMMAND_STOP):
+            await msg.ack()
+            return
+        if not clock.run_id or len(clock.run_id) > 128 or not clock.run_id.isprintable():
+            await self._refuse(
+                msg, "Clock.invalid", f"run_id: {clock.run_id[:40]!r} is not a run id"
+            )
+            return
+        if command == clock_pb2.CLOCK_COMMAND_START:
+            spec = clock.spec
+            if not (math.isfinite(spec.dt_s) and spec.dt_s >= 0) or not (
+                math.isfinite(spec.horizon_s) and spec.horizon_s >= 0
+            ):
+                detail = f"spec: dt_s {spec.dt_s} or horizon_s {spec.horizon_s} is not valid"
+                await self._refuse(msg, "Clock.invalid", detail)
+                return
+            await self._record_start(clock)
+        elif clock.run_id in self._runs:
+            await self._record_end(clock)
+        else:
+            await self._refuse(msg, "Clock.invalid", f"STOP of unknown run {clock.run_id[:40]!r}")
+            return
+        await msg.ack()
+
+    async def _record_start(self, clock: clock_pb2.Clock) -> None:
+        spec = clock.spec
+        dt_s = spec.dt_s or 1.0
+        scenario = spec.scenario_name or "(inline site)"
+        started = _wall(clock.wall_time_s) or datetime.now(UTC)
+        spec_json = json_format.MessageToJson(spec, preserving_proto_field_name=True)
+        await self._with_retry(
+            "INSERT INTO runs (run_id, site_id, scenario, started_at, dt_s, horizon_s,"
+            " real_time_factor, status, spec, spec_pb)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, 'running', %s::jsonb, %s)"
+            " ON CONFLICT (run_id) DO NOTHING",
+            (
+                clock.run_id,
+                self.config.site,
+                scenario,
+                started,
+                dt_s,
+                spec.horizon_s,
+                clock.real_time_factor or None,
+                spec_json,
+                spec.SerializeToString(deterministic=True),
+            ),
+        )
+        self._runs[clock.run_id] = _Run(_horizon_steps(spec.horizon_s, dt_s))
+
+    async def _record_end(self, clock: clock_pb2.Clock) -> None:
+        status = RUN_ENDS.get(clock.end, "stopped")
+        # A clock that restarted ends the run it lost without knowing its last step (-1).
+        last_step = clock.step if clock.step >= 0 else None
+        await self._with_retry(
+            "UPDATE runs SET status = %s, ended_at = %s, last_step = %s, end_reason = %s"
+            " WHERE run_id = %s",
+            (
+                status,
+                _wall(clock.wall_time_s) or datetime.now(UTC),
+                last_step,
+                clock.reason or None,
+                clock.run_id,
+            ),
+        )
+        self._runs[clock.run_id].last_step = last_step
+
+    async def _with_retry(self, sql: str, params: tuple, fetch: bool = False) -> list[tuple]:
+        """One statement on its own connection (the batch writer holds the other), retried
+        with backoff through a database outage."""
+        delay = self.config.backoff_initial_s
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.config.database_url,
+                    prepare_threshold=None,
+                    connect_timeout=5,
+                    autocommit=True,
+                ) as conn:
+                    try:
+                        cur = await conn.execute(sql, params)
+                        return await cur.fetchall() if fetch else []
+                    except psycopg.OperationalError:
+                        raise
+                    except psycopg.Error as exc:  # refused for what it holds: no retry
+                        raise ValueError(f"database refused the run record: {exc}") from None
+            except psycopg.OperationalError as exc:  # the database is away: retry
+                self.stats.db_failures += 1
+                log.warning("historian run record failed, retrying in %.2f s: %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, self.config.backoff_max_s)
 
     def _complete(self) -> list[tuple[str, int]]:
         return [k for k, s in self._steps.items() if len(s.states) == len(DOMAINS)]
@@ -395,7 +577,6 @@ class HistorianWriter:
 
     async def _copy(self, rows: dict[str, list[tuple]]) -> None:
         conn = await self._connect()
-        new_runs = self._new_runs(rows["site_series"])
         spans: dict[str, tuple[datetime, datetime]] = {}
         for run_id, _step, t, *_values in rows["site_series"]:
             first, last = spans.get(run_id, (t, t))
@@ -403,12 +584,6 @@ class HistorianWriter:
         refreshes = rollup_refreshes(self._timescale, spans)
         try:
             async with conn.transaction():
-                for run_id, dt_s in new_runs.items():  # first sight of a run: its row
-                    await conn.execute(
-                        "INSERT INTO runs (run_id, site_id, scenario, started_at, dt_s,"
-                        " horizon_s) VALUES (%s, %s, %s, %s, %s, 0) ON CONFLICT DO NOTHING",
-                        (run_id, self.config.site, self.config.site, self.config.epoch, dt_s),
-                    )
                 try:
                     # Fast path: COPY straight into the tables, in a savepoint. A row that
                     # is stored already (a redelivery, a partial step) fails it whole, and
@@ -426,7 +601,6 @@ class HistorianWriter:
         except BaseException:  # the connection state is unknown: start afresh next time
             await self.close()
             raise
-        self._runs_seen.update(new_runs)
 
     async def _copy_rows(
         self, conn: psycopg.AsyncConnection, rows: dict[str, list[tuple]], staged: bool
@@ -446,24 +620,6 @@ class HistorianWriter:
                         f"INSERT INTO {target} ({names}) SELECT {names} FROM {stage}"
                         f" ON CONFLICT ({key}) {CONFLICT_ACTIONS[target]}"
                     )
-
-    def _new_runs(self, site_rows: list[tuple]) -> dict[str, float]:
-        """Runs not seen before in ``site_rows`` -> their dt (s): from two consecutive
-        steps of the batch when it has them, else 1.0. The site is the scenario's name as
-        far as the writer knows (state messages do not carry the run spec)."""
-        by_run: dict[str, dict[int, datetime]] = {}
-        for row in site_rows:
-            if row[0] not in self._runs_seen:
-                by_run.setdefault(row[0], {})[row[1]] = row[2]
-        out = {}
-        for run_id, times in by_run.items():
-            dt_s = 1.0
-            for step in sorted(times):
-                if step + 1 in times:
-                    dt_s = (times[step + 1] - times[step]).total_seconds() or 1.0
-                    break
-            out[run_id] = dt_s
-        return out
 
     def rows(self, steps: Iterable[dict[str, Message]]) -> dict[str, list[tuple]]:
         """Rows for the three tables from each step's states (domain -> message)."""
@@ -531,6 +687,15 @@ class HistorianWriter:
                         values = list(getattr(msg, name).values)
                         out["rack_arrays"].append((run_id, step, t, quantity, values))
         return out
+
+
+def _horizon_steps(horizon_s: float, dt_s: float) -> int | None:
+    return round(horizon_s / dt_s) if horizon_s > 0 and dt_s > 0 else None
+
+
+def _wall(seconds: float) -> datetime | None:
+    """A message's wall-clock time, or None when it has none (or a nonsensical one)."""
+    return datetime.fromtimestamp(seconds, UTC) if 0 < seconds < 1e11 else None
 
 
 # ------------------------------------------------------------------------------ service

@@ -40,7 +40,9 @@ class PayloadError(ValueError):
 
 
 class DecodeStats:
-    """Counts of payloads that failed to decode, by message type (thread safe)."""
+    """Counts of payloads rejected, by message type or reason (thread safe): payloads that
+    do not decode (``twin.power.v1.PowerState``) and decoded ones refused by a check
+    (``Clock.start_invalid``, ``Measurement.value_not_finite`` ...)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -57,6 +59,17 @@ class DecodeStats:
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
+
+
+def reject(
+    stats: DecodeStats | None, reason: str, subject: str, detail: str, **extra: object
+) -> None:
+    """Count a decoded message refused by a check, and log one line saying why."""
+    (stats or decode_errors).record(reason)
+    log.warning(
+        "rejected bus message",
+        extra={"subject": subject, "reason": reason, "detail": detail, **extra},
+    )
 
 
 # One per process: what a metrics endpoint would export as twin_decode_errors_total{type}.

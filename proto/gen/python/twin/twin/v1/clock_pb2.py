@@ -24,19 +24,21 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18twin/twin/v1/clock.proto\x12\x0ctwin.twin.v1\"{\n\x07RunSpec\x12\x17\n\rscenario_name\x18\x01 \x01(\tH\x00\x12\x17\n\rscenario_yaml\x18\x02 \x01(\tH\x00\x12\x11\n\toverrides\x18\x03 \x03(\t\x12\x0c\n\x04\x64t_s\x18\x04 \x01(\x01\x12\x11\n\thorizon_s\x18\x05 \x01(\x01\x42\n\n\x08scenario\"J\n\x05Speed\x12\x1a\n\x10real_time_factor\x18\x01 \x01(\x01H\x00\x12\x1d\n\x13\x61s_fast_as_possible\x18\x02 \x01(\x08H\x00\x42\x06\n\x04pace\"\x87\x01\n\x05\x43lock\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06time_s\x18\x03 \x01(\x01\x12+\n\x07\x63ommand\x18\x04 \x01(\x0e\x32\x1a.twin.twin.v1.ClockCommand\x12#\n\x04spec\x18\x05 \x01(\x0b\x32\x15.twin.twin.v1.RunSpec*v\n\x0c\x43lockCommand\x12\x1d\n\x19\x43LOCK_COMMAND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43LOCK_COMMAND_TICK\x10\x01\x12\x17\n\x13\x43LOCK_COMMAND_START\x10\x02\x12\x16\n\x12\x43LOCK_COMMAND_STOP\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18twin/twin/v1/clock.proto\x12\x0ctwin.twin.v1\"{\n\x07RunSpec\x12\x17\n\rscenario_name\x18\x01 \x01(\tH\x00\x12\x17\n\rscenario_yaml\x18\x02 \x01(\tH\x00\x12\x11\n\toverrides\x18\x03 \x03(\t\x12\x0c\n\x04\x64t_s\x18\x04 \x01(\x01\x12\x11\n\thorizon_s\x18\x05 \x01(\x01\x42\n\n\x08scenario\"J\n\x05Speed\x12\x1a\n\x10real_time_factor\x18\x01 \x01(\x01H\x00\x12\x1d\n\x13\x61s_fast_as_possible\x18\x02 \x01(\x08H\x00\x42\x06\n\x04pace\"\xe9\x01\n\x05\x43lock\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06time_s\x18\x03 \x01(\x01\x12+\n\x07\x63ommand\x18\x04 \x01(\x0e\x32\x1a.twin.twin.v1.ClockCommand\x12#\n\x04spec\x18\x05 \x01(\x0b\x32\x15.twin.twin.v1.RunSpec\x12\x18\n\x10real_time_factor\x18\x06 \x01(\x01\x12\x13\n\x0bwall_time_s\x18\x07 \x01(\x01\x12!\n\x03\x65nd\x18\x08 \x01(\x0e\x32\x14.twin.twin.v1.RunEnd\x12\x0e\n\x06reason\x18\t \x01(\t*v\n\x0c\x43lockCommand\x12\x1d\n\x19\x43LOCK_COMMAND_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43LOCK_COMMAND_TICK\x10\x01\x12\x17\n\x13\x43LOCK_COMMAND_START\x10\x02\x12\x16\n\x12\x43LOCK_COMMAND_STOP\x10\x03*a\n\x06RunEnd\x12\x17\n\x13RUN_END_UNSPECIFIED\x10\x00\x12\x13\n\x0fRUN_END_STOPPED\x10\x01\x12\x15\n\x11RUN_END_COMPLETED\x10\x02\x12\x12\n\x0eRUN_END_FAILED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'twin.twin.v1.clock_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLOCKCOMMAND']._serialized_start=381
-  _globals['_CLOCKCOMMAND']._serialized_end=499
+  _globals['_CLOCKCOMMAND']._serialized_start=479
+  _globals['_CLOCKCOMMAND']._serialized_end=597
+  _globals['_RUNEND']._serialized_start=599
+  _globals['_RUNEND']._serialized_end=696
   _globals['_RUNSPEC']._serialized_start=42
   _globals['_RUNSPEC']._serialized_end=165
   _globals['_SPEED']._serialized_start=167
   _globals['_SPEED']._serialized_end=241
   _globals['_CLOCK']._serialized_start=244
-  _globals['_CLOCK']._serialized_end=379
+  _globals['_CLOCK']._serialized_end=477
 # @@protoc_insertion_point(module_scope)

@@ -11,13 +11,15 @@ class RunState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RUN_STATE_RUNNING: _ClassVar[RunState]
     RUN_STATE_PAUSED: _ClassVar[RunState]
     RUN_STATE_STOPPED: _ClassVar[RunState]
+    RUN_STATE_FAILED: _ClassVar[RunState]
 RUN_STATE_UNSPECIFIED: RunState
 RUN_STATE_RUNNING: RunState
 RUN_STATE_PAUSED: RunState
 RUN_STATE_STOPPED: RunState
+RUN_STATE_FAILED: RunState
 
 class SiteSnapshot(_message.Message):
-    __slots__ = ("run_id", "site_id", "step", "time_s", "state", "pue", "it_mw", "facility_mw", "cooling_mw", "losses_mw", "tcs_supply_mean_c", "tcs_supply_max_c", "facility_supply_c", "gpu_temp_max_c", "gpu_temp_mean_c", "throttled_gpus", "grid_mw", "battery_mw", "ppa_mw", "generation_mw", "cost_usd", "emissions_t", "market_emissions_t", "delivered_pflops", "real_time_factor")
+    __slots__ = ("run_id", "site_id", "step", "time_s", "state", "pue", "it_mw", "facility_mw", "cooling_mw", "losses_mw", "tcs_supply_mean_c", "tcs_supply_max_c", "facility_supply_c", "gpu_temp_max_c", "gpu_temp_mean_c", "throttled_gpus", "grid_mw", "battery_mw", "ppa_mw", "generation_mw", "cost_usd", "emissions_t", "market_emissions_t", "delivered_pflops", "real_time_factor", "reason")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +45,7 @@ class SiteSnapshot(_message.Message):
     MARKET_EMISSIONS_T_FIELD_NUMBER: _ClassVar[int]
     DELIVERED_PFLOPS_FIELD_NUMBER: _ClassVar[int]
     REAL_TIME_FACTOR_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     site_id: str
     step: int
@@ -68,4 +71,5 @@ class SiteSnapshot(_message.Message):
     market_emissions_t: float
     delivered_pflops: float
     real_time_factor: float
-    def __init__(self, run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., state: _Optional[_Union[RunState, str]] = ..., pue: _Optional[float] = ..., it_mw: _Optional[float] = ..., facility_mw: _Optional[float] = ..., cooling_mw: _Optional[float] = ..., losses_mw: _Optional[float] = ..., tcs_supply_mean_c: _Optional[float] = ..., tcs_supply_max_c: _Optional[float] = ..., facility_supply_c: _Optional[float] = ..., gpu_temp_max_c: _Optional[float] = ..., gpu_temp_mean_c: _Optional[float] = ..., throttled_gpus: _Optional[int] = ..., grid_mw: _Optional[float] = ..., battery_mw: _Optional[float] = ..., ppa_mw: _Optional[float] = ..., generation_mw: _Optional[float] = ..., cost_usd: _Optional[float] = ..., emissions_t: _Optional[float] = ..., market_emissions_t: _Optional[float] = ..., delivered_pflops: _Optional[float] = ..., real_time_factor: _Optional[float] = ...) -> None: ...
+    reason: str
+    def __init__(self, run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., state: _Optional[_Union[RunState, str]] = ..., pue: _Optional[float] = ..., it_mw: _Optional[float] = ..., facility_mw: _Optional[float] = ..., cooling_mw: _Optional[float] = ..., losses_mw: _Optional[float] = ..., tcs_supply_mean_c: _Optional[float] = ..., tcs_supply_max_c: _Optional[float] = ..., facility_supply_c: _Optional[float] = ..., gpu_temp_max_c: _Optional[float] = ..., gpu_temp_mean_c: _Optional[float] = ..., throttled_gpus: _Optional[int] = ..., grid_mw: _Optional[float] = ..., battery_mw: _Optional[float] = ..., ppa_mw: _Optional[float] = ..., generation_mw: _Optional[float] = ..., cost_usd: _Optional[float] = ..., emissions_t: _Optional[float] = ..., market_emissions_t: _Optional[float] = ..., delivered_pflops: _Optional[float] = ..., real_time_factor: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
