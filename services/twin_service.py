@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 
-from services.clock import PAUSED, STOPPED, Clock
+from services.clock import ENDED, PAUSED, Clock
 from services.scenario import validate_run_spec
 from twin.twin.v1 import twin_pb2, twin_pb2_grpc
 from twin_core.inputs import clip
@@ -101,5 +101,5 @@ class TwinServicer(twin_pb2_grpc.TwinServiceServicer):
             snapshot = self.clock.snapshot()
             sent = snapshot.step
             yield twin_pb2.WatchResponse(snapshot=snapshot)
-            if self.clock.state == STOPPED:
+            if self.clock.state in ENDED:  # stopped, completed or failed: the last snapshot
                 return

@@ -10,6 +10,7 @@ import contextlib
 import math
 from collections.abc import AsyncIterator
 
+import grpc
 import jax.numpy as jnp
 import nats
 import numpy as np
@@ -21,10 +22,12 @@ from services.clock import FAILED, PAUSED, STOPPED, Clock
 from services.domain import DOMAINS
 from services.node import CoSimNode
 from services.runtime import bus
+from services.runtime.grpc_server import GrpcServer
 from services.runtime.nats_server import NatsServer
+from services.twin_service import TwinServicer
 from twin.power.v1 import power_pb2
 from twin.telemetry.v1 import telemetry_pb2
-from twin.twin.v1 import clock_pb2
+from twin.twin.v1 import clock_pb2, twin_pb2, twin_pb2_grpc
 
 SITE = "guard"
 
@@ -221,6 +224,20 @@ def test_a_domain_away_for_longer_than_the_old_tick_timeout_does_not_stall_the_r
     assert sorted(got) == list(range(-1, 20))
 
 
+async def _watch(clock: Clock, run_id: str) -> list:
+    """Every snapshot a real gRPC client of the TwinService's Watch receives."""
+    server = GrpcServer("127.0.0.1:0")
+    server.add_servicer(twin_pb2_grpc.add_TwinServiceServicer_to_server, TwinServicer(clock))
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = twin_pb2_grpc.TwinServiceStub(channel)
+            request = twin_pb2.WatchRequest(run_id=run_id)
+            return [r.snapshot async for r in stub.Watch(request, timeout=20)]
+    finally:
+        await server.stop(0)
+
+
 def test_a_run_that_stalls_past_the_limit_fails_and_says_why(nats_server) -> None:
     async def main():
         async with Twin(nats_server.url, stall_timeout_s=3.0) as twin:
@@ -238,16 +255,19 @@ def test_a_run_that_stalls_past_the_limit_fails_and_says_why(nats_server) -> Non
             await asyncio.wait_for(twin.clock.wait_changed(10**9), 30)
             await asyncio.sleep(0.3)
             failed = twin.clock.snapshot()
+            watched = await asyncio.wait_for(_watch(twin.clock, run_id), 30)
             await twin.clock.pause()  # answers, and changes nothing
             await twin.clock.stop()
             with pytest.raises(Exception):  # noqa: B017 (nats-py's KeyNotFoundError)
                 await twin.kv.get("run")
-            return run_id, failed, twin.clock.snapshot(), events
+            return run_id, failed, twin.clock.snapshot(), events, watched
 
-    run_id, failed, after, events = run(main())
+    run_id, failed, after, events, watched = run(main())
     reason = "no state for step 2 from energy: no answer within 3 s (TWIN_RUN_STALL_TIMEOUT_S)"
     assert (failed.state, failed.step, failed.reason) == (FAILED, 2, reason)
     assert (after.state, after.reason) == (FAILED, reason)
+    # Watch over gRPC ends with the failed snapshot, instead of repeating it forever.
+    assert [(w.state, w.reason) for w in watched] == [(FAILED, reason)]
     ends = [e for e in events if e.command == clock_pb2.CLOCK_COMMAND_STOP]
     assert [(e.run_id, e.end, e.step, e.reason) for e in ends] == [
         (run_id, clock_pb2.RUN_END_FAILED, 1, reason)

@@ -159,11 +159,6 @@ def test_short_nats_and_postgres_faults_under_a_live_run(twin_events) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a 60 s bus outage stalls the run until the clock re-sends ticks (issue 10, the "
-    "clock's part); remove this mark with that change",
-)
 def test_long_nats_outage_under_a_live_run(twin_events) -> None:
     twin, _ = twin_events
     with grpc.insecure_channel(twin.addresses["twin"]) as channel:

@@ -364,7 +364,7 @@ def _wait_for_step(
     import grpc
 
     from services.cli.channel import client_channel as open_channel
-    from twin.twin.v1 import twin_pb2, twin_pb2_grpc
+    from twin.twin.v1 import snapshot_pb2, twin_pb2, twin_pb2_grpc
 
     started = shown = moved = time.monotonic()
     step, last, problem = 0, -1, ""
@@ -373,8 +373,13 @@ def _wait_for_step(
         while not stop.is_set():
             try:
                 request = twin_pb2.GetSnapshotRequest(run_id=run_id)
-                step = stub.GetSnapshot(request, timeout=10).snapshot.step
-                problem = ""
+                snapshot = stub.GetSnapshot(request, timeout=10).snapshot
+                step, problem = snapshot.step, ""
+                if snapshot.state == snapshot_pb2.RUN_STATE_FAILED:
+                    fail(
+                        f"run {run_id} failed at step {step:,} of {steps:,}: "
+                        f"{snapshot.reason}; logs: {twin.log_location}"
+                    )
             except grpc.RpcError as exc:
                 if exc.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.NOT_FOUND):
                     rpc_failed("GetSnapshot", address, exc)
