@@ -1,8 +1,9 @@
 """Chaos under a live run: the small site's services as processes (real nats-server,
 PostgreSQL, gRPC), one paced run at dt 10 s, and faults injected one after the other while
 it runs: SIGKILL and restart, and SIGSTOP/SIGCONT, of each domain service and of the
-historian for 5 s; one domain paused and one killed for 60 s; then, in a second run, the
-twin process (the clock) killed and restarted.
+historian for 5 s, the twin process (the clock) paused for 5 s; cooling paused and power
+killed for 60 s, and compute, energy, the historian and the clock paused together for 60 s;
+then, in a second run, the twin process killed and restarted.
 
 The first run must complete with every step stored exactly once with the values the
 domains published, which equal the monolithic rollout; the second must end FAILED with a
@@ -109,6 +110,24 @@ def inject(twin: LocalTwin, run_id: str, service: str, how: str, outage_s: float
     return fault
 
 
+def inject_together(twin: LocalTwin, run_id: str, services: tuple[str, ...], outage_s: float):
+    """Several services paused over the same window: a long outage of each, in one wait."""
+    fault = Fault(f"{' + '.join(services)} SIGSTOP {outage_s:.0f} s")
+    pids = [twin.processes[service].pid for service in services]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    time.sleep(outage_s)
+    for pid in pids:
+        os.kill(pid, signal.SIGCONT)
+    back = time.monotonic()
+    at = snapshot(twin, run_id).step
+    until(lambda: snapshot(twin, run_id).step > at, f"{fault.name}: progress")
+    if "historian" in services:
+        until(lambda: stored_steps(twin.database_url, run_id) >= at - 1, f"{fault.name}: rows")
+    fault.recovery_s = time.monotonic() - back
+    return fault
+
+
 def test_faults_under_a_live_run_lose_and_duplicate_nothing(tmp_path, capsys) -> None:
     env = {"TWIN_RUN_STALL_TIMEOUT_S": "240"}
     log = str(tmp_path / "services.log")
@@ -139,8 +158,11 @@ def test_faults_under_a_live_run_lose_and_duplicate_nothing(tmp_path, capsys) ->
                 done.append(inject(twin, run_id, domain, "SIGSTOP", SHORT))
             done.append(inject(twin, run_id, "historian", "SIGKILL", SHORT))
             done.append(inject(twin, run_id, "historian", "SIGSTOP", SHORT))
+            done.append(inject(twin, run_id, "twin", "SIGSTOP", SHORT))
             done.append(inject(twin, run_id, "cooling", "SIGSTOP", LONG))
             done.append(inject(twin, run_id, "power", "SIGKILL", LONG))
+            long_pause = ("compute", "energy", "historian", "twin")
+            done.append(inject_together(twin, run_id, long_pause, LONG))
             at = snapshot(twin, run_id).step
             assert at < STEPS, f"the run ended at step {at} before the last fault"
             stub(twin).SetSpeed(

@@ -2,7 +2,7 @@
 paced run of the small site, with the launcher supervising (as `twin up` does).
 
 Faults, one after the other on one twin: SIGKILL of each (the supervisor restarts it),
-SIGSTOP/SIGCONT of each for 5 s; then, on a second run, a 60 s SIGSTOP of nats-server.
+SIGSTOP/SIGCONT of each for 5 s; then, on a second run, both stopped together for 60 s.
 After each, the run must move again and the historian must catch up; at the end the run
 completes and ``site_series`` holds every step 0..N-1 exactly once. Prints the table
 fault -> recovery time -> lost -> duplicated (see the README).
@@ -159,8 +159,17 @@ def test_short_nats_and_postgres_faults_under_a_live_run(twin_events) -> None:
     ]
 
 
-def test_long_nats_outage_under_a_live_run(twin_events) -> None:
+def test_long_nats_and_postgres_outage_under_a_live_run(twin_events) -> None:
     twin, _ = twin_events
     with grpc.insecure_channel(twin.addresses["twin"]) as channel:
         run = _start(twin, twin_pb2_grpc.TwinServiceStub(channel))
-        _finish(run, [_pause(run, "nats-server", twin.nats.pid, 60, limit=45)])
+        # Both away over the same 60 s: a long outage of each in one wait.
+        first = run.step() or 0
+        pids = {"nats-server": twin.nats.pid, "PostgreSQL": twin.postgres.pid}
+        for pid in pids.values():
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(60)
+        for pid in pids.values():
+            os.kill(pid, signal.SIGCONT)
+        outcome = run.recover("SIGSTOP nats-server + PostgreSQL 60 s", first, time.monotonic())
+        _finish(run, [outcome])

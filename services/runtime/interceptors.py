@@ -116,10 +116,15 @@ class _WrappingInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:  # unknown method: grpc answers UNIMPLEMENTED itself
             return handler
-        return _wrap(handler, handler_call_details.method, self.around)
+        return _wrap(handler, handler_call_details.method, self.around, self.on_error)
 
     async def around(self, context: aio.ServicerContext, method: str) -> Finish:
-        raise NotImplementedError
+        return lambda error: None
+
+    async def on_error(
+        self, context: aio.ServicerContext, method: str, error: BaseException
+    ) -> None:
+        raise error
 
 
 def _valid_request_id(value: str | bytes | None) -> str | None:
@@ -223,7 +228,7 @@ class InstanceInterceptor(_WrappingInterceptor):
 INTERNAL_MESSAGE = "internal error (logged on the server with the request id)"
 
 
-class InternalErrorInterceptor(aio.ServerInterceptor):
+class InternalErrorInterceptor(_WrappingInterceptor):
     """An exception a servicer did not turn into a status becomes INTERNAL with a fixed
     message: its text (file contents, paths, SQL) is logged, never sent to the client,
     and a bug is never the client's UNKNOWN."""
@@ -231,20 +236,7 @@ class InternalErrorInterceptor(aio.ServerInterceptor):
     def __init__(self, logger: logging.Logger = log) -> None:
         self.logger = logger
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return _wrap(handler, handler_call_details.method, self._no_finish, self._internal)
-
-    async def _no_finish(self, context: aio.ServicerContext, method: str) -> Finish:
-        return lambda error: None
-
-    async def _internal(
+    async def on_error(
         self, context: aio.ServicerContext, method: str, error: BaseException
     ) -> None:
         expected = isinstance(error, aio.AbortError | asyncio.CancelledError | GeneratorExit)
