@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,15 +26,19 @@ START_TIMEOUT_S = 90.0
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL 16 cluster (pgserver) in a temp dir, stopped and deleted at the
     end of the session."""
     pgserver = pytest.importorskip("pgserver")
-    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
+    # Not under pytest's basetemp: every pytest session on the machine resets that tree to
+    # mode 0700, and PostgreSQL runs as the `pgserver` user when the tests run as root.
+    data = Path(tempfile.mkdtemp(prefix="twin-test-pg-"))
+    server = pgserver.get_server(data, cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
         server.cleanup()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _npm_ci() -> None:
