@@ -27,8 +27,8 @@ Why each grant (the calls are in services/node.py, clock.py, serve.py, historian
   ``BMS.v1.PUB.>`` only: nats-server checks an MQTT client's publishes against the
   permissions of the user it logs in as.
 - ``telemetry`` (external publishers of ``MeasurementBatch``) publishes
-  ``telemetry.<site>.>`` and reads nothing; ``observer`` (dashboards) reads states,
-  clock and events and publishes nothing.
+  ``telemetry.<site>.>`` and reads nothing; ``observer`` (dashboards, the CLI) reads
+  states, clock and events and publishes only requests for the gateway's stats.
 
 Every identity receives JetStream API replies on its own inbox prefix
 ``_INBOX.<identity>.>`` (services connect with that prefix, see runtime/service.py), so no
@@ -154,8 +154,13 @@ def permissions(site: str = SITE) -> dict[str, Permissions]:
     table["bms"] = Permissions(publish=(BMS_SUBJECTS,), subscribe=())
     table["telemetry"] = Permissions(publish=(f"telemetry.{site}.>",), subscribe=())
     table["observer"] = Permissions(
-        publish=(),
-        subscribe=(f"twin.{site}.*.state", f"twin.{site}.clock", f"twin.{site}.events"),
+        publish=(f"twin.{site}.gateway.stats",),  # a request (`twin gateway stats`)
+        subscribe=(
+            f"twin.{site}.*.state",
+            f"twin.{site}.clock",
+            f"twin.{site}.events",
+            "_INBOX.observer.>",
+        ),
     )
     return table
 

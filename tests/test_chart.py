@@ -525,7 +525,7 @@ def test_nats_auth_is_on_by_default(rendered: dict, case: str) -> None:
     # Only the twin may publish the clock; the rest of it is tested on a real server
     # (tests/test_bus_permissions.py).
     publishers = re.findall(r'user: "(\w+)".*publish: \{ allow: \[([^]]*)\]', auth)
-    assert len(publishers) == len(IDENTITIES) - 1  # the observer publishes nothing
+    assert len(publishers) == len(IDENTITIES)  # the observer: gateway stats requests only
     clock = '"twin.fairwater-wi.clock"'
     assert [user for user, allowed in publishers if clock in allowed] == ["twin"]
     sts = one(docs, "StatefulSet", f"{PREFIX}-nats")
