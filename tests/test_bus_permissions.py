@@ -25,8 +25,10 @@ from google.protobuf import struct_pb2
 from helm_binary import Helm, helm_fixture  # noqa: F401 (the session fixture `helm`)
 from nats.aio.client import Client as NATS
 from test_security import user_nkey
+from typer.testing import CliRunner
 
 from services import bus_permissions
+from services.cli.main import app
 from services.gateway.pointmap import parse_pointmap
 from services.gateway.service import Gateway, stats_subject
 from services.launcher import LocalTwin, free_addresses
@@ -421,6 +423,16 @@ def test_gateway_and_bms_identities_over_the_mqtt_listener(auth_conf: Path) -> N
             reply = await observer.nc.request(stats_subject(SITE), b"", timeout=10)
             stats = struct_pb2.Struct.FromString(reply.data)
             assert (stats["accepted"], stats["published"], stats["ticks"]) == (1, 1, 1)
+            # `twin gateway stats` as the observer: replies on the observer's own inbox.
+            env = {
+                "TWIN_NATS_URL": server.url,
+                "TWIN_NATS_USER": "observer",
+                "TWIN_NATS_PASSWORD": PASSWORDS["observer"],
+            }
+            cli = ["gateway", "stats", "--site", SITE]
+            done = await asyncio.to_thread(CliRunner().invoke, app, cli, env=env)
+            assert done.exit_code == 0, done.output
+            assert {"accepted: 1", "published: 1", "ticks: 1"} <= set(done.output.splitlines())
             await settle()
             assert clock_in == [tick.SerializeToString()]  # neither forgery arrived
             assert errors == [f'nats: permissions violation for publish to "twin.{SITE}.clock"']
