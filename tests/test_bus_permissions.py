@@ -1,7 +1,8 @@
 """The bus permissions (services/bus_permissions.py) as the Helm chart renders them, on a
 real nats-server: each service identity does its job, a forged clock (or another
-domain's state, or the run key) is refused and never delivered, and a whole twin of the
-small site runs to its horizon with one identity per service process."""
+domain's state, or the run key) is refused and never delivered, the field gateway and a
+BMS integration work through nats-server's MQTT listener under their own identities, and
+a whole twin of the small site runs to its horizon with one identity per service process."""
 
 from __future__ import annotations
 
@@ -285,7 +286,9 @@ def test_each_identity_does_its_job(server: NatsServer) -> None:
     arun(main())
 
 
-@pytest.mark.parametrize("forger", ["telemetry", "compute", "historian", "observer"])
+@pytest.mark.parametrize(
+    "forger", ["telemetry", "compute", "historian", "observer", "gateway", "bms"]
+)
 def test_forged_clock_is_refused_and_not_delivered(server: NatsServer, forger: str) -> None:
     async def main() -> None:
         listener = await Client.open(server.url, "energy")
