@@ -17,8 +17,18 @@ Why each grant (the calls are in services/node.py, clock.py, serve.py, historian
 - the twin (clock, APIs) alone publishes ``twin.<site>.clock`` and writes the run key;
   it declares the history stream and both buckets and reads every domain's state.
 - the historian declares the history stream and its durable consumer, pulls and acks.
-- ``telemetry`` (field gateways) publishes ``telemetry.<site>.>`` and reads nothing;
-  ``observer`` (dashboards) reads states, clock and events and publishes nothing.
+- the gateway (services/gateway/) subscribes to the clock (it publishes at each tick),
+  to the BMS points nats-server's MQTT listener maps to ``BMS.v1.PUB.>`` (MQTT topic
+  ``BMS/v1/PUB/...``) and to its stats subject ``twin.<site>.gateway.stats`` (answering
+  through ``allow_responses``); it publishes ``telemetry.<site>.>`` and reads the
+  retained BMS metadata from nats-server's ``$MQTT_rmsgs`` stream with an ordered
+  consumer (create it, and answer the stream's flow-control requests).
+- ``bms`` (a BMS integration, an MQTT client of nats-server's MQTT listener) publishes
+  ``BMS.v1.PUB.>`` only: nats-server checks an MQTT client's publishes against the
+  permissions of the user it logs in as.
+- ``telemetry`` (external publishers of ``MeasurementBatch``) publishes
+  ``telemetry.<site>.>`` and reads nothing; ``observer`` (dashboards, the CLI) reads
+  states, clock and events and publishes only requests for the gateway's stats.
 
 Every identity receives JetStream API replies on its own inbox prefix
 ``_INBOX.<identity>.>`` (services connect with that prefix, see runtime/service.py), so no
@@ -40,7 +50,10 @@ from services.runtime.config import SITE_RE
 
 SITE = "<site>"  # placeholder in the chart's file; the chart substitutes site.id
 SERVICES = (*DOMAINS, "twin", "historian")
-IDENTITIES = (*SERVICES, "telemetry", "observer")
+GATEWAY = "gateway"  # optional service (chart: gateway.enabled)
+IDENTITIES = (*SERVICES, GATEWAY, "bms", "telemetry", "observer")
+BMS_SUBJECTS = "BMS.v1.PUB.>"  # MQTT BMS/v1/PUB/# (the point map's default bms prefix)
+MQTT_RETAINED_STREAM = "$MQTT_rmsgs"  # nats-server's retained MQTT messages
 MEASURED_DOMAINS = ("compute", "cooling")  # subscribe to telemetry (services/node.py)
 HISTORIAN_DURABLE = "historian"
 CHART_FILE = (
@@ -121,10 +134,33 @@ def permissions(site: str = SITE) -> dict[str, Permissions]:
         ),
         subscribe=("_INBOX.historian.>",),
     )
+    table[GATEWAY] = Permissions(
+        publish=(
+            f"telemetry.{site}.>",
+            # An ephemeral ordered consumer (nats.py creates it unnamed, and again after
+            # a gap; the server removes it when idle): the stream's flow-control
+            # requests are answered on $JS.FC.
+            *_js(f"CONSUMER.CREATE.{MQTT_RETAINED_STREAM}"),
+            f"$JS.FC.{MQTT_RETAINED_STREAM}.>",
+        ),
+        subscribe=(
+            f"twin.{site}.clock",
+            f"twin.{site}.gateway.stats",
+            BMS_SUBJECTS,
+            f"_INBOX.{GATEWAY}.>",
+        ),
+        allow_responses=True,
+    )
+    table["bms"] = Permissions(publish=(BMS_SUBJECTS,), subscribe=())
     table["telemetry"] = Permissions(publish=(f"telemetry.{site}.>",), subscribe=())
     table["observer"] = Permissions(
-        publish=(),
-        subscribe=(f"twin.{site}.*.state", f"twin.{site}.clock", f"twin.{site}.events"),
+        publish=(f"twin.{site}.gateway.stats",),  # a request (`twin gateway stats`)
+        subscribe=(
+            f"twin.{site}.*.state",
+            f"twin.{site}.clock",
+            f"twin.{site}.events",
+            "_INBOX.observer.>",
+        ),
     )
     return table
 

@@ -1,11 +1,13 @@
 """The bus permissions (services/bus_permissions.py) as the Helm chart renders them, on a
 real nats-server: each service identity does its job, a forged clock (or another
-domain's state, or the run key) is refused and never delivered, and a whole twin of the
-small site runs to its horizon with one identity per service process."""
+domain's state, or the run key) is refused and never delivered, the field gateway and a
+BMS integration work through nats-server's MQTT listener under their own identities, and
+a whole twin of the small site runs to its horizon with one identity per service process."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import subprocess
@@ -14,29 +16,45 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiomqtt
 import grpc
 import nats
 import psycopg
 import pytest
 import yaml
+from google.protobuf import struct_pb2
 from helm_binary import Helm, helm_fixture  # noqa: F401 (the session fixture `helm`)
 from nats.aio.client import Client as NATS
 from test_security import user_nkey
+from typer.testing import CliRunner
 
 from services import bus_permissions
+from services.cli.main import app
+from services.gateway.pointmap import parse_pointmap
+from services.gateway.service import Gateway, stats_subject
 from services.launcher import LocalTwin, free_addresses
 from services.runtime import bus
 from services.runtime.config import RuntimeConfig
 from services.runtime.nats_server import NatsServer, find_nats_server
 from services.runtime.service import connect_bus
+from twin.telemetry.v1 import telemetry_pb2
 from twin.twin.v1 import clock_pb2, twin_pb2, twin_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "ai-factory-twin"
 SITE = "small"
-PASSWORDS = {i: secrets.token_urlsafe(16) for i in bus_permissions.IDENTITIES}
+# nats-server lexes a $VARIABLE's value as a config value: one starting with "-" is read
+# as a negative number and refused, so the random passwords start with a letter.
+PASSWORDS = {i: "p" + secrets.token_urlsafe(16) for i in bus_permissions.IDENTITIES}
 ENV = {bus_permissions.password_variable(i): p for i, p in PASSWORDS.items()}
 DENIED = "Permissions Violation"
+# The chart with the gateway and nats-server's MQTT listener: every identity's user.
+GATEWAY_VALUES = {
+    "site": {"id": SITE},
+    "gateway": {"enabled": True, "existingConfigMap": "points"},
+    "nats": {"mqtt": {"enabled": True}},
+}
+WITHOUT_GATEWAY = [i for i in bus_permissions.IDENTITIES if i not in ("gateway", "bms")]
 
 
 def arun(coro: Coroutine[Any, Any, Any], timeout: float = 30.0) -> Any:
@@ -58,9 +76,9 @@ def rendered_nats_config(helm: Helm, tmp: Path, values: dict[str, Any]) -> dict[
 
 @pytest.fixture(scope="module")
 def auth_conf(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The chart's auth.conf for the small site, as nats-server will read it."""
+    """The chart's auth.conf for the small site (gateway on), as nats-server reads it."""
     tmp = tmp_path_factory.mktemp("auth")
-    data = rendered_nats_config(helm, tmp, {"site": {"id": SITE}})
+    data = rendered_nats_config(helm, tmp, GATEWAY_VALUES)
     assert "include ./auth.conf" in data["nats.conf"]
     path = tmp / "auth.conf"
     path.write_text(data["auth.conf"])
@@ -96,7 +114,12 @@ def test_chart_renders_the_generator_block(auth_conf: Path) -> None:
     assert not any(p in auth_conf.read_text() for p in PASSWORDS.values())
 
 
-@pytest.mark.parametrize("values", [{}, {"nats": {"cluster": {"enabled": True}}}])
+def test_chart_without_the_gateway_has_no_gateway_users(helm: Helm, tmp_path: Path) -> None:
+    auth = rendered_nats_config(helm, tmp_path, {"site": {"id": SITE}})["auth.conf"]
+    assert auth == bus_permissions.render_authorization(SITE, WITHOUT_GATEWAY)
+
+
+@pytest.mark.parametrize("values", [{}, {"nats": {"cluster": {"enabled": True}}}, GATEWAY_VALUES])
 def test_rendered_nats_config_is_valid(helm: Helm, tmp_path: Path, values: dict[str, Any]) -> None:
     """nats-server itself checks the whole rendered config (-t), include and variables."""
     for key, text in rendered_nats_config(helm, tmp_path, values).items():
@@ -263,7 +286,9 @@ def test_each_identity_does_its_job(server: NatsServer) -> None:
     arun(main())
 
 
-@pytest.mark.parametrize("forger", ["telemetry", "compute", "historian", "observer"])
+@pytest.mark.parametrize(
+    "forger", ["telemetry", "compute", "historian", "observer", "gateway", "bms"]
+)
 def test_forged_clock_is_refused_and_not_delivered(server: NatsServer, forger: str) -> None:
     async def main() -> None:
         listener = await Client.open(server.url, "energy")
@@ -338,6 +363,97 @@ def test_telemetry_publishes_telemetry_only(server: NatsServer) -> None:
                 await c.nc.close()
 
     arun(main())
+
+
+GATEWAY_MAP = r"""
+sources:
+  bms: {kind: bms, transport: nats}
+points:
+  - source: bms
+    match: 'BMS/v1/PUB/Value/CDU/LiquidTemperature/hall-a/cdu(?P<cdu>\d+)/supply'
+    entity: 'cdu/{cdu}'
+    quantity: supply_temperature_c
+    stale_s: 300
+"""
+VALUE = "BMS/v1/PUB/Value/CDU/LiquidTemperature/hall-a/cdu1/supply"
+META = "BMS/v1/PUB/Metadata/CDU/LiquidTemperature/hall-a/cdu1/supply"
+
+
+def test_gateway_and_bms_identities_over_the_mqtt_listener(auth_conf: Path) -> None:
+    """The real Gateway as `gateway`, a real MQTT client as `bms`, on nats-server with the
+    chart's users and its MQTT listener: the retained metadata (unit °F) is read from
+    $MQTT_rmsgs, the value arrives in °C on telemetry at the tick, the observer reads the
+    stats; a forged clock from either identity is refused and never delivered."""
+    tick = clock_pb2.Clock(run_id="r", step=1, command=clock_pb2.CLOCK_COMMAND_TICK)
+    now_ms = int(time.time() * 1000)
+
+    async def main(server: NatsServer) -> None:
+        mqtt = aiomqtt.Client(
+            "127.0.0.1", server.mqtt_port, username="bms", password=PASSWORDS["bms"]
+        )
+        async with mqtt:  # before the gateway: only the retained copy tells the unit
+            await mqtt.publish(
+                META, json.dumps({"engUnit": "degreesFahrenheit"}), qos=1, retain=True
+            )
+        as_gateway = await Client.open(server.url, "gateway")  # its inbox, as the service
+        nc, errors = as_gateway.nc, as_gateway.errors
+        gateway = Gateway(nc, SITE, parse_pointmap(GATEWAY_MAP))
+        clock = await Client.open(server.url, "twin")
+        cooling = await Client.open(server.url, "cooling")
+        observer = await Client.open(server.url, "observer")
+        try:
+            await gateway.start()
+            await nc.flush()
+            adapter = gateway.adapters[0]
+            await asyncio.wait_for(adapter.retained_read.wait(), 15)  # type: ignore[attr-defined]
+            assert adapter.payloads.units == {VALUE: "degF"}  # type: ignore[attr-defined]
+            batches = await _collect(cooling.nc, f"telemetry.{SITE}.>")
+            clock_in = await _collect(cooling.nc, bus.clock_subject(SITE))
+            async with mqtt:
+                body = {"value": 95.0, "timestamp": now_ms, "quality": 1}
+                await mqtt.publish(VALUE, json.dumps(body), qos=1)
+                await mqtt.publish(f"twin/{SITE}/clock", b"forged over MQTT", qos=1)
+            assert await until(lambda: gateway.aligner.stats.accepted == 1)
+            await nc.publish(bus.clock_subject(SITE), b"forged by the gateway")
+            await nc.flush()
+            await clock.nc.publish(bus.clock_subject(SITE), tick.SerializeToString())
+            assert await until(lambda: bool(batches)), errors
+            (batch,) = [telemetry_pb2.MeasurementBatch.FromString(b) for b in batches]
+            assert [(m.entity, m.quantity) for m in batch.measurements] == [
+                ("cdu/1", telemetry_pb2.QUANTITY_SUPPLY_TEMPERATURE_C)
+            ]
+            assert batch.measurements[0].value == pytest.approx(35.0)
+            reply = await observer.nc.request(stats_subject(SITE), b"", timeout=10)
+            stats = struct_pb2.Struct.FromString(reply.data)
+            assert (stats["accepted"], stats["published"], stats["ticks"]) == (1, 1, 1)
+            # `twin gateway stats` as the observer: replies on the observer's own inbox.
+            env = {
+                "TWIN_NATS_URL": server.url,
+                "TWIN_NATS_USER": "observer",
+                "TWIN_NATS_PASSWORD": PASSWORDS["observer"],
+            }
+            cli = ["gateway", "stats", "--site", SITE]
+            done = await asyncio.to_thread(CliRunner().invoke, app, cli, env=env)
+            assert done.exit_code == 0, done.output
+            assert {"accepted: 1", "published: 1", "ticks: 1"} <= set(done.output.splitlines())
+            await settle()
+            assert clock_in == [tick.SerializeToString()]  # neither forgery arrived
+            assert errors == [f'nats: permissions violation for publish to "twin.{SITE}.clock"']
+            assert observer.errors == [] and clock.errors == [] and cooling.errors == []
+        finally:
+            await gateway.stop()
+            for c in (clock, cooling, observer):
+                await c.nc.close()
+            await nc.close()
+        log = server.log_path.read_text()
+        violations = [line for line in log.splitlines() if "Violation" in line]
+        assert len(violations) == 2, violations  # the two forgeries, nothing the gateway needs
+        assert '"$G/user:gateway" - Publish Violation - Subject "twin.small.clock"' in log
+        mqtt_client = [line for line in violations if " - mid:" in line]  # MQTT's ids
+        assert len(mqtt_client) == 1 and 'Subject "twin.small.clock"' in mqtt_client[0]
+
+    with NatsServer(mqtt=True, include=auth_conf, env=ENV, start_timeout_s=30) as srv:
+        arun(main(srv), timeout=60)
 
 
 def test_wrong_identity_password_is_refused(server: NatsServer) -> None:

@@ -26,8 +26,21 @@ SERVICES = ("compute", "cooling", "power", "energy", "twin", "historian")
 DB_CLIENTS = ("twin", "historian")
 UID = 10001
 IDENTITIES = (*SERVICES, "telemetry", "observer")  # NATS users (services/bus_permissions.py)
+GATEWAY_IDENTITIES = ("gateway", "bms")  # NATS users too, with gateway.enabled
 # The shape of a public user nkey (the schema checks it), one per identity.
-NKEYS = {name: "U" + chr(ord("A") + i) * 55 for i, name in enumerate(IDENTITIES)}
+NKEYS = {
+    name: "U" + chr(ord("A") + i) * 55 for i, name in enumerate(IDENTITIES + GATEWAY_IDENTITIES)
+}
+POINT_MAP = """sources:
+  bms: {kind: bms, transport: nats}
+points:
+  - {source: bms, point: 'BMS/v1/PUB/Value/CDU/LiquidTemperature/cdu0', entity: cdu/0,
+     quantity: supply_temperature_c, stale_s: 300}
+"""
+BROKER_PASSWORD = {
+    "name": "BMS_PASSWORD",
+    "valueFrom": {"secretKeyRef": {"name": "bms", "key": "pw"}},
+}
 
 pytestmark = pytest.mark.xdist_group("helm")
 
@@ -70,6 +83,25 @@ CASES: dict[str, dict[str, Any]] = {
     "existing-secret": {"nats": {"auth": {"user": {"existingSecret": "bus-passwords"}}}},
     "insecure": {"nats": {"auth": {"type": "none"}}, "grpc": {"tls": {"enabled": False}}},
     "dev": {"dev": {"writableApp": True}},
+    "gateway": {
+        "gateway": {"enabled": True, "pointMap": POINT_MAP, "extraEnvVars": [BROKER_PASSWORD]},
+        "nats": {"mqtt": {"enabled": True}},
+        "networkPolicy": {"mqttClients": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]},
+    },
+    "gateway-nkey": {
+        "gateway": {"enabled": True, "existingConfigMap": "site-points"},
+        "nats": {
+            "mqtt": {"enabled": True, "port": 8883},
+            "tls": {"enabled": True, "secretName": "twin-nats"},
+            "auth": {
+                "type": "nkey",
+                "nkey": {
+                    "publicKeys": {i: NKEYS[i] for i in (*SERVICES, "gateway")},
+                    "existingSecret": "nk",
+                },
+            },
+        },
+    },
 }
 
 
@@ -200,7 +232,8 @@ def test_service_accounts_without_token_or_rbac(rendered: dict, case: str) -> No
 @pytest.mark.parametrize("case", CASES)
 def test_service_deployments(rendered: dict, case: str) -> None:
     docs = rendered[case]
-    assert len(objects(docs, "Deployment")) == len(SERVICES)
+    gateway = CASES[case].get("gateway", {}).get("enabled", False)
+    assert len(objects(docs, "Deployment")) == len(SERVICES) + gateway
     for name in SERVICES:
         dep = deployment(docs, name)
         assert dep["spec"]["replicas"] == 1
@@ -492,7 +525,7 @@ def test_nats_auth_is_on_by_default(rendered: dict, case: str) -> None:
     # Only the twin may publish the clock; the rest of it is tested on a real server
     # (tests/test_bus_permissions.py).
     publishers = re.findall(r'user: "(\w+)".*publish: \{ allow: \[([^]]*)\]', auth)
-    assert len(publishers) == len(IDENTITIES) - 1  # the observer publishes nothing
+    assert len(publishers) == len(IDENTITIES)  # the observer: gateway stats requests only
     clock = '"twin.fairwater-wi.clock"'
     assert [user for user, allowed in publishers if clock in allowed] == ["twin"]
     sts = one(docs, "StatefulSet", f"{PREFIX}-nats")
@@ -624,6 +657,150 @@ def test_dev_writable_app(rendered: dict) -> None:
     )
 
 
+# -- the field telemetry gateway --------------------------------------------------------
+
+
+def test_gateway_deployment(rendered: dict) -> None:
+    docs = rendered["gateway"]
+    dep = deployment(docs, "gateway")
+    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    pod = dep["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert labels["ai-factory-twin.io/nats-client"] == "true"  # NetworkPolicy: to NATS
+    assert labels["ai-factory-twin.io/grpc-server"] == "true"  # ... and gRPC to it
+    assert "ai-factory-twin.io/database-client" not in labels
+    assert pod["metadata"]["annotations"]["checksum/point-map"]
+    c = container(dep)
+    assert c["args"] == ["gateway"]  # `twin serve gateway`
+    assert c["resources"] == {
+        "requests": {"cpu": "250m", "memory": "512Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+    env = env_of(c)
+    assert env["TWIN_POINT_MAP"]["value"] == "/etc/twin/point-map/point-map.yaml"
+    assert env["TWIN_INSTANCE_ID"]["value"] == f"{NAMESPACE}.{RELEASE}"
+    assert env["TWIN_SITE"]["value"] == "fairwater-wi"
+    assert env["TWIN_NATS_USER"]["value"] == "gateway"  # its own identity
+    ref = env["TWIN_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": f"{PREFIX}-nats-auth", "key": "gateway"}
+    assert env["BMS_PASSWORD"] == BROKER_PASSWORD
+    assert "TWIN_DATABASE_URL" not in env
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/etc/twin/point-map"] == {
+        "name": "point-map",
+        "mountPath": "/etc/twin/point-map",
+        "readOnly": True,
+    }
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["point-map"]["configMap"] == {
+        "name": f"{PREFIX}-gateway-point-map",
+        "items": [{"key": "point-map.yaml", "path": "point-map.yaml"}],
+    }
+    cm = one(docs, "ConfigMap", f"{PREFIX}-gateway-point-map")
+    assert cm["data"] == {"point-map.yaml": POINT_MAP}
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"grpc": 50051, "health": 8081}
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["grpc"]["port"] == 8081, probe
+    svc = one(docs, "Service", f"{PREFIX}-gateway")
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [
+        ("grpc", 50051),
+        ("health", 8081),
+    ]
+    assert one(docs, "ServiceAccount", f"{PREFIX}-gateway")["automountServiceAccountToken"] is False
+
+
+def test_gateway_nats_identities_and_mqtt(rendered: dict) -> None:
+    docs = rendered["gateway"]
+    secret = one(docs, "Secret", f"{PREFIX}-nats-auth")
+    assert set(secret["data"]) == {*IDENTITIES, *GATEWAY_IDENTITIES}
+    auth = nats_conf(docs, "auth.conf")
+    assert '{ user: "gateway", password: $TWIN_NATS_PASSWORD_GATEWAY, ' in auth
+    assert '{ user: "bms", password: $TWIN_NATS_PASSWORD_BMS, permissions: { publish: ' in auth
+    env = env_of(container(one(docs, "StatefulSet", f"{PREFIX}-nats")))
+    for name in GATEWAY_IDENTITIES:
+        ref = env[f"TWIN_NATS_PASSWORD_{name.upper()}"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": f"{PREFIX}-nats-auth", "key": name}
+    assert "mqtt {\n  listen: 0.0.0.0:1883\n}" in nats_conf(docs)
+    nats = container(one(docs, "StatefulSet", f"{PREFIX}-nats"))
+    assert {"name": "mqtt", "containerPort": 1883} in nats["ports"]
+    svc = one(docs, "Service", f"{PREFIX}-nats")
+    assert {"name": "mqtt", "port": 1883, "targetPort": "mqtt", "protocol": "TCP"} in svc["spec"][
+        "ports"
+    ]
+    ingress = objects(docs, "NetworkPolicy")[f"{PREFIX}-nats"]["spec"]["ingress"]
+    assert {
+        "ports": [{"port": 1883, "protocol": "TCP"}],
+        "from": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+    } in ingress
+
+
+def test_gateway_with_nkeys_tls_and_an_existing_point_map(rendered: dict) -> None:
+    docs = rendered["gateway-nkey"]
+    spec = deployment(docs, "gateway")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["nats-nkey"]["secret"]["items"] == [{"key": "gateway", "path": "seed"}]
+    assert volumes["point-map"]["configMap"]["name"] == "site-points"
+    assert f"{PREFIX}-gateway-point-map" not in objects(docs, "ConfigMap")
+    auth = nats_conf(docs, "auth.conf")
+    assert f"{{ nkey: {NKEYS['gateway']}, permissions: " in auth
+    assert NKEYS["bms"] not in auth  # optional: no key, no user
+    conf = nats_conf(docs)
+    assert "mqtt {\n  listen: 0.0.0.0:8883\n  tls {\n    cert_file: /etc/nats/tls/tls.crt" in conf
+    # No mqttClients: the MQTT port stays closed by the default-deny policy.
+    ingress = objects(docs, "NetworkPolicy")[f"{PREFIX}-nats"]["spec"]["ingress"]
+    assert [r["ports"][0]["port"] for r in ingress] == [4222]
+
+
+def test_no_gateway_by_default(rendered: dict) -> None:
+    docs = rendered["defaults"]
+    assert not [name for kind in ("Deployment", "Service", "ConfigMap", "ServiceAccount")
+                for name in objects(docs, kind) if "gateway" in name]  # fmt: skip
+    auth = nats_conf(docs, "auth.conf")
+    assert 'user: "gateway"' not in auth and 'user: "bms"' not in auth
+    assert "mqtt" not in nats_conf(docs)
+    ports = one(docs, "Service", f"{PREFIX}-nats")["spec"]["ports"]
+    assert [p["name"] for p in ports] == ["client"]
+
+
+@pytest.mark.parametrize(
+    ("values", "error"),
+    [
+        (
+            {"gateway": {"enabled": True}},
+            "gateway.pointMap (the point map, YAML) or gateway.existingConfigMap is required "
+            "with gateway.enabled",
+        ),
+        (
+            {"gateway": {"enabled": True, "pointMap": POINT_MAP, "existingConfigMap": "x"}},
+            "gateway: set gateway.pointMap or gateway.existingConfigMap, not both",
+        ),
+        (
+            {
+                "gateway": {"enabled": True, "existingConfigMap": "x"},
+                "nats": {
+                    "auth": {
+                        "type": "nkey",
+                        "nkey": {
+                            "publicKeys": {i: NKEYS[i] for i in SERVICES},
+                            "existingSecret": "nk",
+                        },
+                    }
+                },
+            },
+            "nats.auth.nkey.publicKeys.gateway is required with nats.auth.type=nkey",
+        ),
+    ],
+)
+def test_gateway_misconfigurations(
+    helm: Helm, tmp_path: Path, values: dict[str, Any], error: str
+) -> None:
+    (tmp_path / "v.yaml").write_text(yaml.safe_dump(values))
+    result = helm.run("template", RELEASE, str(CHART), "-f", str(tmp_path / "v.yaml"), check=False)
+    assert result.returncode != 0
+    assert error in result.stderr, result.stderr
+
+
 def test_network_policies_off(rendered: dict) -> None:
     assert not objects(rendered["no-netpol"], "NetworkPolicy")
 
@@ -643,7 +820,10 @@ def test_schema_rejects_an_unknown_key(helm: Helm) -> None:
         ("grpc.port=not-a-port", "grpc/port"),
         ("nats.auth.type=password", "nats/auth/type"),
         ("nats.auth.nkey.publicKeys.compute=SUABC", "nats/auth/nkey/publicKeys/compute"),
-        ("nats.auth.nkey.publicKeys.gateway=" + NKEYS["twin"], "nats/auth/nkey/publicKeys"),
+        ("nats.auth.nkey.publicKeys.bogus=" + NKEYS["twin"], "nats/auth/nkey/publicKeys"),
+        ("nats.mqtt.port=0", "nats/mqtt/port"),
+        ("gateway.extraEnvVars[0].name=A,gateway.extraEnvVars[0].from=x", "gateway/extraEnvVars/0"),
+        ("networkPolicy.mqttClients[0].ipBlock.cidr=everyone", "networkPolicy/mqttClients/0"),
         ("nats.auth.user.password=plain", "nats/auth/user"),  # one Secret, no plaintext
         ("nats.cluster.replicas=2", "nats/cluster/replicas"),
         ("services.compute.resources.limits=null", "services/compute/resources"),

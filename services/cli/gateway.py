@@ -94,14 +94,17 @@ def _bus_config():
 
 async def _connect(config, timeout_s: float):
     """The bus of TWIN_NATS_URL and the other TWIN_NATS_* settings, without retrying."""
-    from services.runtime.service import connect_bus
+    from services.runtime.service import _inbox_prefix, connect_bus
 
     async def noop() -> None:
         return None
 
+    # As a NATS user (e.g. `observer` for stats), replies come on that identity's own
+    # inbox prefix, the only one it may read (services/bus_permissions.py).
+    prefix = _inbox_prefix(config.nats_user) if config.nats_user else None
     return await connect_bus(
         config, name="twin-cli", on_disconnect=noop, on_reconnect=noop,
-        max_reconnect_attempts=0, connect_deadline_s=timeout_s,
+        max_reconnect_attempts=0, connect_deadline_s=timeout_s, inbox_prefix=prefix,
     )  # fmt: skip
 
 

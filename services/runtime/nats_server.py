@@ -91,6 +91,7 @@ class NatsServer:
         stop_timeout_s: float = 5.0,
         log_path: str | os.PathLike[str] | None = None,
         mqtt: bool = False,
+        include: str | os.PathLike[str] | None = None,
     ) -> None:
         self.host = host
         self.port = port  # -1: let the server pick; the real port after start
@@ -109,6 +110,9 @@ class NatsServer:
         # subject a.b.c. Its port is picked by the server and read from the log.
         self.mqtt = mqtt
         self.mqtt_port: int | None = None
+        # A config file the server's own config includes (e.g. an authorization block):
+        # nats-server reads one --config only, so it cannot be a second one beside MQTT.
+        self.include = Path(include).resolve() if include else None
         self._log_offset = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -144,7 +148,7 @@ class NatsServer:
             "--addr", self.host,
             "--port", str(self.port),
             "--ports_file_dir", str(ports_dir),
-            *self._mqtt_args(),
+            *self._config_args(),
             *self.extra_args,
         ]  # fmt: skip
         self._log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
@@ -170,15 +174,19 @@ class NatsServer:
             raise NatsServerError("nats-server is not running with MQTT")
         return f"mqtt://{self.host}:{self.mqtt_port}"
 
-    def _mqtt_args(self) -> list[str]:
-        if not self.mqtt:
+    def _config_args(self) -> list[str]:
+        if not self.mqtt and self.include is None:
             return []
-        conf = Path(self._own_dir) / "mqtt.conf"
-        port = -1 if self.mqtt_port is None else self.mqtt_port  # a restart keeps it
-        conf.write_text(
-            f"server_name: twin-{os.getpid()}-{id(self):x}\n"
-            f'mqtt {{ host: "{self.host}", port: {port} }}\n'
-        )
+        conf = Path(self._own_dir) / "server.conf"
+        lines = []
+        if self.mqtt:
+            port = -1 if self.mqtt_port is None else self.mqtt_port  # a restart keeps it
+            lines.append(f"server_name: twin-{os.getpid()}-{id(self):x}")
+            lines.append(f'mqtt {{ host: "{self.host}", port: {port} }}')
+        if self.include is not None:  # include paths are relative to the including file
+            shutil.copyfile(self.include, Path(self._own_dir) / "included.conf")
+            lines.append("include ./included.conf")
+        conf.write_text("\n".join(lines) + "\n")
         return ["--config", str(conf)]
 
     def _mqtt_ready(self) -> bool:

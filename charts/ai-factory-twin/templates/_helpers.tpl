@@ -107,10 +107,13 @@ seccompProfile:
 {{- end -}}
 {{- end -}}
 
-{{/* The NATS identities (services/bus_permissions.py): one per service, "telemetry" for
-     field gateways, "observer" read-only. Each key of the auth Secret is one of them. */}}
+{{/* The NATS identities (services/bus_permissions.py): one per service, "gateway" and
+     "bms" (BMS integrations over MQTT) when gateway.enabled, "telemetry" for external
+     MeasurementBatch publishers, "observer" read-only. Each key of the auth Secret is one
+     of them: an existingSecret needs the gateway and bms keys only with the gateway. */}}
 {{- define "twin.natsIdentities" -}}
-{{- toJson (list "compute" "cooling" "power" "energy" "twin" "historian" "telemetry" "observer") -}}
+{{- $gateway := ternary (list "gateway" "bms") (list) .Values.gateway.enabled -}}
+{{- toJson (concat (list "compute" "cooling" "power" "energy" "twin" "historian") $gateway (list "telemetry" "observer")) -}}
 {{- end -}}
 
 {{- define "twin.natsAuthSecret" -}}
@@ -138,7 +141,7 @@ authorization {
 {{- $who := printf "user: %q, password: $TWIN_NATS_PASSWORD_%s" $identity (upper $identity) }}
 {{- if eq $auth.type "nkey" }}
 {{- $key := index $auth.nkey.publicKeys $identity | default "" }}
-{{- if and (not $key) (ne $identity "telemetry") (ne $identity "observer") }}
+{{- if and (not $key) (not (has $identity (list "bms" "telemetry" "observer"))) }}
 {{- fail (printf "nats.auth.nkey.publicKeys.%s is required with nats.auth.type=nkey" $identity) }}
 {{- end }}
 {{- $who = ternary (printf "nkey: %s" $key) "" (ne $key "") }}
@@ -335,4 +338,18 @@ authorization {
 
 {{- define "twin.siteScenario" -}}
 {{- .Values.site.scenario | default (.Files.Get "files/fairwater-wi.yaml") -}}
+{{- end -}}
+
+{{/* Gateway ------------------------------------------------------------------------ */}}
+
+{{/* The ConfigMap holding the gateway's point map under the key point-map.yaml. */}}
+{{- define "twin.gatewayPointMapConfigMap" -}}
+{{- $g := .Values.gateway -}}
+{{- if and $g.pointMap $g.existingConfigMap -}}
+{{- fail "gateway: set gateway.pointMap or gateway.existingConfigMap, not both" -}}
+{{- end -}}
+{{- if not (or $g.pointMap $g.existingConfigMap) -}}
+{{- fail "gateway.pointMap (the point map, YAML) or gateway.existingConfigMap is required with gateway.enabled" -}}
+{{- end -}}
+{{- $g.existingConfigMap | default (include "twin.componentName" (dict "root" . "component" "gateway-point-map")) -}}
 {{- end -}}

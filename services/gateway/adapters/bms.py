@@ -32,6 +32,7 @@ from services.gateway.pointmap import BmsSource
 from services.gateway.reading import Emit, Reading
 
 log = logging.getLogger(__name__)
+RETAINED_STREAM = "$MQTT_rmsgs"  # nats-server's store of retained MQTT messages
 
 # BMS (BACnet-style) engineering unit names -> the gateway's unit table.
 ENG_UNITS = {
@@ -126,8 +127,13 @@ class BmsNatsAdapter:
         from nats.js.api import DeliverPolicy
 
         try:
+            # The stream named: no stream lookup ($JS.API.STREAM.NAMES), which the
+            # gateway's NATS identity is not allowed (services/bus_permissions.py).
             sub = await self.nc.jetstream().subscribe(
-                subject, ordered_consumer=True, deliver_policy=DeliverPolicy.LAST_PER_SUBJECT
+                subject,
+                stream=RETAINED_STREAM,
+                ordered_consumer=True,
+                deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
             )
         except Exception as exc:  # no MQTT listener (stream absent), or not permitted
             log.warning("no retained BMS metadata", extra={"error": repr(exc)})
