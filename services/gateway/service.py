@@ -35,6 +35,7 @@ from twin.twin.v1 import clock_pb2
 
 log = logging.getLogger(__name__)
 STATS_LOG_S = 60.0
+STOP_TIMEOUT_S = 5.0  # how long stop() waits for cancelled adapters
 
 
 def stats_subject(site: str) -> str:
@@ -82,7 +83,11 @@ class Gateway:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Bounded: an adapter stuck in a protocol library must not hold the shutdown.
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
+            if stuck:
+                log.warning("adapters did not stop in time", extra={"tasks": len(stuck)})
         log.info("gateway stats", extra=self.stats())
 
     async def _supervise(self, adapter: Adapter) -> None:
