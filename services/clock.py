@@ -335,11 +335,7 @@ class Clock:
                 raise TimeoutError(f"no state for step {step} from {', '.join(missing)}") from None
 
     async def wait_changed(self, after_step: int) -> None:
-        """Until the run passes ``after_step`` or ends. A run that had failed already
-        returns after a second, so a watcher that does not stop at FAILED polls slowly."""
-        if self.state == FAILED:
-            await asyncio.sleep(1.0)
-            return
+        """Until the run passes ``after_step`` or ends (stopped, completed or failed)."""
         async with self._changed:
             await self._changed.wait_for(lambda: self.step > after_step or self.state in ENDED)
 

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from services.cli.errors import fail
+from services.cli.errors import fail, seconds
 
 gateway_app = typer.Typer(help="The field telemetry gateway.", no_args_is_help=True)
 SHOWN = 10  # entries listed per problem; the rest are counted
@@ -129,12 +129,8 @@ def record_cmd(
 ) -> None:
     """Capture the normalised measurements on telemetry.<site>.> to Parquet."""
     from services.gateway.record import record
-    from twin_core.durations import parse_duration
 
-    try:
-        duration_s = parse_duration(duration) if duration else None
-    except ValueError as exc:
-        fail(f"--duration: {exc}")
+    duration_s = seconds("--duration", duration or None)
     if not out.parent.is_dir():
         fail(f"--out: {out.parent} is not a folder")
     config, site = _bus_config(), _site_token(site)

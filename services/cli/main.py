@@ -541,13 +541,9 @@ def status(
     status 1 unless every one is SERVING."""
     from services.launcher import default_addresses, probe
     from services.runtime.config import ConfigError
-    from twin_core.durations import parse_duration
 
     named = {a: a for a in addresses} if addresses else default_addresses()
-    try:
-        deadline = time.monotonic() + (parse_duration(wait) if wait else 0.0)
-    except ValueError as exc:
-        fail(f"--wait: {exc}")
+    deadline = time.monotonic() + (seconds("--wait", wait or None) or 0.0)
     try:
         while True:
             states = {name: probe(address) for name, address in named.items()}
