@@ -26,14 +26,9 @@ from rich.table import Table
 
 from services.historian.history_service import HistoryServicer
 from services.historian.migrate import migrate
-from services.historian.writer import (
-    EPOCH,
-    TABLES,
-    HistorianWriter,
-    WriterConfig,
-    rollup_refreshes,
-)
-from services.messages import pack
+from services.historian.schema import EPOCH, TABLES
+from services.historian.writer import HistorianWriter, WriterConfig, rollup_refreshes
+from services.messages import fill_quantities, pack
 from services.runtime import bus
 from services.runtime.grpc_server import GrpcServer
 from services.runtime.nats_server import NatsServer
@@ -55,7 +50,7 @@ def states(run_id: str, step: int, rng: np.random.Generator) -> dict[str, object
     head = {"run_id": run_id, "step": step, "time_s": float(step + 1)}
     rack_w = 1.3e5 + 1e3 * rng.random(RACKS)
     it = float(rack_w.sum())
-    return {
+    messages = {
         "power": power_pb2.PowerState(
             **head,
             meter_w=it * 1.11,
@@ -86,6 +81,7 @@ def states(run_id: str, step: int, rng: np.random.Generator) -> dict[str, object
             **head, grid_w=it, soc=0.5, cost_usd_per_s=8.0, emissions_t_per_s=5e-5
         ),
     }
+    return {d: fill_quantities(d, m) for d, m in messages.items()}
 
 
 async def publish(url: str, run_id: str, ticks: int) -> None:

@@ -45,8 +45,8 @@ from pathlib import Path
 
 import yaml
 
-from services.domain import DOMAINS, NEEDS
 from services.runtime.config import SITE_RE
+from twin_core.contract import DOMAINS, NEEDS
 
 SITE = "<site>"  # placeholder in the chart's file; the chart substitutes site.id
 SERVICES = (*DOMAINS, "twin", "historian")

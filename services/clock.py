@@ -25,12 +25,13 @@ import uuid
 from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 
-from services.domain import DOMAINS
 from services.messages import STATE_TYPES, state_problem
 from services.runtime import bus
 from services.runtime.codec import DecodeStats, decode_msg, reject
 from services.scenario import site_from_spec
 from twin.twin.v1 import clock_pb2, snapshot_pb2
+from twin_core import contract
+from twin_core.contract import DOMAINS
 
 log = logging.getLogger(__name__)
 READY_TIMEOUT_S = 180.0  # domains build and compile their models on START
@@ -79,7 +80,8 @@ class Clock:
         self.horizon_steps: int | None = None
         self.real_time_factor: float | None = None  # None: as fast as possible
         self.latest: dict[str, Message] = {}
-        self.cost_usd = self.emissions_t = self.market_emissions_t = 0.0
+        # Run totals (cost_usd, ...): the rates of the contract integrated over the steps.
+        self.totals = dict.fromkeys(contract.TOTALS, 0.0)
         self.stats = DecodeStats()
         self._changed = asyncio.Condition()
         self._runner: asyncio.Task | None = None
@@ -146,7 +148,7 @@ class Clock:
         self.horizon_steps = round(spec.horizon_s / self.dt) if spec.horizon_s > 0 else None
         self.real_time_factor = real_time_factor
         self.latest.clear()
-        self.cost_usd = self.emissions_t = self.market_emissions_t = 0.0
+        self.totals = dict.fromkeys(contract.TOTALS, 0.0)
         clock = clock_pb2.Clock(
             run_id=self.run_id,
             command=clock_pb2.CLOCK_COMMAND_START,
@@ -288,10 +290,10 @@ class Clock:
                 command=clock_pb2.CLOCK_COMMAND_TICK,
             )
             await self._send_until_done(tick, k)
-            energy = self.latest["energy"]
-            self.cost_usd += energy.cost_usd_per_s * self.dt
-            self.emissions_t += energy.emissions_t_per_s * self.dt
-            self.market_emissions_t += energy.market_emissions_t_per_s * self.dt
+            # The model holds each rate over its interval: the integral is exact.
+            for total, rate in contract.TOTALS.items():
+                state = self.latest[contract.QUANTITY[rate].domain]
+                self.totals[total] += state.quantities.get(rate, 0.0) * self.dt
             self.step = k + 1
 
     async def _send_until_done(self, tick: clock_pb2.Clock, k: int) -> None:
@@ -351,18 +353,9 @@ class Clock:
         )
         if any(d not in self.latest or self.latest[d].step < 0 for d in DOMAINS):
             return s
-        c, k, p, e = (self.latest[d] for d in DOMAINS)
-        s.time_s = p.time_s
-        s.it_mw, s.facility_mw = p.it_w / 1e6, p.meter_w / 1e6
-        s.pue = p.meter_w / p.it_w if p.it_w else 0.0
-        s.cooling_mw, s.losses_mw = k.electrical_w / 1e6, p.losses_w / 1e6
-        s.tcs_supply_mean_c, s.tcs_supply_max_c = k.tcs_supply_mean_c, k.tcs_supply_max_c
-        s.facility_supply_c = k.fws_supply_c
-        s.gpu_temp_max_c, s.gpu_temp_mean_c = c.gpu_temp_max_c, c.gpu_temp_mean_c
-        s.throttled_gpus, s.delivered_pflops = c.throttled_gpus, c.delivered_pflops
-        s.grid_mw, s.battery_mw = e.grid_w / 1e6, e.battery_w / 1e6
-        s.ppa_mw, s.generation_mw = e.ppa_w / 1e6, e.generation_w / 1e6
-        s.cost_usd, s.emissions_t = self.cost_usd, self.emissions_t
-        s.market_emissions_t = self.market_emissions_t
+        s.time_s = self.latest["power"].time_s
+        for domain in DOMAINS:
+            s.quantities.update(self.latest[domain].quantities)
+        s.totals.update(self.totals)
         s.real_time_factor = self._measured_rate
         return s

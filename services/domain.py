@@ -9,6 +9,7 @@ function, and publishes its own boundary values.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from dataclasses import dataclass, field
@@ -18,27 +19,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from twin_core import coupling
+from twin_core import contract, coupling
+from twin_core.contract import Equipment
 from twin_core.coupling import Boundary
-from twin_core.params import BIG, EQUIPMENT, Layout, Params, build_params, layout_of
+from twin_core.params import BIG, Layout, Params, build_params, layout_of
 from twin_core.pytree import replace
 from twin_core.rollout import set_param
 from twin_core.site import Site
 
-DOMAINS = ("compute", "cooling", "power", "energy")
-# Boundary fields each domain publishes, and the peers each domain reads.
-OWNS: dict[str, tuple[str, ...]] = {
-    "compute": ("rack_ac_w", "heat_liquid_w", "heat_air_w"),
-    "cooling": ("tcs_supply_c", "cooling_w"),
-    "power": ("rack_cap_w", "meter_w"),
-    "energy": ("supply_limit_w",),
-}
-NEEDS: dict[str, tuple[str, ...]] = {
-    "compute": ("cooling", "power"),
-    "cooling": ("compute",),
-    "power": ("compute", "cooling", "energy"),
-    "energy": ("power",),
-}
+DOMAINS = contract.DOMAINS
+OWNS, NEEDS = contract.OWNS, contract.NEEDS
 NODES = {
     "compute": coupling.compute_node,
     "cooling": coupling.cooling_node,
@@ -54,17 +44,15 @@ FAILURE_FIELDS = ("kind", "index", "start_s", "end_s")
 
 def owned_parts(domain: str, state: Any, outputs: Any) -> dict[str, np.ndarray]:
     """The boundary values ``domain`` publishes after a step, as host arrays."""
-    source = {
-        "rack_ac_w": lambda: outputs.rack_ac_w,
-        "heat_liquid_w": lambda: outputs.heat_liquid_w,
-        "heat_air_w": lambda: outputs.heat_air_w,
-        "tcs_supply_c": lambda: state.tcs_supply_c,
-        "cooling_w": lambda: outputs.electrical_w,
-        "rack_cap_w": lambda: outputs.rack_cap_w,
-        "meter_w": lambda: outputs.meter_w,
-        "supply_limit_w": lambda: outputs.supply_limit_w,
-    }
-    return {name: np.asarray(source[name]()) for name in OWNS[domain]}
+    fields = contract.BOUNDARY_FIELD
+    return {name: np.asarray(fields[name].read(state, outputs)) for name in OWNS[domain]}
+
+
+def quantities_of(domain: str, p: Params, outputs: Any, drivers: coupling.Drivers) -> Any:
+    """The contract's quantities ``domain`` computes, as one vector (in table order)."""
+    params = getattr(p, domain)
+    values = [q.of(outputs, drivers, params) for q in contract.of_domain(domain)]
+    return jnp.stack([jnp.asarray(v, p.hourly.dtype) for v in values])
 
 
 @dataclass
@@ -97,11 +85,13 @@ class DomainModel:
         self.initial = s0.boundary
         self._step = jax.jit(NODES[self.domain])
         self._drivers = jax.jit(coupling.drivers_at)
+        self._quantities = jax.jit(functools.partial(quantities_of, self.domain))
 
     def warm_up(self) -> None:
         """Compile the step and the drivers now (a discarded step from the initial state)."""
         jax.block_until_ready(self._step(self.params, self.state, self.initial, jnp.int32(0)))
-        jax.block_until_ready(self._drivers(self.params, jnp.int32(0)))
+        drivers = self._drivers(self.params, jnp.int32(0))
+        jax.block_until_ready(self._quantities(self.params, self.initial_outputs(), drivers))
 
     def initial_parts(self) -> dict[str, np.ndarray]:
         """The initial boundary values this domain owns (published as step -1)."""
@@ -115,6 +105,13 @@ class DomainModel:
     def drivers(self, step: int) -> coupling.Drivers:
         """The exogenous drivers of interval ``step`` (ambient, prices, PPA output...)."""
         return self._drivers(self.params, jnp.asarray(step, jnp.int32))
+
+    def quantities(self, outputs: Any, drivers: coupling.Drivers) -> dict[str, float]:
+        """The contract's quantities of this domain for a step's outputs and drivers."""
+        values = np.asarray(self._quantities(self.params, outputs, drivers), dtype=float)
+        return {
+            q.name: float(v) for q, v in zip(contract.of_domain(self.domain), values, strict=True)
+        }
 
     def boundary(self, peers: dict[str, dict[str, np.ndarray]]) -> Boundary:
         """The boundary for the next interval from the peers' published values (their
@@ -195,7 +192,7 @@ class DomainModel:
         slot = int(free[0])
         start = self.step * self.dt if at_s is None else at_s
         self._set_failures(
-            kind=_with(f.kind, slot, EQUIPMENT.index(equipment)),
+            kind=_with(f.kind, slot, Equipment.of(equipment)),
             index=_with(f.index, slot, index),
             start_s=_with(f.start_s, slot, start),
             end_s=_with(f.end_s, slot, BIG),
@@ -206,7 +203,7 @@ class DomainModel:
         f = self.params.failures
         now = self.step * self.dt
         open_ = (
-            (np.asarray(f.kind) == EQUIPMENT.index(equipment))
+            (np.asarray(f.kind) == Equipment.of(equipment))
             & (np.asarray(f.index) == index)
             & (np.asarray(f.end_s) > now)
         )

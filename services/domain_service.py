@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import jax
 import numpy as np
 
 from services.domain import DomainModel
@@ -22,9 +23,11 @@ from twin.compute.v1 import compute_pb2, compute_pb2_grpc
 from twin.cooling.v1 import cooling_pb2, cooling_pb2_grpc
 from twin.energy.v1 import energy_pb2, energy_pb2_grpc
 from twin.power.v1 import power_pb2, power_pb2_grpc
+from twin_core.contract import Equipment
+from twin_core.coupling import active_failures
 from twin_core.energy import ARBITRAGE, OFF, PEAK_SHAVE, SWING_FIRMING
 from twin_core.inputs import clip
-from twin_core.params import BIG, EQUIPMENT
+from twin_core.params import BIG
 
 PB2 = {"compute": compute_pb2, "cooling": cooling_pb2, "power": power_pb2, "energy": energy_pb2}
 GRPC = {
@@ -33,13 +36,8 @@ GRPC = {
     "power": (power_pb2_grpc, "PowerService"),
     "energy": (energy_pb2_grpc, "EnergyService"),
 }
-KIND_NAMES = {
-    common_pb2.EQUIPMENT_KIND_CHILLER: "chiller",
-    common_pb2.EQUIPMENT_KIND_PUMP: "pump",
-    common_pb2.EQUIPMENT_KIND_CDU: "cdu",
-    common_pb2.EQUIPMENT_KIND_DRY_COOLER: "dry_cooler",
-    common_pb2.EQUIPMENT_KIND_FEEDER: "feeder",
-}
+# The bus's EquipmentKind -> the site file's label (EQUIPMENT_KIND_DRY_COOLER -> dry_cooler).
+KIND_NAMES = {getattr(common_pb2, f"EQUIPMENT_KIND_{e.name}"): e.label for e in Equipment}
 
 
 BATTERY_MODES = {
@@ -55,7 +53,7 @@ class InvalidCommand(ValueError):
 
 
 def _installed(model: DomainModel, equipment: str) -> int:
-    return int(model.params.installed[EQUIPMENT.index(equipment)])
+    return int(model.params.installed[Equipment.of(equipment)])
 
 
 def _equipment(ref: common_pb2.EquipmentRef, field: str, model: DomainModel) -> tuple[str, int]:
@@ -250,12 +248,11 @@ def _training_update(job: compute_pb2.UpdateTrainingJob, model: DomainModel) -> 
 
 def _failed(model: DomainModel, kinds: tuple[str, ...]) -> list[tuple[str, int]]:
     """Units out of service now."""
-    f = model.params.failures
-    now = model.step * model.dt
-    kind = np.asarray(f.kind)
-    active = (np.asarray(f.start_s) <= now) & (now < np.asarray(f.end_s)) & (kind >= 0)
+    f = jax.tree.map(np.asarray, model.params.failures)
+    kind = f.kind
+    active = active_failures(f, model.step * model.dt)
     found = {
-        (EQUIPMENT[k], int(i))
+        (Equipment(k).label, int(i))
         for k, i in zip(kind[active], np.asarray(f.index)[active], strict=True)
     }
     return sorted(unit for unit in found if unit[0] in kinds)

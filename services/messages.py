@@ -1,23 +1,27 @@
 """Domain outputs <-> the protobuf state messages published on ``twin.<site>.<domain>.state``.
 
 State message fields are named after the model's output fields, so the mapping is by
-name; per-rack arrays travel as packed ``FloatArray``s.
+name; per-rack arrays travel as packed ``FloatArray``s. The ``quantities`` map carries the
+domain's site quantities (``twin_core.contract``) by their contract names. This module
+imports no JAX: it maps host arrays.
 """
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from services.domain import OWNS
 from twin.common.v1 import common_pb2
 from twin.compute.v1 import compute_pb2
 from twin.cooling.v1 import cooling_pb2
 from twin.energy.v1 import energy_pb2
 from twin.power.v1 import power_pb2
+from twin_core import contract
+from twin_core.contract import BOUNDARY_FIELD, OWNS
 
 STATE_TYPES: dict[str, type[Message]] = {
     "compute": compute_pb2.ComputeState,
@@ -26,8 +30,7 @@ STATE_TYPES: dict[str, type[Message]] = {
     "energy": energy_pb2.EnergyState,
 }
 HEADER = ("run_id", "step", "time_s")
-# Boundary values whose message field has another name.
-FIELD_OF = {"cooling_w": "electrical_w"}
+QUANTITIES = "quantities"  # the map field of the contract's quantities
 
 
 def pack(array: Any) -> common_pb2.FloatArray:
@@ -41,13 +44,19 @@ def unpack(message: common_pb2.FloatArray) -> np.ndarray:
 
 
 def state_message(
-    domain: str, run_id: str, step: int, time_s: float, sources: dict[str, Any]
+    domain: str,
+    run_id: str,
+    step: int,
+    time_s: float,
+    sources: dict[str, Any],
+    quantities: dict[str, float],
 ) -> Message:
     """Build ``domain``'s state message; each field is looked up by name in ``sources``
-    (boundary values first, then outputs, then drivers)."""
+    (boundary values first, then outputs, then drivers); ``quantities`` fill the map."""
     message = STATE_TYPES[domain](run_id=run_id, step=step, time_s=time_s)
+    message.quantities.update(quantities)
     for field in message.DESCRIPTOR.fields:
-        if field.name in HEADER:
+        if field.name in HEADER or field.name == QUANTITIES:
             continue
         value = sources[field.name]
         if field.message_type is not None:
@@ -67,7 +76,7 @@ def sources_of(outputs: Any, parts: dict[str, np.ndarray], drivers: Any) -> dict
     for obj in (drivers, outputs):
         sources.update({k: getattr(obj, k) for k in obj.__dataclass_fields__})
     for name, value in parts.items():
-        sources[FIELD_OF.get(name, name)] = value
+        sources[BOUNDARY_FIELD[name].message_field] = value
     return sources
 
 
@@ -75,7 +84,7 @@ def parts_of(domain: str, message: Message) -> dict[str, np.ndarray]:
     """The boundary values a peer reads from ``domain``'s state message."""
     parts = {}
     for name in OWNS[domain]:
-        value = getattr(message, FIELD_OF.get(name, name))
+        value = getattr(message, BOUNDARY_FIELD[name].message_field)
         if isinstance(value, common_pb2.FloatArray):
             parts[name] = unpack(value)
         elif hasattr(value, "__len__"):
@@ -94,7 +103,9 @@ def state_problem(message: Message) -> str | None:
     if message.step < -1:
         return f"step: {message.step} is before the initial state (-1)"
     for field, value in message.ListFields():
-        if isinstance(value, common_pb2.FloatArray):
+        if field.name == QUANTITIES:
+            value = list(value.values())
+        elif isinstance(value, common_pb2.FloatArray):
             if value.shape and int(np.prod(value.shape)) != len(value.values):
                 return f"{field.name}: shape {list(value.shape)} does not hold its values"
             value = value.values
@@ -103,3 +114,25 @@ def state_problem(message: Message) -> str | None:
         if not np.all(np.isfinite(np.asarray(value, dtype=float))):
             return f"{field.name}: not a finite number"
     return None
+
+
+def fill_quantities(domain: str, message: Message) -> Message:
+    """Fill ``message``'s quantities map from its own fields with the contract's
+    expressions: for messages built without a model (tests, benchmarks). Only the stored
+    quantities whose sources the message carries are filled."""
+    fields = SimpleNamespace(
+        **{
+            f.name: np.asarray(getattr(message, f.name), dtype=float)
+            for f in message.DESCRIPTOR.fields
+            if f.message_type is None and not f.is_repeated
+        }
+    )
+    for q in contract.of_domain(domain):
+        if q.sql is None:
+            continue
+        try:
+            value = q.of(fields, fields, None)
+        except AttributeError:  # a source this message does not carry
+            continue
+        message.quantities[q.name] = float(value)  # type: ignore[attr-defined]
+    return message

@@ -431,9 +431,9 @@ class CoSimNode:
 
     async def _publish(self, step: int, outputs, parts, drivers) -> None:
         time_s = (step + 1) * self.model.dt if self.model else 0.0
-        message = state_message(
-            self.domain, self.run_id, step, time_s, sources_of(outputs, parts, drivers)
-        )
+        sources = sources_of(outputs, parts, drivers)
+        quantities = self.model.quantities(outputs, drivers) if self.model else {}
+        message = state_message(self.domain, self.run_id, step, time_s, sources, quantities)
         self.latest = message
         data = message.SerializeToString(deterministic=True)
         self._history[step] = data

@@ -8,7 +8,6 @@ import os
 import jax.numpy as jnp
 
 from services.clock import Clock
-from services.domain import DOMAINS
 from services.domain_service import add_to_server
 from services.node import CoSimNode
 from services.runtime import bus, run
@@ -16,6 +15,7 @@ from services.runtime.config import ConfigError
 from services.runtime.service import Service
 from services.twin_service import TwinServicer
 from twin.twin.v1 import twin_pb2_grpc
+from twin_core.contract import DOMAINS
 
 SERVICES = (*DOMAINS, "twin", "historian")
 # Served on request, not started by `twin up`: the field gateway needs a point map.

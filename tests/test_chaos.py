@@ -199,7 +199,7 @@ def test_faults_under_a_live_run_lose_and_duplicate_nothing(tmp_path, capsys) ->
         meter = np.array([published[k][0] for k in range(STEPS)])
         np.testing.assert_array_equal(np.array([r[1] for r in rows]), meter)
         whole = simulate(load_site(SMALL), STEPS * DT, DT, DT, merge_identical=False)
-        np.testing.assert_allclose(meter, whole.means["facility_power_mw"] * 1e6, rtol=1e-6)
+        np.testing.assert_allclose(meter, whole.means["facility_w"], rtol=1e-6)
         with psycopg.connect(twin.database_url, autocommit=True) as conn:
             record = conn.execute(
                 "SELECT dt_s, horizon_s, real_time_factor, status, last_step,"

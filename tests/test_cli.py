@@ -62,8 +62,8 @@ def test_simulate_writes_summary_timeseries_and_overview(tmp_path):
     assert 1.0 < summary["pue"] < 1.3
     table = pq.read_table(out / "timeseries.parquet")
     assert table.num_rows == 24  # 2 h at 5 min
-    assert {"time_h", "facility_power_mw", "pue", "gpu_temp_max_c_max"} <= set(table.column_names)
-    energy = sum(table.column("it_power_mw").to_pylist()) * 5 / 60
+    assert {"time_h", "facility_w", "pue", "gpu_temp_max_c_max"} <= set(table.column_names)
+    energy = sum(table.column("it_w").to_pylist()) * 1e-6 * 5 / 60
     assert energy == pytest.approx(summary["it_energy_mwh"], rel=1e-5)
     assert (out / "overview.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "pue" in done.stdout

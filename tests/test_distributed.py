@@ -85,10 +85,11 @@ def test_distributed_run_equals_monolithic_rollout(local_twin):
         load_site(ROOT / "scenarios" / "fairwater-wi.yaml"), TICKS, 1.0, 1, merge_identical=False
     )
     meter = np.array([st.meter_w for st in states])
-    np.testing.assert_allclose(meter, whole.means["facility_power_mw"] * 1e6, rtol=1e-6)
+    np.testing.assert_allclose(meter, whole.means["facility_w"], rtol=1e-6)
     it = np.array([st.it_w for st in states])
-    np.testing.assert_allclose(it, whole.means["it_power_mw"] * 1e6, rtol=1e-6)
-    assert snapshot.step == TICKS and snapshot.pue == pytest.approx(meter[-1] / it[-1], rel=1e-6)
+    np.testing.assert_allclose(it, whole.means["it_w"], rtol=1e-6)
+    assert snapshot.step == TICKS
+    assert snapshot.quantities["pue"] == pytest.approx(meter[-1] / it[-1], rel=1e-6)
     # and the historian stored every step, with the published values
     stored = stored_series(local_twin.database_url, run_id, TICKS)
     np.testing.assert_array_equal(stored[:, 0], np.arange(TICKS))
@@ -323,7 +324,7 @@ def test_garbled_bus_messages_are_skipped(local_twin):
     with channel:
         asyncio.run(garble())
         reply = s.Step(twin_pb2.StepRequest(run_id=run_id, ticks=5), timeout=120)
-    assert reply.snapshot.step == 5 and reply.snapshot.pue > 1.0
+    assert reply.snapshot.step == 5 and reply.snapshot.quantities["pue"] > 1.0
     assert all(p.poll() is None for p in local_twin.processes.values())
 
 
@@ -480,7 +481,7 @@ def test_a_service_restarting_mid_run_rejoins_without_corrupting_it(local_twin):
         load_site(ROOT / "scenarios" / "fairwater-wi.yaml"), horizon, 1.0, 1, merge_identical=False
     )
     meter = np.array([got[k].meter_w for k in range(horizon)])
-    np.testing.assert_allclose(meter, whole.means["facility_power_mw"] * 1e6, rtol=1e-6)
+    np.testing.assert_allclose(meter, whole.means["facility_w"], rtol=1e-6)
 
 
 def test_commands_are_kept_in_the_live_configuration_bucket(local_twin):

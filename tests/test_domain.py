@@ -8,6 +8,7 @@ import pytest
 from conftest import F64, run64, small_site
 
 from services.domain import DOMAINS, DomainModel
+from twin_core import contract
 
 
 def run_apart(site, steps: int, commands=None):
@@ -32,10 +33,10 @@ def run_apart(site, steps: int, commands=None):
 def monolithic(site, steps):
     r = run64(site, steps, 1.0, 1)
     return (
-        r.means["facility_power_mw"] * 1e6,
-        r.means["rack_ac_mw"] * 1e6,
-        r.means["tcs_supply_c"],
-        r.means["grid_mw"] * 1e6,
+        r.means["facility_w"],
+        r.means["rack_ac_w"],
+        r.means["tcs_supply_mean_c"],
+        r.means["grid_w"],
     )
 
 
@@ -85,11 +86,16 @@ def test_state_messages_carry_exactly_what_peers_need():
     for domain in DOMAINS:
         model = DomainModel(site, domain)  # float32, as services run
         outputs, parts = model.advance({})
+        drivers = model.drivers(0)
+        quantities = model.quantities(outputs, drivers)
         message = state_message(
-            domain, "run-1", 0, 1.0, sources_of(outputs, parts, model.drivers(0))
+            domain, "run-1", 0, 1.0, sources_of(outputs, parts, drivers), quantities
         )
         wire = type(message).FromString(message.SerializeToString())
         assert (wire.run_id, wire.step, wire.time_s) == ("run-1", 0, 1.0)
+        # The domain's site quantities, by their contract names, exactly as computed.
+        assert dict(wire.quantities) == quantities
+        assert sorted(quantities) == sorted(q.name for q in contract.of_domain(domain))
         back = parts_of(domain, wire)
         assert back.keys() == parts.keys()
         for name, value in parts.items():

@@ -194,7 +194,7 @@ def test_after_fuzzing_the_services_run_and_agree_with_the_monolith(stack) -> No
     assert sorted(published) == list(range(-1, steps))
     meter = np.array([published[k] for k in range(steps)])
     whole = simulate(load_site(SMALL), steps * DT, DT, DT, dtype=jnp.float64, merge_identical=False)
-    np.testing.assert_allclose(meter, whole.means["facility_power_mw"] * 1e6, rtol=1e-6)
+    np.testing.assert_allclose(meter, whole.means["facility_w"], rtol=1e-6)
 
     def stored() -> list[tuple]:
         with psycopg.connect(stack.database_url, autocommit=True) as conn:

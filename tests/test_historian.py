@@ -19,7 +19,7 @@ from nats.js.errors import NotFoundError
 from services.historian.migrate import migrate
 from services.historian.writer import EPOCH, HistorianWriter, WriterConfig
 from services.historian.writer import run as historian_run
-from services.messages import pack
+from services.messages import fill_quantities, pack
 from services.runtime import bus
 from services.runtime.nats_server import NatsServer
 from twin.compute.v1 import compute_pb2
@@ -64,7 +64,7 @@ def it_w(step: int) -> float:
 def states(run_id: str, step: int) -> dict[str, object]:
     t = float(step)
     head = {"run_id": run_id, "step": step, "time_s": t}
-    return {
+    messages = {
         "power": power_pb2.PowerState(
             **head,
             meter_w=meter_w(step),
@@ -102,6 +102,7 @@ def states(run_id: str, step: int) -> dict[str, object]:
             emissions_t_per_s=1e-5,
         ),
     }
+    return {d: fill_quantities(d, m) for d, m in messages.items()}
 
 
 def start_message(run_id: str, dt_s: float = 1.0, horizon_s: float = 0.0, **kw) -> bytes:
@@ -320,7 +321,7 @@ def test_run_records_and_refused_state_messages(nats_server: NatsServer, db: str
             late.time_s = 1e300  # finite, but no timestamp holds it
             await bus.publish(nc, power, late)
             crowd = states(run_id, 1)["compute"]
-            crowd.throttled_gpus = 2**32 - 1  # a uint32 that no integer column holds
+            crowd.quantities["throttled_gpus"] = 2**32 - 1  # no integer column holds it
             await bus.publish(nc, bus.state_subject(site, "compute"), crowd)
             stop_ = clock_pb2.Clock(
                 run_id=run_id,

@@ -41,16 +41,16 @@ def test_every_subsystem_conserves_energy(busy_run):
     assert result.kpis["energy_balance_rel_error"] < 1e-9
     for name in ("compute", "cooling", "power", "energy"):
         residual = np.max(np.abs(result.means[f"residual_{name}_w"]))
-        assert residual < 1e-6 * np.max(result.means["facility_power_mw"]) * 1e6, name
+        assert residual < 1e-6 * np.max(result.means["facility_w"]), name
 
 
 def test_boundaries_carry_values_one_interval_later(busy_run):
     _, r = busy_run
     # power sees the IT power compute drew in the previous interval (summed in another order)
-    np.testing.assert_allclose(r.means["it_power_mw"][1:], r.means["rack_ac_mw"][:-1], rtol=1e-14)
+    np.testing.assert_allclose(r.means["it_w"][1:], r.means["rack_ac_w"][:-1], rtol=1e-14)
     # energy serves the meter demand power published in the previous interval
-    served = r.means["grid_mw"] + r.means["battery_mw"] + r.means["generation_mw"]
-    np.testing.assert_allclose(served[1:], r.means["facility_power_mw"][:-1], rtol=1e-12)
+    served = r.means["grid_w"] + r.means["battery_w"] + r.means["generation_w"]
+    np.testing.assert_allclose(served[1:], r.means["facility_w"][:-1], rtol=1e-12)
 
 
 def test_heat_balance_over_the_run_from_states(busy_run):
@@ -61,11 +61,9 @@ def test_heat_balance_over_the_run_from_states(busy_run):
     s0, s1 = init_state(p), r.final
     dt = 1.0
     # compute: AC in = heat out (liquid + air) + rack storage change
-    heat_out = (r.means["heat_liquid_mw"] + r.means["heat_air_mw"]) * 1e6 * dt
+    heat_out = (r.means["heat_liquid_w"] + r.means["heat_air_w"]) * dt
     storage = float(jnp.sum(s1.compute.storage_j - s0.compute.storage_j))
-    assert np.sum(r.means["rack_ac_mw"]) * 1e6 * dt == pytest.approx(
-        np.sum(heat_out) + storage, rel=1e-10
-    )
+    assert np.sum(r.means["rack_ac_w"]) * dt == pytest.approx(np.sum(heat_out) + storage, rel=1e-10)
     # cooling: heat in (one interval later) + electric = rejected + loop energy change
     k = p.cooling
     u0 = float(jnp.sum(s0.cooling.tcs_supply_c * k.tcs_heat_capacity * k.cdu_mask))
@@ -75,8 +73,8 @@ def test_heat_balance_over_the_run_from_states(busy_run):
     heat_in = (s0.boundary.heat_liquid_w.sum() + s0.boundary.heat_air_w) * dt + np.sum(
         heat_out[:-1]
     )
-    electric = np.sum(r.means["cooling_power_mw"]) * 1e6 * dt
-    rejected = np.sum(r.means["heat_rejected_mw"]) * 1e6 * dt
+    electric = np.sum(r.means["cooling_w"]) * dt
+    rejected = np.sum(r.means["heat_rejected_w"]) * dt
     assert float(heat_in) + electric == pytest.approx(rejected + (u1 - u0), rel=1e-10)
 
 
@@ -195,13 +193,13 @@ def _chain(rack: str, dc_per_rack: float, cooling_w: float) -> float:
 
 def test_training_job_gives_a_square_wave_of_meter_power():
     r = _wave({})
-    meter_mw = r.means["facility_power_mw"][100:]
+    meter_mw = r.means["facility_w"][100:] * 1e-6
     rises = np.flatnonzero(np.diff(meter_mw) > 0.2)
     assert np.all(np.diff(rises) == 20)  # one rise per 20 s iteration
     assert np.all(np.diff(np.flatnonzero(np.diff(meter_mw) < -0.2)) == 20)
     high = np.median(meter_mw[meter_mw > meter_mw.mean()])
     low = np.median(meter_mw[meter_mw < meter_mw.mean()])
-    cooling = np.mean(r.means["cooling_power_mw"][100:]) * 1e6
+    cooling = np.mean(r.means["cooling_w"][100:])
     hand = _chain("GB200_NVL72", rack_dc("GB200_NVL72", 1.0), cooling) - _chain(
         "GB200_NVL72", rack_dc("GB200_NVL72", 0.2), cooling
     )
@@ -221,7 +219,7 @@ def test_rack_power_smoothing_cuts_the_peak_ramp_by_the_configured_factor():
     smooth = _wave(GB300_NO_FLOOR)
     ramp = 20000.0  # W/s per rack, GB300 catalog
     low, high = rack_dc("GB300_NVL72", 0.2), rack_dc("GB300_NVL72", 1.0)
-    cooling = np.mean(raw.means["cooling_power_mw"][100:]) * 1e6
+    cooling = np.mean(raw.means["cooling_w"][100:])
     # by hand: each second the racks' DC draw climbs by the ramp limit; the steepest
     # second at the meter is the one where the PSU and chain losses rise fastest
     levels = np.minimum(low + ramp * np.arange(0, 10), high)
@@ -248,7 +246,7 @@ def test_power_floor_holds_rack_power_above_the_floor():
     none = _wave(GB300_NO_FLOOR)
     floor_dc = 0.7 * rack_dc("GB300_NVL72", 1.0)
     assert rack_dc("GB300_NVL72", 0.2) < floor_dc  # the comm phase sits below the floor
-    lowest = np.min(floor.means["rack_ac_mw"][100:]) * 1e6
+    lowest = np.min(floor.means["rack_ac_w"][100:])
     assert lowest == pytest.approx(8 * rack_ac("GB300_NVL72", floor_dc), rel=1e-9)
     assert floor.kpis["it_energy_mwh"] > none.kpis["it_energy_mwh"]  # the floor is burnt
     assert floor.kpis["delivered_eflop"] == pytest.approx(none.kpis["delivered_eflop"], rel=1e-12)
@@ -267,7 +265,7 @@ def test_supply_limit_from_energy_caps_racks_and_lowers_flops():
     )
     assert free.kpis["min_cap_fraction"] == 1.0
     assert limited.kpis["min_cap_fraction"] < 0.9
-    assert limited.means["facility_power_mw"][-1] == pytest.approx(0.9, rel=1e-3)
+    assert limited.means["facility_w"][-1] * 1e-6 == pytest.approx(0.9, rel=1e-3)
     assert limited.kpis["delivered_eflop"] < 0.9 * free.kpis["delivered_eflop"]
     assert limited.kpis["throttled_gpu_hours"] > 0.0
 
@@ -286,8 +284,8 @@ def test_failed_feeder_lowers_the_interconnect_limit():
         1.0,
         60,
     )
-    assert r.means["supply_limit_mw"][-1] == pytest.approx(1.0)
-    assert r.means["facility_power_mw"][-1] == pytest.approx(1.0, rel=1e-3)
+    assert r.means["supply_limit_w"][-1] * 1e-6 == pytest.approx(1.0)
+    assert r.means["facility_w"][-1] * 1e-6 == pytest.approx(1.0, rel=1e-3)
 
 
 def test_failed_cdu_heats_its_racks_until_they_throttle():

@@ -35,7 +35,7 @@ def test_simulate_batch_equals_a_loop_of_simulate(small):
         alone = simulate(with_overrides(small, variant), 1800, 1.0, 60, dtype=F64)
         for key, value in alone.kpis.items():
             assert got.kpis[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (variant, key)
-        for name in ("facility_power_mw", "tcs_supply_c", "gpu_temp_max_c", "battery_soc"):
+        for name in ("facility_w", "tcs_supply_mean_c", "gpu_temp_max_c", "soc"):
             np.testing.assert_allclose(got.means[name], alone.means[name], rtol=1e-9, atol=1e-12)
     # and the variants really differ
     assert batch[1].kpis["max_supply_c"] > batch[0].kpis["max_supply_c"] + 2.5
@@ -59,10 +59,8 @@ def test_kpis_do_not_depend_on_the_recording_interval():
         "cfe_score",
     ):
         assert coarse.kpis[key] == pytest.approx(fine.kpis[key], rel=1e-12), key
-    assert len(coarse.means["facility_power_mw"]) == 2
-    assert coarse.maxes["facility_power_mw"][0] == pytest.approx(
-        fine.means["facility_power_mw"][:600].max()
-    )
+    assert len(coarse.means["facility_w"]) == 2
+    assert coarse.maxes["facility_w"][0] == pytest.approx(fine.means["facility_w"][:600].max())
 
 
 def test_gradient_matches_finite_difference():
@@ -139,7 +137,7 @@ def test_plan_errors_name_the_argument():
 def test_float32_default_tracks_float64(small):
     f32 = simulate(small, 1800, 1.0, 60)
     f64 = simulate(small, 1800, 1.0, 60, dtype=jnp.float64)
-    assert f32.means["facility_power_mw"].dtype == np.float32
+    assert f32.means["facility_w"].dtype == np.float32
     for key in ("pue", "it_energy_mwh", "max_gpu_temp_c", "cost_usd"):
         assert f32.kpis[key] == pytest.approx(f64.kpis[key], rel=1e-4), key
 

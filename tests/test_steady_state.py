@@ -65,13 +65,13 @@ def hand_calculation():
 
     facility = meter(it, cooling, it_design("GB200_NVL72"))
     return {
-        "it_power_mw": it / 1e6,
+        "it_w": it,
         "rack_outlet_c": outlet,
-        "tcs_supply_c": t_tcs,
+        "tcs_supply_mean_c": t_tcs,
         "gpu_temp_mean_c": die,
         "fan_speed": speed,
-        "dry_cooler_fans_mw": fans / 1e6,
-        "facility_power_mw": facility / 1e6,
+        "dry_cooler_fans_w": fans,
+        "facility_w": facility,
         "pue": facility / it,
     }
 
@@ -85,13 +85,13 @@ def steady():
 @pytest.mark.parametrize(
     "name",
     [
-        "it_power_mw",
+        "it_w",
         "rack_outlet_c",
-        "tcs_supply_c",
+        "tcs_supply_mean_c",
         "gpu_temp_mean_c",
         "fan_speed",
-        "dry_cooler_fans_mw",
-        "facility_power_mw",
+        "dry_cooler_fans_w",
+        "facility_w",
     ],
 )
 def test_steady_state_matches_hand_calculation(steady, name):
@@ -101,7 +101,7 @@ def test_steady_state_matches_hand_calculation(steady, name):
 
 def test_steady_pue(steady):
     expected = hand_calculation()["pue"]
-    last = steady.means["facility_power_mw"][-1] / steady.means["it_power_mw"][-1]
+    last = steady.means["facility_w"][-1] / steady.means["it_w"][-1]
     assert last == pytest.approx(expected, rel=1e-6)
     assert 1.05 < expected < 1.2  # a liquid-cooled site with free cooling
 

@@ -107,7 +107,7 @@ def test_append_adds_to_the_base_list(small):
         ),
         (
             {"series": ["nope"]},
-            "series.0: unknown series 'nope' (e.g. facility_power_mw, it_power_mw)",
+            "series.0: unknown series 'nope' (e.g. facility_w, it_w)",
         ),
         (
             {"constraints": {"max_gpu_temp_c": -1}},
@@ -233,11 +233,11 @@ def test_bigger_battery_lowers_the_grid_ramp():
 
 
 def test_series_are_downsampled_means(small):
-    spec = parse_spec(study(series=["facility_power_mw"], series_every="30m"))
+    spec = parse_spec(study(series=["facility_w"], series_every="30m"))
     (row,) = run_study(small, spec)["variants"]
     alone = simulate(small, 7200, 10.0, dtype=F64)
-    expected = alone.means["facility_power_mw"].reshape(4, 30).mean(axis=1)
-    np.testing.assert_allclose(row["series"]["facility_power_mw"], expected, rtol=1e-12)
+    expected = alone.means["facility_w"].reshape(4, 30).mean(axis=1)
+    np.testing.assert_allclose(row["series"]["facility_w"], expected, rtol=1e-12)
 
 
 SHARDED = """

@@ -39,7 +39,7 @@ def small_spec(**fields) -> pb.StudySpec:
                 ],
             )
         ],
-        series=["facility_power_mw"],
+        series=["facility_w"],
         series_every="30m",
     )
     for key, value in fields.items():

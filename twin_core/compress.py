@@ -20,7 +20,8 @@ import dataclasses
 import numpy as np
 
 from twin_core.compute import ComputeParams
-from twin_core.params import EQUIPMENT, Params
+from twin_core.contract import Equipment
+from twin_core.params import Params
 from twin_core.pytree import replace
 
 # Per-CDU cooling leaves, shape (C,).
@@ -64,7 +65,7 @@ def compress(p: Params) -> Params:
 
     # A CDU's signature: its own values, the failures that target it, and its rack mix.
     f = p.failures
-    cdu_failures = (np.asarray(f.kind) == EQUIPMENT.index("cdu"))[:, None] & (
+    cdu_failures = (np.asarray(f.kind) == Equipment.CDU)[:, None] & (
         np.asarray(f.index)[:, None] == np.arange(n_cdus)[None, :]
     )
     cdu_values = np.stack(
@@ -136,7 +137,7 @@ def compress(p: Params) -> Params:
     # Failures of a CDU now name its (singleton) class.
     kind, index = np.asarray(f.kind), np.asarray(f.index).copy()
     where = {c: j for j, c in enumerate(reps)}
-    for k in np.flatnonzero(kind == EQUIPMENT.index("cdu")):
+    for k in np.flatnonzero(kind == Equipment.CDU):
         index[k] = where.get(int(index[k]), 0)
     failures = replace(f, index=np.asarray(index, np.int32))
     return replace(p, compute=new_cp, cooling=new_cl, power=new_pw, failures=failures)

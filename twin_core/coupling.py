@@ -7,11 +7,14 @@ monolithic rollout and a distributed run agree to floating-point reproducibility
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
-from twin_core import compute, cooling, drivers, energy, power
-from twin_core.params import EQUIPMENT, Params
+from twin_core import compute, contract, cooling, drivers, energy, power
+from twin_core.contract import Equipment
+from twin_core.params import Failures, Params
 from twin_core.pytree import pytree, replace
 
 
@@ -68,15 +71,22 @@ def drivers_at(p: Params, k) -> Drivers:
     return Drivers(*(v[i] for i in range(n)), inference_util=v[n:])
 
 
+def active_failures(f: Failures, t):
+    """Mask of the failure slots in force at time ``t`` (padding slots never are); JAX or
+    NumPy arrays alike."""
+    return (f.start_s <= t) & (t < f.end_s) & (f.kind >= 0)
+
+
 def availability(p: Params, t):
-    """Units up per equipment kind at time ``t``, and a per-CDU up mask."""
+    """Units up per equipment kind (indexed by ``Equipment``) at time ``t``, and a
+    per-CDU up mask."""
     f = p.failures
-    active = (f.start_s <= t) & (t < f.end_s)
-    kinds = jnp.arange(len(EQUIPMENT))
+    active = active_failures(f, t)
+    kinds = jnp.arange(len(Equipment))
     down = jnp.sum((f.kind[None, :] == kinds[:, None]) & active[None, :], axis=1)
     up = jnp.maximum(p.installed - down, 0.0)
     n_cdu = p.cooling.cdu_mask.shape[0]
-    cdu_kind = (f.kind == EQUIPMENT.index("cdu")) & active
+    cdu_kind = (f.kind == Equipment.CDU) & active
     cdu_down = jnp.sum(cdu_kind[:, None] & (f.index[:, None] == jnp.arange(n_cdu)[None, :]), axis=0)
     return up, jnp.where(cdu_down > 0, 0.0, 1.0).astype(p.hourly.dtype)
 
@@ -104,9 +114,9 @@ def cooling_node(p: Params, s: cooling.CoolingState, b: Boundary, k):
         heat_air_w=b.heat_air_w,
         ambient_c=d.ambient_c,
         rh=d.rh,
-        chillers_up=up[0],
-        pumps_up=up[1],
-        dry_coolers_up=up[3],
+        chillers_up=up[Equipment.CHILLER],
+        pumps_up=up[Equipment.PUMP],
+        dry_coolers_up=up[Equipment.DRY_COOLER],
         cdu_up=cdu_up,
     )
     return cooling.step(p.cooling, s, inputs, p.dt)
@@ -114,7 +124,7 @@ def cooling_node(p: Params, s: cooling.CoolingState, b: Boundary, k):
 
 def power_node(p: Params, s: power.PowerState, b: Boundary, k):
     up, _ = availability(p, time_of(p, k))
-    inputs = power.PowerInputs(b.rack_ac_w, b.cooling_w, b.supply_limit_w, up[4])
+    inputs = power.PowerInputs(b.rack_ac_w, b.cooling_w, b.supply_limit_w, up[Equipment.FEEDER])
     return power.step(p.power, s, inputs, p.dt)
 
 
@@ -124,23 +134,11 @@ def energy_node(p: Params, s: energy.EnergyState, b: Boundary, k):
     return energy.step(p.energy, s, inputs, p.dt, p.steps_per_hour)
 
 
-def publish(
-    ks: cooling.CoolingState,
-    co: compute.ComputeOutputs,
-    ko: cooling.CoolingOutputs,
-    po: power.PowerOutputs,
-    eo: energy.EnergyOutputs,
-) -> Boundary:
-    """The boundary values the four domains publish at the end of an interval."""
+def publish(states: dict[str, Any], outputs: dict[str, Any]) -> Boundary:
+    """The boundary values the four domains publish at the end of an interval (domain ->
+    its new state and its outputs), as the contract's ``BOUNDARY`` table says."""
     return Boundary(
-        tcs_supply_c=ks.tcs_supply_c,
-        rack_cap_w=po.rack_cap_w,
-        rack_ac_w=co.rack_ac_w,
-        heat_liquid_w=co.heat_liquid_w,
-        heat_air_w=co.heat_air_w,
-        cooling_w=ko.electrical_w,
-        supply_limit_w=eo.supply_limit_w,
-        meter_w=po.meter_w,
+        **{f.name: f.read(states[f.owner], outputs[f.owner]) for f in contract.BOUNDARY}
     )
 
 
@@ -150,7 +148,9 @@ def coupled_step(p: Params, s: TwinState) -> tuple[TwinState, StepOutputs]:
     ks, ko = cooling_node(p, s.cooling, b, k)
     ps, po = power_node(p, s.power, b, k)
     es, eo = energy_node(p, s.energy, b, k)
-    state = TwinState(k + 1, cs, ks, ps, es, publish(ks, co, ko, po, eo))
+    states = {"compute": cs, "cooling": ks, "power": ps, "energy": es}
+    outputs = {"compute": co, "cooling": ko, "power": po, "energy": eo}
+    state = TwinState(k + 1, cs, ks, ps, es, publish(states, outputs))
     return state, StepOutputs(co, ko, po, eo, drivers_at(p, k), time_of(p, k))
 
 

@@ -34,15 +34,19 @@ KPI_UNITS: dict[str, str] = {
 
 
 def kpi_table(means, maxes, final, record_s: float) -> dict:
-    """Every KPI as a JAX scalar (differentiable where the physics is)."""
+    """Every KPI as a JAX scalar (differentiable where the physics is). The series are the
+    contract's quantities, in SI units (W, per second)."""
     hours = record_s / 3600.0
 
-    def energy(name):  # MWh from a series in MW (or per-hour rates)
-        return jnp.sum(means[name]) * hours
+    def integral(name):  # the time integral of a series (W -> J, per second -> total)
+        return jnp.sum(means[name]) * record_s
 
-    it = energy("it_power_mw")
-    facility = energy("facility_power_mw")
-    demand_j = (energy("grid_mw") + energy("battery_mw") + energy("generation_mw")) * 3.6e9
+    def mwh(name):  # MWh from a series in W
+        return jnp.sum(means[name]) * hours * 1e-6
+
+    it = mwh("it_w")
+    facility = mwh("facility_w")
+    demand_j = integral("grid_w") + integral("battery_w") + integral("generation_w")
     e = final.energy
     partial_hour = jnp.minimum(e.hour_demand_j, e.hour_clean_j)
     cfe = (e.cfe_j + partial_hour) / jnp.maximum(demand_j, 1.0)
@@ -54,20 +58,20 @@ def kpi_table(means, maxes, final, record_s: float) -> dict:
         "pue": facility / jnp.maximum(it, 1e-12),
         "it_energy_mwh": it,
         "facility_energy_mwh": facility,
-        "cooling_energy_mwh": energy("cooling_power_mw"),
-        "peak_facility_mw": jnp.max(maxes["facility_power_mw"]),
+        "cooling_energy_mwh": mwh("cooling_w"),
+        "peak_facility_mw": jnp.max(maxes["facility_w"]) * 1e-6,
         "max_gpu_temp_c": jnp.max(maxes["gpu_temp_max_c"]),
         "max_supply_c": jnp.max(maxes["tcs_supply_max_c"]),
         "throttled_gpu_hours": jnp.sum(means["throttled_gpus"]) * hours,
         "chiller_hours": jnp.sum(means["chillers_running"]) * hours,
-        "water_m3": energy("water_m3_per_h"),
-        "cost_usd": energy("cost_usd_per_h"),
-        "emissions_tco2": energy("emissions_t_per_h"),
-        "market_emissions_tco2": energy("market_emissions_t_per_h"),
+        "water_m3": integral("water_m3_per_s"),
+        "cost_usd": integral("cost_usd_per_s"),
+        "emissions_tco2": integral("emissions_t_per_s"),
+        "market_emissions_tco2": integral("market_emissions_t_per_s"),
         "cfe_score": cfe,
-        "max_ramp_mw_per_s": jnp.max(maxes["ramp_mw_per_s"]),
-        "max_grid_ramp_mw_per_s": jnp.max(maxes["grid_ramp_mw_per_s"]),
-        "meter_band_rms_mw": jnp.sqrt(jnp.mean(means["meter_band_mw"] ** 2)),
+        "max_ramp_mw_per_s": jnp.max(maxes["ramp_w_per_s"]) * 1e-6,
+        "max_grid_ramp_mw_per_s": jnp.max(maxes["grid_ramp_w_per_s"]) * 1e-6,
+        "meter_band_rms_mw": jnp.sqrt(jnp.mean((means["meter_band_w"] * 1e-6) ** 2)),
         # Residual energy (W x s summed over records) relative to the facility energy.
         "energy_balance_rel_error": residual * record_s / jnp.maximum(facility * 3.6e9, 1.0),
         "delivered_eflop": jnp.sum(means["delivered_pflops"]) * record_s / 1000.0,

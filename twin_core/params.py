@@ -18,6 +18,7 @@ import numpy as np
 
 from twin_core import drivers
 from twin_core.compute import ComputeParams
+from twin_core.contract import Equipment
 from twin_core.cooling import CoolingParams
 from twin_core.curves import fit_loss_model, loss
 from twin_core.energy import ARBITRAGE, OFF, PEAK_SHAVE, SWING_FIRMING, EnergyParams
@@ -27,7 +28,6 @@ from twin_core.site import RackType, Site, SiteError
 
 Granularity = Literal["rack", "gpu"]
 BIG = 1e30  # "no limit": finite so that gradients never meet inf * 0
-EQUIPMENT = ("chiller", "pump", "cdu", "dry_cooler", "feeder")
 MODES = {
     "off": OFF,
     "peak_shave": PEAK_SHAVE,
@@ -41,7 +41,7 @@ GPUS_IN_SERIES = 4
 
 @pytree
 class Failures:
-    kind: jnp.ndarray  # (K,) index into EQUIPMENT, -1 = padding
+    kind: jnp.ndarray  # (K,) an Equipment kind, -1 = padding
     index: jnp.ndarray  # (K,)
     start_s: jnp.ndarray  # (K,)
     end_s: jnp.ndarray  # (K,)
@@ -55,7 +55,7 @@ class Params:
     energy: EnergyParams
     hourly: jnp.ndarray  # (hours + 1, columns) drivers from the start
     failures: Failures
-    installed: jnp.ndarray  # (5,) units of each EQUIPMENT kind
+    installed: jnp.ndarray  # (5,) units of each kind, indexed by Equipment
     battery_soc0: jnp.ndarray
     dt: float = static()
     steps_per_hour: int = static()
@@ -418,7 +418,7 @@ def _failures(site: Site, lay: Layout, dtype) -> Failures:
     start = np.full(k, BIG)
     end = np.full(k, BIG)
     for i, failure in enumerate(site.failures):
-        kind[i] = EQUIPMENT.index(failure.equipment)
+        kind[i] = Equipment.of(failure.equipment)
         index[i] = failure.index
         start[i] = parse_duration_or_zero(failure.at)
         if failure.repair_at is not None:
@@ -453,13 +453,8 @@ def build_params(
     if lay.pools > len(site.workload.inference):
         pad = np.zeros((hourly.shape[0], lay.pools - len(site.workload.inference)))
         hourly = np.concatenate([hourly, pad], axis=1)
-    installed = [
-        site.cooling.chillers.units,
-        site.cooling.facility_water.pumps,
-        site.cdu_count,
-        site.cooling.dry_coolers.units,
-        site.power.feeders,
-    ]
+    units = site.installed_units()
+    installed = [units[e.label] for e in Equipment]
     p = Params(
         compute=cp,
         cooling=_cooling_params(site, cp, lay, dt, dtype),

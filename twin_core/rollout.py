@@ -16,120 +16,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from twin_core import contract
 from twin_core import kpis as kpi_mod
 from twin_core.compress import compress
+from twin_core.contract import SERIES
 from twin_core.coupling import StepOutputs, TwinState, coupled_step, init_state
 from twin_core.params import Granularity, Params, build_params
 from twin_core.pytree import replace
 from twin_core.site import Site
 
-# Site-level quantities recorded each step (units in the name).
-SERIES: tuple[str, ...] = (
-    "it_power_mw",
-    "rack_ac_mw",
-    "facility_power_mw",
-    "cooling_power_mw",
-    "pumps_mw",
-    "dry_cooler_fans_mw",
-    "chillers_mw",
-    "air_handling_mw",
-    "electrical_losses_mw",
-    "misc_mw",
-    "gpu_power_mw",
-    "heat_liquid_mw",
-    "heat_air_mw",
-    "heat_rejected_mw",
-    "tcs_supply_c",
-    "tcs_supply_max_c",
-    "facility_supply_c",
-    "facility_return_c",
-    "rack_outlet_c",
-    "gpu_temp_max_c",
-    "gpu_temp_mean_c",
-    "throttled_gpus",
-    "cap_fraction",
-    "chillers_running",
-    "chiller_load_mw",
-    "fan_speed",
-    "ambient_c",
-    "delivered_pflops",
-    "grid_mw",
-    "battery_mw",
-    "battery_soc",
-    "generation_mw",
-    "ppa_mw",
-    "price_usd_per_mwh",
-    "carbon_g_per_kwh",
-    "cost_usd_per_h",
-    "emissions_t_per_h",
-    "market_emissions_t_per_h",
-    "water_m3_per_h",
-    "ramp_mw_per_s",
-    "grid_ramp_mw_per_s",
-    "meter_band_mw",
-    "supply_limit_mw",
-    "residual_compute_w",
-    "residual_cooling_w",
-    "residual_power_w",
-    "residual_energy_w",
-)
-
 
 def site_series(p: Params, o: StepOutputs) -> jnp.ndarray:
-    """The SERIES vector of one step."""
-    mw = 1e-6
-    cm, cl, pw, en, d = o.compute, o.cooling, o.power, o.energy, o.drivers
-    values = {
-        "it_power_mw": pw.it_w * mw,  # as the power subsystem sees it (one interval later)
-        "rack_ac_mw": cm.ac_total_w * mw,  # as compute draws it
-        "facility_power_mw": pw.meter_w * mw,
-        "cooling_power_mw": cl.electrical_w * mw,
-        "pumps_mw": cl.pumps_w * mw,
-        "dry_cooler_fans_mw": cl.fans_w * mw,
-        "chillers_mw": cl.chillers_w * mw,
-        "air_handling_mw": cl.air_handling_w * mw,
-        "electrical_losses_mw": pw.losses_w * mw,
-        "misc_mw": pw.misc_w * mw,
-        "gpu_power_mw": cm.gpu_power_w * mw,
-        "heat_liquid_mw": jnp.sum(cm.heat_liquid_w * p.compute.cdu_count) * mw,
-        "heat_air_mw": cm.heat_air_w * mw,
-        "heat_rejected_mw": cl.heat_rejected_w * mw,
-        "tcs_supply_c": cl.tcs_supply_mean_c,
-        "tcs_supply_max_c": cl.tcs_supply_max_c,
-        "facility_supply_c": cl.fws_supply_c,
-        "facility_return_c": cl.fws_return_c,
-        "rack_outlet_c": cm.rack_outlet_mean_c,
-        "gpu_temp_max_c": cm.gpu_temp_max_c,
-        "gpu_temp_mean_c": cm.gpu_temp_mean_c,
-        "throttled_gpus": cm.throttled_gpus,
-        "cap_fraction": pw.cap_fraction,
-        "chillers_running": cl.chillers_running,
-        "chiller_load_mw": cl.chiller_load_w * mw,
-        "fan_speed": cl.fan_speed,
-        "ambient_c": d.ambient_c,
-        "delivered_pflops": cm.delivered_pflops,
-        "grid_mw": en.grid_w * mw,
-        "battery_mw": en.battery_w * mw,
-        "battery_soc": en.soc,
-        "generation_mw": en.generation_w * mw,
-        "ppa_mw": d.ppa_w * mw,
-        "price_usd_per_mwh": d.price,
-        "carbon_g_per_kwh": d.carbon,
-        "cost_usd_per_h": en.cost_usd_per_s * 3600.0,
-        "emissions_t_per_h": en.emissions_t_per_s * 3600.0,
-        "market_emissions_t_per_h": en.market_emissions_t_per_s * 3600.0,
-        "water_m3_per_h": cl.water_m3_per_s * 3600.0,
-        "ramp_mw_per_s": pw.ramp_w_per_s * mw,
-        "grid_ramp_mw_per_s": en.grid_ramp_w_per_s * mw,
-        "meter_band_mw": jnp.abs(pw.band_w) * mw,
-        "supply_limit_mw": jnp.minimum(pw.limit_w, 1e12) * mw,
-        "residual_compute_w": jnp.abs(cm.residual_w),
-        "residual_cooling_w": jnp.abs(cl.residual_w),
-        "residual_power_w": jnp.abs(pw.residual_w),
-        "residual_energy_w": jnp.abs(en.residual_w),
-    }
+    """The SERIES vector of one step: every quantity of the contract, in its order."""
+    outputs = {d: getattr(o, d) for d in contract.DOMAINS}
+    params = {d: getattr(p, d) for d in contract.DOMAINS}
     dtype = p.hourly.dtype
-    return jnp.stack([jnp.asarray(values[name], dtype) for name in SERIES])
+    return jnp.stack(
+        [
+            jnp.asarray(q.of(outputs[q.domain], o.drivers, params[q.domain]), dtype)
+            for q in contract.QUANTITIES
+        ]
+    )
 
 
 def _single_step(p: Params, s: TwinState):

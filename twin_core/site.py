@@ -430,13 +430,7 @@ class Site(Strict):
             raise ValueError(
                 f"workload: assigns {assigned} racks but the site has {self.rack_count}"
             )
-        limits = {
-            "chiller": self.cooling.chillers.units,
-            "pump": self.cooling.facility_water.pumps,
-            "cdu": self.cdu_count,
-            "dry_cooler": self.cooling.dry_coolers.units,
-            "feeder": self.power.feeders,
-        }
+        limits = self.installed_units()
         for i, failure in enumerate(self.failures):
             if failure.index >= limits[failure.equipment]:
                 raise ValueError(
@@ -448,6 +442,16 @@ class Site(Strict):
     @property
     def cdu_count(self) -> int:
         return sum(h.cdus for h in self.halls)
+
+    def installed_units(self) -> dict[str, int]:
+        """Units installed of each kind of equipment that can fail, by label."""
+        return {
+            "chiller": self.cooling.chillers.units,
+            "pump": self.cooling.facility_water.pumps,
+            "cdu": self.cdu_count,
+            "dry_cooler": self.cooling.dry_coolers.units,
+            "feeder": self.power.feeders,
+        }
 
     @property
     def rack_count(self) -> int:

@@ -64,7 +64,7 @@ class Variant(_Strict):
 
 def _series_name(name: str) -> str:
     if name not in SERIES:
-        raise ValueError(f"unknown series {name!r} (e.g. facility_power_mw, it_power_mw)")
+        raise ValueError(f"unknown series {name!r} (e.g. facility_w, it_w)")
     return name
 
 

@@ -13,20 +13,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from twin_core.rollout import SERIES, Result
+from twin_core.contract import QUANTITIES, QUANTITY
+from twin_core.rollout import Result
 
 # Series whose per-interval maximum is worth keeping next to the mean.
-MAX_COLUMNS = ("facility_power_mw", "gpu_temp_max_c", "tcs_supply_max_c", "ramp_mw_per_s")
+MAX_COLUMNS = ("facility_w", "gpu_temp_max_c", "tcs_supply_max_c", "ramp_w_per_s")
 
 
 def timeseries_table(result: Result) -> pa.Table:
-    columns: dict[str, Any] = {"time_h": result.time_h}
-    for name in SERIES:
-        columns[name] = np.asarray(result.means[name], dtype=np.float64)
+    """Interval means of every contract quantity (and maxima of a few), by their contract
+    names; each column's unit is in its field metadata."""
+    fields = [pa.field("time_h", pa.float64(), metadata={"unit": "h"})]
+    arrays = [np.asarray(result.time_h, dtype=np.float64)]
+    for q in QUANTITIES:
+        fields.append(pa.field(q.name, pa.float64(), metadata={"unit": q.unit}))
+        arrays.append(np.asarray(result.means[q.name], dtype=np.float64))
     for name in MAX_COLUMNS:
-        columns[f"{name}_max"] = np.asarray(result.maxes[name], dtype=np.float64)
-    columns["pue"] = columns["facility_power_mw"] / np.maximum(columns["it_power_mw"], 1e-12)
-    return pa.table(columns)
+        fields.append(pa.field(f"{name}_max", pa.float64(), metadata={"unit": QUANTITY[name].unit}))
+        arrays.append(np.asarray(result.maxes[name], dtype=np.float64))
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
 def write_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:

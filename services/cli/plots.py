@@ -14,6 +14,7 @@ import pyarrow as pa
 
 def overview_png(table: pa.Table, summary: dict[str, Any], path: Path) -> None:
     c = {name: table.column(name).to_numpy() for name in table.column_names}
+    mw = {name: c[name] * 1e-6 for name in c if name.endswith("_w")}  # shown in MW
     t = c["time_h"]
     fig, axes = plt.subplots(5, 1, figsize=(11, 14), sharex=True, constrained_layout=True)
     site = summary.get("site", "")
@@ -24,13 +25,13 @@ def overview_png(table: pa.Table, summary: dict[str, Any], path: Path) -> None:
 
     ax = axes[0]
     parts = [
-        ("IT", c["it_power_mw"]),
-        ("cooling", c["cooling_power_mw"]),
-        ("electrical losses", c["electrical_losses_mw"]),
-        ("misc", c["misc_mw"]),
+        ("IT", mw["it_w"]),
+        ("cooling", mw["cooling_w"]),
+        ("electrical losses", mw["losses_w"]),
+        ("misc", mw["misc_w"]),
     ]
     ax.stackplot(t, *[v for _, v in parts], labels=[k for k, _ in parts], alpha=0.85)
-    ax.plot(t, c["facility_power_mw"], color="black", lw=0.8, label="meter")
+    ax.plot(t, mw["facility_w"], color="black", lw=0.8, label="meter")
     ax.set_ylabel("facility power (MW)")
     ax.legend(loc="upper right", ncol=5, fontsize=8)
 
@@ -39,7 +40,7 @@ def overview_png(table: pa.Table, summary: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("PUE")
 
     ax = axes[2]
-    ax.plot(t, c["tcs_supply_c"], label="TCS supply (mean)")
+    ax.plot(t, c["tcs_supply_mean_c"], label="TCS supply (mean)")
     ax.plot(t, c["facility_supply_c"], label="facility water supply")
     ax.plot(t, c["rack_outlet_c"], label="rack outlet (mean)")
     ax.plot(t, c["ambient_c"], label="ambient dry bulb", color="grey")
@@ -53,10 +54,10 @@ def overview_png(table: pa.Table, summary: dict[str, Any], path: Path) -> None:
     ax.legend(loc="upper right", fontsize=8)
 
     ax = axes[4]
-    ax.plot(t, c["grid_mw"], label="grid import")
-    ax.plot(t, c["ppa_mw"], label="PPA output")
-    ax.plot(t, c["battery_mw"], label="battery (+ discharge)")
-    ax.plot(t, c["generation_mw"], label="on-site generation")
+    ax.plot(t, mw["grid_w"], label="grid import")
+    ax.plot(t, mw["ppa_w"], label="PPA output")
+    ax.plot(t, mw["battery_w"], label="battery (+ discharge)")
+    ax.plot(t, mw["generation_w"], label="on-site generation")
     ax.set_ylabel("sources (MW)")
     ax.set_xlabel("hours since start")
     ax.legend(loc="upper right", ncol=4, fontsize=8)

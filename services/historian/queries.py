@@ -34,29 +34,12 @@ from datetime import datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from services.historian.writer import EPOCH, SITE_COLUMNS
+from services.historian.schema import EPOCH, METRICS, ROLLUP_METRICS
 from twin_core.inputs import clip
 
-METRICS: tuple[str, ...] = tuple(SITE_COLUMNS[3:])  # after run_id, step, time
 DEFAULT_PAGE_SIZE = 1000
 MAX_PAGE_SIZE = 10_000
 AGGREGATES = ("avg", "min", "max", "last", "sum", "percentile")
-# The columns summarised in site_series_1m / _1h (migrations 0002 and 0004).
-ROLLUP_METRICS: tuple[str, ...] = (
-    "it_w",
-    "facility_w",
-    "cooling_w",
-    "pue",
-    "gpu_temp_max_c",
-    "tcs_supply_max_c",
-    "delivered_pflops",
-    "grid_w",
-    "battery_w",
-    "soc",
-    "cost_usd_per_s",
-    "emissions_t_per_s",
-    "ambient_c",
-)
 # (table, bucket width in s), widest first: a query reads the widest that fits.
 ROLLUPS: tuple[tuple[str, int], ...] = (("site_series_1h", 3600), ("site_series_1m", 60))
 ROLLUP_AGGREGATES = ("avg", "min", "max", "sum", "last")

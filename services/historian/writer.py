@@ -71,7 +71,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import psycopg
 from google.protobuf import json_format
@@ -79,54 +78,21 @@ from google.protobuf.message import Message
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from services.historian.schema import (
+    CDU_COLUMNS,
+    EPOCH,
+    METRICS,
+    TABLES,
+)
 from services.messages import STATE_TYPES, state_problem
 from services.runtime import bus
 from services.runtime.codec import DecodeStats, PayloadError, reject
 from twin.twin.v1 import clock_pb2
+from twin_core import contract
 
 log = logging.getLogger(__name__)
 
-EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
-DOMAINS = ("compute", "cooling", "power", "energy")
-
-SITE_COLUMNS = (
-    "run_id",
-    "step",
-    "time",
-    "it_w",
-    "facility_w",
-    "cooling_w",
-    "losses_w",
-    "misc_w",
-    "pue",
-    "tcs_supply_mean_c",
-    "tcs_supply_max_c",
-    "facility_supply_c",
-    "gpu_temp_max_c",
-    "gpu_temp_mean_c",
-    "throttled_gpus",
-    "delivered_pflops",
-    "grid_w",
-    "battery_w",
-    "ppa_w",
-    "generation_w",
-    "soc",
-    "cost_usd_per_s",
-    "emissions_t_per_s",
-    "ambient_c",
-)
-SITE_TYPES = ("text", "int8", "timestamptz", *["float8"] * 11, "int4", *["float8"] * 9)
-CDU_COLUMNS = ("run_id", "step", "time", "cdu", "tcs_supply_c", "heat_liquid_w")
-CDU_TYPES = ("text", "int8", "timestamptz", "int4", "float8", "float8")
-RACK_COLUMNS = ("run_id", "step", "time", "quantity", "values")
-RACK_TYPES = ("text", "int8", "timestamptz", "text", "float4[]")
-
-# target table -> (staging table, columns, binary COPY types, conflict key)
-TABLES: dict[str, tuple[str, Sequence[str], Sequence[str], str]] = {
-    "site_series": ("stage_site_series", SITE_COLUMNS, SITE_TYPES, "run_id, step, time"),
-    "cdu_series": ("stage_cdu_series", CDU_COLUMNS, CDU_TYPES, "run_id, step, cdu, time"),
-    "rack_arrays": ("stage_rack_arrays", RACK_COLUMNS, RACK_TYPES, "run_id, step, quantity, time"),
-}
+DOMAINS = contract.DOMAINS
 
 
 def _fill_nulls(table: str, columns: Sequence[str]) -> str:
@@ -140,7 +106,7 @@ def _fill_nulls(table: str, columns: Sequence[str]) -> str:
 
 
 CONFLICT_ACTIONS = {
-    "site_series": _fill_nulls("site_series", SITE_COLUMNS[3:]),
+    "site_series": _fill_nulls("site_series", METRICS),
     "cdu_series": _fill_nulls("cdu_series", CDU_COLUMNS[4:]),
     "rack_arrays": "DO NOTHING",  # one domain per row: a redelivery is the same row
 }
@@ -226,6 +192,7 @@ class _Run:
 
 MAX_TIME_S = 1e10  # simulated seconds (~300 years): beyond, a timestamp would overflow
 INT4_MAX = 2**31 - 1
+INTEGER_QUANTITIES = tuple(q.name for q in contract.HISTORY if q.sql == "integer")
 
 RUN_ENDS = {
     clock_pb2.RUN_END_COMPLETED: "completed",
@@ -370,8 +337,10 @@ class HistorianWriter:
         column (None when all is well): such a batch could never be written."""
         if not 0.0 <= state.time_s <= MAX_TIME_S:
             return f"time_s: {state.time_s} outside [0, {MAX_TIME_S:g}]"
-        if getattr(state, "throttled_gpus", 0) > INT4_MAX:
-            return f"throttled_gpus: {state.throttled_gpus} does not fit an integer column"
+        for name in INTEGER_QUANTITIES:
+            value = state.quantities.get(name, 0.0)  # type: ignore[attr-defined]
+            if abs(value) > INT4_MAX:
+                return f"quantities.{name}: {value:g} does not fit an integer column"
         run = self._runs.get(state.run_id)
         if run is None:
             return f"run_id: {state.run_id[:40]!r} is not a run the clock started"
@@ -633,38 +602,12 @@ class HistorianWriter:
             run_id, step = first.run_id, int(first.step)
             t = self.config.epoch + timedelta(seconds=first.time_s)
 
-            def get(msg: Message | None, name: str) -> Any:
-                return getattr(msg, name) if msg is not None else None
-
-            meter, it = get(power, "meter_w"), get(power, "it_w")
-            out["site_series"].append(
-                (
-                    run_id,
-                    step,
-                    t,
-                    it,
-                    meter,
-                    get(cooling, "electrical_w"),
-                    get(power, "losses_w"),
-                    get(power, "misc_w"),
-                    meter / it if power is not None and it > 0 else None,
-                    get(cooling, "tcs_supply_mean_c"),
-                    get(cooling, "tcs_supply_max_c"),
-                    get(cooling, "fws_supply_c"),
-                    get(compute, "gpu_temp_max_c"),
-                    get(compute, "gpu_temp_mean_c"),
-                    get(compute, "throttled_gpus"),
-                    get(compute, "delivered_pflops"),
-                    get(energy, "grid_w"),
-                    get(energy, "battery_w"),
-                    get(energy, "ppa_w"),
-                    get(energy, "generation_w"),
-                    get(energy, "soc"),
-                    get(energy, "cost_usd_per_s"),
-                    get(energy, "emissions_t_per_s"),
-                    get(cooling, "ambient_c"),
-                )
-            )
+            # Each quantity from the map of the domain that computes it (NULL when that
+            # domain's message is missing or lacks it).
+            values = {
+                q.name: _quantity(states.get(q.domain), q.name, q.sql) for q in contract.HISTORY
+            }
+            out["site_series"].append((run_id, step, t, *(values[m] for m in METRICS)))
             supply = list(cooling.tcs_supply_c) if cooling is not None else []
             heat = list(compute.heat_liquid_w) if compute is not None else []
             for cdu in range(max(len(supply), len(heat))):
@@ -687,6 +630,13 @@ class HistorianWriter:
                         values = list(getattr(msg, name).values)
                         out["rack_arrays"].append((run_id, step, t, quantity, values))
         return out
+
+
+def _quantity(message: Message | None, name: str, sql: str | None) -> float | int | None:
+    if message is None or name not in message.quantities:  # type: ignore[attr-defined]
+        return None
+    value = message.quantities[name]  # type: ignore[attr-defined]
+    return round(value) if sql == "integer" else value
 
 
 def _horizon_steps(horizon_s: float, dt_s: float) -> int | None:

@@ -38,7 +38,6 @@ from services.runtime.redact import redact
 log = logging.getLogger(__name__)
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
-DOMAINS = ("compute", "cooling", "power", "energy")
 HISTORIAN_DURABLE = "historian"
 
 # JetStream API error: "stream name already in use with a different configuration".

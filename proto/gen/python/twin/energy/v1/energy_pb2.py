@@ -25,37 +25,41 @@ _sym_db = _symbol_database.Default()
 from twin.common.v1 import common_pb2 as twin_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btwin/energy/v1/energy.proto\x12\x0etwin.energy.v1\x1a\x1btwin/common/v1/common.proto\"\xfd\x01\n\x0b\x45nergyState\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06time_s\x18\x03 \x01(\x01\x12\x0e\n\x06grid_w\x18\x04 \x01(\x01\x12\x11\n\tbattery_w\x18\x05 \x01(\x01\x12\x14\n\x0cgeneration_w\x18\x06 \x01(\x01\x12\x0b\n\x03soc\x18\x07 \x01(\x01\x12\x16\n\x0esupply_limit_w\x18\x08 \x01(\x01\x12\x16\n\x0e\x63ost_usd_per_s\x18\t \x01(\x01\x12\x19\n\x11\x65missions_t_per_s\x18\n \x01(\x01\x12 \n\x18market_emissions_t_per_s\x18\x0b \x01(\x01\x12\r\n\x05ppa_w\x18\x0c \x01(\x01\"\xcc\x02\n\x0c\x45nergyConfig\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x31\n\x0c\x62\x61ttery_mode\x18\x03 \x01(\x0e\x32\x1b.twin.energy.v1.BatteryMode\x12\x18\n\x10peak_threshold_w\x18\x04 \x01(\x01\x12\x1a\n\x12ramp_limit_w_per_s\x18\x05 \x01(\x01\x12 \n\x18\x63harge_below_usd_per_mwh\x18\x06 \x01(\x01\x12#\n\x1b\x64ischarge_above_usd_per_mwh\x18\x07 \x01(\x01\x12\x1b\n\x13\x62\x61ttery_capacity_wh\x18\x08 \x01(\x01\x12\x17\n\x0f\x62\x61ttery_power_w\x18\t \x01(\x01\x12 \n\x13grid_import_limit_w\x18\n \x01(\x01H\x00\x88\x01\x01\x42\x16\n\x14_grid_import_limit_w\"\x11\n\x0fGetStateRequest\">\n\x10GetStateResponse\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.twin.energy.v1.EnergyState\"\x12\n\x10GetConfigRequest\"A\n\x11GetConfigResponse\x12,\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1c.twin.energy.v1.EnergyConfig\"\xb5\x02\n\x0eSetBatteryMode\x12)\n\x04mode\x18\x01 \x01(\x0e\x32\x1b.twin.energy.v1.BatteryMode\x12\x1d\n\x10peak_threshold_w\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1f\n\x12ramp_limit_w_per_s\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12%\n\x18\x63harge_below_usd_per_mwh\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12(\n\x1b\x64ischarge_above_usd_per_mwh\x18\x05 \x01(\x01H\x03\x88\x01\x01\x42\x13\n\x11_peak_threshold_wB\x15\n\x13_ramp_limit_w_per_sB\x1b\n\x19_charge_below_usd_per_mwhB\x1e\n\x1c_discharge_above_usd_per_mwh\"%\n\x12SetGridImportLimit\x12\x0f\n\x07limit_w\x18\x01 \x01(\x01\"\x16\n\x14\x43learGridImportLimit\"\xe3\x01\n\x0c\x41pplyRequest\x12:\n\x10set_battery_mode\x18\x01 \x01(\x0b\x32\x1e.twin.energy.v1.SetBatteryModeH\x00\x12\x43\n\x15set_grid_import_limit\x18\x02 \x01(\x0b\x32\".twin.energy.v1.SetGridImportLimitH\x00\x12G\n\x17\x63lear_grid_import_limit\x18\x03 \x01(\x0b\x32$.twin.energy.v1.ClearGridImportLimitH\x00\x42\t\n\x07\x63ommand\"f\n\rApplyResponse\x12\'\n\teffective\x18\x01 \x01(\x0b\x32\x14.twin.common.v1.Tick\x12,\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1c.twin.energy.v1.EnergyConfig*\x9a\x01\n\x0b\x42\x61tteryMode\x12\x1c\n\x18\x42\x41TTERY_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42\x41TTERY_MODE_OFF\x10\x01\x12\x1b\n\x17\x42\x41TTERY_MODE_PEAK_SHAVE\x10\x02\x12\x1e\n\x1a\x42\x41TTERY_MODE_SWING_FIRMING\x10\x03\x12\x1a\n\x16\x42\x41TTERY_MODE_ARBITRAGE\x10\x04\x32\xf6\x01\n\rEnergyService\x12M\n\x08GetState\x12\x1f.twin.energy.v1.GetStateRequest\x1a .twin.energy.v1.GetStateResponse\x12P\n\tGetConfig\x12 .twin.energy.v1.GetConfigRequest\x1a!.twin.energy.v1.GetConfigResponse\x12\x44\n\x05\x41pply\x12\x1c.twin.energy.v1.ApplyRequest\x1a\x1d.twin.energy.v1.ApplyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btwin/energy/v1/energy.proto\x12\x0etwin.energy.v1\x1a\x1btwin/common/v1/common.proto\"\xf1\x02\n\x0b\x45nergyState\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06time_s\x18\x03 \x01(\x01\x12\x0e\n\x06grid_w\x18\x04 \x01(\x01\x12\x11\n\tbattery_w\x18\x05 \x01(\x01\x12\x14\n\x0cgeneration_w\x18\x06 \x01(\x01\x12\x0b\n\x03soc\x18\x07 \x01(\x01\x12\x16\n\x0esupply_limit_w\x18\x08 \x01(\x01\x12\x16\n\x0e\x63ost_usd_per_s\x18\t \x01(\x01\x12\x19\n\x11\x65missions_t_per_s\x18\n \x01(\x01\x12 \n\x18market_emissions_t_per_s\x18\x0b \x01(\x01\x12\r\n\x05ppa_w\x18\x0c \x01(\x01\x12?\n\nquantities\x18\r \x03(\x0b\x32+.twin.energy.v1.EnergyState.QuantitiesEntry\x1a\x31\n\x0fQuantitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xcc\x02\n\x0c\x45nergyConfig\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x31\n\x0c\x62\x61ttery_mode\x18\x03 \x01(\x0e\x32\x1b.twin.energy.v1.BatteryMode\x12\x18\n\x10peak_threshold_w\x18\x04 \x01(\x01\x12\x1a\n\x12ramp_limit_w_per_s\x18\x05 \x01(\x01\x12 \n\x18\x63harge_below_usd_per_mwh\x18\x06 \x01(\x01\x12#\n\x1b\x64ischarge_above_usd_per_mwh\x18\x07 \x01(\x01\x12\x1b\n\x13\x62\x61ttery_capacity_wh\x18\x08 \x01(\x01\x12\x17\n\x0f\x62\x61ttery_power_w\x18\t \x01(\x01\x12 \n\x13grid_import_limit_w\x18\n \x01(\x01H\x00\x88\x01\x01\x42\x16\n\x14_grid_import_limit_w\"\x11\n\x0fGetStateRequest\">\n\x10GetStateResponse\x12*\n\x05state\x18\x01 \x01(\x0b\x32\x1b.twin.energy.v1.EnergyState\"\x12\n\x10GetConfigRequest\"A\n\x11GetConfigResponse\x12,\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1c.twin.energy.v1.EnergyConfig\"\xb5\x02\n\x0eSetBatteryMode\x12)\n\x04mode\x18\x01 \x01(\x0e\x32\x1b.twin.energy.v1.BatteryMode\x12\x1d\n\x10peak_threshold_w\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1f\n\x12ramp_limit_w_per_s\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12%\n\x18\x63harge_below_usd_per_mwh\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12(\n\x1b\x64ischarge_above_usd_per_mwh\x18\x05 \x01(\x01H\x03\x88\x01\x01\x42\x13\n\x11_peak_threshold_wB\x15\n\x13_ramp_limit_w_per_sB\x1b\n\x19_charge_below_usd_per_mwhB\x1e\n\x1c_discharge_above_usd_per_mwh\"%\n\x12SetGridImportLimit\x12\x0f\n\x07limit_w\x18\x01 \x01(\x01\"\x16\n\x14\x43learGridImportLimit\"\xe3\x01\n\x0c\x41pplyRequest\x12:\n\x10set_battery_mode\x18\x01 \x01(\x0b\x32\x1e.twin.energy.v1.SetBatteryModeH\x00\x12\x43\n\x15set_grid_import_limit\x18\x02 \x01(\x0b\x32\".twin.energy.v1.SetGridImportLimitH\x00\x12G\n\x17\x63lear_grid_import_limit\x18\x03 \x01(\x0b\x32$.twin.energy.v1.ClearGridImportLimitH\x00\x42\t\n\x07\x63ommand\"f\n\rApplyResponse\x12\'\n\teffective\x18\x01 \x01(\x0b\x32\x14.twin.common.v1.Tick\x12,\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1c.twin.energy.v1.EnergyConfig*\x9a\x01\n\x0b\x42\x61tteryMode\x12\x1c\n\x18\x42\x41TTERY_MODE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42\x41TTERY_MODE_OFF\x10\x01\x12\x1b\n\x17\x42\x41TTERY_MODE_PEAK_SHAVE\x10\x02\x12\x1e\n\x1a\x42\x41TTERY_MODE_SWING_FIRMING\x10\x03\x12\x1a\n\x16\x42\x41TTERY_MODE_ARBITRAGE\x10\x04\x32\xf6\x01\n\rEnergyService\x12M\n\x08GetState\x12\x1f.twin.energy.v1.GetStateRequest\x1a .twin.energy.v1.GetStateResponse\x12P\n\tGetConfig\x12 .twin.energy.v1.GetConfigRequest\x1a!.twin.energy.v1.GetConfigResponse\x12\x44\n\x05\x41pply\x12\x1c.twin.energy.v1.ApplyRequest\x1a\x1d.twin.energy.v1.ApplyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'twin.energy.v1.energy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BATTERYMODE']._serialized_start=1547
-  _globals['_BATTERYMODE']._serialized_end=1701
+  _globals['_ENERGYSTATE_QUANTITIESENTRY']._loaded_options = None
+  _globals['_ENERGYSTATE_QUANTITIESENTRY']._serialized_options = b'8\001'
+  _globals['_BATTERYMODE']._serialized_start=1663
+  _globals['_BATTERYMODE']._serialized_end=1817
   _globals['_ENERGYSTATE']._serialized_start=77
-  _globals['_ENERGYSTATE']._serialized_end=330
-  _globals['_ENERGYCONFIG']._serialized_start=333
-  _globals['_ENERGYCONFIG']._serialized_end=665
-  _globals['_GETSTATEREQUEST']._serialized_start=667
-  _globals['_GETSTATEREQUEST']._serialized_end=684
-  _globals['_GETSTATERESPONSE']._serialized_start=686
-  _globals['_GETSTATERESPONSE']._serialized_end=748
-  _globals['_GETCONFIGREQUEST']._serialized_start=750
-  _globals['_GETCONFIGREQUEST']._serialized_end=768
-  _globals['_GETCONFIGRESPONSE']._serialized_start=770
-  _globals['_GETCONFIGRESPONSE']._serialized_end=835
-  _globals['_SETBATTERYMODE']._serialized_start=838
-  _globals['_SETBATTERYMODE']._serialized_end=1147
-  _globals['_SETGRIDIMPORTLIMIT']._serialized_start=1149
-  _globals['_SETGRIDIMPORTLIMIT']._serialized_end=1186
-  _globals['_CLEARGRIDIMPORTLIMIT']._serialized_start=1188
-  _globals['_CLEARGRIDIMPORTLIMIT']._serialized_end=1210
-  _globals['_APPLYREQUEST']._serialized_start=1213
-  _globals['_APPLYREQUEST']._serialized_end=1440
-  _globals['_APPLYRESPONSE']._serialized_start=1442
-  _globals['_APPLYRESPONSE']._serialized_end=1544
-  _globals['_ENERGYSERVICE']._serialized_start=1704
-  _globals['_ENERGYSERVICE']._serialized_end=1950
+  _globals['_ENERGYSTATE']._serialized_end=446
+  _globals['_ENERGYSTATE_QUANTITIESENTRY']._serialized_start=397
+  _globals['_ENERGYSTATE_QUANTITIESENTRY']._serialized_end=446
+  _globals['_ENERGYCONFIG']._serialized_start=449
+  _globals['_ENERGYCONFIG']._serialized_end=781
+  _globals['_GETSTATEREQUEST']._serialized_start=783
+  _globals['_GETSTATEREQUEST']._serialized_end=800
+  _globals['_GETSTATERESPONSE']._serialized_start=802
+  _globals['_GETSTATERESPONSE']._serialized_end=864
+  _globals['_GETCONFIGREQUEST']._serialized_start=866
+  _globals['_GETCONFIGREQUEST']._serialized_end=884
+  _globals['_GETCONFIGRESPONSE']._serialized_start=886
+  _globals['_GETCONFIGRESPONSE']._serialized_end=951
+  _globals['_SETBATTERYMODE']._serialized_start=954
+  _globals['_SETBATTERYMODE']._serialized_end=1263
+  _globals['_SETGRIDIMPORTLIMIT']._serialized_start=1265
+  _globals['_SETGRIDIMPORTLIMIT']._serialized_end=1302
+  _globals['_CLEARGRIDIMPORTLIMIT']._serialized_start=1304
+  _globals['_CLEARGRIDIMPORTLIMIT']._serialized_end=1326
+  _globals['_APPLYREQUEST']._serialized_start=1329
+  _globals['_APPLYREQUEST']._serialized_end=1556
+  _globals['_APPLYRESPONSE']._serialized_start=1558
+  _globals['_APPLYRESPONSE']._serialized_end=1660
+  _globals['_ENERGYSERVICE']._serialized_start=1820
+  _globals['_ENERGYSERVICE']._serialized_end=2066
 # @@protoc_insertion_point(module_scope)

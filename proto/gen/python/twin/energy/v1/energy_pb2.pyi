@@ -1,4 +1,5 @@
 from twin.common.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -21,7 +22,14 @@ BATTERY_MODE_SWING_FIRMING: BatteryMode
 BATTERY_MODE_ARBITRAGE: BatteryMode
 
 class EnergyState(_message.Message):
-    __slots__ = ("run_id", "step", "time_s", "grid_w", "battery_w", "generation_w", "soc", "supply_limit_w", "cost_usd_per_s", "emissions_t_per_s", "market_emissions_t_per_s", "ppa_w")
+    __slots__ = ("run_id", "step", "time_s", "grid_w", "battery_w", "generation_w", "soc", "supply_limit_w", "cost_usd_per_s", "emissions_t_per_s", "market_emissions_t_per_s", "ppa_w", "quantities")
+    class QuantitiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     TIME_S_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +42,7 @@ class EnergyState(_message.Message):
     EMISSIONS_T_PER_S_FIELD_NUMBER: _ClassVar[int]
     MARKET_EMISSIONS_T_PER_S_FIELD_NUMBER: _ClassVar[int]
     PPA_W_FIELD_NUMBER: _ClassVar[int]
+    QUANTITIES_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     step: int
     time_s: float
@@ -46,7 +55,8 @@ class EnergyState(_message.Message):
     emissions_t_per_s: float
     market_emissions_t_per_s: float
     ppa_w: float
-    def __init__(self, run_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., grid_w: _Optional[float] = ..., battery_w: _Optional[float] = ..., generation_w: _Optional[float] = ..., soc: _Optional[float] = ..., supply_limit_w: _Optional[float] = ..., cost_usd_per_s: _Optional[float] = ..., emissions_t_per_s: _Optional[float] = ..., market_emissions_t_per_s: _Optional[float] = ..., ppa_w: _Optional[float] = ...) -> None: ...
+    quantities: _containers.ScalarMap[str, float]
+    def __init__(self, run_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., grid_w: _Optional[float] = ..., battery_w: _Optional[float] = ..., generation_w: _Optional[float] = ..., soc: _Optional[float] = ..., supply_limit_w: _Optional[float] = ..., cost_usd_per_s: _Optional[float] = ..., emissions_t_per_s: _Optional[float] = ..., market_emissions_t_per_s: _Optional[float] = ..., ppa_w: _Optional[float] = ..., quantities: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class EnergyConfig(_message.Message):
     __slots__ = ("run_id", "step", "battery_mode", "peak_threshold_w", "ramp_limit_w_per_s", "charge_below_usd_per_mwh", "discharge_above_usd_per_mwh", "battery_capacity_wh", "battery_power_w", "grid_import_limit_w")

@@ -25,39 +25,43 @@ _sym_db = _symbol_database.Default()
 from twin.common.v1 import common_pb2 as twin_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19twin/power/v1/power.proto\x12\rtwin.power.v1\x1a\x1btwin/common/v1/common.proto\"\xf8\x01\n\nPowerState\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06time_s\x18\x03 \x01(\x01\x12\x0f\n\x07meter_w\x18\x04 \x01(\x01\x12\x0c\n\x04it_w\x18\x05 \x01(\x01\x12\x10\n\x08losses_w\x18\x06 \x01(\x01\x12\x0e\n\x06misc_w\x18\x07 \x01(\x01\x12.\n\nrack_cap_w\x18\x08 \x01(\x0b\x32\x1a.twin.common.v1.FloatArray\x12\x14\n\x0c\x63\x61p_fraction\x18\t \x01(\x01\x12\x0f\n\x07limit_w\x18\n \x01(\x01\x12\x14\n\x0cramp_w_per_s\x18\x0b \x01(\x01\x12\x0e\n\x06\x62\x61nd_w\x18\x0c \x01(\x01\"\x96\x01\n\x0bPowerConfig\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x1c\n\x14interconnect_limit_w\x18\x03 \x01(\x01\x12\x15\n\x08it_cap_w\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07\x66\x65\x65\x64\x65rs\x18\x05 \x01(\r\x12\x16\n\x0e\x66\x61iled_feeders\x18\x06 \x03(\rB\x0b\n\t_it_cap_w\"\x11\n\x0fGetStateRequest\"<\n\x10GetStateResponse\x12(\n\x05state\x18\x01 \x01(\x0b\x32\x19.twin.power.v1.PowerState\"\x12\n\x10GetConfigRequest\"?\n\x11GetConfigResponse\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.twin.power.v1.PowerConfig\"\'\n\x14SetInterconnectLimit\x12\x0f\n\x07limit_w\x18\x01 \x01(\x01\"\x19\n\x08SetItCap\x12\r\n\x05\x63\x61p_w\x18\x01 \x01(\x01\"\x0c\n\nClearItCap\"\x1b\n\nFailFeeder\x12\r\n\x05index\x18\x01 \x01(\r\"\x1d\n\x0cRepairFeeder\x12\r\n\x05index\x18\x01 \x01(\r\"\xaa\x02\n\x0c\x41pplyRequest\x12\x45\n\x16set_interconnect_limit\x18\x01 \x01(\x0b\x32#.twin.power.v1.SetInterconnectLimitH\x00\x12-\n\nset_it_cap\x18\x02 \x01(\x0b\x32\x17.twin.power.v1.SetItCapH\x00\x12\x31\n\x0c\x63lear_it_cap\x18\x03 \x01(\x0b\x32\x19.twin.power.v1.ClearItCapH\x00\x12\x30\n\x0b\x66\x61il_feeder\x18\x04 \x01(\x0b\x32\x19.twin.power.v1.FailFeederH\x00\x12\x34\n\rrepair_feeder\x18\x05 \x01(\x0b\x32\x1b.twin.power.v1.RepairFeederH\x00\x42\t\n\x07\x63ommand\"d\n\rApplyResponse\x12\'\n\teffective\x18\x01 \x01(\x0b\x32\x14.twin.common.v1.Tick\x12*\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1a.twin.power.v1.PowerConfig2\xef\x01\n\x0cPowerService\x12K\n\x08GetState\x12\x1e.twin.power.v1.GetStateRequest\x1a\x1f.twin.power.v1.GetStateResponse\x12N\n\tGetConfig\x12\x1f.twin.power.v1.GetConfigRequest\x1a .twin.power.v1.GetConfigResponse\x12\x42\n\x05\x41pply\x12\x1b.twin.power.v1.ApplyRequest\x1a\x1c.twin.power.v1.ApplyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19twin/power/v1/power.proto\x12\rtwin.power.v1\x1a\x1btwin/common/v1/common.proto\"\xea\x02\n\nPowerState\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06time_s\x18\x03 \x01(\x01\x12\x0f\n\x07meter_w\x18\x04 \x01(\x01\x12\x0c\n\x04it_w\x18\x05 \x01(\x01\x12\x10\n\x08losses_w\x18\x06 \x01(\x01\x12\x0e\n\x06misc_w\x18\x07 \x01(\x01\x12.\n\nrack_cap_w\x18\x08 \x01(\x0b\x32\x1a.twin.common.v1.FloatArray\x12\x14\n\x0c\x63\x61p_fraction\x18\t \x01(\x01\x12\x0f\n\x07limit_w\x18\n \x01(\x01\x12\x14\n\x0cramp_w_per_s\x18\x0b \x01(\x01\x12\x0e\n\x06\x62\x61nd_w\x18\x0c \x01(\x01\x12=\n\nquantities\x18\r \x03(\x0b\x32).twin.power.v1.PowerState.QuantitiesEntry\x1a\x31\n\x0fQuantitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x96\x01\n\x0bPowerConfig\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x1c\n\x14interconnect_limit_w\x18\x03 \x01(\x01\x12\x15\n\x08it_cap_w\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x0f\n\x07\x66\x65\x65\x64\x65rs\x18\x05 \x01(\r\x12\x16\n\x0e\x66\x61iled_feeders\x18\x06 \x03(\rB\x0b\n\t_it_cap_w\"\x11\n\x0fGetStateRequest\"<\n\x10GetStateResponse\x12(\n\x05state\x18\x01 \x01(\x0b\x32\x19.twin.power.v1.PowerState\"\x12\n\x10GetConfigRequest\"?\n\x11GetConfigResponse\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1a.twin.power.v1.PowerConfig\"\'\n\x14SetInterconnectLimit\x12\x0f\n\x07limit_w\x18\x01 \x01(\x01\"\x19\n\x08SetItCap\x12\r\n\x05\x63\x61p_w\x18\x01 \x01(\x01\"\x0c\n\nClearItCap\"\x1b\n\nFailFeeder\x12\r\n\x05index\x18\x01 \x01(\r\"\x1d\n\x0cRepairFeeder\x12\r\n\x05index\x18\x01 \x01(\r\"\xaa\x02\n\x0c\x41pplyRequest\x12\x45\n\x16set_interconnect_limit\x18\x01 \x01(\x0b\x32#.twin.power.v1.SetInterconnectLimitH\x00\x12-\n\nset_it_cap\x18\x02 \x01(\x0b\x32\x17.twin.power.v1.SetItCapH\x00\x12\x31\n\x0c\x63lear_it_cap\x18\x03 \x01(\x0b\x32\x19.twin.power.v1.ClearItCapH\x00\x12\x30\n\x0b\x66\x61il_feeder\x18\x04 \x01(\x0b\x32\x19.twin.power.v1.FailFeederH\x00\x12\x34\n\rrepair_feeder\x18\x05 \x01(\x0b\x32\x1b.twin.power.v1.RepairFeederH\x00\x42\t\n\x07\x63ommand\"d\n\rApplyResponse\x12\'\n\teffective\x18\x01 \x01(\x0b\x32\x14.twin.common.v1.Tick\x12*\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1a.twin.power.v1.PowerConfig2\xef\x01\n\x0cPowerService\x12K\n\x08GetState\x12\x1e.twin.power.v1.GetStateRequest\x1a\x1f.twin.power.v1.GetStateResponse\x12N\n\tGetConfig\x12\x1f.twin.power.v1.GetConfigRequest\x1a .twin.power.v1.GetConfigResponse\x12\x42\n\x05\x41pply\x12\x1b.twin.power.v1.ApplyRequest\x1a\x1c.twin.power.v1.ApplyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'twin.power.v1.power_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_POWERSTATE_QUANTITIESENTRY']._loaded_options = None
+  _globals['_POWERSTATE_QUANTITIESENTRY']._serialized_options = b'8\001'
   _globals['_POWERSTATE']._serialized_start=74
-  _globals['_POWERSTATE']._serialized_end=322
-  _globals['_POWERCONFIG']._serialized_start=325
-  _globals['_POWERCONFIG']._serialized_end=475
-  _globals['_GETSTATEREQUEST']._serialized_start=477
-  _globals['_GETSTATEREQUEST']._serialized_end=494
-  _globals['_GETSTATERESPONSE']._serialized_start=496
-  _globals['_GETSTATERESPONSE']._serialized_end=556
-  _globals['_GETCONFIGREQUEST']._serialized_start=558
-  _globals['_GETCONFIGREQUEST']._serialized_end=576
-  _globals['_GETCONFIGRESPONSE']._serialized_start=578
-  _globals['_GETCONFIGRESPONSE']._serialized_end=641
-  _globals['_SETINTERCONNECTLIMIT']._serialized_start=643
-  _globals['_SETINTERCONNECTLIMIT']._serialized_end=682
-  _globals['_SETITCAP']._serialized_start=684
-  _globals['_SETITCAP']._serialized_end=709
-  _globals['_CLEARITCAP']._serialized_start=711
-  _globals['_CLEARITCAP']._serialized_end=723
-  _globals['_FAILFEEDER']._serialized_start=725
-  _globals['_FAILFEEDER']._serialized_end=752
-  _globals['_REPAIRFEEDER']._serialized_start=754
-  _globals['_REPAIRFEEDER']._serialized_end=783
-  _globals['_APPLYREQUEST']._serialized_start=786
-  _globals['_APPLYREQUEST']._serialized_end=1084
-  _globals['_APPLYRESPONSE']._serialized_start=1086
-  _globals['_APPLYRESPONSE']._serialized_end=1186
-  _globals['_POWERSERVICE']._serialized_start=1189
-  _globals['_POWERSERVICE']._serialized_end=1428
+  _globals['_POWERSTATE']._serialized_end=436
+  _globals['_POWERSTATE_QUANTITIESENTRY']._serialized_start=387
+  _globals['_POWERSTATE_QUANTITIESENTRY']._serialized_end=436
+  _globals['_POWERCONFIG']._serialized_start=439
+  _globals['_POWERCONFIG']._serialized_end=589
+  _globals['_GETSTATEREQUEST']._serialized_start=591
+  _globals['_GETSTATEREQUEST']._serialized_end=608
+  _globals['_GETSTATERESPONSE']._serialized_start=610
+  _globals['_GETSTATERESPONSE']._serialized_end=670
+  _globals['_GETCONFIGREQUEST']._serialized_start=672
+  _globals['_GETCONFIGREQUEST']._serialized_end=690
+  _globals['_GETCONFIGRESPONSE']._serialized_start=692
+  _globals['_GETCONFIGRESPONSE']._serialized_end=755
+  _globals['_SETINTERCONNECTLIMIT']._serialized_start=757
+  _globals['_SETINTERCONNECTLIMIT']._serialized_end=796
+  _globals['_SETITCAP']._serialized_start=798
+  _globals['_SETITCAP']._serialized_end=823
+  _globals['_CLEARITCAP']._serialized_start=825
+  _globals['_CLEARITCAP']._serialized_end=837
+  _globals['_FAILFEEDER']._serialized_start=839
+  _globals['_FAILFEEDER']._serialized_end=866
+  _globals['_REPAIRFEEDER']._serialized_start=868
+  _globals['_REPAIRFEEDER']._serialized_end=897
+  _globals['_APPLYREQUEST']._serialized_start=900
+  _globals['_APPLYREQUEST']._serialized_end=1198
+  _globals['_APPLYRESPONSE']._serialized_start=1200
+  _globals['_APPLYRESPONSE']._serialized_end=1300
+  _globals['_POWERSERVICE']._serialized_start=1303
+  _globals['_POWERSERVICE']._serialized_end=1542
 # @@protoc_insertion_point(module_scope)

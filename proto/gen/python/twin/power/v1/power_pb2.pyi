@@ -8,7 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PowerState(_message.Message):
-    __slots__ = ("run_id", "step", "time_s", "meter_w", "it_w", "losses_w", "misc_w", "rack_cap_w", "cap_fraction", "limit_w", "ramp_w_per_s", "band_w")
+    __slots__ = ("run_id", "step", "time_s", "meter_w", "it_w", "losses_w", "misc_w", "rack_cap_w", "cap_fraction", "limit_w", "ramp_w_per_s", "band_w", "quantities")
+    class QuantitiesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     TIME_S_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +28,7 @@ class PowerState(_message.Message):
     LIMIT_W_FIELD_NUMBER: _ClassVar[int]
     RAMP_W_PER_S_FIELD_NUMBER: _ClassVar[int]
     BAND_W_FIELD_NUMBER: _ClassVar[int]
+    QUANTITIES_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     step: int
     time_s: float
@@ -33,7 +41,8 @@ class PowerState(_message.Message):
     limit_w: float
     ramp_w_per_s: float
     band_w: float
-    def __init__(self, run_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., meter_w: _Optional[float] = ..., it_w: _Optional[float] = ..., losses_w: _Optional[float] = ..., misc_w: _Optional[float] = ..., rack_cap_w: _Optional[_Union[_common_pb2.FloatArray, _Mapping]] = ..., cap_fraction: _Optional[float] = ..., limit_w: _Optional[float] = ..., ramp_w_per_s: _Optional[float] = ..., band_w: _Optional[float] = ...) -> None: ...
+    quantities: _containers.ScalarMap[str, float]
+    def __init__(self, run_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., meter_w: _Optional[float] = ..., it_w: _Optional[float] = ..., losses_w: _Optional[float] = ..., misc_w: _Optional[float] = ..., rack_cap_w: _Optional[_Union[_common_pb2.FloatArray, _Mapping]] = ..., cap_fraction: _Optional[float] = ..., limit_w: _Optional[float] = ..., ramp_w_per_s: _Optional[float] = ..., band_w: _Optional[float] = ..., quantities: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class PowerConfig(_message.Message):
     __slots__ = ("run_id", "step", "interconnect_limit_w", "it_cap_w", "feeders", "failed_feeders")
