@@ -23,6 +23,7 @@ test: $(STAMP)
 	@command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto; } >/dev/null 2>&1 || echo "mosquitto not installed: the external MQTT broker tests skip"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10
 
 bench: $(STAMP)

@@ -116,6 +116,14 @@ def state_problem(message: Message) -> str | None:
     return None
 
 
+_NUMERIC = {
+    FieldDescriptor.CPPTYPE_DOUBLE,
+    FieldDescriptor.CPPTYPE_FLOAT,
+    FieldDescriptor.CPPTYPE_INT64,
+    FieldDescriptor.CPPTYPE_UINT32,
+}
+
+
 def fill_quantities(domain: str, message: Message) -> Message:
     """Fill ``message``'s quantities map from its own fields with the contract's
     expressions: for messages built without a model (tests, benchmarks). Only the stored
@@ -124,7 +132,7 @@ def fill_quantities(domain: str, message: Message) -> Message:
         **{
             f.name: np.asarray(getattr(message, f.name), dtype=float)
             for f in message.DESCRIPTOR.fields
-            if f.message_type is None and not f.is_repeated
+            if f.cpp_type in _NUMERIC and not f.is_repeated
         }
     )
     for q in contract.of_domain(domain):

@@ -2,7 +2,10 @@
 
 `migrate(conninfo)` creates the `timescaledb` extension when the server offers it, then
 applies every pending version in order and records it in `schema_migrations`; running it
-again applies nothing. Only simple statements in autocommit mode with explicit
+again applies nothing. It then checks the tables against the quantities contract
+(``schema.schema_problems``) and fails naming the first column the contract needs.
+
+Only simple statements in autocommit mode with explicit
 BEGIN/COMMIT and parameterized queries are used (no COPY, no pipelines), so it also works
 through the PGlite socket server used by the tests for TimescaleDB.
 """
@@ -14,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+
+from services.historian.schema import schema_problems
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 NO_TRANSACTION = "-- migrate: no-transaction"
@@ -202,4 +207,11 @@ def _migrate_locked(conn: psycopg.Connection, directory: Path) -> list[int]:
                 raise
             conn.execute("COMMIT")
         done.append(migration.version)
+    # The tables must hold every quantity the contract stores, or the historian's writes
+    # would fail at the first batch: say which column is missing now.
+    problems = schema_problems(conn)
+    if problems:
+        raise MigrationError(
+            problems[0] + (f" (and {len(problems) - 1} more)" if problems[1:] else "")
+        )
     return done

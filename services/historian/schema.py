@@ -3,13 +3,16 @@
 ``site_series`` holds one column per stored quantity (``twin_core.contract.HISTORY``); the
 SQL migrations create them, and ``tests/test_contract.py`` checks that they match. This
 module imports no JAX and nothing of the writer, so the read side (the History API) can
-use it alone.
+use it alone; ``schema_problems`` says what a migrated database lacks for the contract
+(``twin db migrate`` fails with it).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+
+import psycopg
 
 from twin_core import contract
 
@@ -35,3 +38,40 @@ TABLES: dict[str, tuple[str, Sequence[str], Sequence[str], str]] = {
     "cdu_series": ("stage_cdu_series", CDU_COLUMNS, CDU_TYPES, "run_id, step, cdu, time"),
     "rack_arrays": ("stage_rack_arrays", RACK_COLUMNS, RACK_TYPES, "run_id, step, quantity, time"),
 }
+
+
+ROLLUP_TABLES = ("site_series_1m", "site_series_1h")
+ROLLUP_SUFFIXES = ("avg", "min", "max", "last", "sum", "count")
+
+
+def schema_problems(conn: psycopg.Connection) -> list[str]:
+    """What the migrated database lacks for the contract, one line each (empty when it
+    matches): a stored quantity without its ``site_series`` column (or with another type),
+    a rolled-up quantity without its rollup columns."""
+    rows = conn.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = ANY(%s)",
+        (["site_series", *ROLLUP_TABLES],),
+    ).fetchall()
+    columns: dict[str, dict[str, str]] = {}
+    for table, column, data_type in rows:
+        columns.setdefault(table, {})[column] = data_type
+    problems = []
+    for q in contract.HISTORY:
+        found = columns.get("site_series", {}).get(q.name)
+        if found is None:
+            problems.append(
+                f"site_series.{q.name}: no column for the stored quantity {q.name!r} of"
+                f" twin_core/contract.py ({q.sql}); add a migration"
+            )
+        elif found != q.sql:
+            problems.append(f"site_series.{q.name}: column is {found}, the contract says {q.sql}")
+    for table in ROLLUP_TABLES:
+        for name in ROLLUP_METRICS:
+            missing = [s for s in ROLLUP_SUFFIXES if f"{name}_{s}" not in columns.get(table, {})]
+            if missing:
+                problems.append(
+                    f"{table}.{name}_{missing[0]}: no rollup column for the rolled-up quantity"
+                    f" {name!r} of twin_core/contract.py; add a migration"
+                )
+    return problems
