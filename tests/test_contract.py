@@ -127,7 +127,7 @@ def test_a_quantity_added_to_the_contract_reaches_every_layer(
         shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))
     path = tmp_path / "twin_core" / "contract.py"
     source = path.read_text()
-    anchor = "    # ---- compute: racks and GPUs\n"
+    anchor = "    # ---- weather\n"
     assert anchor in source
     path.write_text(source.replace(anchor, NEW_QUANTITY + anchor))  # the one edit
     (tmp_path / "probe.py").write_text(textwrap.dedent(PROBE))

@@ -336,8 +336,10 @@ def test_twin_messages():
     states = set(snapshot_pb2.RunState.keys())
     assert {"RUN_STATE_RUNNING", "RUN_STATE_PAUSED", "RUN_STATE_STOPPED"} <= states
     snapshot = snapshot_pb2.SiteSnapshot.DESCRIPTOR.fields_by_name
-    for name in ("pue", "it_mw", "facility_mw", "cost_usd", "emissions_t", "state"):
+    for name in ("quantities", "totals", "state", "reason", "real_time_factor"):
         assert name in snapshot, name
+    for removed in ("pue", "it_mw", "facility_mw"):  # one name per quantity: the map's
+        assert removed not in snapshot, removed
 
 
 def test_telemetry_batch_round_trip():
