@@ -297,6 +297,8 @@ def _history_report(
     )
     Console().print(table)
     if out is not None:
+        from services.cli.history_plots import report_png  # matplotlib: only when asked
+
         csv_path = out / "history.csv"
         export_to_file(
             address,
@@ -313,8 +315,6 @@ def _history_report(
             ),
         ).rows
         png = out / "hourly.png"
-        from services.cli.history_plots import report_png
-
         report_png(png, fine, hourly, f"run {run_id}: {hours:g} h simulated")
         Console().print(f"wrote {csv_path}, {png}")
 
