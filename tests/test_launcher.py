@@ -210,7 +210,7 @@ def test_a_run_that_does_not_progress_ends_twin_up_with_one_line(capsys) -> None
 
     import typer
 
-    from services.cli.main import _wait_for_step
+    from services.cli.live import _wait_for_step
 
     address, stop = _serve("twin-a", _StuckTwin())
     try:
@@ -243,7 +243,7 @@ def test_cli_says_no_twin_in_one_line() -> None:
 def test_run_ids_are_never_cut_in_80_columns(monkeypatch: pytest.MonkeyPatch) -> None:
     from google.protobuf.timestamp_pb2 import Timestamp
 
-    from services.cli import main
+    from services.cli import history
     from twin.history.v1 import history_pb2
 
     run_id = "0123456789abcdef0123456789abcdef"
@@ -261,7 +261,7 @@ def test_run_ids_are_never_cut_in_80_columns(monkeypatch: pytest.MonkeyPatch) ->
             )
         ]
     )
-    monkeypatch.setattr(main, "_history_call", lambda *args: reply)
+    monkeypatch.setattr(history, "history_call", lambda *args: reply)
     result = CliRunner(env={"COLUMNS": "80"}).invoke(app, ["history", "runs"])
     assert result.exit_code == 0, result.output
     assert run_id in result.output

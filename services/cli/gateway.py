@@ -212,7 +212,7 @@ def hosts_cmd(
 @gateway_app.command("stats")
 def stats_cmd(
     site: Annotated[str, typer.Option(help="site id")] = "fairwater-wi",
-    timeout: Annotated[float, typer.Option(help="seconds to wait for the answer")] = 5.0,
+    timeout: Annotated[str, typer.Option(help="seconds to wait for the answer")] = "5s",
 ) -> None:
     """A running gateway's counters (NATS request on twin.<site>.gateway.stats; the bus
     from TWIN_NATS_URL and the other TWIN_NATS_* settings)."""
@@ -220,12 +220,13 @@ def stats_cmd(
 
     from services.gateway.service import stats_subject
 
+    timeout_s = seconds("--timeout", timeout) or 0.0  # a bare number is seconds, as before
     config, subject = _bus_config(), stats_subject(_site_token(site))
 
     async def ask() -> struct_pb2.Struct:
-        nc = await _connect(config, timeout)
+        nc = await _connect(config, timeout_s)
         try:
-            reply = await nc.request(subject, b"", timeout=timeout)
+            reply = await nc.request(subject, b"", timeout=timeout_s)
         finally:
             await nc.close()
         return struct_pb2.Struct.FromString(reply.data)

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from services.cli.errors import console, fail
+from services.cli.files import write_atomic
 
 if TYPE_CHECKING:
     from services.inventory import Inventory
@@ -88,7 +89,7 @@ def from_k8s(
     except (inv_mod.InventoryError, SiteError) as exc:
         fail(str(exc))
     try:
-        out.write_text(text)
+        write_atomic(out, text)
     except OSError as exc:
         fail(f"--out {out}: {exc.strerror or exc}")
     _print_summary(inv, source, out)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from services.cli.files import write_all_atomic
 from twin_core.contract import QUANTITIES, QUANTITY
 from twin_core.rollout import Result
 
@@ -34,29 +32,15 @@ def timeseries_table(result: Result) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def write_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:
-    """``write(staging)`` fills a fresh folder beside ``out_dir``; its files then replace
-    those of ``out_dir``. On any failure nothing is left behind."""
-    out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".twin-", dir=out_dir.parent))
-    try:
-        write(staging)
-        out_dir.mkdir(exist_ok=True)
-        for item in staging.iterdir():
-            item.replace(out_dir / item.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def write_run(out_dir: Path, summary: dict[str, Any], result: Result) -> None:
     """summary.json, timeseries.parquet and overview.png into ``out_dir``, atomically."""
     from services.cli.plots import overview_png
 
-    def write(staging: Path) -> None:
-        (staging / "summary.json").write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
-        table = timeseries_table(result)
-        pq.write_table(table, staging / "timeseries.parquet")
-        overview_png(table, summary, staging / "overview.png")
-
-    write_atomically(out_dir, write)
+    table = timeseries_table(result)
+    files = {
+        out_dir / "summary.json": json.dumps(summary, indent=2, allow_nan=False) + "\n",
+        out_dir / "timeseries.parquet": lambda f: pq.write_table(table, f),
+        # matplotlib writes PNG to a file object (savefig.format's default)
+        out_dir / "overview.png": lambda f: overview_png(table, summary, f),
+    }
+    write_all_atomic(files, make_dirs=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import matplotlib
 
@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pyarrow as pa
 
 
-def overview_png(table: pa.Table, summary: dict[str, Any], path: Path) -> None:
+def overview_png(table: pa.Table, summary: dict[str, Any], path: Path | BinaryIO) -> None:
     c = {name: table.column(name).to_numpy() for name in table.column_names}
     mw = {name: c[name] * 1e-6 for name in c if name.endswith("_w")}  # shown in MW
     t = c["time_h"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, BinaryIO
 
 import typer
 import yaml
@@ -15,7 +15,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.cli.errors import fail, rpc_failed
+from services.cli.errors import fail, rpc_failed, seconds
+from services.cli.files import write_all_atomic
 
 # KPIs in the comparison table, with short headings (all KPIs are in study.json).
 TABLE_KPIS = {
@@ -215,7 +216,7 @@ def comparison_table(result: dict[str, Any]) -> Table:
     return table
 
 
-def comparison_png(result: dict[str, Any], path: Path) -> None:
+def comparison_png(result: dict[str, Any], path: Path | BinaryIO) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -274,10 +275,13 @@ def whatif(
     x64: Annotated[bool, typer.Option(help="float64 (local runs)")] = False,
 ) -> None:
     """Compare variants of a site: one batched rollout, a table, study.json, comparison.png."""
-    from services.cli.outputs import write_atomically
     from twin_core.site import SiteError
     from twin_core.study import StudyError
 
+    # Checked here to fail naming the option; the study reads the text itself (it may
+    # travel to a --server as it is).
+    seconds("--duration", duration)
+    seconds("--dt", dt)
     constraints: dict[str, Any] = {}
     options: dict[str, Any] = {"duration": duration, "dt": dt, "granularity": granularity}
     try:
@@ -297,12 +301,12 @@ def whatif(
     except (StudyError, SiteError) as exc:
         fail(str(exc))
 
-    def write(staging: Path) -> None:
-        (staging / "study.json").write_text(json.dumps(result, indent=2) + "\n")
-        comparison_png(result, staging / "comparison.png")
-
+    files = {
+        out / "study.json": json.dumps(result, indent=2) + "\n",
+        out / "comparison.png": lambda f: comparison_png(result, f),  # PNG: savefig's default
+    }
     try:
-        write_atomically(out, write)
+        write_all_atomic(files, make_dirs=True)
     except OSError as exc:
         fail(f"--out {out}: {exc.strerror or exc}")
     screen = Console()
