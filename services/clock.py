@@ -20,8 +20,9 @@ import logging
 import time
 import uuid
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 
 from services.messages import STATE_TYPES, state_problem
 from services.runtime import bus
@@ -94,7 +95,7 @@ class Clock:
         try:
             entry = await self.kv.get("run")
             previous = clock_pb2.Clock.FromString(entry.value)
-        except Exception:  # no key (no run was in progress), or not a Clock
+        except (NotFoundError, DecodeError):  # no key (no run was in progress), or not a Clock
             return
         self.run_id = previous.run_id
         await self._end(FAILED, "the twin service restarted during the run")
