@@ -17,13 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import os
 import time
 import uuid
 
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NATS
+from nats.js.errors import NotFoundError
 
 from services.messages import STATE_TYPES, state_problem
 from services.runtime import bus
@@ -52,26 +51,13 @@ class RunStalled(TimeoutError):
     """No progress within the stall limit: the run is failed with this message."""
 
 
-def stall_timeout_from_env() -> float:
-    """``TWIN_RUN_STALL_TIMEOUT_S`` (seconds, > 0), or the default."""
-    raw = os.environ.get(STALL_TIMEOUT_ENV, "").strip()
-    if not raw:
-        return STALL_TIMEOUT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{STALL_TIMEOUT_ENV}: {raw[:40]!r} is not a positive number of seconds")
-    return value
-
-
 class Clock:
     def __init__(
         self, nc: NATS, site_id: str, kv=None, stall_timeout_s: float | None = None
     ) -> None:
         self.nc, self.site_id, self.kv = nc, site_id, kv
-        self.stall_timeout_s = stall_timeout_s or stall_timeout_from_env()
+        # TWIN_RUN_STALL_TIMEOUT_S, read by RuntimeConfig and passed in by the service.
+        self.stall_timeout_s = stall_timeout_s or STALL_TIMEOUT_S
         self.run_id = ""
         self.state = STOPPED
         self.reason = ""  # why the run is in its state (a failure, a wait)
@@ -109,7 +95,7 @@ class Clock:
         try:
             entry = await self.kv.get("run")
             previous = clock_pb2.Clock.FromString(entry.value)
-        except Exception:  # no key (no run was in progress), or not a Clock
+        except (NotFoundError, DecodeError):  # no key (no run was in progress), or not a Clock
             return
         self.run_id = previous.run_id
         await self._end(FAILED, "the twin service restarted during the run")

@@ -23,11 +23,12 @@ from collections import deque
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.runtime.config import ConfigError, RuntimeConfig
 from services.runtime.interceptors import INSTANCE_KEY
 from services.runtime.nats_server import NatsServer, NatsServerError
 from services.runtime.postgres import LocalPostgres, PostgresError
@@ -49,6 +50,15 @@ class TwinStartTimeout(TwinStartError, TimeoutError):
 
 class PortInUse(TwinStartError, OSError):
     """A port the twin needs is taken (by another twin, or anything else)."""
+
+
+def _setting(field: str) -> Any:
+    """A ``TWIN_*`` setting of the services (an existing NATS or database), read and
+    checked here as each service will read it: a bad value stops ``twin up`` first."""
+    try:
+        return RuntimeConfig.read(field)
+    except ConfigError as exc:
+        raise TwinStartError(str(exc)) from None
 
 
 def new_instance_id() -> str:
@@ -177,7 +187,7 @@ class LocalTwin:
             check_ports(self.addresses)  # before anything starts: nothing to undo
             if self.log_path:
                 self._log = self._stack.enter_context(open(self.log_path, "ab"))
-            self.nats_url = self.nats_url or os.environ.get("TWIN_NATS_URL")
+            self.nats_url = self.nats_url or _setting("nats_url")
             if not self.nats_url:
                 try:
                     self.nats = self._stack.enter_context(NatsServer(log_path=self.nats_log_path))
@@ -185,7 +195,7 @@ class LocalTwin:
                     raise TwinStartError(f"nats-server did not start: {exc}") from None
                 self.nats_url = self.nats.url
             if self.history:
-                self.database_url = self.database_url or os.environ.get("TWIN_DATABASE_URL")
+                self.database_url = self.database_url or _setting("database_url")
                 if not self.database_url:
                     self.database_url = self._start_postgres()
             for name in SERVICES:

@@ -30,8 +30,10 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NATS
+from nats.errors import Error as NatsError
+from nats.js.errors import NotFoundError
 
 from services.domain import NEEDS, DomainModel
 from services.messages import STATE_TYPES, parts_of, sources_of, state_message, state_problem
@@ -127,25 +129,34 @@ class CoSimNode:
         last snapshot (or, with none of this run, from its initial state: killed before
         its first snapshot); the clock re-sends the tick it is waiting for."""
         try:
-            run = await self.kv.get("run")
-        except Exception:  # no run in progress (key absent)
-            return
-        try:
-            saved = await self.kv.get(self.domain)
-            run_id, _, data = saved.value.partition(b"\n")
-        except Exception:  # no snapshot yet
-            run_id, data = b"", b""
-        try:
-            clock = clock_pb2.Clock.FromString(run.value)
+            run = await self._kv_value("run")
+            if run is None:  # no run in progress
+                return
+            run_id, _, data = (await self._kv_value(self.domain) or b"").partition(b"\n")
+            clock = clock_pb2.Clock.FromString(run)
             fresh = run_id.decode(errors="replace") != clock.run_id
             await self._start_run(clock, publish=fresh)
             if not fresh:
                 self._restore(data)
-        except Exception as exc:  # a damaged key: wait for the next START
-            log.warning("could not rejoin the run", extra={"error": repr(exc)})
+        except Exception as exc:  # a damaged key, or the bus away: wait for the next START
+            self._failed("rejoin.failed", exc)
             self.model, self.run_id = None, ""
             return
         log.info("rejoined run", extra={"domain": self.domain, "step": self.model.step})
+
+    async def _kv_value(self, key: str) -> bytes | None:
+        """The value of ``key`` in the run bucket; None when it is absent."""
+        try:
+            return (await self.kv.get(key)).value
+        except NotFoundError:  # never written, or deleted at the end of a run
+            return None
+
+    def _failed(self, reason: str, exc: BaseException) -> None:
+        """Count (``self.stats``, by reason) and log an operation that failed and was
+        given up; the node goes on serving."""
+        self.stats.record(reason)
+        extra = {"domain": self.domain, "reason": reason, "error": repr(exc)[:200]}
+        log.warning("operation given up", extra=extra)
 
     async def _on_replay(self, msg) -> None:
         tick = decode_msg(common_pb2.Tick, msg, stats=self.stats)
@@ -205,9 +216,9 @@ class CoSimNode:
         if self.js is None:
             return True
         try:
-            entry = await self.kv.get("run")
-            return clock_pb2.Clock.FromString(entry.value).run_id == run_id
-        except Exception:  # no key: no run in progress
+            run = await self._kv_value("run")
+            return run is not None and clock_pb2.Clock.FromString(run).run_id == run_id
+        except DecodeError:  # a damaged key: no run this START can be checked against
             return False
 
     async def save_config(self, config: Message) -> None:
@@ -217,8 +228,8 @@ class CoSimNode:
         try:
             kv = await self.js.key_value(bus.config_bucket(self.site_id))
             await kv.put(self.domain, config.SerializeToString())
-        except Exception as exc:
-            log.warning("config not saved", extra={"domain": self.domain, "error": str(exc)})
+        except NatsError as exc:  # NATS away: the command is in force, only not kept
+            self._failed("config.not_saved", exc)
 
     def command(self, action: Callable[[DomainModel], None]) -> int:
         """Queue a live command for the next interval; returns that interval's index."""
@@ -389,7 +400,7 @@ class CoSimNode:
             reply = await self.nc.request(
                 bus.replay_subject(self.site_id, peer), request, timeout=2.0
             )
-        except Exception as exc:
+        except NatsError as exc:  # no answer, no responder, connection closed
             return type(exc).__name__
         if not reply.data:
             return "not kept"

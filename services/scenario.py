@@ -7,10 +7,10 @@ checked on the fully merged site: a client never makes a server read another fil
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from services.runtime.config import RuntimeConfig
 from twin.twin.v1 import clock_pb2
 from twin_core.inputs import clip, load_yaml
 from twin_core.site import (
@@ -24,13 +24,14 @@ from twin_core.site import (
 )
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
-DATA_DIR_ENV = "TWIN_DATA_DIR"
+DATA_DIR_ENV = RuntimeConfig.env_name("data_dir")
 
 
 def data_dirs() -> tuple[Path, ...]:
-    """The folders a client's site may name files in: seeded scenarios, TWIN_DATA_DIR."""
-    extra = os.environ.get(DATA_DIR_ENV, "").strip()
-    return (SCENARIOS, Path(extra).resolve()) if extra else (SCENARIOS,)
+    """The folders a client's site may name files in: seeded scenarios, TWIN_DATA_DIR
+    (read now, not at import: the CLI sets it for the services it starts)."""
+    extra: Path | None = RuntimeConfig.read("data_dir")
+    return (SCENARIOS, extra.resolve()) if extra else (SCENARIOS,)
 
 
 def inline_base_dir() -> Path:

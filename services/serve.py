@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import jax.numpy as jnp
 
@@ -11,7 +10,7 @@ from services.clock import Clock
 from services.domain_service import add_to_server
 from services.node import CoSimNode
 from services.runtime import bus, run
-from services.runtime.config import ConfigError
+from services.runtime.config import ConfigError, RuntimeConfig
 from services.runtime.service import Service
 from services.twin_service import TwinServicer
 from twin.twin.v1 import twin_pb2_grpc
@@ -25,7 +24,7 @@ OPTIONAL = ("gateway",)
 def domain_setup(domain: str):
     async def setup(svc: Service) -> None:
         # TWIN_X64=1 runs the model in float64 (checks against the monolithic rollout).
-        dtype = jnp.float64 if os.environ.get("TWIN_X64") == "1" else jnp.float32
+        dtype = jnp.float64 if svc.config.x64 else jnp.float32
         node = CoSimNode(svc.nc, svc.config.site, domain, dtype, js=svc.js)
         await node.start()
         svc.create_task(node.run())
@@ -37,7 +36,7 @@ def domain_setup(domain: str):
 async def twin_setup(svc: Service) -> None:
     await bus.declare_all(svc.js, svc.config.site)
     kv = await bus.declare_run_bucket(svc.js, svc.config.site)
-    clock = Clock(svc.nc, svc.config.site, kv)
+    clock = Clock(svc.nc, svc.config.site, kv, svc.config.run_stall_timeout_s)
     await clock.start()
     svc.grpc.add_servicer(twin_pb2_grpc.add_TwinServiceServicer_to_server, TwinServicer(clock))
     # What-if studies run on this process's JAX; stored in history when a database is set.
@@ -53,9 +52,9 @@ async def twin_setup(svc: Service) -> None:
             default_site = site_by_name_or_file(svc.config.scenario, "TWIN_SCENARIO")
         except SiteError as exc:
             raise ConfigError("TWIN_SCENARIO", str(exc)) from None
-    store = StudyStore(os.environ.get("TWIN_DATABASE_URL"))
+    store = StudyStore(svc.config.database_url)
     whatif_service.add_to_server(svc.grpc, store, default_site)
-    if url := os.environ.get("TWIN_DATABASE_URL"):
+    if url := svc.config.database_url:
         # The History API here too, so one address (e.g. a Kubernetes Service) reaches the
         # clock, what-if and history; it only reads, the historian owns the schema.
         from services.historian import history_service
@@ -69,7 +68,7 @@ async def historian_setup(svc: Service) -> None:
     from services.historian.migrate import migrate
     from services.historian.writer import HistorianWriter, WriterConfig
 
-    url = os.environ.get("TWIN_DATABASE_URL")
+    url = svc.config.database_url
     if not url:
         raise ConfigError("TWIN_DATABASE_URL", "required by the historian")
     await asyncio.to_thread(migrate, url)  # idempotent: applies only what is pending
@@ -89,7 +88,11 @@ def serve(name: str) -> int:
         from services.gateway.service import main
 
         return main()
-    if os.environ.get("TWIN_X64") == "1":
+    try:  # before any array exists; read alone, as the whole config is read only in run()
+        x64 = RuntimeConfig.read("x64")
+    except ConfigError:
+        x64 = False  # run() reports the variable and exits 2
+    if x64:
         import jax
 
         jax.config.update("jax_enable_x64", True)

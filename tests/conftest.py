@@ -14,6 +14,11 @@ import pytest  # noqa: E402
 from twin_core.rollout import simulate  # noqa: E402
 from twin_core.site import Site, load_site  # noqa: E402
 
+# Session fixtures live in their own modules, loaded here as plugins: a fixture imported
+# into a test module is redefined in that module, and a "session" fixture then starts
+# once per module (a PostgreSQL cluster each time).
+pytest_plugins = ["db_fixtures", "helm_binary"]
+
 SITES = Path(__file__).parent / "sites"
 SMALL = SITES / "small.yaml"
 ROOT = Path(__file__).parent.parent

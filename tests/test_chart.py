@@ -14,7 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from helm_binary import Helm, helm_fixture  # noqa: F401 (the session fixture `helm`)
+from helm_binary import Helm
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "ai-factory-twin"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from helm_binary import Helm, helm_fixture  # noqa: F401 (the session fixture `helm`)
+from helm_binary import Helm
 from test_security import SERVING, check, refused
 
 from services.runtime.config import RuntimeConfig

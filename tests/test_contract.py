@@ -15,7 +15,6 @@ from typing import get_args
 
 import psycopg
 import pytest
-from db_fixtures import postgres_url  # noqa: F401 (session fixture)
 
 from services.domain_service import KIND_NAMES
 from services.historian.migrate import migrate
@@ -59,7 +58,7 @@ def test_equipment_kinds_are_one_list() -> None:
     assert [KIND_NAMES[k] for k in kinds] == list(contract.EQUIPMENT_LABELS)
 
 
-def test_migrations_match_the_contract(postgres_url: str) -> None:  # noqa: F811
+def test_migrations_match_the_contract(postgres_url: str) -> None:
     migrate(postgres_url)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         assert schema_problems(conn) == []
@@ -121,7 +120,7 @@ def _fresh_database(url: str, name: str) -> str:
 
 def test_a_quantity_added_to_the_contract_reaches_every_layer(
     tmp_path: Path,
-    postgres_url: str,  # noqa: F811
+    postgres_url: str,
 ) -> None:
     for part in ("twin_core", "services", "proto/gen/python", "scenarios", "tests"):
         shutil.copytree(ROOT / part, tmp_path / part, ignore=shutil.ignore_patterns("__pycache__"))

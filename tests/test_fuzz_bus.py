@@ -17,7 +17,6 @@ import numpy as np
 import psycopg
 import pytest
 from conftest import SMALL
-from db_fixtures import postgres_url  # noqa: F401 (session fixture)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -107,7 +106,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(postgres_url):  # noqa: F811
+def stack(postgres_url):
     migrate(postgres_url)
     with NatsServer() as server:
         s = Stack(server.url, postgres_url)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from db_fixtures import postgres_url  # noqa: F401 (session fixture)
 from nats.js.errors import NotFoundError
 
 from services.historian.migrate import migrate
@@ -41,7 +40,7 @@ def nats_server():
 
 
 @pytest.fixture(scope="module")
-def db(postgres_url):  # noqa: F811
+def db(postgres_url):
     migrate(postgres_url)
     return postgres_url
 

@@ -10,7 +10,6 @@ import grpc
 import numpy as np
 import psycopg
 import pytest
-from db_fixtures import postgres_url  # noqa: F401 - the fixture
 from served import served
 
 from services.historian import queries
@@ -34,7 +33,7 @@ def series() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def database(postgres_url):  # noqa: F811 - the fixture
+def database(postgres_url):
     migrate(postgres_url)
     facility, it = series()
     with psycopg.connect(postgres_url) as conn:

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from db_fixtures import postgres_url, timescale_url  # noqa: F401 (session fixtures)
 from typer.testing import CliRunner
 
 from services.cli.main import app
@@ -30,13 +29,13 @@ STEPS = 300  # 2.5 h at 30 s: three hourly buckets, the last one partial
 
 
 @pytest.fixture(scope="module")
-def pg(postgres_url):  # noqa: F811
+def pg(postgres_url):
     """(url, versions applied by the first run, by the second run)."""
     return postgres_url, migrate(postgres_url), migrate(postgres_url)
 
 
 @pytest.fixture(scope="module")
-def ts(timescale_url):  # noqa: F811
+def ts(timescale_url):
     return timescale_url, migrate(timescale_url), migrate(timescale_url)
 
 

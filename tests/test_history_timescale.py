@@ -14,7 +14,6 @@ from datetime import timedelta
 import numpy as np
 import psycopg
 import pytest
-from db_fixtures import postgres_url, timescale_url  # noqa: F401 (session fixtures)
 
 from services.historian.migrate import migrate
 from services.historian.queries import ROLLUP_METRICS, SeriesQuery, rollup_for, series_statement
@@ -72,7 +71,7 @@ def insert(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def backends(postgres_url, timescale_url):  # noqa: F811
+def backends(postgres_url, timescale_url):
     for url in (postgres_url, timescale_url):
         migrate(url)
         insert(url)

@@ -59,7 +59,7 @@ def test_config_from_env_and_defaults() -> None:
             "TWIN_GRPC_ADDRESS": "[::]:50051",
             "TWIN_LOG_LEVEL": "debug",
             "TWIN_SHUTDOWN_GRACE_S": "2.5",
-            "TWIN_DATABASE_URL": "postgresql://elsewhere",  # another service's: ignored
+            "TWIN_POINT_MAP": "/nowhere.yaml",  # another service's (the gateway): ignored
         }
     )
     assert config.site == "loughton-uk"
@@ -82,6 +82,9 @@ def test_config_from_env_and_defaults() -> None:
         ("TWIN_LOG_LEVEL", "LOUD"),
         ("TWIN_SHUTDOWN_GRACE_S", "soon"),
         ("TWIN_SHUTDOWN_GRACE_S", "-1"),
+        ("TWIN_X64", "maybe"),
+        ("TWIN_RUN_STALL_TIMEOUT_S", "0"),
+        ("TWIN_RUN_STALL_TIMEOUT_S", "inf"),
     ],
 )
 def test_config_errors_name_the_variable(variable: str, value: str) -> None:
@@ -89,6 +92,28 @@ def test_config_errors_name_the_variable(variable: str, value: str) -> None:
         RuntimeConfig.from_env({variable: value})
     assert info.value.variable == variable
     assert str(info.value).startswith(f"{variable}: ")
+
+
+def test_config_holds_the_database_precision_and_stall_limit() -> None:
+    config = RuntimeConfig.from_env(
+        {
+            "TWIN_DATABASE_URL": "postgresql://twin:s3cret@db:5432/twin",
+            "TWIN_X64": "1",
+            "TWIN_RUN_STALL_TIMEOUT_S": "240",
+        }
+    )
+    assert config.database_url == "postgresql://twin:s3cret@db:5432/twin"
+    assert config.x64 is True and config.run_stall_timeout_s == 240.0
+    assert "s3cret" not in repr(config)
+    # Blank (a Helm template's absent value) is unset.
+    blank = {"TWIN_DATABASE_URL": "", "TWIN_X64": " ", "TWIN_RUN_STALL_TIMEOUT_S": ""}
+    config = RuntimeConfig.from_env(blank)
+    assert (config.database_url, config.x64, config.run_stall_timeout_s) == (None, False, None)
+    # One setting alone: the other variables are neither read nor checked.
+    assert RuntimeConfig.read("x64", {"TWIN_X64": "true", "TWIN_SITE": "Not.A.Site"}) is True
+    assert RuntimeConfig.read("database_url", {}) is None
+    with pytest.raises(ConfigError, match=r"^TWIN_X64: "):
+        RuntimeConfig.read("x64", {"TWIN_X64": "maybe"})
 
 
 def test_run_exits_2_on_bad_config(monkeypatch: pytest.MonkeyPatch, capsys) -> None:

@@ -9,12 +9,12 @@ import os
 import subprocess
 import sys
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from conftest import F64, ROOT, constant_weather, small_site, steady_load
 
-from twin_core.batch import simulate_batch
+from twin_core import study as study_module
+from twin_core.batch import simulate_batch, simulate_sites
 from twin_core.optimize import optimize, sensitivities
 from twin_core.rollout import kpi_value_and_grad, simulate
 from twin_core.site import with_overrides
@@ -352,15 +352,25 @@ def test_optimize_arguments_are_checked(small):
         optimize(small, "cost_usd", {"halls.0.cdus": (1, 2)}, c, 600)
 
 
-def test_float32_study_tracks_float64(small):
+def test_float32_study_tracks_float64(small, monkeypatch):
+    # The dtype each rollout really ran in: the JSON result only repeats the spec's word.
+    ran_in: list[set[np.dtype]] = []
+
+    def recording(*args, **kwargs):
+        results = simulate_sites(*args, **kwargs)
+        ran_in.append({np.asarray(v).dtype for r in results for v in r.means.values()})
+        return results
+
+    monkeypatch.setattr(study_module, "simulate_sites", recording)
     doc = study(vary={"cooling.supply_c": [28, 32]})
     f64 = run_study(small, parse_spec(doc))
     f32 = run_study(small, parse_spec({**doc, "precision": "float32"}))
+    assert ran_in == [{np.dtype(np.float64)}, {np.dtype(np.float32)}]
+    assert parse_spec({k: v for k, v in doc.items() if k != "precision"}).precision == "float32"
     for a, b in zip(f32["variants"], f64["variants"], strict=True):
-        assert a["kpis"]["facility_energy_mwh"] == pytest.approx(
-            b["kpis"]["facility_energy_mwh"], rel=1e-4
-        )
-    assert jnp.float32  # the default precision of the service
+        energy32, energy64 = a["kpis"]["facility_energy_mwh"], b["kpis"]["facility_energy_mwh"]
+        assert energy32 == pytest.approx(energy64, rel=1e-4)
+        assert energy32 != energy64  # rounding only float32 explains: the runs differ
 
 
 def test_per_gpu_spread_does_not_depend_on_the_other_variants(small):

@@ -10,7 +10,6 @@ import grpc
 import pytest
 import yaml
 from conftest import SMALL
-from db_fixtures import postgres_url  # noqa: F401 - the fixture
 from served import served
 from typer.testing import CliRunner
 
@@ -269,7 +268,7 @@ def test_optimize_over_grpc(stub):
     assert err.value.details().startswith("bounds: 'halls.0.cdus' is not differentiable")
 
 
-def test_studies_are_stored_in_history(postgres_url):  # noqa: F811 - the fixture
+def test_studies_are_stored_in_history(postgres_url):
     migrate(postgres_url)
 
     def register(server) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 
 from services.gateway.pointmap import QUANTITIES
@@ -60,7 +61,7 @@ async def record(
         nonlocal batches
         try:
             batch = telemetry_pb2.MeasurementBatch.FromString(msg.data)
-        except Exception:  # not a batch: not ours to record
+        except DecodeError:  # not a batch: not ours to record
             return
         now = time.time()
         for m in batch.measurements:

@@ -74,7 +74,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 from google.protobuf import json_format
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -366,7 +366,7 @@ class HistorianWriter:
         """START and STOP of a run: its runs row, written before the states after it."""
         try:
             clock = clock_pb2.Clock.FromString(msg.data)
-        except Exception:  # another kind of event: not the historian's
+        except DecodeError:  # another kind of event: not the historian's
             await msg.ack()
             return
         command = clock.command

@@ -131,6 +131,17 @@ class EnvConfig(BaseModel):
             problem = error["msg"].removeprefix("Value error, ")
             raise ConfigError(variable, problem) from exc
 
+    @classmethod
+    def read(cls, field: str, environ: Mapping[str, str] | None = None) -> Any:
+        """One field from ``environ`` (default ``os.environ``), checked as ``from_env``
+        checks it, the others left at their defaults: for code that needs one setting
+        where the environment is not a service's to validate whole (the launcher, site
+        loading in the CLI). Not for fields that need another (``nats_user``).
+        Raises ConfigError naming the variable."""
+        env = os.environ if environ is None else environ
+        name = cls.env_name(field)
+        return getattr(cls.from_env({name: env[name]} if name in env else {}), field)
+
 
 PEM_FILES = (
     "nats_tls_ca_file",
@@ -178,11 +189,39 @@ class RuntimeConfig(EnvConfig):
         description="the twin instance this service belongs to (set by `twin up`): reported "
         "in the gRPC metadata of every response; calls naming another instance are refused",
     )
+    database_url: str | None = Field(
+        None,
+        description="PostgreSQL/TimescaleDB conninfo or URL: the historian's (required), "
+        "the twin's History API and stored studies; None: no database",
+    )
+    x64: bool = Field(
+        False, description="run the model in float64 (checks against the monolithic rollout)"
+    )
+    run_stall_timeout_s: float | None = Field(
+        None,
+        gt=0,
+        allow_inf_nan=False,
+        description="seconds a run may make no progress before it fails; None: the clock's "
+        "default (300 s)",
+    )
 
-    @field_validator("nats_user", "nats_password", "health_address", "instance_id", mode="before")
+    @field_validator(
+        "nats_user",
+        "nats_password",
+        "health_address",
+        "instance_id",
+        "database_url",
+        "run_stall_timeout_s",
+        mode="before",
+    )
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return blank_to_none(value)
+
+    @field_validator("x64", mode="before")
+    @classmethod
+    def _x64(cls, value: Any) -> Any:
+        return False if blank_to_none(value) is None else value
 
     @field_validator(*PEM_FILES, mode="before")
     @classmethod
@@ -278,9 +317,10 @@ class RuntimeConfig(EnvConfig):
         return level
 
     def __repr_args__(self) -> Any:
-        # The URL may carry a password (nats://user:password@host): never in a repr.
+        # The URLs may carry a password (nats://user:password@host): never in a repr.
         for name, value in super().__repr_args__():
-            yield name, redact(value) if name == "nats_url" and value else value
+            secret = name in ("nats_url", "database_url") and value
+            yield name, redact(value) if secret else value
 
     @property
     def nats_servers(self) -> list[str]:
