@@ -19,17 +19,15 @@ from rich.table import Table
 
 from services.launcher import LocalTwin, free_addresses
 from twin.twin.v1 import clock_pb2, twin_pb2, twin_pb2_grpc
-from twin_core.coupling import init_state
-from twin_core.params import build_params
+from twin_core import build_params, init_state, load_drivers, load_site
 from twin_core.rollout import run_jit
-from twin_core.site import load_site
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def monolithic_step_us(seconds: int = 600) -> float:
     site = load_site(ROOT / "scenarios" / "fairwater-wi.yaml")
-    p = build_params(site, seconds, 1.0)
+    p = build_params(site, load_drivers(site), horizon_s=seconds, dt=1.0)
     s0 = init_state(p)
     jax.block_until_ready(run_jit(p, s0, seconds // 60, 60))
     start = time.perf_counter()

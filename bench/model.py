@@ -21,11 +21,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from twin_core import build_params, init_state, load_drivers, load_site
 from twin_core.compress import compress
-from twin_core.coupling import init_state
-from twin_core.params import build_params
 from twin_core.rollout import run_jit
-from twin_core.site import load_site
 
 ROOT = Path(__file__).resolve().parent.parent
 FAIRWATER = ROOT / "scenarios" / "fairwater-wi.yaml"
@@ -68,7 +66,8 @@ def time_single(site, granularity: str, seconds: int, merged: bool, dt: float = 
     rollout; ``merged``: identical racks and CDUs advanced once (compress.py)."""
     every = 60
     n_records = seconds // every
-    p = build_params(site, seconds, dt, granularity, host=True)
+    drivers = load_drivers(site)
+    p = build_params(site, drivers, horizon_s=seconds, dt=dt, granularity=granularity, host=True)
     p = jax.device_put(compress(p) if merged else p)
     elements = int(np.prod(np.shape(p.compute.gpu_weight)))
     s0 = init_state(p)

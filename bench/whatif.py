@@ -26,10 +26,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from twin_core import load_site, parse_spec, plan, simulate
 from twin_core.batch import default_chunk, run_batch, sites_params
-from twin_core.rollout import plan, simulate
-from twin_core.site import load_site
-from twin_core.study import parse_spec, prepare
+from twin_core.study import prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 FAIRWATER = ROOT / "scenarios" / "fairwater-wi.yaml"

@@ -18,13 +18,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from twin_core import contract, coupling
+from twin_core import NO_LIMIT as BIG
+from twin_core import (
+    Layout,
+    Params,
+    Site,
+    build_params,
+    contract,
+    coupling,
+    layout_of,
+    load_drivers,
+    set_param,
+)
 from twin_core.contract import Equipment
 from twin_core.coupling import Boundary
-from twin_core.params import BIG, Layout, Params, build_params, layout_of
 from twin_core.pytree import replace
-from twin_core.rollout import set_param
-from twin_core.site import Site
 
 DOMAINS = contract.DOMAINS
 OWNS, NEEDS = contract.OWNS, contract.NEEDS
@@ -68,7 +76,14 @@ class DomainModel:
             raise ValueError(f"domain: {self.domain!r} is not one of {', '.join(DOMAINS)}")
         lay = layout_of(self.site, "rack")
         lay = Layout(lay.cdus, lay.racks, lay.gpus, lay.jobs, lay.pools, FAILURE_SLOTS)
-        self.params = build_params(self.site, self.horizon_s, self.dt, "rack", self.dtype, lay)
+        self.params = build_params(
+            self.site,
+            load_drivers(self.site),
+            horizon_s=self.horizon_s,
+            dt=self.dt,
+            dtype=self.dtype,
+            pad_to=lay,
+        )
         if self.domain == "compute":  # operator caps per rack, settable without recompiling
             caps = jnp.full(self.params.compute.mask.shape, BIG, self.dtype)
             self.params = set_param(self.params, "compute.operator_cap_w", caps)
@@ -142,7 +157,7 @@ class DomainModel:
     def set_item(self, path: str, index: tuple[int, ...], value: float) -> None:
         """Change one element of an array parameter (a rack's cap, a job's period),
         broadcasting a parameter stored once per site to its full shape first."""
-        from twin_core.rollout import get_param
+        from twin_core import get_param
 
         array = np.array(get_param(self.params, path))
         array[index] = value

@@ -23,11 +23,11 @@ from twin.compute.v1 import compute_pb2, compute_pb2_grpc
 from twin.cooling.v1 import cooling_pb2, cooling_pb2_grpc
 from twin.energy.v1 import energy_pb2, energy_pb2_grpc
 from twin.power.v1 import power_pb2, power_pb2_grpc
+from twin_core import NO_LIMIT as BIG
 from twin_core.contract import Equipment
 from twin_core.coupling import active_failures
 from twin_core.energy import ARBITRAGE, OFF, PEAK_SHAVE, SWING_FIRMING
 from twin_core.inputs import clip
-from twin_core.params import BIG
 
 PB2 = {"compute": compute_pb2, "cooling": cooling_pb2, "power": power_pb2, "energy": energy_pb2}
 GRPC = {

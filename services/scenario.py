@@ -116,7 +116,8 @@ def validate_run_spec(spec: clock_pb2.RunSpec) -> Site:
     compiled). Raises SiteError naming the field."""
     import jax.numpy as jnp
 
-    from twin_core.params import build_params, steps_per_hour
+    from twin_core import build_params, load_drivers
+    from twin_core.params import steps_per_hour
 
     dt = spec.dt_s or 1.0
     try:
@@ -131,7 +132,7 @@ def validate_run_spec(spec: clock_pb2.RunSpec) -> Site:
     site = site_from_spec(spec)
     horizon = spec.horizon_s or 3600.0  # an open run's drivers cover the first hour
     try:
-        build_params(site, horizon, dt, "rack", jnp.float32)
+        build_params(site, load_drivers(site), horizon_s=horizon, dt=dt, dtype=jnp.float32)
     except SiteError as exc:
         raise SiteError(f"spec: {exc}") from None
     return site

@@ -35,28 +35,27 @@ from services.scenario import (
 )
 from services.whatif_store import StudyStore
 from twin.whatif.v1 import whatif_pb2, whatif_pb2_grpc
-from twin_core.durations import parse_duration
-from twin_core.inputs import clip, load_yaml
-from twin_core.optimize import optimize, sensitivities
-from twin_core.site import (
+from twin_core import (
+    ConstraintCheck,
+    Constraints,
+    Objective,
     Site,
     SiteError,
-    build_site,
-    format_validation_error,
-    parse_value,
-    with_overrides,
-)
-from twin_core.study import (
-    APPEND,
-    BASE,
-    Constraints,
     StudyError,
+    StudyResult,
     StudySpec,
+    build_site,
+    optimize,
     parse_spec,
     parse_spec_yaml,
-    prepare,
     run_study,
+    sensitivities,
+    with_overrides,
 )
+from twin_core.durations import parse_duration
+from twin_core.inputs import clip, load_yaml
+from twin_core.site import format_validation_error, parse_value
+from twin_core.study import APPEND, BASE, prepare
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ GRANULARITIES = {
     whatif_pb2.GRANULARITY_RACK: "rack",
     whatif_pb2.GRANULARITY_GPU: "gpu",
 }
-OBJECTIVES = {
+OBJECTIVES: dict[int, Objective] = {
     whatif_pb2.OBJECTIVE_UNSPECIFIED: "facility_energy_mwh",
     whatif_pb2.OBJECTIVE_FACILITY_ENERGY: "facility_energy_mwh",
     whatif_pb2.OBJECTIVE_COST: "cost_usd",
@@ -222,29 +221,28 @@ def override_messages(overrides: dict[str, Any]) -> list[whatif_pb2.Override]:
     return out
 
 
-def fill_study(study: whatif_pb2.Study, result: dict[str, Any]) -> None:
-    study.duration_s = result["duration_s"]
-    study.dt_s = result["dt_s"]
-    study.kpi_units.update(result["kpi_units"])
-    for row in result["variants"]:
+def fill_study(study: whatif_pb2.Study, result: StudyResult) -> None:
+    study.duration_s = result.duration_s
+    study.dt_s = result.dt_s
+    study.kpi_units.update(result.kpi_units)
+    for row in result.variants:
         v = study.variants.add(
-            name=row["name"],
-            racks=row["racks"],
-            gpus=row["gpus"],
-            passed=row["passed"],
-            overrides=override_messages(row["overrides"]),
+            name=row.name,
+            racks=row.racks,
+            gpus=row.gpus,
+            passed=row.passed,
+            overrides=override_messages(row.overrides),
+            constraints=constraint_messages(row.constraints),
         )
-        v.kpis.update(row["kpis"])
-        v.deltas.update(row["deltas"])
-        for name, c in row["constraints"].items():
-            v.constraints.add(name=name, value=c["value"], limit=c["limit"], passed=c["passed"])
-        for name, values in row.get("series", {}).items():
+        v.kpis.update(row.kpis)
+        v.deltas.update(row.deltas)
+        for name, values in row.series.items():
             v.series.add(name=name, values=values)
 
 
-def constraint_messages(checks: dict[str, dict]) -> list[whatif_pb2.ConstraintCheck]:
+def constraint_messages(checks: dict[str, ConstraintCheck]) -> list[whatif_pb2.ConstraintCheck]:
     return [
-        whatif_pb2.ConstraintCheck(name=n, value=c["value"], limit=c["limit"], passed=c["passed"])
+        whatif_pb2.ConstraintCheck(name=n, value=c.value, limit=c.limit, passed=c.passed)
         for n, c in checks.items()
     ]
 
@@ -327,7 +325,12 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
 
             try:
                 result = await asyncio.to_thread(
-                    run_study, site, spec, progress, None, PROGRESS_SEGMENTS, variants
+                    run_study,
+                    site,
+                    spec,
+                    progress=progress,
+                    segments=PROGRESS_SEGMENTS,
+                    variants=variants,
                 )
                 fill_study(study, result)
                 study.state = whatif_pb2.STUDY_STATE_DONE
@@ -378,22 +381,20 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
                 out = await asyncio.to_thread(
                     sensitivities,
                     site,
-                    list(request.kpis),
-                    list(request.parameters),
-                    horizon,
-                    dt,
-                    None,
-                    "rack",
-                    dtype,
-                    "parameters",
+                    kpis=list(request.kpis),
+                    wrt=list(request.parameters),
+                    horizon_s=horizon,
+                    dt=dt,
+                    dtype=dtype,
+                    field="parameters",
                 )
         except (BadRequest, SiteError, ValueError) as exc:
             await self._invalid(context, exc)
             return None
         reply = whatif_pb2.SensitivitiesResponse()
-        reply.at.update(out["at"])
-        for kpi, grads in out["gradients"].items():
-            reply.kpis.add(kpi=kpi, value=out["values"][kpi]).gradient.update(grads)
+        reply.at.update(out.at)
+        for kpi, grads in out.gradients.items():
+            reply.kpis.add(kpi=kpi, value=out.values[kpi]).gradient.update(grads)
         return reply
 
     async def Optimize(self, request, context: aio.ServicerContext):
@@ -419,28 +420,26 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
                     optimize,
                     site,
                     objective,
-                    bounds,
-                    constraints,
-                    horizon,
-                    dt,
-                    None,
-                    request.iterations or 40,
+                    bounds=bounds,
+                    constraints=constraints,
+                    horizon_s=horizon,
+                    dt=dt,
+                    iterations=request.iterations or 40,
                     dtype=dtype,
                     field="bounds",
                 )
         except (BadRequest, SiteError, ValueError) as exc:
             await self._invalid(context, exc)
             return None
-        best = out["best"]
         reply = whatif_pb2.OptimizeResponse(
-            start_objective=out["start"]["objective"],
-            best_objective=best["objective"],
-            feasible=best["feasible"],
-            constraints=constraint_messages(best["constraints"]),
-            objective_trace=[s["objective"] for s in out["iterations"]],
+            start_objective=out.start.objective,
+            best_objective=out.best.objective,
+            feasible=out.best.feasible,
+            constraints=constraint_messages(out.best.constraints),
+            objective_trace=[s.objective for s in out.iterations],
         )
-        reply.start.update(out["start"]["x"])
-        reply.best.update(best["x"])
+        reply.start.update(out.start.x)
+        reply.best.update(out.best.x)
         return reply
 
 

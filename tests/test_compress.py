@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from conftest import F64, ROOT, small_site
 
+from twin_core import build_params, load_drivers
 from twin_core.compress import compress
-from twin_core.params import build_params
 from twin_core.rollout import SERIES, simulate
 from twin_core.site import load_site
 
@@ -48,7 +48,8 @@ def test_merged_rollout_equals_the_full_one(overrides):
 
 
 def test_failed_cdu_is_kept_apart():
-    p = compress(build_params(small_site(MIXED), 600, 1.0, dtype=F64))
+    site = small_site(MIXED)
+    p = compress(build_params(site, load_drivers(site), horizon_s=600, dt=1.0, dtype=F64))
     counts = np.asarray(p.cooling.cdu_count)
     # hall a: CDU 1 fails (alone), the other two hold different job/pool/idle mixes
     assert counts.sum() == 5
@@ -59,7 +60,7 @@ def test_failed_cdu_is_kept_apart():
 
 def test_seeded_fairwater_is_a_handful_of_elements():
     site = load_site(ROOT / "scenarios" / "fairwater-wi.yaml")
-    full = build_params(site, 3600, 10.0)
+    full = build_params(site, load_drivers(site), horizon_s=3600, dt=10.0)
     merged = compress(full)
     assert np.shape(full.compute.mask) == (12, 240)  # 2,880 racks
     racks, cdus = np.shape(merged.compute.mask)

@@ -28,7 +28,7 @@ def test_epw_weather_is_read_and_sliced_from_the_start(tmp_path):
         SMALL,
         {"weather": {"epw": str(tmp_path / "site.epw")}, "start": {"day_of_year": 2, "hour": 5}},
     )
-    matrix = drivers.hourly_matrix(site, 48)
+    matrix = drivers.hourly_matrix(site, drivers.load_drivers(site), 48)
     start = 24 + 5
     np.testing.assert_array_equal(matrix[:, 0], temps[start : start + 49])
     assert matrix[0, 1] == 0.5  # RH in 0..1
@@ -40,7 +40,7 @@ def test_short_epw_is_rejected(tmp_path):
     with pytest.raises(
         SiteError, match=r"^weather\.epw: .* does not hold 8760 hourly EPW records$"
     ):
-        drivers.hourly_matrix(site, 24)
+        drivers.load_drivers(site)
 
 
 def test_synthetic_weather_follows_monthly_normals(small):
@@ -63,7 +63,11 @@ def test_solar_ppa_scaled_to_capacity_factor_and_dark_at_night(small):
 
 def test_heat_wave_adds_to_the_ambient_for_its_hours(small):
     hot = load_site(SMALL, {"weather.heat_waves": [{"start_h": 2, "duration_h": 3, "delta_c": 8}]})
-    delta = drivers.hourly_matrix(hot, 10)[:, 0] - drivers.hourly_matrix(small, 10)[:, 0]
+
+    def ambient(site):
+        return drivers.hourly_matrix(site, drivers.load_drivers(site), 10)[:, 0]
+
+    delta = ambient(hot) - ambient(small)
     np.testing.assert_allclose(delta, [0, 0, 8, 8, 8, 0, 0, 0, 0, 0, 0])
 
 
@@ -87,4 +91,4 @@ def test_series_file_with_missing_column(tmp_path):
     with pytest.raises(
         SiteError, match=r"^energy\.grid\.price_usd_per_mwh\.column: .* has no column 'value'$"
     ):
-        drivers.hourly_matrix(site, 2)
+        drivers.load_drivers(site)

@@ -21,7 +21,7 @@ from twin.energy.v1 import energy_pb2
 from twin.twin.v1 import clock_pb2
 from twin.whatif.v1 import whatif_pb2 as pb
 from twin.whatif.v1 import whatif_pb2_grpc
-from twin_core.drivers import hourly_matrix
+from twin_core.drivers import hourly_matrix, load_drivers
 from twin_core.durations import parse_duration
 from twin_core.inputs import load_yaml
 from twin_core.params import steps_per_hour
@@ -138,7 +138,7 @@ def test_files_in_the_data_directory_are_read_and_symlinks_out_refused(tmp_path,
     doc = yaml.safe_load(SITE_YAML)
     doc["energy"]["grid"]["price_usd_per_mwh"] = {"file": "price.csv", "column": "usd"}
     site = validate_run_spec(clock_pb2.RunSpec(scenario_yaml=yaml.safe_dump(doc), dt_s=60))
-    assert hourly_matrix(site, 2)[:, 2].tolist() == [55.5, 55.5, 55.5]
+    assert hourly_matrix(site, load_drivers(site), 2)[:, 2].tolist() == [55.5, 55.5, 55.5]
     doc["energy"]["grid"]["price_usd_per_mwh"]["file"] = "escape.csv"
     with pytest.raises(SiteError) as info:
         site_from_spec(clock_pb2.RunSpec(scenario_yaml=yaml.safe_dump(doc)))
@@ -156,7 +156,7 @@ def test_file_contents_never_appear_in_errors(tmp_path):
         {"energy.grid.price_usd_per_mwh": {"file": "price.csv", "column": "usd"}},
     )
     with pytest.raises(SiteError) as info:
-        hourly_matrix(site, 2)
+        load_drivers(site)
     assert str(info.value) == (
         "energy.grid.price_usd_per_mwh.file: column 'usd' of 'price.csv' holds a value that "
         "is not a number"
@@ -164,7 +164,7 @@ def test_file_contents_never_appear_in_errors(tmp_path):
     (tmp_path / "w.epw").write_text("\n" * 8 + "secret-token-42," * 30 + "\n")
     site = load_site(tmp_path / "site.yaml", {"weather": {"epw": "w.epw"}})
     with pytest.raises(SiteError) as info:
-        hourly_matrix(site, 2)
+        load_drivers(site)
     assert "secret" not in str(info.value)
     assert str(info.value) == "weather.epw: 'w.epw' does not hold 8760 hourly EPW records"
 

@@ -9,9 +9,9 @@ import pytest
 from conftest import F64, constant_weather, run64, small_site, steady_load
 from hand import it_design, meter, rack_ac, rack_dc
 
+from twin_core import build_params, load_drivers
 from twin_core.cooling import chiller_power
 from twin_core.coupling import init_state
-from twin_core.params import build_params
 
 # --------------------------------------------------------------------------- energy balance
 
@@ -57,7 +57,7 @@ def test_heat_balance_over_the_run_from_states(busy_run):
     """Electric energy into the racks + cooling = heat rejected + energy stored in loops,
     dies' surroundings and rack storage, summed over the run (states at both ends)."""
     site, r = busy_run
-    p = build_params(site, 600, 1.0, dtype=F64)
+    p = build_params(site, load_drivers(site), horizon_s=600, dt=1.0, dtype=F64)
     s0, s1 = init_state(p), r.final
     dt = 1.0
     # compute: AC in = heat out (liquid + air) + rack storage change
@@ -110,7 +110,7 @@ def test_chiller_power_follows_doe2_eir_curves(small):
         cycling = min(plr / 0.15, 1.0)
         return running * cap / 5.5 * eirft * eirfplr * cycling
 
-    p = build_params(small, 3600, 1.0, dtype=F64).cooling
+    p = build_params(small, load_drivers(small), horizon_s=3600, dt=1.0, dtype=F64).cooling
     points = [  # (load, running units, leaving C, condenser C): full, part and cycling load
         (900e3, 2, 12.0, 35.0),
         (300e3, 1, 7.0, 30.0),
@@ -122,7 +122,7 @@ def test_chiller_power_follows_doe2_eir_curves(small):
 
 
 def test_curve_inputs_are_clamped_to_their_fitted_range(small):
-    p = build_params(small, 3600, 1.0, dtype=F64).cooling
+    p = build_params(small, load_drivers(small), horizon_s=3600, dt=1.0, dtype=F64).cooling
     # small.yaml fits leaving 5..20 C: a 30 C leaving temperature evaluates at 20 C
     assert float(chiller_power(p, 300e3, 1, 30.0, 35.0)) == float(
         chiller_power(p, 300e3, 1, 20.0, 35.0)

@@ -69,10 +69,10 @@ def test_gradient_matches_finite_difference():
     value, grad = kpi_value_and_grad(
         site,
         "facility_energy_mwh",
-        ["cooling.supply_c", "power.misc_fixed_mw"],
-        horizon,
-        dt,
-        600,
+        wrt=["cooling.supply_c", "power.misc_fixed_mw"],
+        horizon_s=horizon,
+        dt=dt,
+        record_s=600,
         dtype=F64,
     )
 
@@ -108,7 +108,13 @@ def test_gradient_with_respect_to_battery_size():
         },
     )
     _, grad = kpi_value_and_grad(
-        site, "cost_usd", ["energy.battery.capacity_mwh"], 3600, 10.0, 600, dtype=F64
+        site,
+        "cost_usd",
+        wrt=["energy.battery.capacity_mwh"],
+        horizon_s=3600,
+        dt=10.0,
+        record_s=600,
+        dtype=F64,
     )
 
     def cost(capacity):
@@ -124,7 +130,7 @@ def test_gradient_with_respect_to_battery_size():
 
 def test_gradient_rejects_discrete_fields(small):
     with pytest.raises(ValueError, match=r"^wrt: 'halls.0.cdus' is not differentiable"):
-        kpi_value_and_grad(small, "pue", ["halls.0.cdus"], 600)
+        kpi_value_and_grad(small, "pue", wrt=["halls.0.cdus"], horizon_s=600)
 
 
 def test_plan_errors_name_the_argument():
@@ -156,11 +162,9 @@ def test_battery_gradient_is_not_cut_off_at_zero_capacity():
             }
         },
     )
-    _, grad = kpi_value_and_grad(
-        site, "peak_facility_mw", ["energy.battery.capacity_mwh"], 1800, 10.0, 600, dtype=F64
-    )
+    wrt = ["energy.battery.capacity_mwh"]
+    run = {"horizon_s": 1800, "dt": 10.0, "record_s": 600, "dtype": F64}
+    _, grad = kpi_value_and_grad(site, "peak_facility_mw", wrt=wrt, **run)
     assert grad["energy.battery.capacity_mwh"] == 0.0  # the meter is upstream of the battery
-    _, grad = kpi_value_and_grad(
-        site, "cost_usd", ["energy.battery.capacity_mwh"], 1800, 10.0, 600, dtype=F64
-    )
+    _, grad = kpi_value_and_grad(site, "cost_usd", wrt=wrt, **run)
     assert grad["energy.battery.capacity_mwh"] < 0  # a first MWh already shaves grid cost

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import SMALL
 
-from twin_core.params import build_params
+from twin_core import build_params, load_drivers
 from twin_core.site import SiteError, load_site, set_path
 
 
@@ -108,12 +108,12 @@ def test_missing_file(tmp_path):
 
 def test_dt_must_divide_an_hour(small):
     with pytest.raises(SiteError, match=r"^dt: 7 s must divide an hour"):
-        build_params(small, 3600, 7.0)
+        build_params(small, load_drivers(small), horizon_s=3600, dt=7.0)
 
 
 def test_loop_turnover_checked_against_dt(small):
     with pytest.raises(SiteError) as info:
-        build_params(small, 3600, 120.0)
+        build_params(small, load_drivers(small), horizon_s=3600, dt=120.0)
     assert str(info.value).startswith(
         "cooling.facility_water.loop_volume_m3: loop turnover 500.0 s is too short for dt = 120 s"
     )

@@ -13,21 +13,21 @@ import numpy as np
 import pytest
 from conftest import F64, ROOT, constant_weather, small_site, steady_load
 
-from twin_core import study as study_module
-from twin_core.batch import simulate_batch, simulate_sites
-from twin_core.optimize import optimize, sensitivities
-from twin_core.rollout import kpi_value_and_grad, simulate
-from twin_core.site import with_overrides
-from twin_core.study import (
+from twin_core import (
     Constraints,
     StudyError,
-    expand,
-    grid_values,
+    kpi_value_and_grad,
+    optimize,
     parse_spec,
-    parse_variant_option,
     run_study,
-    variant_sites,
+    sensitivities,
+    simulate,
+    simulate_batch,
+    with_overrides,
 )
+from twin_core import study as study_module
+from twin_core.batch import simulate_sites
+from twin_core.study import expand, grid_values, parse_variant_option, variant_sites
 
 CHILLER_OUT = {"failures+": {"equipment": "chiller", "index": 0, "at": "10m"}}
 
@@ -171,18 +171,16 @@ def test_batched_study_equals_one_by_one_runs(small):
     )
     result = run_study(small, spec)
     sites = variant_sites(small, spec)
-    assert [v["name"] for v in result["variants"]] == [name for name, _, _ in sites]
-    for row, (_, _, site) in zip(result["variants"], sites, strict=True):
+    assert [v.name for v in result.variants] == [name for name, _, _ in sites]
+    for row, (_, _, site) in zip(result.variants, sites, strict=True):
         alone = simulate(site, 7200, 10.0, dtype=F64)
         for key, value in alone.kpis.items():
-            assert row["kpis"][key] == pytest.approx(value, rel=1e-9, abs=1e-12), (row["name"], key)
-    base = result["variants"][0]["kpis"]
-    more = result["variants"][1]
-    assert more["racks"] == 12
+            assert row.kpis[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (row.name, key)
+    base = result.base.kpis
+    more = result.variants[1]
+    assert more.racks == 12
     # four more racks, idle (the workload is unchanged): more IT energy, far less than half
-    assert (
-        0.1 * base["it_energy_mwh"] < more["deltas"]["it_energy_mwh"] < 0.5 * base["it_energy_mwh"]
-    )
+    assert 0.1 * base["it_energy_mwh"] < more.deltas["it_energy_mwh"] < 0.5 * base["it_energy_mwh"]
 
 
 @pytest.fixture(scope="module")
@@ -193,22 +191,22 @@ def hot_site():
 
 def test_chiller_failure_without_redundancy_heats_the_water_and_throttles(hot_site):
     spec = parse_spec(study(variants=[{"name": "chiller-out", "set": CHILLER_OUT}]))
-    base, out = run_study(hot_site, spec)["variants"]
-    assert base["kpis"]["throttled_gpu_hours"] == 0
-    assert out["deltas"]["max_supply_c"] > 4.0
-    assert out["kpis"]["throttled_gpu_hours"] > 1.0
-    assert out["constraints"]["max_gpu_temp_c"]["passed"] is False
-    assert base["passed"] and not out["passed"]
+    base, out = run_study(hot_site, spec).variants
+    assert base.kpis["throttled_gpu_hours"] == 0
+    assert out.deltas["max_supply_c"] > 4.0
+    assert out.kpis["throttled_gpu_hours"] > 1.0
+    assert out.constraints["max_gpu_temp_c"].passed is False
+    assert base.passed and not out.passed
 
 
 def test_heat_wave_raises_chiller_hours_and_pue():
     site = small_site(constant_weather(20.0), steady_load(0.9))
     wave = {"weather.heat_waves+": {"start_h": 0, "duration_h": 3, "delta_c": 18}}
     spec = parse_spec(study(variants=[{"name": "wave", "set": wave}]))
-    base, hot = run_study(site, spec)["variants"]
-    assert base["kpis"]["chiller_hours"] == 0
-    assert hot["kpis"]["chiller_hours"] > 1.0
-    assert hot["deltas"]["pue"] > 0.02
+    base, hot = run_study(site, spec).variants
+    assert base.kpis["chiller_hours"] == 0
+    assert hot.kpis["chiller_hours"] > 1.0
+    assert hot.deltas["pue"] > 0.02
 
 
 def test_bigger_battery_lowers_the_grid_ramp():
@@ -223,21 +221,21 @@ def test_bigger_battery_lowers_the_grid_ramp():
             constraints={"max_ramp_mw_per_s": 0.002},
         )
     )
-    base, small_r, big_r = run_study(site, spec)["variants"]
-    ramp = [r["kpis"]["max_grid_ramp_mw_per_s"] for r in (base, small_r, big_r)]
+    base, small_r, big_r = run_study(site, spec).variants
+    ramp = [r.kpis["max_grid_ramp_mw_per_s"] for r in (base, small_r, big_r)]
     assert ramp[0] > ramp[1] > ramp[2]
     assert ramp[2] == pytest.approx(0.001, rel=0.25)  # held near the firming limit
     # the facility itself swings as before: only what the utility sees changes
-    assert big_r["kpis"]["max_ramp_mw_per_s"] == pytest.approx(base["kpis"]["max_ramp_mw_per_s"])
-    assert [r["passed"] for r in (base, small_r, big_r)] == [False, False, True]
+    assert big_r.kpis["max_ramp_mw_per_s"] == pytest.approx(base.kpis["max_ramp_mw_per_s"])
+    assert [r.passed for r in (base, small_r, big_r)] == [False, False, True]
 
 
 def test_series_are_downsampled_means(small):
     spec = parse_spec(study(series=["facility_w"], series_every="30m"))
-    (row,) = run_study(small, spec)["variants"]
+    (row,) = run_study(small, spec).variants
     alone = simulate(small, 7200, 10.0, dtype=F64)
     expected = alone.means["facility_w"].reshape(4, 30).mean(axis=1)
-    np.testing.assert_allclose(row["series"]["facility_w"], expected, rtol=1e-12)
+    np.testing.assert_allclose(row.series["facility_w"], expected, rtol=1e-12)
 
 
 SHARDED = """
@@ -246,8 +244,7 @@ import jax
 jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, "tests")
 from conftest import small_site
-from twin_core import batch
-from twin_core.study import parse_spec, run_study
+from twin_core import batch, parse_spec, run_study
 seen = []
 original = batch._shard
 def spy(tree, size):
@@ -258,7 +255,7 @@ batch._shard = spy
 spec = parse_spec(json.loads(sys.argv[1]))
 result = run_study(small_site(), spec)
 print(json.dumps({"devices": len(jax.devices()), "placed_on": seen,
-                  "kpis": [v["kpis"] for v in result["variants"]]}))
+                  "kpis": [v.kpis for v in result.variants]}))
 """
 
 
@@ -278,8 +275,8 @@ def test_sharding_over_two_devices_gives_the_same_results(small):
     assert sharded["devices"] == 2
     assert sharded["placed_on"] == [2]  # the variant axis really was split
     one = run_study(small, parse_spec(doc))
-    for got, want in zip(sharded["kpis"], one["variants"], strict=True):
-        for key, value in want["kpis"].items():
+    for got, want in zip(sharded["kpis"], one.variants, strict=True):
+        for key, value in want.kpis.items():
             assert got[key] == pytest.approx(value, rel=1e-12, abs=1e-12), key
 
 
@@ -287,31 +284,25 @@ def test_sharding_over_two_devices_gives_the_same_results(small):
 
 
 def test_sensitivities_equal_the_single_kpi_gradients(small):
+    run = {"horizon_s": 3600, "dt": 10.0, "dtype": F64}
     out = sensitivities(
-        small,
-        ["facility_energy_mwh", "max_gpu_temp_c"],
-        ["cooling.supply_c"],
-        3600,
-        10.0,
-        dtype=F64,
+        small, kpis=["facility_energy_mwh", "max_gpu_temp_c"], wrt=["cooling.supply_c"], **run
     )
-    value, grad = kpi_value_and_grad(
-        small, "facility_energy_mwh", ["cooling.supply_c"], 3600, 10.0, dtype=F64
-    )
-    assert out["at"] == {"cooling.supply_c": 30.0}
-    assert out["values"]["facility_energy_mwh"] == pytest.approx(value, rel=1e-12)
-    assert out["gradients"]["facility_energy_mwh"]["cooling.supply_c"] == pytest.approx(
+    value, grad = kpi_value_and_grad(small, "facility_energy_mwh", wrt=["cooling.supply_c"], **run)
+    assert out.at == {"cooling.supply_c": 30.0}
+    assert out.values["facility_energy_mwh"] == pytest.approx(value, rel=1e-12)
+    assert out.gradients["facility_energy_mwh"]["cooling.supply_c"] == pytest.approx(
         grad["cooling.supply_c"], rel=1e-9
     )
     # the die follows the water one for one in steady state
-    assert out["gradients"]["max_gpu_temp_c"]["cooling.supply_c"] == pytest.approx(1.0, rel=0.01)
+    assert out.gradients["max_gpu_temp_c"]["cooling.supply_c"] == pytest.approx(1.0, rel=0.01)
 
 
 def test_sensitivity_arguments_are_checked(small):
     with pytest.raises(ValueError, match=r"^kpis: unknown KPI 'nope'"):
-        sensitivities(small, ["nope"], ["cooling.supply_c"], 600)
+        sensitivities(small, kpis=["nope"], wrt=["cooling.supply_c"], horizon_s=600)
     with pytest.raises(ValueError, match=r"^wrt: 'halls.0.cdus' is not differentiable"):
-        sensitivities(small, ["pue"], ["halls.0.cdus"], 600)
+        sensitivities(small, kpis=["pue"], wrt=["halls.0.cdus"], horizon_s=600)
 
 
 def test_optimize_beats_a_brute_force_grid_and_keeps_the_constraint(small):
@@ -320,36 +311,36 @@ def test_optimize_beats_a_brute_force_grid_and_keeps_the_constraint(small):
     out = optimize(
         small,
         "facility_energy_mwh",
-        {"cooling.supply_c": (24.0, 40.0)},
-        constraints,
-        7200,
-        10.0,
+        bounds={"cooling.supply_c": (24.0, 40.0)},
+        constraints=constraints,
+        horizon_s=7200,
+        dt=10.0,
         dtype=F64,
     )
-    best = out["best"]
-    assert best["feasible"] and out["improvement"] > 0
-    assert best["constraints"]["max_gpu_temp_c"]["value"] <= limit
+    best = out.best
+    assert best.feasible and out.improvement > 0
+    assert best.constraints["max_gpu_temp_c"].value <= limit
     grid = np.arange(24.0, 40.01, 0.5)
     runs = simulate_batch(
         small, [{"cooling.supply_c": float(g)} for g in grid], 7200, 10.0, dtype=F64
     )
     feasible = [r.kpis["facility_energy_mwh"] for r in runs if r.kpis["max_gpu_temp_c"] <= limit]
-    assert best["objective"] <= min(feasible) * (1 + 1e-6)
+    assert best.objective <= min(feasible) * (1 + 1e-6)
     # and the optimum it reports is what a plain run of that setpoint gives
-    check = simulate(with_overrides(small, best["x"]), 7200, 10.0, dtype=F64)
-    assert check.kpis["facility_energy_mwh"] == pytest.approx(best["objective"], rel=1e-9)
+    check = simulate(with_overrides(small, best.x), 7200, 10.0, dtype=F64)
+    assert check.kpis["facility_energy_mwh"] == pytest.approx(best.objective, rel=1e-9)
 
 
 def test_optimize_arguments_are_checked(small):
-    c = Constraints()
+    run = {"constraints": Constraints(), "horizon_s": 600}
     with pytest.raises(ValueError, match=r"^objective: 'pue' is not one of"):
-        optimize(small, "pue", {"cooling.supply_c": (24, 40)}, c, 600)
+        optimize(small, "pue", bounds={"cooling.supply_c": (24, 40)}, **run)  # type: ignore[arg-type]
     with pytest.raises(
         ValueError, match=r"^bounds.cooling.supply_c: lower bound 40 must be below upper 24$"
     ):
-        optimize(small, "cost_usd", {"cooling.supply_c": (40, 24)}, c, 600)
+        optimize(small, "cost_usd", bounds={"cooling.supply_c": (40, 24)}, **run)
     with pytest.raises(ValueError, match=r"^wrt: 'halls.0.cdus' is not differentiable"):
-        optimize(small, "cost_usd", {"halls.0.cdus": (1, 2)}, c, 600)
+        optimize(small, "cost_usd", bounds={"halls.0.cdus": (1, 2)}, **run)
 
 
 def test_float32_study_tracks_float64(small, monkeypatch):
@@ -367,19 +358,20 @@ def test_float32_study_tracks_float64(small, monkeypatch):
     f32 = run_study(small, parse_spec({**doc, "precision": "float32"}))
     assert ran_in == [{np.dtype(np.float64)}, {np.dtype(np.float32)}]
     assert parse_spec({k: v for k, v in doc.items() if k != "precision"}).precision == "float32"
-    for a, b in zip(f32["variants"], f64["variants"], strict=True):
-        energy32, energy64 = a["kpis"]["facility_energy_mwh"], b["kpis"]["facility_energy_mwh"]
+    for a, b in zip(f32.variants, f64.variants, strict=True):
+        energy32, energy64 = a.kpis["facility_energy_mwh"], b.kpis["facility_energy_mwh"]
         assert energy32 == pytest.approx(energy64, rel=1e-4)
         assert energy32 != energy64  # rounding only float32 explains: the runs differ
 
 
 def test_per_gpu_spread_does_not_depend_on_the_other_variants(small):
-    from twin_core.params import build_params, layout_of
+    from twin_core import build_params, layout_of, load_drivers
 
-    alone = build_params(small, 600, 1.0, "gpu", F64)
+    run = {"horizon_s": 600, "dt": 1.0, "granularity": "gpu", "dtype": F64}
+    alone = build_params(small, load_drivers(small), **run)
     bigger = layout_of(small, "gpu").union(layout_of(with_overrides(small, {
         "halls.0.racks_per_cdu": 6}), "gpu"))  # fmt: skip
-    padded = build_params(small, 600, 1.0, "gpu", F64, bigger)
+    padded = build_params(small, load_drivers(small), pad_to=bigger, **run)
     r, c = np.shape(alone.compute.mask)
     np.testing.assert_array_equal(
         np.asarray(padded.compute.r_die)[:r, :c], np.asarray(alone.compute.r_die)

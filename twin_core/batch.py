@@ -19,6 +19,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from twin_core import kpis as kpi_mod
 from twin_core.compress import compress, pad
 from twin_core.coupling import TwinState, init_state
+from twin_core.drivers import DriverCache
 from twin_core.params import Granularity, Layout, Params, build_params, layout_of
 from twin_core.pytree import replace
 from twin_core.rollout import Result, _run, _single_step, _unpack, plan
@@ -154,8 +155,21 @@ def sites_params(
     lay: Layout = layout_of(sites[0], granularity)
     for s in sites[1:]:
         lay = lay.union(layout_of(s, granularity))
+    drivers = DriverCache()  # variants mostly share their drivers: load each set once
     params = [
-        compress(build_params(s, horizon_s, dt, granularity, dtype, lay, host=True)) for s in sites
+        compress(
+            build_params(
+                s,
+                drivers(s),
+                horizon_s=horizon_s,
+                dt=dt,
+                granularity=granularity,
+                dtype=dtype,
+                pad_to=lay,
+                host=True,
+            )
+        )
+        for s in sites
     ]
     racks = max(np.shape(q.compute.mask)[0] for q in params)
     cdus = max(np.shape(q.compute.mask)[1] for q in params)

@@ -12,7 +12,9 @@ import csv
 import io
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,12 +123,11 @@ def clear_sky_ghi(site: Site) -> np.ndarray:
 
 
 def weather(site: Site) -> dict[str, np.ndarray]:
+    """The site's weather year (its EPW file, or synthetic from monthly normals), before
+    the scenario's offset and heat waves (``hourly_matrix`` adds those)."""
     if site.weather.epw:
-        data = parse_epw(resolve_file(site, site.weather.epw), site.weather.epw)
-    else:
-        data = synthetic_weather(site)
-    data["ambient_c"] = data["ambient_c"] + site.weather.offset_c
-    return data
+        return parse_epw(resolve_file(site, site.weather.epw), site.weather.epw)
+    return synthetic_weather(site)
 
 
 def series(spec: Series, field: str, site: Site) -> np.ndarray:
@@ -219,46 +220,27 @@ def heat_wave_offsets(site: Site, hours: int) -> np.ndarray:
     return extra
 
 
-def hourly_matrix(site: Site, hours: int) -> np.ndarray:
-    """(hours + 1, len(COLUMNS) + pools) drivers from the run's start, wrapping the year.
+@dataclass(frozen=True, eq=False)
+class DriverData:
+    """A site's exogenous drivers for a whole year: every file it names read, every
+    synthetic series drawn. ``build_params`` slices a run from it and reads no file.
 
-    Cached on the site fields that shape them: a study's variants mostly share drivers."""
-    fields = {"location", "start", "weather", "energy", "workload"}
-    doc = json.dumps(site.model_dump(include=fields), sort_keys=True)
-    files = [site.weather.epw] + [
-        spec.file
-        for spec in (
-            site.energy.grid.price_usd_per_mwh,
-            site.energy.grid.carbon_g_per_kwh,
-            site.energy.grid.cfe_fraction,
-        )
-        if spec.file
-    ]
-    stamps = tuple(_stamp(site, name) for name in files if name)  # an edited file is re-read
-    key = (site._base_dir, doc, stamps, hours)
-    return _hourly_matrix(key, site).copy()
+    ``year``: (8760, len(COLUMNS) + inference pools), hour 0 = 1 January 00:00 local
+    standard time; read-only, since studies share one among variants."""
+
+    year: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.year.flags.writeable = False
+
+    @property
+    def pools(self) -> int:
+        return self.year.shape[1] - len(COLUMNS)
 
 
-def _hourly_matrix(key: tuple, site: Site) -> np.ndarray:
-    if key in _MATRICES:
-        return _MATRICES[key]
-    if len(_MATRICES) >= 64:
-        _MATRICES.pop(next(iter(_MATRICES)))
-    _MATRICES[key] = matrix = _build_hourly_matrix(site, key[-1])
-    return matrix
-
-
-_MATRICES: dict[tuple, np.ndarray] = {}
-
-
-def _stamp(site: Site, name: str) -> int | None:
-    try:
-        return resolve_file(site, name).stat().st_mtime_ns
-    except OSError:
-        return None  # reading it will report the problem
-
-
-def _build_hourly_matrix(site: Site, hours: int) -> np.ndarray:
+def load_drivers(site: Site) -> DriverData:
+    """Read the site's weather and series files and draw its synthetic drivers (the only
+    file I/O of the model; SiteError names the field of a bad file)."""
     w = weather(site)
     grid = site.energy.grid
     columns = [
@@ -270,9 +252,60 @@ def _build_hourly_matrix(site: Site, hours: int) -> np.ndarray:
         ppa_output_w(site, w["ghi"]),
         *inference_utilization(site),
     ]
+    return DriverData(np.stack(columns, axis=1))
+
+
+# The site fields ``load_drivers`` reads; the offset, heat waves and start are applied
+# when a run is sliced, so variants that change only those share one load.
+_DRIVER_FIELDS: dict[str, Any] = {
+    "location": True,
+    "weather": {"epw", "synthetic"},
+    "energy": {
+        "grid": {"price_usd_per_mwh", "carbon_g_per_kwh", "cfe_fraction"},
+        "ppas": True,
+    },
+    "workload": {"inference"},
+}
+
+
+def drivers_key(site: Site) -> tuple[str, str]:
+    """What ``load_drivers(site)`` depends on: sites with equal keys have equal drivers
+    (as long as their files are unchanged)."""
+    doc = json.dumps(site.model_dump(include=_DRIVER_FIELDS), sort_keys=True)
+    return str(site.base_dir), doc
+
+
+class DriverCache:
+    """``load_drivers`` once per distinct ``drivers_key``, for a batch of variants that
+    mostly share their drivers. Short-lived on purpose: made per study, so a file edited
+    between studies is read again; ``size`` bounds what it holds (~0.5 MB a site)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._loaded: dict[tuple[str, str], DriverData] = {}
+
+    def __call__(self, site: Site) -> DriverData:
+        key = drivers_key(site)
+        data = self._loaded.get(key)
+        if data is None:
+            if len(self._loaded) >= self.size:
+                self._loaded.pop(next(iter(self._loaded)))
+            data = self._loaded[key] = load_drivers(site)
+        return data
+
+
+def hourly_matrix(site: Site, data: DriverData, hours: int) -> np.ndarray:
+    """(hours + 1, len(COLUMNS) + pools) drivers from the run's start, wrapping the year,
+    with the site's weather offset and heat waves added. Pure: no file is read."""
+    if data.pools != len(site.workload.inference):
+        raise ValueError(
+            f"drivers: {data.pools} inference pools loaded, the site has "
+            f"{len(site.workload.inference)} (load the drivers of this site)"
+        )
     start = (site.start.day_of_year - 1) * 24 + site.start.hour
     index = (start + np.arange(hours + 1)) % HOURS_PER_YEAR
-    matrix = np.stack([c[index] for c in columns], axis=1)
+    matrix = data.year[index]  # a copy: fancy indexing
+    matrix[:, 0] += site.weather.offset_c
     matrix[:, 0] += heat_wave_offsets(site, hours + 1)
     return matrix
 

@@ -16,18 +16,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from twin_core import drivers
 from twin_core.compute import ComputeParams
 from twin_core.contract import Equipment
 from twin_core.cooling import CoolingParams
 from twin_core.curves import fit_loss_model, loss
+from twin_core.drivers import DriverData, hourly_matrix
 from twin_core.energy import ARBITRAGE, OFF, PEAK_SHAVE, SWING_FIRMING, EnergyParams
 from twin_core.power import PowerParams
 from twin_core.pytree import pytree, static
 from twin_core.site import RackType, Site, SiteError
 
 Granularity = Literal["rack", "gpu"]
-BIG = 1e30  # "no limit": finite so that gradients never meet inf * 0
+# "No limit" in params (caps, limits, schedules): finite so that gradients never meet
+# inf * 0. Public as ``twin_core.NO_LIMIT``; compare with ``>= NO_LIMIT / 10``.
+NO_LIMIT = 1e30
+BIG = NO_LIMIT
 MODES = {
     "off": OFF,
     "peak_shave": PEAK_SHAVE,
@@ -430,6 +433,8 @@ def _failures(site: Site, lay: Layout, dtype) -> Failures:
 
 def build_params(
     site: Site,
+    drivers: DriverData,
+    *,
     horizon_s: float,
     dt: float,
     granularity: Granularity = "rack",
@@ -439,6 +444,7 @@ def build_params(
 ) -> Params:
     """All arrays for a run of ``horizon_s`` seconds at coupling interval ``dt``.
 
+    Pure: ``drivers`` (``load_drivers(site)``) holds everything read from files.
     Built in NumPy and placed on the default device in one transfer; ``host=True`` keeps
     them in NumPy (batches merge, pad and stack many variants before one transfer)."""
     sph = steps_per_hour(dt)
@@ -449,7 +455,7 @@ def build_params(
         lay = lay.union(pad_to)
     cp = _compute_params(site, lay, dt, dtype)
     hours = math.ceil(horizon_s / 3600.0) + 1
-    hourly = drivers.hourly_matrix(site, hours)
+    hourly = hourly_matrix(site, drivers, hours)
     if lay.pools > len(site.workload.inference):
         pad = np.zeros((hourly.shape[0], lay.pools - len(site.workload.inference)))
         hourly = np.concatenate([hourly, pad], axis=1)

@@ -21,6 +21,7 @@ from twin_core import kpis as kpi_mod
 from twin_core.compress import compress
 from twin_core.contract import SERIES
 from twin_core.coupling import StepOutputs, TwinState, coupled_step, init_state
+from twin_core.drivers import DriverData, load_drivers
 from twin_core.params import Granularity, Params, build_params
 from twin_core.pytree import replace
 from twin_core.site import Site
@@ -136,19 +137,25 @@ def simulate(
     horizon_s: float,
     dt: float = 1.0,
     record_s: float | None = None,
+    *,
     granularity: Granularity = "rack",
     dtype=jnp.float32,
     progress: Callable[[int], None] | None = None,
     chunks: int = 1,
     merge_identical: bool = True,
+    drivers: DriverData | None = None,
 ) -> Result:
     """Run ``site`` for ``horizon_s`` seconds at coupling interval ``dt``.
 
     ``merge_identical``: advance one representative of each class of identical racks and
     CDUs (exact; see compress.py); ``False`` advances every rack (``final`` then holds
-    the full per-rack state)."""
+    the full per-rack state). ``drivers``: the site's loaded drivers (read here if not
+    given)."""
     n_records, every = plan(horizon_s, dt, record_s)
-    p = build_params(site, horizon_s, dt, granularity, dtype, host=True)
+    drivers = drivers if drivers is not None else load_drivers(site)
+    p = build_params(
+        site, drivers, horizon_s=horizon_s, dt=dt, granularity=granularity, dtype=dtype, host=True
+    )
     p = jax.device_put(compress(p) if merge_identical else p)
     s0 = init_state(p)
     final, means, maxes = run_records(p, s0, n_records, every, progress, chunks)
@@ -189,6 +196,7 @@ def get_param(p: Params, path: str):
 
 def kpi_model(
     site: Site,
+    *,
     wrt: Sequence[str],
     horizon_s: float,
     dt: float = 1.0,
@@ -196,17 +204,23 @@ def kpi_model(
     granularity: Granularity = "rack",
     dtype=jnp.float32,
     field: str = "wrt",
+    drivers: DriverData | None = None,
 ) -> tuple[Callable[[dict], dict], dict]:
     """``(f, x0)``: ``f(x)`` runs the whole rollout with the continuous site fields ``x``
     (``TUNABLE`` paths, site units) and returns every KPI as a traceable scalar; ``x0``
-    holds the site's own values. Differentiate ``f`` with ``jax.grad``/``jax.jacrev``."""
+    holds the site's own values. Differentiate ``f`` with ``jax.grad``/``jax.jacrev``.
+    ``field``: the name errors about ``wrt`` start with (a request's own field name)."""
     unknown = [w for w in wrt if w not in TUNABLE]
     if unknown:
         raise ValueError(
             f"{field}: {unknown[0]!r} is not differentiable (choose from {sorted(TUNABLE)})"
         )
     n_records, every = plan(horizon_s, dt, record_s)
-    p = jax.device_put(compress(build_params(site, horizon_s, dt, granularity, dtype, host=True)))
+    drivers = drivers if drivers is not None else load_drivers(site)
+    p = build_params(
+        site, drivers, horizon_s=horizon_s, dt=dt, granularity=granularity, dtype=dtype, host=True
+    )
+    p = jax.device_put(compress(p))
     x0 = {w: get_param(p, TUNABLE[w][0]) / TUNABLE[w][1] for w in wrt}
 
     def kpis(x: dict) -> dict:
@@ -224,17 +238,28 @@ def kpi_model(
 def kpi_value_and_grad(
     site: Site,
     kpi: str,
+    *,
     wrt: Sequence[str],
     horizon_s: float,
     dt: float = 1.0,
     record_s: float | None = None,
     granularity: Granularity = "rack",
     dtype=jnp.float32,
+    drivers: DriverData | None = None,
 ) -> tuple[float, dict[str, float]]:
     """A KPI and its gradient with respect to continuous site fields (``TUNABLE``), per
     site unit, by reverse-mode differentiation through the whole rollout."""
     if kpi not in kpi_mod.KPI_UNITS:
         raise ValueError(f"kpi: unknown KPI {kpi!r} (choose from {', '.join(kpi_mod.KPI_UNITS)})")
-    kpis, x0 = kpi_model(site, wrt, horizon_s, dt, record_s, granularity, dtype)
+    kpis, x0 = kpi_model(
+        site,
+        wrt=wrt,
+        horizon_s=horizon_s,
+        dt=dt,
+        record_s=record_s,
+        granularity=granularity,
+        dtype=dtype,
+        drivers=drivers,
+    )
     value, grads = jax.jit(jax.value_and_grad(lambda x: kpis(x)[kpi]))(x0)
     return float(value), {w: float(g) for w, g in grads.items()}

@@ -440,6 +440,11 @@ class Site(Strict):
         return self
 
     @property
+    def base_dir(self) -> Path:
+        """The folder the site's relative weather and series file names resolve in."""
+        return Path(self._base_dir)
+
+    @property
     def cdu_count(self) -> int:
         return sum(h.cdus for h in self.halls)
 
@@ -579,7 +584,7 @@ def build_site(
 
 def with_overrides(site: Site, overrides: dict[str, Any]) -> Site:
     """A copy of ``site`` with dotted-path overrides applied and validated."""
-    return build_site(site.model_dump(), overrides, site._base_dir)
+    return build_site(site.model_dump(), overrides, site.base_dir)
 
 
 def load_site(path: str | Path, overrides: dict[str, Any] | None = None) -> Site:
@@ -611,4 +616,4 @@ def site_files(site: Site) -> list[tuple[str, str]]:
 def resolve_file(site: Site, name: str) -> Path:
     """A weather or series file named in ``site``, relative to its scenario folder."""
     path = Path(name)
-    return path if path.is_absolute() else Path(site._base_dir) / path
+    return path if path.is_absolute() else site.base_dir / path

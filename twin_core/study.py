@@ -3,8 +3,8 @@ values), run together in one batched rollout and compared against the base.
 
 A study is data (``StudySpec``, a pydantic model read from YAML, protobuf or the CLI);
 ``run_study`` expands it into variants, validates every variant's site, advances them
-all with ``simulate_batch`` and returns per-variant KPIs, deltas against the base,
-constraint checks and optionally downsampled series.
+all with ``simulate_batch`` and returns a ``StudyResult``: per-variant KPIs, deltas
+against the base, constraint checks and optionally downsampled series.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import copy
 import itertools
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import jax.numpy as jnp
@@ -23,7 +24,7 @@ from twin_core.batch import simulate_sites
 from twin_core.durations import parse_duration
 from twin_core.inputs import load_yaml
 from twin_core.kpis import KPI_UNITS
-from twin_core.params import steps_per_hour
+from twin_core.params import Granularity, steps_per_hour
 from twin_core.rollout import SERIES, Result, plan
 from twin_core.site import Site, SiteError, format_validation_error, parse_value, set_path
 
@@ -36,6 +37,7 @@ MAX_VARIANTS = 100_000  # variants in one study, grids included
 STUDY_MEMORY_BYTES = 2 * 1024**3
 VARIANT_BYTES = 90_000  # per variant, measured on the small site (8 racks)
 RACK_BYTES = 2_000  # per rack of a variant: its parameter and state arrays
+Precision = Literal["float32", "float64"]
 APPEND = "+"  # ``path+=value`` appends to a list (a failure, a heat wave, a training job)
 
 
@@ -80,7 +82,7 @@ class StudySpec(_Strict):
     duration: str | float = "24h"
     dt: str | float = "10s"
     record_every: str | float | None = None
-    granularity: Literal["rack", "gpu"] = "rack"
+    granularity: Granularity = "rack"
     base: dict[str, Any] = Field(default_factory=dict, description="overrides for every variant")
     vary: dict[str, list[Any] | str] = Field(
         default_factory=dict, description="grid axes: path -> values or 'lo:hi:n'"
@@ -89,7 +91,7 @@ class StudySpec(_Strict):
     constraints: Constraints = Constraints()
     series: list[SeriesName] = Field(default_factory=list, description="returned downsampled")
     series_every: str | float = "1h"
-    precision: Literal["float32", "float64"] = "float32"
+    precision: Precision = "float32"
 
     @field_validator("variants")
     @classmethod
@@ -243,7 +245,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def variant_bytes(site: Site, granularity: str = "rack") -> int:
+def variant_bytes(site: Site, granularity: Granularity = "rack") -> int:
     """Estimated memory one variant of ``site`` holds while its study runs."""
     units = site.gpu_count if granularity == "gpu" else site.rack_count
     return VARIANT_BYTES + RACK_BYTES * units
@@ -284,7 +286,7 @@ def variant_sites(
         doc = copy.deepcopy(base_doc)
         try:
             apply_overrides(doc, overrides, where)
-            site = build_site(doc, None, base_site._base_dir)
+            site = build_site(doc, None, base_site.base_dir)
         except StudyError:
             raise
         except SiteError as exc:
@@ -298,8 +300,23 @@ def variant_sites(
 # --------------------------------------------------------------------------- results
 
 
-def check_constraints(kpis: dict[str, float], site: Site, c: Constraints) -> dict[str, dict]:
-    """name -> {value, limit, passed} for each configured constraint."""
+@dataclass(frozen=True)
+class ConstraintCheck:
+    """One constraint on one variant: the KPI's ``value`` against its ``limit`` (both in
+    the KPI's unit); ``passed`` allows a relative 1e-6 over the limit."""
+
+    value: float
+    limit: float
+    passed: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "limit": self.limit, "passed": self.passed}
+
+
+def check_constraints(
+    kpis: dict[str, float], site: Site, c: Constraints
+) -> dict[str, ConstraintCheck]:
+    """KPI name -> its check, for each configured constraint."""
     checks = {}
     if c.max_gpu_temp_c is not None:
         checks["max_gpu_temp_c"] = (kpis["max_gpu_temp_c"], c.max_gpu_temp_c)
@@ -308,9 +325,94 @@ def check_constraints(kpis: dict[str, float], site: Site, c: Constraints) -> dic
     if c.interconnect:
         checks["peak_facility_mw"] = (kpis["peak_facility_mw"], site.power.interconnect_limit_mw)
     return {
-        name: {"value": value, "limit": limit, "passed": bool(value <= limit * (1 + 1e-6))}
+        name: ConstraintCheck(value, limit, bool(value <= limit * (1 + 1e-6)))
         for name, (value, limit) in checks.items()
     }
+
+
+def checks_to_dict(checks: dict[str, ConstraintCheck]) -> dict[str, dict[str, Any]]:
+    return {name: c.to_dict() for name, c in checks.items()}
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """One variant of a study.
+
+    ``overrides``: its dotted-path overrides on top of the study's base (``path+``
+    appends); ``racks``/``gpus``: its size; ``kpis``: every KPI (units in
+    ``StudyResult.kpi_units``); ``deltas``: each KPI minus the base variant's;
+    ``constraints``: KPI name -> check; ``passed``: every check passed; ``series``: the
+    study's requested series, means over ``StudyResult.series_every_s`` (empty if none
+    were requested)."""
+
+    name: str
+    overrides: dict[str, Any]
+    racks: int
+    gpus: int
+    kpis: dict[str, float]
+    deltas: dict[str, float]
+    constraints: dict[str, ConstraintCheck]
+    passed: bool
+    series: dict[str, list[float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "overrides": self.overrides,
+            "racks": self.racks,
+            "gpus": self.gpus,
+            "kpis": self.kpis,
+            "deltas": self.deltas,
+            "constraints": checks_to_dict(self.constraints),
+            "passed": self.passed,
+        }
+        if self.series:
+            out["series"] = self.series
+        return out
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """A study's outcome: ``variants`` in order, the base first.
+
+    ``site``: the base site's name; ``duration_s``/``dt_s``: simulated time and coupling
+    interval; ``series_every_s``: the interval of the variants' series (None when none
+    were requested); ``kpi_units``: KPI name -> unit."""
+
+    name: str
+    site: str
+    duration_s: float
+    dt_s: float
+    granularity: Granularity
+    precision: Precision
+    series_every_s: float | None
+    kpi_units: dict[str, str]
+    variants: tuple[VariantResult, ...]
+
+    @property
+    def base(self) -> VariantResult:
+        return self.variants[0]
+
+    def variant(self, name: str) -> VariantResult:
+        """The variant called ``name`` (KeyError if there is none)."""
+        for v in self.variants:
+            if v.name == name:
+                return v
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (the format of the CLI's study.json)."""
+        return {
+            "name": self.name,
+            "site": self.site,
+            "duration_s": self.duration_s,
+            "dt_s": self.dt_s,
+            "granularity": self.granularity,
+            "precision": self.precision,
+            "series_every_s": self.series_every_s,
+            "kpi_units": dict(self.kpi_units),
+            "variants": [v.to_dict() for v in self.variants],
+        }
 
 
 def downsample(result: Result, names: list[str], every_s: float) -> dict[str, list[float]]:
@@ -351,12 +453,13 @@ def prepare(
 def run_study(
     base_site: Site,
     spec: StudySpec,
+    *,
     progress: Callable[[float, int], None] | None = None,
     chunk: int | None = None,
     segments: int = 1,
     variants: list[tuple[str, dict[str, Any], Site]] | None = None,
-) -> dict[str, Any]:
-    """Run every variant of ``spec`` in one batched rollout; a JSON-ready result.
+) -> StudyResult:
+    """Run every variant of ``spec`` in one batched rollout.
 
     ``progress(done, total)`` reports variants done (fractional inside a chunk advanced in
     ``segments`` calls). ``variants``: the output of ``variant_sites`` when the caller
@@ -378,11 +481,11 @@ def run_study(
             horizon,
             dt,
             record_s,
-            spec.granularity,
-            dtype,
-            chunk,
-            advance,
-            segments,
+            granularity=spec.granularity,
+            dtype=dtype,
+            chunk=chunk,
+            progress=advance,
+            segments=segments,
         )
     except SiteError as exc:
         raise StudyError(str(exc)) from None
@@ -390,27 +493,27 @@ def run_study(
     rows = []
     for (name, overrides, site), result in zip(variants, results, strict=True):
         checks = check_constraints(result.kpis, site, spec.constraints)
-        row = {
-            "name": name,
-            "overrides": overrides,
-            "racks": site.rack_count,
-            "gpus": site.gpu_count,
-            "kpis": result.kpis,
-            "deltas": {k: result.kpis[k] - base_kpis[k] for k in result.kpis},
-            "constraints": checks,
-            "passed": all(c["passed"] for c in checks.values()),
-        }
-        if spec.series:
-            row["series"] = downsample(result, spec.series, series_every)
-        rows.append(row)
-    return {
-        "name": spec.name,
-        "site": base_site.name,
-        "duration_s": horizon,
-        "dt_s": dt,
-        "granularity": spec.granularity,
-        "precision": spec.precision,
-        "series_every_s": series_every if spec.series else None,
-        "kpi_units": KPI_UNITS,
-        "variants": rows,
-    }
+        rows.append(
+            VariantResult(
+                name=name,
+                overrides=overrides,
+                racks=site.rack_count,
+                gpus=site.gpu_count,
+                kpis=result.kpis,
+                deltas={k: result.kpis[k] - base_kpis[k] for k in result.kpis},
+                constraints=checks,
+                passed=all(c.passed for c in checks.values()),
+                series=downsample(result, spec.series, series_every) if spec.series else {},
+            )
+        )
+    return StudyResult(
+        name=spec.name,
+        site=base_site.name,
+        duration_s=horizon,
+        dt_s=dt,
+        granularity=spec.granularity,
+        precision=spec.precision,
+        series_every_s=series_every if spec.series else None,
+        kpi_units=dict(KPI_UNITS),
+        variants=tuple(rows),
+    )

@@ -49,13 +49,20 @@ def simulate(
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
-    from twin_core.params import build_params, steps_per_hour
-    from twin_core.rollout import plan
+    from twin_core import build_params, load_drivers, plan
+    from twin_core.params import steps_per_hour
 
     try:
         steps_per_hour(step)
         n_records, _ = plan(horizon, step, record_s)
-        build_params(site, horizon, step, granularity, jnp.float64 if x64 else jnp.float32)
+        build_params(
+            site,
+            load_drivers(site),
+            horizon_s=horizon,
+            dt=step,
+            granularity=granularity,
+            dtype=jnp.float64 if x64 else jnp.float32,
+        )
     except (ValueError, SiteError) as exc:
         fail(str(exc))
 
@@ -91,7 +98,7 @@ def simulate(
 def _run_with_progress(site, horizon, step, record_s, granularity, x64, n_records):
     import jax.numpy as jnp
 
-    from twin_core.rollout import simulate as run
+    from twin_core import simulate as run
 
     progress = Progress(
         TextColumn("[bold]simulating[/]"),
@@ -118,8 +125,8 @@ def _run_with_progress(site, horizon, step, record_s, granularity, x64, n_record
             horizon,
             step,
             record_s,
-            granularity,
-            jnp.float64 if x64 else jnp.float32,
+            granularity=granularity,
+            dtype=jnp.float64 if x64 else jnp.float32,
             progress=advance,
             chunks=min(100, n_records),
         )

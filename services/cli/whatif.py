@@ -86,7 +86,9 @@ def _local_base(spec, where: str):
 
 
 def run_local(doc: dict[str, Any], x64: bool) -> dict[str, Any]:
-    from twin_core.study import parse_spec, prepare, run_study
+    """Run the study here; study.json's form of its ``StudyResult``, with ``wall_s``."""
+    from twin_core import parse_spec, run_study
+    from twin_core.study import prepare
 
     spec = parse_spec(doc)
     if x64:
@@ -101,12 +103,11 @@ def run_local(doc: dict[str, Any], x64: bool) -> dict[str, Any]:
         result = run_study(
             site,
             spec,
-            lambda done, total: bar.update(task, completed=done),
+            progress=lambda done, total: bar.update(task, completed=done),
             segments=10,
             variants=variants,
         )
-    result["wall_s"] = time.perf_counter() - start
-    return result
+    return {**result.to_dict(), "wall_s": time.perf_counter() - start}
 
 
 def run_remote(doc: dict[str, Any], address: str) -> dict[str, Any]:
@@ -150,7 +151,7 @@ def run_remote(doc: dict[str, Any], address: str) -> dict[str, Any]:
 
 
 def study_to_dict(study) -> dict[str, Any]:
-    """A twin.whatif.v1.Study as the dict ``run_study`` returns (study.json's format)."""
+    """A twin.whatif.v1.Study as ``StudyResult.to_dict()`` gives it (study.json's format)."""
     from twin_core.site import parse_value
 
     def overrides(items) -> dict[str, Any]:
