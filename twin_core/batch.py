@@ -21,11 +21,15 @@ from twin_core.compress import compress, pad
 from twin_core.coupling import TwinState, init_state
 from twin_core.drivers import DriverCache
 from twin_core.params import Granularity, Layout, Params, build_params, layout_of
-from twin_core.pytree import replace
+from twin_core.pytree import build, replace
 from twin_core.rollout import Result, _run, _single_step, _unpack, plan
 from twin_core.site import Site, with_overrides
 
-STATE_AXES = TwinState(None, 0, 0, 0, 0, 0)
+# vmap axes: every leaf batched but the step counter (axis specs, not arrays: built
+# without the field checks).
+STATE_AXES: TwinState = build(
+    TwinState, step=None, compute=0, cooling=0, power=0, energy=0, boundary=0
+)
 
 
 def default_chunk(sample: Params) -> int:

@@ -48,8 +48,8 @@ def _idle_workload(p: Params) -> int:
 def compress(p: Params) -> Params:
     """The same site with one representative per class of identical racks and CDUs."""
     cp, cl, pw = p.compute, p.cooling, p.power
-    shape = tuple(np.shape(cp.mask))
-    n_racks, n_cdus = shape
+    n_racks, n_cdus = np.shape(cp.mask)
+    shape = (n_racks, n_cdus)
     rack_fields = _rack_fields(cp, shape)
     full = {name: np.asarray(getattr(cp, name)) for name in rack_fields}
     full["rack_max_ac_w"] = np.asarray(pw.rack_max_ac_w)

@@ -1,90 +1,93 @@
 """Compute: GPUs, Grace CPUs, switch trays and power shelves of every rack.
 
 Arrays are laid out (R, C) per rack (rack slot, CDU) and (R, C, G) per GPU, padded with
-``mask``; at rack granularity G = 1 and that GPU stands for the rack's mean GPU.
+``mask``; at rack granularity G = 1 and that GPU stands for the rack's mean GPU. Per-rack
+properties shared by every rack are stored once, (1, 1) (``#R #C``), and broadcast.
 """
 
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jaxtyping import Float, Int
 
 from twin_core.curves import loss, output_for_input
-from twin_core.pytree import pytree
+from twin_core.pytree import Array, pytree
 
 
 @pytree
 class ComputeParams:
-    mask: jnp.ndarray  # (R, C) 1 for a real rack
-    gpus: jnp.ndarray  # (R, C) GPUs in the rack
-    # Per-rack properties are (R, C), or (1, 1) when every rack shares the value.
-    gpu_idle_w: jnp.ndarray  # (R, C)
-    gpu_span_w: jnp.ndarray  # (R, C) TDP - idle
-    fixed_dc_w: jnp.ndarray  # (R, C) switches, other, CPU idle
-    cpu_span_w: jnp.ndarray  # (R, C) all CPUs max - idle (CPU load follows GPU load)
-    liquid_fraction: jnp.ndarray  # (R, C)
-    peak_pflops: jnp.ndarray  # (R, C) per GPU
-    psu_loss: jnp.ndarray  # (C, R, 3) loss = l0 + l1 P + l2 P^2
-    rack_max_ac_w: jnp.ndarray  # (R, C) AC input at full load, the 100 % power-cap point
-    coolant_c_w_per_k: jnp.ndarray  # (R, C) rack coolant capacity rate, m_dot * cp
-    r_die: jnp.ndarray  # (R, C, G) K/W
-    die_decay: jnp.ndarray  # (R, C, G) exp(-dt / (R C))
-    coolant_position: jnp.ndarray  # (R, C, G) share of the rack's coolant rise ahead of the GPU
-    throttle_start_c: jnp.ndarray  # (R, C)
-    throttle_span_c: jnp.ndarray  # (R, C)
-    min_clock: jnp.ndarray  # (R, C)
-    floor_w: jnp.ndarray  # (R, C) smoothing power floor, 0 where off
-    ramp_w: jnp.ndarray  # (R, C) smoothing ramp limit per step (W), huge where off
-    storage_j: jnp.ndarray  # (R, C) smoothing energy storage, 0 where off
-    workload_of_rack: jnp.ndarray  # (R, C) int index into the workload vector; last = idle
-    job_period_s: jnp.ndarray  # (J,)
-    job_compute_s: jnp.ndarray  # (J,) compute part of an iteration
-    job_compute_util: jnp.ndarray  # (J,)
-    job_comm_util: jnp.ndarray  # (J,)
-    job_ckpt_every_s: jnp.ndarray  # (J,)
-    job_ckpt_s: jnp.ndarray  # (J,)
-    job_ckpt_util: jnp.ndarray  # (J,)
-    job_start_s: jnp.ndarray  # (J,)
-    gpu_weight: jnp.ndarray  # (R, C, G) GPUs each element stands for (rack level: all; 0 = pad)
-    operator_cap_w: jnp.ndarray  # (R, C) per-rack caps set by an operator, or (1, 1) "none"
+    mask: Float[Array, "R C"]  # 1 for a real rack
+    gpus: Float[Array, "R C"]  # GPUs in the rack
+    gpu_idle_w: Float[Array, "#R #C"]
+    gpu_span_w: Float[Array, "#R #C"]  # TDP - idle
+    fixed_dc_w: Float[Array, "#R #C"]  # switches, other, CPU idle
+    cpu_span_w: Float[Array, "#R #C"]  # all CPUs max - idle (CPU load follows GPU load)
+    liquid_fraction: Float[Array, "#R #C"]
+    peak_pflops: Float[Array, "#R #C"]  # per GPU
+    psu_loss: Float[Array, "#R #C 3"]  # loss = l0 + l1 P + l2 P^2
+    rack_max_ac_w: Float[Array, "R C"]  # AC input at full load, the 100 % power-cap point
+    coolant_c_w_per_k: Float[Array, "#R #C"]  # rack coolant capacity rate, m_dot * cp
+    r_die: Float[Array, "#R #C G"]  # K/W
+    die_decay: Float[Array, "#R #C G"]  # exp(-dt / (R C))
+    coolant_position: Float[Array, "#R #C G"]  # share of the rack's coolant rise before the GPU
+    throttle_start_c: Float[Array, "#R #C"]
+    throttle_span_c: Float[Array, "#R #C"]
+    min_clock: Float[Array, "#R #C"]
+    floor_w: Float[Array, "#R #C"]  # smoothing power floor, 0 where off
+    ramp_w: Float[Array, "#R #C"]  # smoothing ramp limit per step (W), huge where off
+    storage_j: Float[Array, "#R #C"]  # smoothing energy storage, 0 where off
+    workload_of_rack: Int[Array, "R C"]  # index into the workload vector; last = idle
+    job_period_s: Float[Array, " J"]
+    job_compute_s: Float[Array, " J"]  # compute part of an iteration
+    job_compute_util: Float[Array, " J"]
+    job_comm_util: Float[Array, " J"]
+    job_ckpt_every_s: Float[Array, " J"]
+    job_ckpt_s: Float[Array, " J"]
+    job_ckpt_util: Float[Array, " J"]
+    job_start_s: Float[Array, " J"]
+    gpu_weight: Float[Array, "R C G"]  # GPUs each element stands for (rack level: all; 0 = pad)
+    operator_cap_w: Float[Array, "#R #C"]  # per-rack caps set by an operator; (1, 1): "none"
     # Racks of one CDU each element stands for, and CDUs each column stands for: 1 and 1
     # for the full layout; more once identical racks and CDUs are merged (compress.py).
-    rack_count: jnp.ndarray  # (R, C) or (1, 1)
-    cdu_count: jnp.ndarray  # (C,) or (1,)
+    rack_count: Float[Array, "#R #C"]
+    cdu_count: Float[Array, " #C"]
 
 
 @pytree
 class ComputeState:
-    die_c: jnp.ndarray  # (R, C, G)
-    dc_out_w: jnp.ndarray  # (R, C) power drawn from the power shelves after smoothing
-    storage_j: jnp.ndarray  # (R, C) smoothing storage energy
-    job_clock_s: jnp.ndarray  # (J,) time since job start, wrapped at the iteration period
-    ckpt_clock_s: jnp.ndarray  # (J,) time since the last checkpoint began
+    die_c: Float[Array, "R C G"]
+    dc_out_w: Float[Array, "R C"]  # power drawn from the power shelves after smoothing
+    storage_j: Float[Array, "R C"]  # smoothing storage energy
+    job_clock_s: Float[Array, " J"]  # time since job start, wrapped at the iteration period
+    ckpt_clock_s: Float[Array, " J"]  # time since the last checkpoint began
 
 
 @pytree
 class ComputeInputs:
-    tcs_supply_c: jnp.ndarray  # (C,) from cooling
-    rack_cap_w: jnp.ndarray  # (R, C) from power
-    inference_util: jnp.ndarray  # (P,) from the drivers
+    tcs_supply_c: Float[Array, " C"]  # from cooling
+    rack_cap_w: Float[Array, "R C"]  # from power
+    inference_util: Float[Array, " P"]  # from the drivers
 
 
 @pytree
 class ComputeOutputs:
-    rack_ac_w: jnp.ndarray  # (R, C) IT power at the rack inputs
-    ac_total_w: jnp.ndarray  # () their sum
-    heat_liquid_w: jnp.ndarray  # (C,) heat into each CDU's technology cooling loop
-    heat_air_w: jnp.ndarray  # () heat into the room air
-    rack_outlet_mean_c: jnp.ndarray  # ()
-    gpu_temp_max_c: jnp.ndarray  # ()
-    gpu_temp_mean_c: jnp.ndarray  # ()
-    throttled_gpus: jnp.ndarray  # () GPUs running below 99 % of their clock
-    delivered_pflops: jnp.ndarray  # ()
-    gpu_power_w: jnp.ndarray  # () all GPUs
-    residual_w: jnp.ndarray  # () AC in - heat - d(storage)/dt
+    rack_ac_w: Float[Array, "R C"]  # IT power at the rack inputs
+    ac_total_w: Float[Array, ""]  # their sum
+    heat_liquid_w: Float[Array, " C"]  # heat into each CDU's technology cooling loop
+    heat_air_w: Float[Array, ""]  # heat into the room air
+    rack_outlet_mean_c: Float[Array, ""]
+    gpu_temp_max_c: Float[Array, ""]
+    gpu_temp_mean_c: Float[Array, ""]
+    throttled_gpus: Float[Array, ""]  # GPUs running below 99 % of their clock
+    delivered_pflops: Float[Array, ""]
+    gpu_power_w: Float[Array, ""]  # all GPUs
+    residual_w: Float[Array, ""]  # AC in - heat - d(storage)/dt
 
 
-def workload_utilization(p: ComputeParams, s: ComputeState, inference_util):
-    """Utilization of each workload (training jobs, then inference pools, then idle)."""
+def workload_utilization(
+    p: ComputeParams, s: ComputeState, inference_util: Float[Array, " P"]
+) -> Float[Array, " W"]:
+    """Utilization of each workload: W = J training jobs, then P inference pools, then idle."""
     active = s.job_clock_s >= 0.0
     in_ckpt = s.ckpt_clock_s >= p.job_ckpt_every_s - p.job_ckpt_s  # last part of each interval
     in_compute = s.job_clock_s < p.job_compute_s
@@ -95,14 +98,14 @@ def workload_utilization(p: ComputeParams, s: ComputeState, inference_util):
     return jnp.concatenate([train, inference_util.astype(train.dtype), idle])
 
 
-def thermal_clock(p: ComputeParams, die_c):
+def thermal_clock(p: ComputeParams, die_c: Float[Array, "R C G"]) -> Float[Array, "R C G"]:
     """Clock fraction from die temperature: linear derating to ``min_clock`` over the band."""
     over = (die_c - p.throttle_start_c[..., None]) / p.throttle_span_c[..., None]
     theta = 1.0 - over * (1.0 - p.min_clock[..., None])
     return jnp.clip(theta, p.min_clock[..., None], 1.0)
 
 
-def init(p: ComputeParams, tcs_supply_c, dtype) -> ComputeState:
+def init(p: ComputeParams, tcs_supply_c: Float[Array, " C"], dtype) -> ComputeState:
     """Racks idle at t=0 with dies at coolant temperature plus their idle rise."""
     idle_gpu = p.gpu_idle_w[..., None]
     die = jnp.broadcast_to(tcs_supply_c[None, :, None] + p.r_die * idle_gpu, p.gpu_weight.shape)
@@ -117,7 +120,9 @@ def init(p: ComputeParams, tcs_supply_c, dtype) -> ComputeState:
     )
 
 
-def step(p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float):
+def step(
+    p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float
+) -> tuple[ComputeState, ComputeOutputs]:
     util_w = workload_utilization(p, s, x.inference_util)
     u = util_w[p.workload_of_rack]  # (R, C)
     theta_t = thermal_clock(p, s.die_c)  # (R, C, G)

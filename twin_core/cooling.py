@@ -9,6 +9,7 @@ The room's air heat reaches the facility water through air handlers.
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jaxtyping import Float
 
 from twin_core.constants import WATER_LATENT_J_PER_KG
 from twin_core.curves import (
@@ -18,83 +19,83 @@ from twin_core.curves import (
     quadratic,
     wet_bulb_stull,
 )
-from twin_core.pytree import pytree
+from twin_core.pytree import Array, pytree
 
 
 @pytree
 class CoolingParams:
-    cdu_mask: jnp.ndarray  # (C,)
-    cdu_ua: jnp.ndarray  # (C,) W/K
-    tcs_c: jnp.ndarray  # (C,) TCS capacity rate, W/K
-    tcs_heat_capacity: jnp.ndarray  # (C,) loop fluid M*cp, J/K
-    tcs_pump_w: jnp.ndarray  # (C,) CDU pump electrical power
-    cdu_count: jnp.ndarray  # (C,) or (1,) CDUs each column stands for (compress.py)
-    fws_c_per_pump: jnp.ndarray  # () facility water capacity rate per duty pump, W/K
-    fws_heat_capacity: jnp.ndarray  # () J/K
-    fws_pump_w: jnp.ndarray  # () electrical power per running pump
-    pumps: jnp.ndarray  # () installed facility pumps
-    duty_pumps: jnp.ndarray  # () pumps needed for design flow
-    supply_c: jnp.ndarray  # () facility water supply setpoint
-    dc_units: jnp.ndarray  # ()
-    dc_ua: jnp.ndarray  # () per unit at full fan speed
-    dc_air_c: jnp.ndarray  # () air capacity rate per unit at full speed, W/K
-    dc_fan_w: jnp.ndarray  # () per unit at full speed
-    dc_min_speed: jnp.ndarray  # ()
-    dc_ua_exponent: jnp.ndarray  # ()
-    adiabatic: jnp.ndarray  # () 1 when adiabatic pre-cooling is fitted
-    adiabatic_threshold_c: jnp.ndarray  # ()
-    pad_effectiveness: jnp.ndarray  # ()
-    ch_units: jnp.ndarray  # ()
-    ch_capacity_w: jnp.ndarray  # () reference capacity per unit
-    ch_cop: jnp.ndarray  # ()
-    capft: jnp.ndarray  # (6,)
-    eirft: jnp.ndarray  # (6,)
-    eirfplr: jnp.ndarray  # (3,)
-    ch_min_plr: jnp.ndarray  # ()
-    curve_leaving_c: jnp.ndarray  # (2,) fitted range of the curves' first variable
-    curve_condenser_c: jnp.ndarray  # (2,) and of the second
-    air_handling_w_per_w: jnp.ndarray  # ()
-    fan_kp: jnp.ndarray  # ()
-    fan_ki: jnp.ndarray  # ()
+    cdu_mask: Float[Array, " C"]
+    cdu_ua: Float[Array, " C"]  # W/K
+    tcs_c: Float[Array, " C"]  # TCS capacity rate, W/K
+    tcs_heat_capacity: Float[Array, " C"]  # loop fluid M*cp, J/K
+    tcs_pump_w: Float[Array, " C"]  # CDU pump electrical power
+    cdu_count: Float[Array, " #C"]  # CDUs each column stands for (compress.py)
+    fws_c_per_pump: Float[Array, ""]  # facility water capacity rate per duty pump, W/K
+    fws_heat_capacity: Float[Array, ""]  # J/K
+    fws_pump_w: Float[Array, ""]  # electrical power per running pump
+    pumps: Float[Array, ""]  # installed facility pumps
+    duty_pumps: Float[Array, ""]  # pumps needed for design flow
+    supply_c: Float[Array, ""]  # facility water supply setpoint
+    dc_units: Float[Array, ""]
+    dc_ua: Float[Array, ""]  # per unit at full fan speed
+    dc_air_c: Float[Array, ""]  # air capacity rate per unit at full speed, W/K
+    dc_fan_w: Float[Array, ""]  # per unit at full speed
+    dc_min_speed: Float[Array, ""]
+    dc_ua_exponent: Float[Array, ""]
+    adiabatic: Float[Array, ""]  # 1 when adiabatic pre-cooling is fitted
+    adiabatic_threshold_c: Float[Array, ""]
+    pad_effectiveness: Float[Array, ""]
+    ch_units: Float[Array, ""]
+    ch_capacity_w: Float[Array, ""]  # reference capacity per unit
+    ch_cop: Float[Array, ""]
+    capft: Float[Array, " 6"]
+    eirft: Float[Array, " 6"]
+    eirfplr: Float[Array, " 3"]
+    ch_min_plr: Float[Array, ""]
+    curve_leaving_c: Float[Array, " 2"]  # fitted range of the curves' first variable
+    curve_condenser_c: Float[Array, " 2"]  # and of the second
+    air_handling_w_per_w: Float[Array, ""]
+    fan_kp: Float[Array, ""]
+    fan_ki: Float[Array, ""]
 
 
 @pytree
 class CoolingState:
-    tcs_supply_c: jnp.ndarray  # (C,)
-    fws_supply_c: jnp.ndarray  # ()
-    fan_integral: jnp.ndarray  # () PI integrator, in fan-speed units
-    dc_leaving_c: jnp.ndarray  # () measured water temperature after the dry coolers
+    tcs_supply_c: Float[Array, " C"]
+    fws_supply_c: Float[Array, ""]
+    fan_integral: Float[Array, ""]  # PI integrator, in fan-speed units
+    dc_leaving_c: Float[Array, ""]  # measured water temperature after the dry coolers
 
 
 @pytree
 class CoolingInputs:
-    heat_liquid_w: jnp.ndarray  # (C,) from compute
-    heat_air_w: jnp.ndarray  # () from compute
-    ambient_c: jnp.ndarray  # () drivers
-    rh: jnp.ndarray  # () drivers, 0..1
-    chillers_up: jnp.ndarray  # () units not failed
-    pumps_up: jnp.ndarray  # ()
-    dry_coolers_up: jnp.ndarray  # ()
-    cdu_up: jnp.ndarray  # (C,) 1 for a working CDU heat exchanger
+    heat_liquid_w: Float[Array, " C"]  # from compute
+    heat_air_w: Float[Array, ""]  # from compute
+    ambient_c: Float[Array, ""]  # drivers
+    rh: Float[Array, ""]  # drivers, 0..1
+    chillers_up: Float[Array, ""]  # units not failed
+    pumps_up: Float[Array, ""]
+    dry_coolers_up: Float[Array, ""]
+    cdu_up: Float[Array, " C"]  # 1 for a working CDU heat exchanger
 
 
 @pytree
 class CoolingOutputs:
-    electrical_w: jnp.ndarray  # () all cooling loads
-    pumps_w: jnp.ndarray
-    fans_w: jnp.ndarray
-    chillers_w: jnp.ndarray
-    air_handling_w: jnp.ndarray
-    heat_rejected_w: jnp.ndarray  # () to the outdoor air
-    chillers_running: jnp.ndarray
-    chiller_load_w: jnp.ndarray
-    fan_speed: jnp.ndarray
-    fws_return_c: jnp.ndarray
-    fws_supply_c: jnp.ndarray
-    tcs_supply_mean_c: jnp.ndarray
-    tcs_supply_max_c: jnp.ndarray
-    water_m3_per_s: jnp.ndarray
-    residual_w: jnp.ndarray  # heat in + electrical - rejected - d(stored)/dt
+    electrical_w: Float[Array, ""]  # all cooling loads
+    pumps_w: Float[Array, ""]
+    fans_w: Float[Array, ""]
+    chillers_w: Float[Array, ""]
+    air_handling_w: Float[Array, ""]
+    heat_rejected_w: Float[Array, ""]  # to the outdoor air
+    chillers_running: Float[Array, ""]
+    chiller_load_w: Float[Array, ""]
+    fan_speed: Float[Array, ""]
+    fws_return_c: Float[Array, ""]
+    fws_supply_c: Float[Array, ""]
+    tcs_supply_mean_c: Float[Array, ""]
+    tcs_supply_max_c: Float[Array, ""]
+    water_m3_per_s: Float[Array, ""]
+    residual_w: Float[Array, ""]  # heat in + electrical - rejected - d(stored)/dt
 
 
 def chiller_power(p: CoolingParams, load_w, running, leaving_c, condenser_c):
@@ -143,7 +144,9 @@ def init(p: CoolingParams, dtype) -> CoolingState:
     )
 
 
-def step(p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float):
+def step(
+    p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float
+) -> tuple[CoolingState, CoolingOutputs]:
     running_pumps = jnp.minimum(x.pumps_up, p.duty_pumps)
     fws_c = running_pumps * p.fws_c_per_pump
     n = p.cdu_mask * p.cdu_count  # site CDUs each column stands for

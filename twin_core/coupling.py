@@ -11,30 +11,31 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Float, Int
 
 from twin_core import compute, contract, cooling, drivers, energy, power
 from twin_core.contract import Equipment
 from twin_core.params import Failures, Params
-from twin_core.pytree import pytree, replace
+from twin_core.pytree import Array, pytree, replace
 
 
 @pytree
 class Boundary:
     """Values published at the end of an interval, read by the others in the next."""
 
-    tcs_supply_c: jnp.ndarray  # cooling -> compute (C,)
-    rack_cap_w: jnp.ndarray  # power -> compute (R, C)
-    rack_ac_w: jnp.ndarray  # compute -> power (R, C)
-    heat_liquid_w: jnp.ndarray  # compute -> cooling (C,)
-    heat_air_w: jnp.ndarray  # compute -> cooling
-    cooling_w: jnp.ndarray  # cooling -> power
-    supply_limit_w: jnp.ndarray  # energy -> power
-    meter_w: jnp.ndarray  # power -> energy
+    tcs_supply_c: Float[Array, " C"]  # cooling -> compute
+    rack_cap_w: Float[Array, "R C"]  # power -> compute
+    rack_ac_w: Float[Array, "R C"]  # compute -> power
+    heat_liquid_w: Float[Array, " C"]  # compute -> cooling
+    heat_air_w: Float[Array, ""]  # compute -> cooling
+    cooling_w: Float[Array, ""]  # cooling -> power
+    supply_limit_w: Float[Array, ""]  # energy -> power
+    meter_w: Float[Array, ""]  # power -> energy
 
 
 @pytree
 class TwinState:
-    step: jnp.ndarray  # int32 coupling intervals since the start
+    step: Int[Array, ""]  # coupling intervals since the start
     compute: compute.ComputeState
     cooling: cooling.CoolingState
     power: power.PowerState
@@ -44,13 +45,13 @@ class TwinState:
 
 @pytree
 class Drivers:
-    ambient_c: jnp.ndarray
-    rh: jnp.ndarray
-    price: jnp.ndarray
-    carbon: jnp.ndarray
-    grid_cfe: jnp.ndarray
-    ppa_w: jnp.ndarray
-    inference_util: jnp.ndarray  # (P,)
+    ambient_c: Float[Array, ""]
+    rh: Float[Array, ""]
+    price: Float[Array, ""]
+    carbon: Float[Array, ""]
+    grid_cfe: Float[Array, ""]
+    ppa_w: Float[Array, ""]
+    inference_util: Float[Array, " P"]
 
 
 @pytree
@@ -60,7 +61,7 @@ class StepOutputs:
     power: power.PowerOutputs
     energy: energy.EnergyOutputs
     drivers: Drivers
-    time_s: jnp.ndarray
+    time_s: Float[Array, ""]
 
 
 def drivers_at(p: Params, k) -> Drivers:

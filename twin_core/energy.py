@@ -10,60 +10,61 @@ consumption.
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jaxtyping import Float, Int
 
-from twin_core.pytree import pytree
+from twin_core.pytree import Array, pytree
 
 OFF, PEAK_SHAVE, SWING_FIRMING, ARBITRAGE = 0, 1, 2, 3
 
 
 @pytree
 class EnergyParams:
-    battery_capacity_mwh: jnp.ndarray
-    battery_power_mw: jnp.ndarray
-    battery_efficiency: jnp.ndarray  # one-way, sqrt(round trip)
-    battery_mode: jnp.ndarray  # int code
-    peak_threshold_w: jnp.ndarray
-    grid_ramp_w_per_s: jnp.ndarray  # swing firming: grid import ramp limit
-    charge_below: jnp.ndarray  # $/MWh
-    discharge_above: jnp.ndarray
-    import_limit_w: jnp.ndarray  # inf when none
-    gen_capacity_w: jnp.ndarray
-    gen_dispatchable: jnp.ndarray  # 1 when it runs to cover a shortfall
-    gen_t_per_mwh: jnp.ndarray
-    gen_usd_per_mwh: jnp.ndarray
+    battery_capacity_mwh: Float[Array, ""]
+    battery_power_mw: Float[Array, ""]
+    battery_efficiency: Float[Array, ""]  # one-way, sqrt(round trip)
+    battery_mode: Int[Array, ""]  # OFF, PEAK_SHAVE, SWING_FIRMING or ARBITRAGE
+    peak_threshold_w: Float[Array, ""]
+    grid_ramp_w_per_s: Float[Array, ""]  # swing firming: grid import ramp limit
+    charge_below: Float[Array, ""]  # $/MWh
+    discharge_above: Float[Array, ""]
+    import_limit_w: Float[Array, ""]  # huge when none
+    gen_capacity_w: Float[Array, ""]
+    gen_dispatchable: Float[Array, ""]  # 1 when it runs to cover a shortfall
+    gen_t_per_mwh: Float[Array, ""]
+    gen_usd_per_mwh: Float[Array, ""]
 
 
 @pytree
 class EnergyState:
-    battery_j: jnp.ndarray
-    grid_w: jnp.ndarray  # last grid import (swing-firming ramp reference)
-    hour_demand_j: jnp.ndarray  # this hour's accumulators for the CFE score
-    hour_clean_j: jnp.ndarray
-    cfe_j: jnp.ndarray  # closed hours: sum of min(demand, clean)
-    steps_in_hour: jnp.ndarray  # int
+    battery_j: Float[Array, ""]
+    grid_w: Float[Array, ""]  # last grid import (swing-firming ramp reference)
+    hour_demand_j: Float[Array, ""]  # this hour's accumulators for the CFE score
+    hour_clean_j: Float[Array, ""]
+    cfe_j: Float[Array, ""]  # closed hours: sum of min(demand, clean)
+    steps_in_hour: Int[Array, ""]
 
 
 @pytree
 class EnergyInputs:
-    demand_w: jnp.ndarray  # meter, from power
-    price: jnp.ndarray  # $/MWh
-    carbon: jnp.ndarray  # g/kWh
-    grid_cfe: jnp.ndarray  # 0..1
-    ppa_w: jnp.ndarray
+    demand_w: Float[Array, ""]  # meter, from power
+    price: Float[Array, ""]  # $/MWh
+    carbon: Float[Array, ""]  # g/kWh
+    grid_cfe: Float[Array, ""]  # 0..1
+    ppa_w: Float[Array, ""]
 
 
 @pytree
 class EnergyOutputs:
-    grid_w: jnp.ndarray
-    battery_w: jnp.ndarray
-    generation_w: jnp.ndarray
-    soc: jnp.ndarray
-    supply_limit_w: jnp.ndarray
-    grid_ramp_w_per_s: jnp.ndarray  # what the utility sees, after the battery
-    cost_usd_per_s: jnp.ndarray
-    emissions_t_per_s: jnp.ndarray
-    market_emissions_t_per_s: jnp.ndarray
-    residual_w: jnp.ndarray
+    grid_w: Float[Array, ""]
+    battery_w: Float[Array, ""]
+    generation_w: Float[Array, ""]
+    soc: Float[Array, ""]
+    supply_limit_w: Float[Array, ""]
+    grid_ramp_w_per_s: Float[Array, ""]  # what the utility sees, after the battery
+    cost_usd_per_s: Float[Array, ""]
+    emissions_t_per_s: Float[Array, ""]
+    market_emissions_t_per_s: Float[Array, ""]
+    residual_w: Float[Array, ""]
 
 
 def capacity_j(p: EnergyParams):
@@ -103,7 +104,9 @@ def _battery_request(p: EnergyParams, s: EnergyState, x: EnergyInputs, dt: float
     )
 
 
-def step(p: EnergyParams, s: EnergyState, x: EnergyInputs, dt: float, steps_per_hour: int):
+def step(
+    p: EnergyParams, s: EnergyState, x: EnergyInputs, dt: float, steps_per_hour: int
+) -> tuple[EnergyState, EnergyOutputs]:
     eff = p.battery_efficiency
     max_w = p.battery_power_mw * 1e6
     cap_j = capacity_j(p)

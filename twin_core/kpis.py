@@ -6,8 +6,13 @@ recording interval; peaks come from the per-interval maxima.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax.numpy as jnp
 import numpy as np
+
+from twin_core.coupling import TwinState
+from twin_core.pytree import Array
 
 KPI_UNITS: dict[str, str] = {
     "pue": "",
@@ -33,7 +38,9 @@ KPI_UNITS: dict[str, str] = {
 }
 
 
-def kpi_table(means, maxes, final, record_s: float) -> dict:
+def kpi_table(
+    means: Mapping[str, Array], maxes: Mapping[str, Array], final: TwinState, record_s: float
+) -> dict[str, Array]:
     """Every KPI as a JAX scalar (differentiable where the physics is). The series are the
     contract's quantities, in SI units (W, per second)."""
     hours = record_s / 3600.0
@@ -79,5 +86,7 @@ def kpi_table(means, maxes, final, record_s: float) -> dict:
     }
 
 
-def summarize(means, maxes, final, record_s: float) -> dict[str, float]:
+def summarize(
+    means: Mapping[str, Array], maxes: Mapping[str, Array], final: TwinState, record_s: float
+) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in kpi_table(means, maxes, final, record_s).items()}

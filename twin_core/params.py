@@ -15,6 +15,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Float, Int
 
 from twin_core.compute import ComputeParams
 from twin_core.contract import Equipment
@@ -23,7 +24,7 @@ from twin_core.curves import fit_loss_model, loss
 from twin_core.drivers import DriverData, hourly_matrix
 from twin_core.energy import ARBITRAGE, OFF, PEAK_SHAVE, SWING_FIRMING, EnergyParams
 from twin_core.power import PowerParams
-from twin_core.pytree import pytree, static
+from twin_core.pytree import Array, pytree, static
 from twin_core.site import RackType, Site, SiteError
 
 Granularity = Literal["rack", "gpu"]
@@ -44,10 +45,12 @@ GPUS_IN_SERIES = 4
 
 @pytree
 class Failures:
-    kind: jnp.ndarray  # (K,) an Equipment kind, -1 = padding
-    index: jnp.ndarray  # (K,)
-    start_s: jnp.ndarray  # (K,)
-    end_s: jnp.ndarray  # (K,)
+    """K failure slots (the schedule, padded)."""
+
+    kind: Int[Array, " K"]  # an Equipment kind, -1 = padding
+    index: Int[Array, " K"]  # unit of that kind
+    start_s: Float[Array, " K"]
+    end_s: Float[Array, " K"]
 
 
 @pytree
@@ -56,10 +59,10 @@ class Params:
     cooling: CoolingParams
     power: PowerParams
     energy: EnergyParams
-    hourly: jnp.ndarray  # (hours + 1, columns) drivers from the start
+    hourly: Float[Array, "H D"]  # H = hours + 1 from the start; D = drivers.COLUMNS + P
     failures: Failures
-    installed: jnp.ndarray  # (5,) units of each kind, indexed by Equipment
-    battery_soc0: jnp.ndarray
+    installed: Float[Array, " E"]  # units of each kind, indexed by Equipment
+    battery_soc0: Float[Array, ""]
     dt: float = static()
     steps_per_hour: int = static()
 
@@ -184,13 +187,13 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
     rack_max_ac = (dc_max + loss(psu, dc_max)) * mask
     r_nom = _per_rack(grid, lambda rt: rt.thermal.r_die_c_per_w, 1.0)
     c_die = _per_rack(grid, lambda rt: rt.thermal.c_die_j_per_c, 1.0)
-    g = np.arange(lay.gpus)
+    gpu_index = np.arange(lay.gpus)
     if lay.gpus == 1:
         weight = gpus[..., None]
         r_die = r_nom[..., None]
         position = np.full((*mask.shape, 1), 0.5)
     else:
-        weight = (g[None, None, :] < gpus[..., None]) * 1.0
+        weight = (gpu_index[None, None, :] < gpus[..., None]) * 1.0
         spread = _per_rack(grid, lambda rt: rt.thermal.spread_fraction)
         # Drawn over the site's own layout, then padded: a GPU's part-to-part spread must
         # not depend on the other variants of a study (the padded layout).
@@ -200,7 +203,9 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
             (own.cdus, own.racks, own.gpus)
         )
         r_die = r_nom[..., None] * np.clip(1.0 + spread[..., None] * z, 0.5, 1.5)
-        position = np.broadcast_to(((g % GPUS_IN_SERIES) + 0.5) / GPUS_IN_SERIES, weight.shape)
+        position = np.broadcast_to(
+            ((gpu_index % GPUS_IN_SERIES) + 0.5) / GPUS_IN_SERIES, weight.shape
+        )
     decay = np.exp(-dt / (r_die * c_die[..., None]))
 
     jobs = site.workload.training

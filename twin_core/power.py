@@ -10,62 +10,63 @@ rack's maximum AC input.
 from __future__ import annotations
 
 import jax.numpy as jnp
+from jaxtyping import Float
 
 from twin_core.curves import loss
-from twin_core.pytree import pytree
+from twin_core.pytree import Array, pytree
 
 
 @pytree
 class PowerParams:
-    rack_max_ac_w: jnp.ndarray  # (R, C)
-    rack_weight: jnp.ndarray  # (R, C) or (1, 1): site racks each element stands for
-    it_design_w: jnp.ndarray  # () sum of rack_max_ac_w
-    dist_loss_coeff: jnp.ndarray  # () per W^2: loss = coeff * P^2
-    ups_loss: jnp.ndarray  # (3,)
-    xfmr_rating_va: jnp.ndarray
-    xfmr_no_load_w: jnp.ndarray
-    xfmr_load_loss_w: jnp.ndarray  # at rated load
-    power_factor: jnp.ndarray
-    misc_fixed_w: jnp.ndarray
-    misc_fraction: jnp.ndarray
-    interconnect_w: jnp.ndarray
-    feeders: jnp.ndarray
-    it_cap_w: jnp.ndarray  # operator IT cap (inf when none)
-    cap_gain: jnp.ndarray
-    cap_min: jnp.ndarray
-    hp_alpha: jnp.ndarray  # high-pass (0.1 Hz) coefficient for the meter band filter
-    lp_alpha: jnp.ndarray  # low-pass (2 Hz) coefficient
+    rack_max_ac_w: Float[Array, "R C"]
+    rack_weight: Float[Array, "#R #C"]  # site racks each element stands for
+    it_design_w: Float[Array, ""]  # sum of rack_max_ac_w
+    dist_loss_coeff: Float[Array, ""]  # per W^2: loss = coeff * P^2
+    ups_loss: Float[Array, " 3"]
+    xfmr_rating_va: Float[Array, ""]
+    xfmr_no_load_w: Float[Array, ""]
+    xfmr_load_loss_w: Float[Array, ""]  # at rated load
+    power_factor: Float[Array, ""]
+    misc_fixed_w: Float[Array, ""]
+    misc_fraction: Float[Array, ""]
+    interconnect_w: Float[Array, ""]
+    feeders: Float[Array, ""]
+    it_cap_w: Float[Array, ""]  # operator IT cap (huge when none)
+    cap_gain: Float[Array, ""]
+    cap_min: Float[Array, ""]
+    hp_alpha: Float[Array, ""]  # high-pass (0.1 Hz) coefficient for the meter band filter
+    lp_alpha: Float[Array, ""]  # low-pass (2 Hz) coefficient
 
 
 @pytree
 class PowerState:
-    cap_fraction: jnp.ndarray  # ()
-    meter_w: jnp.ndarray  # () last meter reading, for the ramp rate
-    hp_in: jnp.ndarray  # band filter states
-    hp_out: jnp.ndarray
-    lp_out: jnp.ndarray
+    cap_fraction: Float[Array, ""]
+    meter_w: Float[Array, ""]  # last meter reading, for the ramp rate
+    hp_in: Float[Array, ""]  # band filter states
+    hp_out: Float[Array, ""]
+    lp_out: Float[Array, ""]
 
 
 @pytree
 class PowerInputs:
-    rack_ac_w: jnp.ndarray  # (R, C) from compute
-    cooling_w: jnp.ndarray  # () from cooling
-    supply_limit_w: jnp.ndarray  # () from energy
-    feeders_up: jnp.ndarray  # () failures
+    rack_ac_w: Float[Array, "R C"]  # from compute
+    cooling_w: Float[Array, ""]  # from cooling
+    supply_limit_w: Float[Array, ""]  # from energy
+    feeders_up: Float[Array, ""]  # failures
 
 
 @pytree
 class PowerOutputs:
-    meter_w: jnp.ndarray
-    it_w: jnp.ndarray
-    losses_w: jnp.ndarray  # distribution + UPS + transformers
-    misc_w: jnp.ndarray
-    rack_cap_w: jnp.ndarray  # (R, C)
-    cap_fraction: jnp.ndarray
-    limit_w: jnp.ndarray
-    ramp_w_per_s: jnp.ndarray  # |d meter / dt|
-    band_w: jnp.ndarray  # meter power in the 0.1-2 Hz band (resolvable part)
-    residual_w: jnp.ndarray
+    meter_w: Float[Array, ""]
+    it_w: Float[Array, ""]
+    losses_w: Float[Array, ""]  # distribution + UPS + transformers
+    misc_w: Float[Array, ""]
+    rack_cap_w: Float[Array, "R C"]
+    cap_fraction: Float[Array, ""]
+    limit_w: Float[Array, ""]
+    ramp_w_per_s: Float[Array, ""]  # |d meter / dt|
+    band_w: Float[Array, ""]  # meter power in the 0.1-2 Hz band (resolvable part)
+    residual_w: Float[Array, ""]
 
 
 def meter_power(p: PowerParams, it_w, cooling_w):
@@ -91,7 +92,9 @@ def init(p: PowerParams, meter_w, dtype) -> PowerState:
     )
 
 
-def step(p: PowerParams, s: PowerState, x: PowerInputs, dt: float):
+def step(
+    p: PowerParams, s: PowerState, x: PowerInputs, dt: float
+) -> tuple[PowerState, PowerOutputs]:
     it_w = jnp.sum(x.rack_ac_w * p.rack_weight)
     meter, losses, misc = meter_power(p, it_w, x.cooling_w)
     grid_limit = p.interconnect_w * x.feeders_up / p.feeders

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -23,7 +23,7 @@ from twin_core.contract import SERIES
 from twin_core.coupling import StepOutputs, TwinState, coupled_step, init_state
 from twin_core.drivers import DriverData, load_drivers
 from twin_core.params import Granularity, Params, build_params
-from twin_core.pytree import replace
+from twin_core.pytree import Array, replace
 from twin_core.site import Site
 
 
@@ -102,7 +102,7 @@ def plan(horizon_s: float, dt: float, record_s: float | None) -> tuple[int, int]
     return round(steps) // round(every), round(every)
 
 
-def _unpack(means: np.ndarray, maxes: np.ndarray) -> tuple[dict, dict]:
+def _unpack(means: Array, maxes: Array) -> tuple[dict, dict]:
     return (
         {name: means[..., i] for i, name in enumerate(SERIES)},
         {name: maxes[..., i] for i, name in enumerate(SERIES)},
@@ -178,7 +178,10 @@ TUNABLE: dict[str, tuple[str, float]] = {
 }
 
 
-def set_param(p: Params, path: str, value) -> Params:
+Node = TypeVar("Node")  # Params, or one of its sub-trees
+
+
+def set_param(p: Node, path: str, value) -> Node:
     """A copy of ``p`` with the leaf at dotted ``path`` replaced (works under tracing)."""
     head, _, rest = path.partition(".")
     child = getattr(p, head)

@@ -363,8 +363,10 @@ class Weather(Strict):
 
 
 class Controls(Strict):
-    fan_kp: NonNeg = Field(0.05, description="dry-cooler fan PI gain, speed per K")
-    fan_ki: NonNeg = Field(0.005, description="dry-cooler fan PI integral gain, speed per K s")
+    fan_kp: NonNeg = Field(default=0.05, description="dry-cooler fan PI gain, speed per K")
+    fan_ki: NonNeg = Field(
+        default=0.005, description="dry-cooler fan PI integral gain, speed per K s"
+    )
     smoothing_enabled: bool = True
     it_power_cap_mw: Pos | None = None
 
