@@ -20,11 +20,11 @@ import logging
 import time
 import uuid
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
-from services.messages import STATE_TYPES, state_problem
+from services.messages import STATE_TYPES, StateMessage, state_problem
 from services.runtime import bus
 from services.runtime.codec import DecodeStats, decode_msg, reject
 from services.scenario import site_from_spec
@@ -65,7 +65,7 @@ class Clock:
         self.dt = 1.0
         self.horizon_steps: int | None = None
         self.real_time_factor: float | None = None  # None: as fast as possible
-        self.latest: dict[str, Message] = {}
+        self.latest: dict[str, StateMessage] = {}
         # Run totals (cost_usd, ...): the rates of the contract integrated over the steps.
         self.totals = dict.fromkeys(contract.TOTALS, 0.0)
         self.stats = DecodeStats()
@@ -203,7 +203,7 @@ class Clock:
         await self._settle_runner()
         await self._end(STOPPED, "")
 
-    async def _end(self, state: int, reason: str) -> None:
+    async def _end(self, state: snapshot_pb2.RunState, reason: str) -> None:
         """End the run: say how on the clock subject and as an event, delete the run key."""
         self.state, self.reason = state, reason
         end = {

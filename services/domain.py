@@ -176,7 +176,8 @@ class DomainModel:
         arrays["settings"] = np.array(json.dumps(self.settings))
         arrays["step"] = np.array(self.step)
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        # allow_pickle is savez's default, named so that no key of **arrays can bind it.
+        np.savez(buffer, allow_pickle=True, **arrays)
         return buffer.getvalue()
 
     def restore(self, data: bytes) -> None:

@@ -160,7 +160,7 @@ def energy_command(request: energy_pb2.ApplyRequest, model: DomainModel) -> Call
             and float(model.params.energy.battery_capacity_mwh) <= 0
         ):
             raise InvalidCommand("set_battery_mode.mode: the site has no battery")
-        changes = {"energy.battery_mode": BATTERY_MODES[command.mode]}
+        changes: dict[str, float] = {"energy.battery_mode": BATTERY_MODES[command.mode]}
         for field, path, lower, upper in (
             ("peak_threshold_w", "energy.peak_threshold_w", 0.0, MAX_W),
             ("ramp_limit_w_per_s", "energy.grid_ramp_w_per_s", 0.0, MAX_W_PER_S),
@@ -348,19 +348,19 @@ def servicer(domain: str, node: CoSimNode) -> Any:
     base = getattr(module, f"{service}Servicer")
 
     class Servicer(base):  # type: ignore[misc, valid-type]
-        async def GetState(self, request, context):
+        async def GetState(self, request, context: grpc.aio.ServicerContext):
             if node.latest is None:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no run has started")
             return pb2.GetStateResponse(state=node.latest)
 
-        async def GetConfig(self, request, context):
+        async def GetConfig(self, request, context: grpc.aio.ServicerContext):
             if node.model is None:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no run has started")
             config = config_of(domain, node.model)
             config.run_id = node.run_id
             return pb2.GetConfigResponse(config=config)
 
-        async def Apply(self, request, context):
+        async def Apply(self, request, context: grpc.aio.ServicerContext):
             if node.model is None:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "no run has started")
             try:

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
 
 from twin.common.v1 import common_pb2
 from twin.compute.v1 import compute_pb2
@@ -23,7 +22,16 @@ from twin.power.v1 import power_pb2
 from twin_core import contract
 from twin_core.contract import BOUNDARY_FIELD, OWNS
 
-STATE_TYPES: dict[str, type[Message]] = {
+# Any domain's state message: they share the header (run_id, step, time_s) and the
+# quantities map, so code that reads only those is typed against this union.
+StateMessage = (
+    compute_pb2.ComputeState
+    | cooling_pb2.CoolingState
+    | power_pb2.PowerState
+    | energy_pb2.EnergyState
+)
+
+STATE_TYPES: dict[str, type[StateMessage]] = {
     "compute": compute_pb2.ComputeState,
     "cooling": cooling_pb2.CoolingState,
     "power": power_pb2.PowerState,
@@ -50,7 +58,7 @@ def state_message(
     time_s: float,
     sources: dict[str, Any],
     quantities: dict[str, float],
-) -> Message:
+) -> StateMessage:
     """Build ``domain``'s state message; each field is looked up by name in ``sources``
     (boundary values first, then outputs, then drivers); ``quantities`` fill the map."""
     message = STATE_TYPES[domain](run_id=run_id, step=step, time_s=time_s)
@@ -80,7 +88,7 @@ def sources_of(outputs: Any, parts: dict[str, np.ndarray], drivers: Any) -> dict
     return sources
 
 
-def parts_of(domain: str, message: Message) -> dict[str, np.ndarray]:
+def parts_of(domain: str, message: StateMessage) -> dict[str, np.ndarray]:
     """The boundary values a peer reads from ``domain``'s state message."""
     parts = {}
     for name in OWNS[domain]:
@@ -94,7 +102,7 @@ def parts_of(domain: str, message: Message) -> dict[str, np.ndarray]:
     return parts
 
 
-def state_problem(message: Message) -> str | None:
+def state_problem(message: StateMessage) -> str | None:
     """Why a decoded state message cannot be used (None when it can): an empty run id, a
     step before the initial one, a non-finite number, or an array whose shape does not
     match its values."""
@@ -124,7 +132,7 @@ _NUMERIC = {
 }
 
 
-def fill_quantities(domain: str, message: Message) -> Message:
+def fill_quantities(domain: str, message: StateMessage) -> StateMessage:
     """Fill ``message``'s quantities map from its own fields with the contract's
     expressions: for messages built without a model (tests, benchmarks). Only the stored
     quantities whose sources the message carries are filled."""
@@ -142,5 +150,5 @@ def fill_quantities(domain: str, message: Message) -> Message:
             value = q.of(fields, fields, None)
         except AttributeError:  # a source this message does not carry
             continue
-        message.quantities[q.name] = float(value)  # type: ignore[attr-defined]
+        message.quantities[q.name] = float(value)
     return message

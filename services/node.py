@@ -36,7 +36,14 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 from services.domain import NEEDS, DomainModel
-from services.messages import STATE_TYPES, parts_of, sources_of, state_message, state_problem
+from services.messages import (
+    STATE_TYPES,
+    StateMessage,
+    parts_of,
+    sources_of,
+    state_message,
+    state_problem,
+)
 from services.runtime import bus
 from services.runtime.codec import DecodeStats, decode_msg, reject
 from services.scenario import site_from_spec
@@ -91,7 +98,7 @@ class CoSimNode:
         self._history: dict[int, bytes] = {}  # published state messages, for replays
         self.model: DomainModel | None = None
         self.run_id = ""
-        self.latest: Message | None = None
+        self.latest: StateMessage | None = None
         self.stats = DecodeStats()
         self._peers: dict[int, dict[str, dict[str, np.ndarray]]] = defaultdict(dict)
         self._arrived = asyncio.Condition()
@@ -142,6 +149,7 @@ class CoSimNode:
             self._failed("rejoin.failed", exc)
             self.model, self.run_id = None, ""
             return
+        assert self.model is not None  # set by _start_run
         log.info("rejoined run", extra={"domain": self.domain, "step": self.model.step})
 
     async def _kv_value(self, key: str) -> bytes | None:
@@ -282,10 +290,11 @@ class CoSimNode:
 
         return handle
 
-    def _peer_parts(self, peer: str, state: Message, subject: str):
+    def _peer_parts(self, peer: str, state: StateMessage, subject: str):
         """The boundary values of a peer's state, or None (counted, logged) when it is out
         of range of this run's steps, not finite or not of the model's shapes."""
         model = self.model
+        assert model is not None  # peers' states are read only once a run has started
         if state.step < model.step - 1:  # a re-sent step this node has used already
             return None
         problem = state_problem(state)
@@ -418,15 +427,18 @@ class CoSimNode:
         """The model's snapshot and the state messages of the last ``SNAPSHOT_EVERY + 1``
         steps: a peer restored from an older snapshot of its own asks this node to replay
         them, after this node has restarted too."""
+        assert self.model is not None  # snapshots are taken during a run
         kept = sorted(self._history)[-(SNAPSHOT_EVERY + 1) :]
-        arrays = {"model": np.frombuffer(self.model.snapshot(), np.uint8)}
+        arrays: dict[str, np.ndarray] = {"model": np.frombuffer(self.model.snapshot(), np.uint8)}
         arrays["steps"] = np.array(kept, np.int64)
         arrays |= {f"step_{k}": np.frombuffer(self._history[k], np.uint8) for k in kept}
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        # allow_pickle is savez's default, named so that no key of **arrays can bind it.
+        np.savez(buffer, allow_pickle=True, **arrays)
         return buffer.getvalue()
 
     def _restore(self, data: bytes) -> None:
+        assert self.model is not None  # called by _rejoin once the run is rebuilt
         with np.load(io.BytesIO(data)) as z:
             if "model" not in z:  # a snapshot of the model alone (before replays were kept)
                 self.model.restore(data)

@@ -91,7 +91,7 @@ async def parquet_bytes(
     yield sink.drain()
 
 
-def _float(value: object) -> float | None:
+def _float(value: float | None) -> float | None:
     return None if value is None else float(value)
 
 

@@ -162,8 +162,12 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             queries.check_metrics(request.metrics, required=False)
             queries.check_window(start_s, end_s)
             queries.check_bucket(request.bucket_s)
-            bounded = request.bucket_s > 0 and start_s is not None and end_s is not None
-            if bounded and (end_s - start_s) / request.bucket_s > queries.MAX_COMPARE_BUCKETS:
+            if (
+                request.bucket_s > 0
+                and start_s is not None
+                and end_s is not None
+                and (end_s - start_s) / request.bucket_s > queries.MAX_COMPARE_BUCKETS
+            ):
                 raise QueryError(
                     "bucket_s",
                     f"more than {queries.MAX_COMPARE_BUCKETS} buckets: choose a wider bucket",

@@ -30,6 +30,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import LiteralString
 
 import psycopg
 from psycopg import sql
@@ -212,7 +213,9 @@ async def find_run(
         cur = await conn.execute(
             "SELECT EXISTS (SELECT 1 FROM site_series WHERE run_id = %s)", (run_id,)
         )
-        if (await cur.fetchone())[0]:
+        row = await cur.fetchone()
+        assert row is not None  # SELECT EXISTS returns one row
+        if row[0]:
             return
     raise RunNotFound(f"{field}: run {run_id!r} not found")
 
@@ -226,7 +229,8 @@ def _aggregate(q: SeriesQuery, column: str) -> tuple[sql.Composable, list[object
             sql.SQL("percentile_cont(%s::float8) WITHIN GROUP (ORDER BY {})").format(col),
             [q.percentile / 100.0],
         )
-    func = {"avg": "avg", "min": "min", "max": "max", "sum": "sum"}[q.aggregate]
+    funcs: dict[str, LiteralString] = {"avg": "avg", "min": "min", "max": "max", "sum": "sum"}
+    func = funcs[q.aggregate]
     return sql.SQL("{}({})::float8").format(sql.SQL(func), col), []
 
 
@@ -259,8 +263,10 @@ def _rollup_aggregate(aggregate: str, column: str) -> sql.Composable:
         return sql.SQL("(sum({}) / nullif(sum({}), 0))::float8").format(c("sum"), c("count"))
     if aggregate == "last":
         return sql.SQL("(array_agg({} ORDER BY bucket DESC))[1]").format(c("last"))
-    suffix = {"min": "min", "max": "max", "sum": "sum"}[aggregate]
-    return sql.SQL("{}({})::float8").format(sql.SQL(aggregate), c(suffix))
+    # The function is named as its column suffix: the lookup also checks the aggregate.
+    suffixes: dict[str, LiteralString] = {"min": "min", "max": "max", "sum": "sum"}
+    suffix = suffixes[aggregate]
+    return sql.SQL("{}({})::float8").format(sql.SQL(suffix), c(suffix))
 
 
 def series_statement(
@@ -270,9 +276,9 @@ def series_statement(
     value per metric) in time order, at most ``limit``. Plain SQL on both backends."""
     rollup = rollup_for(q)
     time_col = "bucket" if rollup else "time"
-    where = [sql.SQL("run_id = %s")]
+    where: list[sql.Composable] = [sql.SQL("run_id = %s")]
     where_params: list[object] = [q.run_id]
-    bounds: list[tuple[str, datetime]] = []
+    bounds: list[tuple[LiteralString, datetime]] = []
     if q.start_s is not None:
         bounds.append((">=", _time(q.start_s)))
     if q.end_s is not None:
@@ -406,7 +412,7 @@ def _window(start_s: float | None, end_s: float | None) -> tuple[sql.Composable,
     return sql.SQL(" AND ").join(where), params
 
 
-def _float(value: object) -> float:
+def _float(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
@@ -433,6 +439,7 @@ async def summarize(
     )
     cur = await conn.execute(statement, [run_id, *params])
     values = await cur.fetchone()
+    assert values is not None  # an aggregate SELECT without GROUP BY returns one row
     summaries = []
     for i, m in enumerate(metrics):
         n, avg, lo, hi, total = values[1 + 5 * i : 6 + 5 * i]

@@ -68,13 +68,14 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import LiteralString, cast
 
 import psycopg
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -84,9 +85,11 @@ from services.historian.schema import (
     METRICS,
     TABLES,
 )
-from services.messages import STATE_TYPES, state_problem
+from services.messages import STATE_TYPES, StateMessage, state_problem
 from services.runtime import bus
 from services.runtime.codec import DecodeStats, PayloadError, reject
+from twin.compute.v1 import compute_pb2
+from twin.cooling.v1 import cooling_pb2
 from twin.twin.v1 import clock_pb2
 from twin_core import contract
 
@@ -121,7 +124,7 @@ def _floor(t: datetime, width: timedelta, epoch: datetime = EPOCH) -> datetime:
 
 def rollup_refreshes(
     timescale: bool, spans: dict[str, tuple[datetime, datetime]]
-) -> list[tuple[str, tuple]]:
+) -> list[tuple[LiteralString, tuple]]:
     """The statements (SQL, parameters) that bring the rollups up to date for rows stored at
     ``first <= time <= last`` of each run (``spans``: run_id -> (first, last)). Plain
     PostgreSQL: one ``refresh_site_rollups`` per run (run them in the writing transaction).
@@ -167,7 +170,7 @@ class WriterConfig:
 @dataclass
 class _Step:
     first_seen: float
-    states: dict[str, Message] = field(default_factory=dict)
+    states: dict[str, StateMessage] = field(default_factory=dict)
     msgs: list[Msg] = field(default_factory=list)
 
 
@@ -210,7 +213,8 @@ class HistorianWriter:
     cancelled; declare the stream first (``bus.declare_stream``); the writer declares its
     durable consumer itself."""
 
-    def __init__(self, js: JetStreamContext, config: WriterConfig) -> None:
+    def __init__(self, js: JetStreamContext | None, config: WriterConfig) -> None:
+        # js None: a writer that only builds rows (``rows``) and cannot ``run``.
         self.js = js
         self.config = config
         self.stats = WriterStats()
@@ -226,6 +230,7 @@ class HistorianWriter:
 
     async def run(self) -> None:
         cfg = self.config
+        assert self.js is not None, "a writer without JetStream cannot consume"
         await bus.declare_consumer(
             self.js,
             cfg.site,
@@ -332,13 +337,13 @@ class HistorianWriter:
         step.msgs.append(msg)
         self._held += 1
 
-    def _out_of_run(self, state: Message) -> str | None:
+    def _out_of_run(self, state: StateMessage) -> str | None:
         """Why a state's run or step is not one the clock ran, or a value does not fit its
         column (None when all is well): such a batch could never be written."""
         if not 0.0 <= state.time_s <= MAX_TIME_S:
             return f"time_s: {state.time_s} outside [0, {MAX_TIME_S:g}]"
         for name in INTEGER_QUANTITIES:
-            value = state.quantities.get(name, 0.0)  # type: ignore[attr-defined]
+            value = state.quantities.get(name, 0.0)
             if abs(value) > INT4_MAX:
                 return f"quantities.{name}: {value:g} does not fit an integer column"
         run = self._runs.get(state.run_id)
@@ -436,7 +441,9 @@ class HistorianWriter:
         )
         self._runs[clock.run_id].last_step = last_step
 
-    async def _with_retry(self, sql: str, params: tuple, fetch: bool = False) -> list[tuple]:
+    async def _with_retry(
+        self, sql: LiteralString, params: tuple, fetch: bool = False
+    ) -> list[tuple]:
         """One statement on its own connection (the batch writer holds the other), retried
         with backoff through a database outage."""
         delay = self.config.backoff_initial_s
@@ -535,10 +542,12 @@ class HistorianWriter:
                 autocommit=True,
             )
             for target, (stage, *_rest) in TABLES.items():
-                await conn.execute(
+                # Names of the schema's constant table, never of a message: a trusted literal.
+                create = (
                     f"CREATE TEMP TABLE IF NOT EXISTS {stage}"
                     f" (LIKE {target} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
                 )
+                await conn.execute(cast(LiteralString, create))
             cur = await conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
             self._timescale = await cur.fetchone() is not None
             self._conn = conn
@@ -574,29 +583,34 @@ class HistorianWriter:
     async def _copy_rows(
         self, conn: psycopg.AsyncConnection, rows: dict[str, list[tuple]], staged: bool
     ) -> None:
+        # The statements are built from the schema's constant tables, columns and conflict
+        # actions, never from a message's content: trusted literals.
         for target, (stage, columns, types, key) in TABLES.items():
             if not rows[target]:
                 continue
             names = ", ".join(_q(c) for c in columns)
             async with conn.cursor() as cur:
                 into = stage if staged else target
-                async with cur.copy(f"COPY {into} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy_sql = f"COPY {into} ({names}) FROM STDIN (FORMAT BINARY)"
+                async with cur.copy(cast(LiteralString, copy_sql)) as copy:
                     copy.set_types(list(types))
                     for row in rows[target]:
                         await copy.write_row(row)
                 if staged:
-                    await cur.execute(
+                    upsert = (
                         f"INSERT INTO {target} ({names}) SELECT {names} FROM {stage}"
                         f" ON CONFLICT ({key}) {CONFLICT_ACTIONS[target]}"
                     )
+                    await cur.execute(cast(LiteralString, upsert))
 
-    def rows(self, steps: Iterable[dict[str, Message]]) -> dict[str, list[tuple]]:
+    def rows(self, steps: Iterable[Mapping[str, StateMessage]]) -> dict[str, list[tuple]]:
         """Rows for the three tables from each step's states (domain -> message)."""
         out: dict[str, list[tuple]] = {t: [] for t in TABLES}
         for states in steps:
             power = states.get("power")
-            cooling = states.get("cooling")
-            compute = states.get("compute")
+            # Each domain's message is of its STATE_TYPES type (decoded as such).
+            cooling = cast("cooling_pb2.CoolingState | None", states.get("cooling"))
+            compute = cast("compute_pb2.ComputeState | None", states.get("compute"))
             energy = states.get("energy")
             first = next(s for s in (power, cooling, compute, energy) if s is not None)
             run_id, step = first.run_id, int(first.step)
@@ -632,10 +646,10 @@ class HistorianWriter:
         return out
 
 
-def _quantity(message: Message | None, name: str, sql: str | None) -> float | int | None:
-    if message is None or name not in message.quantities:  # type: ignore[attr-defined]
+def _quantity(message: StateMessage | None, name: str, sql: str | None) -> float | int | None:
+    if message is None or name not in message.quantities:
         return None
-    value = message.quantities[name]  # type: ignore[attr-defined]
+    value = message.quantities[name]
     return round(value) if sql == "integer" else value
 
 
