@@ -215,7 +215,7 @@ def build_inventory(
         if gpus == 0:
             inv.cpu_only.append(name)
             continue
-        product = labels.get(PRODUCT_LABEL)
+        product: str = labels.get(PRODUCT_LABEL) or ""  # "": no label (or an empty one)
         rack_type = _rack_type(product, options.products) if product else None
         if rack_type is None or rack_type not in rack_gpus:
             if not product:

@@ -126,7 +126,9 @@ def probe(address: str, timeout_s: float = 1.0, instance_id: str | None = None) 
     try:
         with open_channel(address, instance_id=instance_id) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
-            reply, call = stub.Check.with_call(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+            # The generated stub sets Check in __init__ from an untyped channel: unseen.
+            check = stub.Check  # pyright: ignore[reportAttributeAccessIssue]
+            reply, call = check.with_call(health_pb2.HealthCheckRequest(), timeout=timeout_s)
     except grpc.RpcError as exc:
         reported = _reported_instance(exc.initial_metadata())  # type: ignore[attr-defined]
         if exc.code() == grpc.StatusCode.FAILED_PRECONDITION and reported != instance_id:  # type: ignore[attr-defined]

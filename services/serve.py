@@ -25,7 +25,7 @@ def domain_setup(domain: str):
     async def setup(svc: Service) -> None:
         # TWIN_X64=1 runs the model in float64 (checks against the monolithic rollout).
         dtype = jnp.float64 if svc.config.x64 else jnp.float32
-        node = CoSimNode(svc.nc, svc.config.site, domain, dtype, js=svc.js)
+        node = CoSimNode(svc.nats, svc.config.site, domain, dtype, js=svc.js)
         await node.start()
         svc.create_task(node.run())
         add_to_server(domain, svc.grpc, node)
@@ -36,7 +36,7 @@ def domain_setup(domain: str):
 async def twin_setup(svc: Service) -> None:
     await bus.declare_all(svc.js, svc.config.site)
     kv = await bus.declare_run_bucket(svc.js, svc.config.site)
-    clock = Clock(svc.nc, svc.config.site, kv, svc.config.run_stall_timeout_s)
+    clock = Clock(svc.nats, svc.config.site, kv, svc.config.run_stall_timeout_s)
     await clock.start()
     svc.grpc.add_servicer(twin_pb2_grpc.add_TwinServiceServicer_to_server, TwinServicer(clock))
     # What-if studies run on this process's JAX; stored in history when a database is set.

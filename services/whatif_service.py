@@ -169,7 +169,7 @@ def study_from_request(request: whatif_pb2.RunStudyRequest) -> tuple[StudySpec, 
 
 
 def check_precision(float64: bool, field: str) -> None:
-    if float64 and not jax.config.jax_enable_x64:
+    if float64 and not jax.config.read("jax_enable_x64"):
         raise BadRequest(f"{field}: this service runs in float32 (start it with TWIN_X64=1)")
 
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import NoReturn
+from typing import NoReturn, overload
 
 import grpc
 import typer
@@ -33,6 +33,12 @@ def rpc_failed(what: str, address: str, exc: grpc.RpcError) -> NoReturn:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED and not details.strip():
         details = "no answer in time"
     fail(f"{what}: {details} ({code.name})")
+
+
+@overload
+def seconds(option: str, text: str, allow_zero: bool = False) -> float: ...
+@overload
+def seconds(option: str, text: str | None, allow_zero: bool = False) -> float | None: ...
 
 
 def seconds(option: str, text: str | None, allow_zero: bool = False) -> float | None:

@@ -4,7 +4,7 @@ runs, a run's series (table, optional plot), an export to CSV/Parquet, two runs 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 from services.cli.errors import console, fail, rpc_failed, seconds
 from services.cli.files import write_atomic
 from services.cli.tables import clock, print_whole
+
+if TYPE_CHECKING:  # imported where used, to keep the CLI's start fast
+    from twin.history.v1.history_pb2 import Aggregate
 
 history_app = typer.Typer(
     help="Query the history (the historian's gRPC API).", no_args_is_help=True
@@ -37,7 +40,7 @@ def history_call(address: str, method: str, request):
             rpc_failed(method, address, exc)
 
 
-def _aggregate(text: str) -> tuple[int, float]:
+def _aggregate(text: str) -> tuple[Aggregate, float]:
     """``avg``/``min``/``max``/``last``/``sum`` or ``pNN`` (a percentile, e.g. p95)."""
     from twin.history.v1 import history_pb2
 

@@ -228,7 +228,11 @@ class Resolver:
         self._cache_size = cache_size
         self._unknown = 0  # cached misses: a flood of made-up ids must not fill memory
         self._unknown_size = unknown_cache_size
-        self._patterns = [(i, r) for i, r in enumerate(pointmap.points) if r.pattern is not None]
+        self._patterns = [
+            (i, r, pattern)
+            for i, r in enumerate(pointmap.points)
+            if (pattern := r.pattern) is not None
+        ]
 
     def resolve(self, source: str, point: str) -> Target | None:
         key = (source, point)
@@ -249,8 +253,8 @@ class Resolver:
         if (i := self.map.exact.get((source, point))) is not None:
             rule = self.map.points[i]
             return Target(i, rule.entity, QUANTITIES[rule.quantity])
-        for i, rule in self._patterns:
-            if rule.source != source or (m := rule.pattern.fullmatch(point)) is None:
+        for i, rule, pattern in self._patterns:
+            if rule.source != source or (m := pattern.fullmatch(point)) is None:
                 continue
             fields: dict[str, Any] = dict(m.groupdict())
             if (host := fields.get("host")) is not None:

@@ -36,7 +36,7 @@ class Reading:
     problem: str | None = None
 
 
-Emit = Callable[[Reading], None]
+Emit = Callable[[Reading], object]  # what it returns, if anything, is ignored
 
 
 @runtime_checkable

@@ -158,7 +158,7 @@ async def gateway_setup(svc: Service) -> None:
         pointmap = load_pointmap(config.point_map)
     except PointMapError as exc:
         raise ConfigError("TWIN_POINT_MAP", str(exc)) from None
-    gateway = Gateway(svc.nc, config.site, pointmap)
+    gateway = Gateway(svc.nats, config.site, pointmap)
     await gateway.start()
     svc.create_task(gateway.log_stats(), name="gateway-stats")
     svc.on_shutdown(gateway.stop)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from grpc import aio
@@ -50,12 +50,15 @@ class _RecordingServer:
         handlers = tuple(handlers)
         for handler in handlers:
             if callable(name := getattr(handler, "service_name", None)):
-                self._record(name())
+                self._record(cast(str, name()))  # grpc.ServiceRpcHandler.service_name
         self._server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service_name: str, handlers: Any) -> None:
         self._record(service_name)
-        self._server.add_registered_method_handlers(service_name, handlers)
+        # grpc.aio.Server has it (grpcio >= 1.63); typeshed's grpcio stubs do not.
+        self._server.add_registered_method_handlers(  # pyright: ignore[reportAttributeAccessIssue]
+            service_name, handlers
+        )
 
     def _record(self, name: str) -> None:
         if name not in self.names:

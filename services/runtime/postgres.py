@@ -30,9 +30,9 @@ class LocalPostgres:
     def start(self) -> LocalPostgres:
         with warnings.catch_warnings():  # platformdirs: "XDG_RUNTIME_DIR is not set, ..."
             warnings.simplefilter("ignore")
-            import pgserver
+            from pgserver.postgres_server import get_server
 
-        self._server = pgserver.get_server(self.data, cleanup_mode="stop")
+        self._server = get_server(self.data, cleanup_mode="stop")
         self.url = self._server.get_uri()
         return self
 

@@ -121,10 +121,15 @@ class Service:
     # -- what setup() uses -----------------------------------------------------------
 
     @property
-    def js(self) -> JetStreamContext:
+    def nats(self) -> NATS:
+        """The NATS connection, for a setup of a service that uses NATS."""
         if self.nc is None:
             raise RuntimeError(f"{self.name}: no NATS connection (use_nats=False)")
-        return self.nc.jetstream()
+        return self.nc
+
+    @property
+    def js(self) -> JetStreamContext:
+        return self.nats.jetstream()
 
     @property
     def port(self) -> int:

@@ -94,15 +94,17 @@ class DcgmAdapter:
         self.scrapes += 1
         for r in readings:
             emit(r)
-            if r.point.startswith(ENERGY + "/") and r.value is not None:
+            if r.point.startswith(ENERGY + "/"):
                 self._rate(r, emit)
         return None
 
     def _rate(self, r: Reading, emit: Emit) -> None:
-        last = self._energy.get(r.point)
-        self._energy[r.point] = (r.value, r.time_s)
-        if last is None or r.time_s <= last[1] or r.value < last[0]:  # first, or a reset
+        if (value := r.value) is None:  # a counter without a value has no rate
             return
-        rate = (r.value - last[0]) / (r.time_s - last[1])
+        last = self._energy.get(r.point)
+        self._energy[r.point] = (value, r.time_s)
+        if last is None or r.time_s <= last[1] or value < last[0]:  # first, or a reset
+            return
+        rate = (value - last[0]) / (r.time_s - last[1])
         point = r.point.replace(ENERGY, ENERGY + "_RATE", 1)
         emit(Reading(self.name, point, rate, r.time_s, unit="mJ/s"))

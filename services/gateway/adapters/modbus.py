@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import cast
 
 from pymodbus import ModbusException
 from pymodbus.client import AsyncModbusTcpClient
@@ -76,7 +77,9 @@ class ModbusAdapter:
         now = time.time()
         if response.isError():
             return Reading(self.name, reg.point, None, now, good=False, problem="malformed")
-        value = client.convert_from_registers(
-            response.registers, data_type, word_order=reg.word_order
+        # DATATYPES holds only numeric types: each converts to one number, never a list.
+        value = cast(
+            float,
+            client.convert_from_registers(response.registers, data_type, word_order=reg.word_order),
         )
         return Reading(self.name, reg.point, float(value), now)
