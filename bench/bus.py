@@ -36,7 +36,7 @@ def monolithic_step_us(seconds: int = 600) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--ticks", type=int, default=2000)
     parser.add_argument("--latency-ticks", type=int, default=300)
     args = parser.parse_args()

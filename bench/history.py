@@ -16,11 +16,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import LiteralString, cast
 
 import grpc
 import numpy as np
-import pgserver
 import psycopg
+from pgserver.postgres_server import get_server
+from psycopg import sql
 from rich.console import Console
 from rich.table import Table
 
@@ -28,7 +30,7 @@ from services.historian.history_service import HistoryServicer
 from services.historian.migrate import migrate
 from services.historian.schema import EPOCH, TABLES
 from services.historian.writer import HistorianWriter, WriterConfig, rollup_refreshes
-from services.messages import fill_quantities, pack
+from services.messages import StateMessage, fill_quantities, pack
 from services.runtime import bus
 from services.runtime.grpc_server import GrpcServer
 from services.runtime.nats_server import NatsServer
@@ -45,7 +47,7 @@ SITE = "bench-hist"
 # --------------------------------------------------------------------------- (a) ingest
 
 
-def states(run_id: str, step: int, rng: np.random.Generator) -> dict[str, object]:
+def states(run_id: str, step: int, rng: np.random.Generator) -> dict[str, StateMessage]:
     """One tick's four state messages, Fairwater-sized (2,880 racks, 240 CDUs)."""
     head = {"run_id": run_id, "step": step, "time_s": float(step + 1)}
     rack_w = 1.3e5 + 1e3 * rng.random(RACKS)
@@ -125,8 +127,14 @@ async def ingest(url: str, db: str, ticks: int) -> tuple[float, int]:
         await nc.close()
     assert writer.stats.steps == ticks, writer.stats
     with psycopg.connect(db) as conn:
-        rows = sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES)
+        rows = sum(_count(conn, t) for t in TABLES)
     return elapsed, rows
+
+
+def _count(conn: psycopg.Connection, table: str) -> int:
+    row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+    assert row is not None  # an aggregate without GROUP BY returns one row
+    return row[0]
 
 
 def plain_copy(db: str, run_id: str, ticks: int) -> tuple[float, int]:
@@ -145,7 +153,9 @@ def plain_copy(db: str, run_id: str, ticks: int) -> tuple[float, int]:
             with conn.cursor() as cur:
                 for target, (_stage, columns, types, _key) in TABLES.items():
                     names = ", ".join('"values"' if c == "values" else c for c in columns)
-                    with cur.copy(f"COPY {target} ({names}) FROM STDIN (FORMAT BINARY)") as cp:
+                    # The schema's constant table and column names: a trusted literal.
+                    copy_sql = f"COPY {target} ({names}) FROM STDIN (FORMAT BINARY)"
+                    with cur.copy(cast(LiteralString, copy_sql)) as cp:
                         cp.set_types(list(types))
                         for row in chunk[target]:
                             cp.write_row(row)
@@ -177,6 +187,7 @@ def keep_up(ticks: int) -> dict[str, float]:
             return reply.snapshot.step
 
         async def sample() -> dict[str, float]:
+            assert twin.nats_url is not None  # set once the twin is up
             nc = await bus.connect(twin.nats_url)
             js = nc.jetstream()
             lags: list[int] = []
@@ -188,7 +199,8 @@ def keep_up(ticks: int) -> dict[str, float]:
                     info = await js.consumer_info(
                         bus.stream_name("fairwater-wi"), bus.HISTORIAN_DURABLE
                     )
-                    lags.append(info.num_pending + info.num_ack_pending)
+                    # None: a count the server did not report (none pending).
+                    lags.append((info.num_pending or 0) + (info.num_ack_pending or 0))
                     now = time.perf_counter()
                     if ended is None and await asyncio.to_thread(step, run_id) >= ticks:
                         ended = now
@@ -314,7 +326,7 @@ def raw_hourly_ms(db: str, run_id: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--ticks", type=int, default=20_000, help="ingest: ticks")
     parser.add_argument("--keepup-ticks", type=int, default=1200, help="keep-up: ticks")
     parser.add_argument("--days", type=float, default=30.0, help="query: simulated days")
@@ -325,7 +337,7 @@ def main() -> None:
     for col in ("figure", "value", "target", "ratio"):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as data:
-        server = pgserver.get_server(data, cleanup_mode="stop")
+        server = get_server(data, cleanup_mode="stop")
         try:
             db = server.get_uri()
             migrate(db)

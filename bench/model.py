@@ -21,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from twin_core import build_params, init_state, load_drivers, load_site
+from twin_core import Granularity, build_params, init_state, load_drivers, load_site
 from twin_core.compress import compress
 from twin_core.rollout import run_jit
 
@@ -61,7 +61,7 @@ def tree_bytes(tree) -> int:
     return sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree))
 
 
-def time_single(site, granularity: str, seconds: int, merged: bool, dt: float = 1.0):
+def time_single(site, granularity: Granularity, seconds: int, merged: bool, dt: float = 1.0):
     """(compile s, wall s, simulated s per wall s, bytes touched per step, elements) for one
     rollout; ``merged``: identical racks and CDUs advanced once (compress.py)."""
     every = 60
@@ -84,7 +84,7 @@ def time_single(site, granularity: str, seconds: int, merged: bool, dt: float = 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--gpus", type=int, default=None, help="scale Fairwater to ~N GPUs")
     parser.add_argument("--rack-seconds", type=int, default=3600, help="simulated s, rack run")
     parser.add_argument("--gpu-seconds", type=int, default=600, help="simulated s, per-GPU run")
@@ -119,11 +119,12 @@ def main() -> None:
     targets = {"rack": 20_000, "gpu": 5_000 if accelerator else 200}
     bandwidth = BANDWIDTH_BYTES_PER_S.get(kind)
     baseline = None
-    for granularity, seconds, merged in (
+    runs: tuple[tuple[Granularity, int, bool], ...] = (
         ("rack", args.rack_seconds, False),
         ("rack", args.rack_seconds, True),
         ("gpu", args.gpu_seconds, True),
-    ):
+    )
+    for granularity, seconds, merged in runs:
         compile_s, wall, speed, touched, elements = time_single(site, granularity, seconds, merged)
         if granularity == "rack" and not merged:
             baseline = speed

@@ -92,7 +92,7 @@ def one_by_one(site, days: float, count: int = 2) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--variants", default="1,16,128,1024", help="study sizes")
     parser.add_argument("--days", type=float, default=1.0, help="simulated days per variant")
     parser.add_argument("--chunk", type=int, default=None, help="variants per compiled call")
