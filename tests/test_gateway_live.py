@@ -14,10 +14,11 @@ import time
 
 import aiomqtt
 import grpc
+import health_client
 import nats
 import pytest
 from conftest import ROOT
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from services.gateway.service import GatewayConfig, gateway_setup
 from services.launcher import LocalTwin, free_addresses
@@ -139,7 +140,7 @@ async def scenario(server: NatsServer, config: GatewayConfig, run_id: str, step)
 
         # Still serving: gRPC health; and `twin gateway stats` reads the counters.
         async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health = health_client.aio_stub(channel)
             reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         done = await asyncio.to_thread(

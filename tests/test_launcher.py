@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import grpc
+import health_client
 import psutil
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from typer.testing import CliRunner
 
@@ -93,7 +94,7 @@ def test_every_response_names_the_instance_and_other_instances_are_refused() -> 
     address, stop = _serve("twin-a")
     try:
         with grpc.insecure_channel(address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health = health_client.stub(channel)
             _, call = health.Check.with_call(health_pb2.HealthCheckRequest(), timeout=10)
             assert ("x-twin-instance", "twin-a") in call.initial_metadata()
             mine = (("x-twin-instance", "twin-a"),)
