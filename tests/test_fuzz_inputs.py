@@ -10,9 +10,9 @@ import math
 from typing import Any
 
 import grpc
-import health_client
 import jax.numpy as jnp
 import pytest
+import typed_stubs
 import yaml
 from conftest import SMALL
 from google.protobuf import message_factory
@@ -307,7 +307,7 @@ def test_every_request_message_gets_a_clean_status(twin):
         for process, service, method in METHODS:
             fuzzer(channels[process], service, method)()
         for name, channel in channels.items():
-            health = health_client.stub(channel)
+            health = typed_stubs.health(channel)
             reply = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
     finally:

@@ -14,9 +14,9 @@ import time
 
 import aiomqtt
 import grpc
-import health_client
 import nats
 import pytest
+import typed_stubs
 from conftest import ROOT
 from grpc_health.v1 import health_pb2
 
@@ -140,7 +140,7 @@ async def scenario(server: NatsServer, config: GatewayConfig, run_id: str, step)
 
         # Still serving: gRPC health; and `twin gateway stats` reads the counters.
         async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
-            health = health_client.aio_stub(channel)
+            health = typed_stubs.aio_health(channel)
             reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         done = await asyncio.to_thread(

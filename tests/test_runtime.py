@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import health_client
 import pytest
+import typed_stubs
 from google.protobuf import descriptor_pb2, descriptor_pool, struct_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2
@@ -558,7 +558,7 @@ def test_grpc_server_health_reflection_request_ids(caplog: pytest.LogCaptureFixt
         address = f"127.0.0.1:{port}"
         try:
             async with aio.insecure_channel(address) as channel:
-                health = health_client.aio_stub(channel)
+                health = typed_stubs.aio_health(channel)
                 for name in ("", ECHO_SERVICE):
                     reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
                     assert reply.status == SERVING
@@ -635,7 +635,7 @@ def test_serve_lifetime_and_graceful_shutdown(
 
     async def client(svc: Service) -> None:
         async with aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
-            health = health_client.aio_stub(channel)
+            health = typed_stubs.aio_health(channel)
             watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
             assert (await _watched(watch)).status == SERVING
             echo = await health.Check(health_pb2.HealthCheckRequest(service=ECHO_SERVICE))
@@ -686,7 +686,7 @@ def test_health_follows_the_bus_and_crashed_task_stops_service() -> None:
         options = {"reconnect_wait_s": 0.05}
         async with Service("echo", setup, config=config, nats_options=options) as svc:
             channel = aio.insecure_channel(f"127.0.0.1:{svc.port}")
-            health = health_client.aio_stub(channel)
+            health = typed_stubs.aio_health(channel)
 
             async def status(name: str) -> int:
                 reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
@@ -748,7 +748,7 @@ def test_sigterm_shuts_a_service_process_down(nats_server: NatsServer) -> None:
         assert line.startswith("PORT "), process.stderr.read() if process.poll() else line
         port = int(line.split()[1])
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_client.stub(channel)
+            health = typed_stubs.health(channel)
             reply = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == SERVING
         process.send_signal(signal.SIGTERM)

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import health_client
 import nkeys
 import pytest
+import typed_stubs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -243,7 +243,7 @@ def test_nats_mutual_tls(tmp_path: Path, pki: dict[str, Path]) -> None:
 def check(address: str, env: dict[str, str], service: str = "") -> int:
     """Health.Check over a channel from ``open_channel`` (sync, as the CLI does)."""
     with open_channel(address, env) as channel:
-        stub = health_client.stub(channel)
+        stub = typed_stubs.health(channel)
         return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=3).status
 
 
@@ -285,7 +285,7 @@ def test_grpc_tls_and_plaintext_health_port(pki: dict[str, Path]) -> None:
 
             await asyncio.to_thread(checks)
             async with open_aio_channel(main_port, ca) as channel:
-                reply = await health_client.aio_stub(channel).Check(
+                reply = await typed_stubs.aio_health(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=3
                 )
                 assert reply.status == SERVING
