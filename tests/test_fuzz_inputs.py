@@ -38,7 +38,9 @@ FUZZ = settings(
     derandomize=True,  # the same examples on every run: a fixed budget, no flakes
     database=None,
     deadline=None,
-    suppress_health_check=list(HealthCheck),
+    # All but the deprecated ones (HealthCheck's own iterator); narrowed for the type
+    # checker, which cannot see through that iterator's metaclass.
+    suppress_health_check=[h for h in HealthCheck if isinstance(h, HealthCheck)],
 )
 DOC = yaml.safe_load(SMALL.read_text())
 

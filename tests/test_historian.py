@@ -17,6 +17,7 @@ import pytest
 from nats.js.errors import NotFoundError
 from pg_rows import one
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from state_messages import State
 
 from services.historian.migrate import migrate
 from services.historian.writer import EPOCH, HistorianWriter, WriterConfig
@@ -29,14 +30,6 @@ from twin.cooling.v1 import cooling_pb2
 from twin.energy.v1 import energy_pb2
 from twin.power.v1 import power_pb2
 from twin.twin.v1 import clock_pb2
-
-# Any domain's state message: they share the header and the quantities map.
-State = (
-    power_pb2.PowerState
-    | cooling_pb2.CoolingState
-    | compute_pb2.ComputeState
-    | energy_pb2.EnergyState
-)
 
 STEPS = 300
 CDUS = 3
