@@ -147,7 +147,9 @@ def user_nkey(directory: Path, name: str) -> tuple[str, Path]:
     seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
     path = directory / f"{name}.nk"
     path.write_bytes(seed + b"\n")
-    return nkeys.from_seed(bytearray(seed)).public_key.decode(), path
+    public = nkeys.from_seed(bytearray(seed)).public_key
+    assert isinstance(public, bytes)  # the encoded key (nkeys annotates a nacl VerifyKey)
+    return public.decode(), path
 
 
 # ------------------------------------------------------------------------------- NATS
