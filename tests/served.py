@@ -12,7 +12,7 @@ from services.runtime.grpc_server import GrpcServer
 
 
 @contextmanager
-def served(register: Callable[[GrpcServer], None]) -> Iterator[str]:
+def served(register: Callable[[GrpcServer], object]) -> Iterator[str]:
     """``register(server)`` adds servicers (on the server's own loop); yields host:port."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)

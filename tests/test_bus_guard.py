@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-from collections.abc import AsyncIterator
 
 import grpc
 import jax.numpy as jnp
@@ -19,7 +18,7 @@ from conftest import SMALL
 
 from services import clock as clock_module
 from services.clock import FAILED, PAUSED, STOPPED, Clock
-from services.domain import DOMAINS
+from services.domain import DOMAINS, DomainModel
 from services.node import CoSimNode
 from services.runtime import bus
 from services.runtime.grpc_server import GrpcServer
@@ -84,11 +83,18 @@ class Twin:
         await asyncio.sleep(0.3)  # let the nodes take it
 
 
+def model(node: CoSimNode) -> DomainModel:
+    """The node's model of the run it is in (it has joined one)."""
+    assert node.model is not None
+    return node.model
+
+
 def run(coro, timeout_s: float = 120.0):
     return asyncio.run(asyncio.wait_for(coro, timeout_s))
 
 
-async def power_states(twin: Twin) -> AsyncIterator[dict[int, power_pb2.PowerState]]:
+async def power_states(twin: Twin) -> dict[int, power_pb2.PowerState]:
+    """The power states of the twin's run, by step, filled as they arrive."""
     got: dict[int, power_pb2.PowerState] = {}
 
     async def keep(msg):
@@ -133,7 +139,7 @@ def test_bad_clock_messages_are_refused_and_the_run_goes_on(nats_server) -> None
     assert alive == dict.fromkeys(DOMAINS, True)
     assert snap.run_id == run_id and snap.step == 6 and snap.state == PAUSED
     for node in nodes.values():
-        assert node.run_id == run_id and node.model.step == 6
+        assert node.run_id == run_id and model(node).step == 6
         counts = node.stats.snapshot()
         assert counts["Clock.start_invalid"] == 3, counts
         assert counts["Clock.out_of_sequence"] == 2, counts
@@ -172,7 +178,7 @@ def test_bad_telemetry_and_forged_states_never_reach_the_model(nats_server) -> N
             await twin.send(bus.state_subject(SITE, "power"), empty)
             await twin.clock.step_ticks(4)
             alive = all(not t.done() for t in twin.tasks.values())
-            cooling = np.asarray(twin.nodes["cooling"].model.state.tcs_supply_c)
+            cooling = np.asarray(model(twin.nodes["cooling"]).state.tcs_supply_c)
             return twin.clock.snapshot(), twin.nodes, alive, cooling, dict(got)
 
     snap, nodes, alive, cooling, got = run(main())
@@ -291,7 +297,7 @@ def test_a_nats_outage_does_not_stall_the_run(monkeypatch) -> None:
             during = twin.clock.snapshot()
             await asyncio.to_thread(server.start)  # same port, same store
             await asyncio.wait_for(twin.clock.wait_changed(10**9), 60)
-            steps = {d: n.model.step for d, n in twin.nodes.items()}
+            steps = {d: model(n).step for d, n in twin.nodes.items()}
             return during, twin.clock.snapshot(), steps
 
     with NatsServer() as server:

@@ -25,6 +25,8 @@ import yaml
 from google.protobuf import struct_pb2
 from helm_binary import Helm
 from nats.aio.client import Client as NATS
+from pg_rows import one
+from started_twin import database_url
 from test_security import user_nkey
 from typer.testing import CliRunner
 
@@ -388,6 +390,7 @@ def test_gateway_and_bms_identities_over_the_mqtt_listener(auth_conf: Path) -> N
     now_ms = int(time.time() * 1000)
 
     async def main(server: NatsServer) -> None:
+        assert server.mqtt_port is not None
         mqtt = aiomqtt.Client(
             "127.0.0.1", server.mqtt_port, username="bms", password=PASSWORDS["bms"]
         )
@@ -534,9 +537,9 @@ def test_small_site_runs_with_one_identity_per_service(auth_conf: Path, tmp_path
             time.sleep(0.2)
 
         def stored() -> int:
-            with psycopg.connect(twin.database_url, prepare_threshold=None) as conn:
+            with psycopg.connect(database_url(twin), prepare_threshold=None) as conn:
                 query = "SELECT count(*) FROM site_series WHERE run_id = %s"
-                return conn.execute(query, (run_id,)).fetchone()[0]
+                return one(conn.execute(query, (run_id,)))[0]
 
         while stored() < ticks:  # the historian, as itself, stored every step
             assert time.monotonic() < deadline, f"stored {stored()} of {ticks} steps"

@@ -24,6 +24,8 @@ import numpy as np
 import psycopg
 import pytest
 from conftest import SMALL
+from pg_rows import one
+from started_twin import database_url, nats_url
 
 from services.launcher import LocalTwin, free_addresses, health
 from twin.power.v1 import power_pb2
@@ -80,9 +82,11 @@ def until(probe, what: str, timeout_s: float = WAIT_S):
 
 def stored_steps(url: str, run_id: str) -> int:
     with psycopg.connect(url, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT coalesce(max(step), -1) FROM site_series WHERE run_id = %s", (run_id,)
-        ).fetchone()
+        row = one(
+            conn.execute(
+                "SELECT coalesce(max(step), -1) FROM site_series WHERE run_id = %s", (run_id,)
+            )
+        )
     return row[0]
 
 
@@ -103,7 +107,7 @@ def inject(twin: LocalTwin, run_id: str, service: str, how: str, outage_s: float
     back = time.monotonic()
     at = snapshot(twin, run_id).step
     if service == "historian":
-        until(lambda: stored_steps(twin.database_url, run_id) >= at - 1, f"{fault.name}: rows")
+        until(lambda: stored_steps(database_url(twin), run_id) >= at - 1, f"{fault.name}: rows")
     else:
         until(lambda: snapshot(twin, run_id).step > at, f"{fault.name}: progress")
     fault.recovery_s = time.monotonic() - back
@@ -123,7 +127,7 @@ def inject_together(twin: LocalTwin, run_id: str, services: tuple[str, ...], out
     at = snapshot(twin, run_id).step
     until(lambda: snapshot(twin, run_id).step > at, f"{fault.name}: progress")
     if "historian" in services:
-        until(lambda: stored_steps(twin.database_url, run_id) >= at - 1, f"{fault.name}: rows")
+        until(lambda: stored_steps(database_url(twin), run_id) >= at - 1, f"{fault.name}: rows")
     fault.recovery_s = time.monotonic() - back
     return fault
 
@@ -136,7 +140,7 @@ def test_faults_under_a_live_run_lose_and_duplicate_nothing(tmp_path, capsys) ->
         run: dict[str, str] = {}
 
         async def main() -> list[Fault]:
-            nc = await nats.connect(twin.nats_url)
+            nc = await nats.connect(nats_url(twin))
 
             async def keep(msg):
                 state = power_pb2.PowerState.FromString(msg.data)
@@ -181,7 +185,7 @@ def test_faults_under_a_live_run_lose_and_duplicate_nothing(tmp_path, capsys) ->
 
         # Every step stored exactly once, complete, with the published values.
         def complete() -> list[tuple]:
-            with psycopg.connect(twin.database_url, autocommit=True) as conn:
+            with psycopg.connect(database_url(twin), autocommit=True) as conn:
                 rows = conn.execute(
                     "SELECT step, facility_w FROM site_series WHERE run_id = %s ORDER BY step",
                     (run_id,),
@@ -200,7 +204,7 @@ def test_faults_under_a_live_run_lose_and_duplicate_nothing(tmp_path, capsys) ->
         np.testing.assert_array_equal(np.array([r[1] for r in rows]), meter)
         whole = simulate(load_site(SMALL), STEPS * DT, DT, DT, merge_identical=False)
         np.testing.assert_allclose(meter, whole.means["facility_w"], rtol=1e-6)
-        with psycopg.connect(twin.database_url, autocommit=True) as conn:
+        with psycopg.connect(database_url(twin), autocommit=True) as conn:
             record = conn.execute(
                 "SELECT dt_s, horizon_s, real_time_factor, status, last_step,"
                 " ended_at > started_at FROM runs WHERE run_id = %s",
@@ -224,7 +228,7 @@ def test_faults_under_a_live_run_lose_and_duplicate_nothing(tmp_path, capsys) ->
         assert failed.reason == "the twin service restarted during the run"
 
         def status() -> tuple | None:
-            with psycopg.connect(twin.database_url, autocommit=True) as conn:
+            with psycopg.connect(database_url(twin), autocommit=True) as conn:
                 row = conn.execute(
                     "SELECT status, end_reason FROM runs WHERE run_id = %s", (second,)
                 ).fetchone()

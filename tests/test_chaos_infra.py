@@ -19,6 +19,8 @@ from pathlib import Path
 import grpc
 import psycopg
 import pytest
+from pg_rows import one
+from started_twin import database_url
 
 from services.launcher import LocalTwin, free_addresses
 from twin.twin.v1 import clock_pb2, twin_pb2, twin_pb2_grpc
@@ -52,11 +54,14 @@ class Run:
     def stored_through(self, step: int) -> bool:
         """The historian holds every step 0..step (None while the database is away)."""
         try:
-            with psycopg.connect(self.twin.database_url, connect_timeout=2) as conn:
-                stored = conn.execute(
-                    "SELECT count(DISTINCT step) FROM site_series WHERE run_id = %s AND step <= %s",
-                    (self.run_id, step),
-                ).fetchone()[0]
+            with psycopg.connect(database_url(self.twin), connect_timeout=2) as conn:
+                stored = one(
+                    conn.execute(
+                        "SELECT count(DISTINCT step) FROM site_series"
+                        " WHERE run_id = %s AND step <= %s",
+                        (self.run_id, step),
+                    )
+                )[0]
         except psycopg.Error:
             return False
         return stored == step + 1
@@ -109,7 +114,7 @@ def _finish(run: Run, outcomes: list[Outcome]) -> None:
     while (run.step() or 0) < STEPS or not run.stored_through(STEPS - 1):
         assert time.monotonic() < deadline, f"the run did not complete: {run.step()}"
         time.sleep(0.2)
-    with psycopg.connect(run.twin.database_url) as conn:
+    with psycopg.connect(database_url(run.twin)) as conn:
         steps = [r[0] for r in conn.execute(
             "SELECT step FROM site_series WHERE run_id = %s ORDER BY step", (run.run_id,)
         )]  # fmt: skip

@@ -15,6 +15,8 @@ from typing import get_args
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from services.domain_service import KIND_NAMES
 from services.historian.migrate import migrate
@@ -113,9 +115,9 @@ NEW_QUANTITY = (
 
 def _fresh_database(url: str, name: str) -> str:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {name}")
-        conn.execute(f"CREATE DATABASE {name}")
-    return psycopg.conninfo.make_conninfo(url, dbname=name)
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(url, dbname=name)
 
 
 def test_a_quantity_added_to_the_contract_reaches_every_layer(

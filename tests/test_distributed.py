@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import grpc
 import nats
@@ -24,6 +26,8 @@ from twin_core.site import load_site
 # One twin (five processes) per module, all its tests on one xdist worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("distributed")]
 TICKS = 600
+# The state messages collect() gathers.
+S = TypeVar("S", power_pb2.PowerState, cooling_pb2.CoolingState)
 
 
 @pytest.fixture(scope="module")
@@ -44,10 +48,17 @@ def start_paused(twin, scenario="fairwater-wi", overrides=()):
     return channel, s, reply.run_id
 
 
-async def collect(url: str, subject: str, message_type, until_step: int, run_id: str, action):
+async def collect(
+    url: str,
+    subject: str,
+    message_type: type[S],
+    until_step: int,
+    run_id: str,
+    action: Callable[[], object],
+) -> list[S]:
     """Subscribe, run ``action`` (a blocking gRPC call) in a thread, gather the states."""
     nc = await nats.connect(url)
-    got: dict[int, object] = {}
+    got: dict[int, S] = {}
 
     async def handle(msg):
         state = message_type.FromString(msg.data)
@@ -285,7 +296,8 @@ def test_bad_start_leaves_the_running_run_alone(local_twin):
             with pytest.raises(grpc.RpcError) as info:
                 s.Start(twin_pb2.StartRequest(spec=spec), timeout=60)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-            assert info.value.details().startswith(message), info.value.details()
+            details = info.value.details()
+            assert details is not None and details.startswith(message), details
         for speed in (float("nan"), float("inf"), -1.0):
             request = twin_pb2.StartRequest(
                 spec=clock_pb2.RunSpec(scenario_name=fw),
@@ -333,11 +345,7 @@ def test_watch_streams_snapshots(local_twin):
     with channel:
         stream = s.Watch(twin_pb2.WatchRequest(run_id=run_id, every_steps=10), timeout=120)
         s.SetSpeed(
-            twin_pb2.SetSpeedRequest(run_id=run_id, speed=twin_pb2.Speed(as_fast_as_possible=True))
-            if hasattr(twin_pb2, "Speed")
-            else twin_pb2.SetSpeedRequest(
-                run_id=run_id, speed=clock_pb2.Speed(as_fast_as_possible=True)
-            )
+            twin_pb2.SetSpeedRequest(run_id=run_id, speed=clock_pb2.Speed(as_fast_as_possible=True))
         )
         s.Resume(twin_pb2.ResumeRequest(run_id=run_id))
         steps = []
@@ -501,6 +509,7 @@ def test_commands_are_kept_in_the_live_configuration_bucket(local_twin):
         kv = await nc.jetstream().key_value("twin-fairwater-wi-config")
         entry = await kv.get("cooling")
         await nc.close()
+        assert entry.value is not None
         return cooling_pb2.CoolingConfig.FromString(entry.value)
 
     assert asyncio.run(stored()).supply_c == 33.5
@@ -540,6 +549,7 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health(tmp_path):
         env={**os.environ, "COLUMNS": "300"},
     )
     try:
+        assert up.stdout is not None
         deadline = time.monotonic() + 180
         lines = []
         while time.monotonic() < deadline:
@@ -547,8 +557,11 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health(tmp_path):
             lines.append(line)
             if "Ctrl-C stops everything" in line:
                 break
-        instance = re.search(r"up \(instance ([0-9a-f]{12})\)", "".join(lines))[1]
-        ports = re.search(r"gRPC: (.*)", "".join(lines))[1]
+        printed = "".join(lines)
+        instance_match = re.search(r"up \(instance ([0-9a-f]{12})\)", printed)
+        ports_match = re.search(r"gRPC: (.*)", printed)
+        assert instance_match and ports_match, lines
+        instance, ports = instance_match[1], ports_match[1]
         addresses = [part.split(" ")[1] for part in ports.split(", ")]
         assert len(addresses) == 6 and "127.0.0.1:50051" not in addresses, lines
         assert any(f"grpcurl -plaintext {addresses[0]}" in line for line in lines), lines

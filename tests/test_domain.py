@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import F64, run64, small_site
+from state_messages import State
 
 from services.domain import DOMAINS, DomainModel
 from twin_core import contract
@@ -92,6 +93,7 @@ def test_state_messages_carry_exactly_what_peers_need():
             domain, "run-1", 0, 1.0, sources_of(outputs, parts, drivers), quantities
         )
         wire = type(message).FromString(message.SerializeToString())
+        assert isinstance(wire, State)
         assert (wire.run_id, wire.step, wire.time_s) == ("run-1", 0, 1.0)
         # The domain's site quantities, by their contract names, exactly as computed.
         assert dict(wire.quantities) == quantities

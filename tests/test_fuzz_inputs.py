@@ -12,11 +12,12 @@ from typing import Any
 import grpc
 import jax.numpy as jnp
 import pytest
+import typed_stubs
 import yaml
 from conftest import SMALL
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +38,9 @@ FUZZ = settings(
     derandomize=True,  # the same examples on every run: a fixed budget, no flakes
     database=None,
     deadline=None,
-    suppress_health_check=list(HealthCheck),
+    # All but the deprecated ones (HealthCheck's own iterator); narrowed for the type
+    # checker, which cannot see through that iterator's metaclass.
+    suppress_health_check=[h for h in HealthCheck if isinstance(h, HealthCheck)],
 )
 DOC = yaml.safe_load(SMALL.read_text())
 
@@ -306,7 +309,7 @@ def test_every_request_message_gets_a_clean_status(twin):
         for process, service, method in METHODS:
             fuzzer(channels[process], service, method)()
         for name, channel in channels.items():
-            health = health_pb2_grpc.HealthStub(channel)
+            health = typed_stubs.health(channel)
             reply = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, name
     finally:

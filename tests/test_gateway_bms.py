@@ -18,6 +18,7 @@ import nats
 import pytest
 from google.protobuf import struct_pb2
 
+from services.gateway.adapters.bms import BmsMqttAdapter, BmsNatsAdapter
 from services.gateway.pointmap import parse_pointmap
 from services.gateway.service import Gateway, stats_subject
 from services.runtime.nats_server import NatsServer
@@ -49,6 +50,26 @@ def payload(value, *, quality=1, ms=None) -> bytes:
     return json.dumps({"value": value, "timestamp": stamp, "quality": quality}).encode()
 
 
+def mqtt_port(server: NatsServer) -> int:
+    """The port of the server's MQTT listener (started with ``mqtt=True``)."""
+    assert server.mqtt_port is not None
+    return server.mqtt_port
+
+
+def nats_adapter(gateway: Gateway) -> BmsNatsAdapter:
+    """The gateway's one adapter, of a map whose source has ``transport: nats``."""
+    adapter = gateway.adapters[0]
+    assert isinstance(adapter, BmsNatsAdapter)
+    return adapter
+
+
+def mqtt_adapter(gateway: Gateway) -> BmsMqttAdapter:
+    """The gateway's one adapter, of a map whose source names an MQTT broker."""
+    adapter = gateway.adapters[0]
+    assert isinstance(adapter, BmsMqttAdapter)
+    return adapter
+
+
 async def until(predicate, timeout_s: float = 10.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -76,7 +97,7 @@ def test_bms_over_the_nats_mqtt_listener_with_garbage_counted():
             gateway = Gateway(nc, SITE, parse_pointmap(MAP % "nats"))
             await gateway.start()
             await nc.flush()
-            async with aiomqtt.Client("127.0.0.1", server.mqtt_port) as mqtt:
+            async with aiomqtt.Client("127.0.0.1", mqtt_port(server)) as mqtt:
                 # Metadata (units) first, as the spec requires; then values.
                 meta = json.dumps({"engUnit": "degreesFahrenheit"}).encode()
                 await mqtt.publish(META.format(1), meta, qos=1)
@@ -85,7 +106,7 @@ def test_bms_over_the_nats_mqtt_listener_with_garbage_counted():
                 dotted = VALUE.format(0).replace("hall-a", "hall.b")
                 await mqtt.publish(dotted, payload(33.0), qos=1)
                 await until(lambda: "BMS/v1/PUB/Value/CDU/LiquidTemperature/hall-a/cdu1/supply"
-                            in gateway.adapters[0].payloads.units)  # fmt: skip
+                            in nats_adapter(gateway).payloads.units)  # fmt: skip
                 await mqtt.publish(VALUE.format(1), payload(95.0), qos=1)  # 35 degC
                 garbage = [
                     b"{not json",  # malformed
@@ -109,7 +130,9 @@ def test_bms_over_the_nats_mqtt_listener_with_garbage_counted():
             }  # fmt: skip
             reply = await nc.request(stats_subject(SITE), b"", timeout=5)
             stats = struct_pb2.Struct.FromString(reply.data)
-            rejected = dict(stats["rejected"].items())
+            counts = stats["rejected"]
+            assert isinstance(counts, struct_pb2.Struct)
+            rejected = dict(counts.items())
             assert (rejected["malformed"], rejected["non_finite"], rejected["bad_quality"]) == (
                 3,
                 2,
@@ -154,6 +177,7 @@ def start_mosquitto(tmp_path, *, tls: bool):
         )
     (tmp_path / "m.conf").write_text(conf)
     proc = subprocess.Popen([binary, "-c", str(tmp_path / "m.conf")], stderr=subprocess.PIPE)
+    assert proc.stderr is not None
     deadline = time.monotonic() + 10
     while True:
         try:
@@ -201,7 +225,7 @@ def test_bms_from_an_external_broker_with_password_and_retained_metadata(mosquit
                 await mqtt.publish(META.format(0), meta, qos=1, retain=True)
                 gateway = Gateway(nc, SITE, parse_pointmap(text))
                 await gateway.start()
-                adapter = gateway.adapters[0]
+                adapter = mqtt_adapter(gateway)
                 await asyncio.wait_for(adapter.connected.wait(), 10)
                 await until(lambda: VALUE.format(0) in adapter.payloads.units)
                 await mqtt.publish(VALUE.format(0), payload(305.15), qos=1)
@@ -223,7 +247,7 @@ def test_wrong_broker_password_is_retried_not_fatal(mosquitto, monkeypatch):
             gateway = Gateway(nc, SITE, parse_pointmap(text))
             await gateway.start()
             await asyncio.sleep(1.5)
-            assert not gateway.adapters[0].connected.is_set()
+            assert not mqtt_adapter(gateway).connected.is_set()
             assert all(not t.done() for t in gateway._tasks)  # still retrying
             await gateway.stop()
             await nc.close()
@@ -235,6 +259,7 @@ def test_nats_server_mqtt_listener_keeps_its_port_across_a_restart():
     async def main() -> None:
         with NatsServer(mqtt=True) as server:
             port = server.mqtt_port
+            assert port is not None
             assert server.mqtt_url == f"mqtt://127.0.0.1:{port}"
             server.restart()
             assert server.mqtt_port == port
@@ -247,17 +272,17 @@ def test_nats_server_mqtt_listener_keeps_its_port_across_a_restart():
 def test_retained_metadata_is_read_from_nats_servers_mqtt_store():
     async def main() -> None:
         async with NatsServer(mqtt=True) as server:
-            async with aiomqtt.Client("127.0.0.1", server.mqtt_port) as mqtt:
+            async with aiomqtt.Client("127.0.0.1", mqtt_port(server)) as mqtt:
                 # Retained long before the gateway starts (the BMS publishes it once).
                 meta = json.dumps({"engUnit": "kelvins"}).encode()
                 await mqtt.publish(META.format(2), meta, qos=1, retain=True)
             nc = await nats.connect(server.url)
             gateway = Gateway(nc, SITE, parse_pointmap(MAP % "nats"))
             await gateway.start()
-            adapter = gateway.adapters[0]
+            adapter = nats_adapter(gateway)
             await asyncio.wait_for(adapter.retained_read.wait(), 10)
             assert adapter.payloads.units == {VALUE.format(2): "K"}
-            async with aiomqtt.Client("127.0.0.1", server.mqtt_port) as mqtt:
+            async with aiomqtt.Client("127.0.0.1", mqtt_port(server)) as mqtt:
                 await mqtt.publish(VALUE.format(2), payload(303.15), qos=1)
             await until(lambda: gateway.aligner.stats.accepted == 1)
             assert await tick_values(nc, gateway) == {"cdu/2": pytest.approx(30.0)}

@@ -16,10 +16,12 @@ import aiomqtt
 import grpc
 import nats
 import pytest
+import typed_stubs
 from conftest import ROOT
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
-from services.gateway.service import GatewayConfig, gateway_setup
+from services.gateway.adapters.bms import BmsNatsAdapter
+from services.gateway.service import Gateway, GatewayConfig, gateway_setup
 from services.launcher import LocalTwin, free_addresses
 from services.runtime.nats_server import NatsServer
 from services.runtime.service import Service
@@ -85,13 +87,15 @@ async def scenario(server: NatsServer, config: GatewayConfig, run_id: str, step)
 
     await nc.subscribe("twin.small.cooling.state", cb=keep)
     async with Service("gateway", gateway_setup, config=config, handle_signals=False) as svc:
-        gateway = svc.gateway
+        gateway = vars(svc)["gateway"]  # put there by gateway_setup, for tests
+        assert isinstance(gateway, Gateway)
         stats = gateway.aligner.stats
         await asyncio.to_thread(step, 2)
         await until(lambda: 1 in states)
         modelled = states[1].tcs_supply_c[0]
         assert modelled != 41.5
         now_ms = int(time.time() * 1000)
+        assert server.mqtt_port is not None
         async with aiomqtt.Client("127.0.0.1", server.mqtt_port) as mqtt:
             await mqtt.publish(VALUE.format(0), payload(41.5, now_ms), qos=1)
             await until(lambda: stats.accepted == 1)
@@ -117,7 +121,9 @@ async def scenario(server: NatsServer, config: GatewayConfig, run_id: str, step)
             # Wrong units: metadata says kW for a temperature point.
             meta = json.dumps({"engUnit": "kilowatts"}).encode()
             await mqtt.publish(VALUE.format(0).replace("/Value/", "/Metadata/"), meta, qos=1)
-            await until(lambda: VALUE.format(0) in gateway.adapters[0].payloads.units)
+            bms = gateway.adapters[0]
+            assert isinstance(bms, BmsNatsAdapter)
+            await until(lambda: VALUE.format(0) in bms.payloads.units)
             await mqtt.publish(VALUE.format(0), payload(35.0, now_ms + 4), qos=1)
             # A flood on cdu/1: all in range and in order; the last one is the tick's value.
             for i in range(FLOOD):
@@ -139,7 +145,7 @@ async def scenario(server: NatsServer, config: GatewayConfig, run_id: str, step)
 
         # Still serving: gRPC health; and `twin gateway stats` reads the counters.
         async with grpc.aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health = typed_stubs.aio_health(channel)
             reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         done = await asyncio.to_thread(

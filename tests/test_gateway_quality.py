@@ -176,7 +176,8 @@ def test_unknown_ids_fill_the_cache_only_up_to_its_bound():
     resolver = Resolver(parse_pointmap(MAP), unknown_cache_size=10)
     for i in range(50):
         assert resolver.resolve("bms", f"BMS/v1/PUB/Value/HX/x{i}") is None
-    assert resolver.resolve("bms", TOPIC.format(3)).entity == "cdu/3"
+    target = resolver.resolve("bms", TOPIC.format(3))
+    assert target is not None and target.entity == "cdu/3"
     assert len(resolver._cache) == 11
 
 

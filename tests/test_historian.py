@@ -10,10 +10,14 @@ import os
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import LiteralString
 
 import psycopg
 import pytest
 from nats.js.errors import NotFoundError
+from pg_rows import one
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from state_messages import State
 
 from services.historian.migrate import migrate
 from services.historian.writer import EPOCH, HistorianWriter, WriterConfig
@@ -60,10 +64,10 @@ def it_w(step: int) -> float:
     return 1.0e6 + 512.0 * (step % 7)
 
 
-def states(run_id: str, step: int) -> dict[str, object]:
+def states(run_id: str, step: int) -> dict[str, State]:
     t = float(step)
     head = {"run_id": run_id, "step": step, "time_s": t}
-    messages = {
+    messages: dict[str, State] = {
         "power": power_pb2.PowerState(
             **head,
             meter_w=meter_w(step),
@@ -101,7 +105,9 @@ def states(run_id: str, step: int) -> dict[str, object]:
             emissions_t_per_s=1e-5,
         ),
     }
-    return {d: fill_quantities(d, m) for d, m in messages.items()}
+    for domain, message in messages.items():
+        fill_quantities(domain, message)  # fills the message's map in place
+    return messages
 
 
 def start_message(run_id: str, dt_s: float = 1.0, horizon_s: float = 0.0, **kw) -> bytes:
@@ -153,14 +159,12 @@ async def drained(js, site: str, durable: str = bus.HISTORIAN_DURABLE) -> None:
     await wait_for(probe, lambda v: v == (0, 0), "the consumer to drain")
 
 
-def count(db: str, table: str, run_id: str) -> int:
+def count(db: str, table: LiteralString, run_id: str) -> int:
     with psycopg.connect(db, prepare_threshold=None) as conn:
-        return conn.execute(
-            f"SELECT count(*) FROM {table} WHERE run_id = %s", (run_id,)
-        ).fetchone()[0]
+        return one(conn.execute(f"SELECT count(*) FROM {table} WHERE run_id = %s", (run_id,)))[0]
 
 
-async def acount(db: str, table: str, run_id: str) -> int:
+async def acount(db: str, table: LiteralString, run_id: str) -> int:
     return await asyncio.to_thread(count, db, table, run_id)
 
 
@@ -176,11 +180,13 @@ async def stop(task: asyncio.Task) -> None:
 
 def assert_complete_run(db: str, run_id: str) -> None:
     with psycopg.connect(db, prepare_threshold=None) as conn:
-        n, steps, facility, it, throttled = conn.execute(
-            "SELECT count(*), count(DISTINCT step), sum(facility_w), sum(it_w),"
-            " sum(throttled_gpus) FROM site_series WHERE run_id = %s",
-            (run_id,),
-        ).fetchone()
+        n, steps, facility, it, throttled = one(
+            conn.execute(
+                "SELECT count(*), count(DISTINCT step), sum(facility_w), sum(it_w),"
+                " sum(throttled_gpus) FROM site_series WHERE run_id = %s",
+                (run_id,),
+            )
+        )
         assert (n, steps) == (STEPS, STEPS)
         assert facility == sum(meter_w(s) for s in range(STEPS))
         assert it == sum(it_w(s) for s in range(STEPS))
@@ -188,7 +194,11 @@ def assert_complete_run(db: str, run_id: str) -> None:
         assert count(db, "cdu_series", run_id) == STEPS * CDUS
         assert count(db, "rack_arrays", run_id) == 2 * len(range(0, STEPS, 60))
         # The rollups, refreshed batch by batch, equal the raw rows' buckets.
-        for table, width in (("site_series_1m", "1 minute"), ("site_series_1h", "1 hour")):
+        rollups: list[tuple[LiteralString, LiteralString]] = [
+            ("site_series_1m", "1 minute"),
+            ("site_series_1h", "1 hour"),
+        ]
+        for table, width in rollups:
             rollup = conn.execute(
                 "SELECT bucket, samples, facility_w_sum, facility_w_count, it_w_max, it_w_last"
                 f" FROM {table} WHERE run_id = %s ORDER BY bucket",
@@ -278,10 +288,12 @@ def test_writer_stores_a_synthetic_run(nats_server: NatsServer, db: str) -> None
             "rack_ac_w": [1.0e5 + r for r in range(RACKS)],
             "rack_cap_w": [2.0e5 + 120] * RACKS,
         }
-        steps = conn.execute(
-            "SELECT array_agg(DISTINCT step ORDER BY step) FROM rack_arrays WHERE run_id = %s",
-            (run_id,),
-        ).fetchone()[0]
+        steps = one(
+            conn.execute(
+                "SELECT array_agg(DISTINCT step ORDER BY step) FROM rack_arrays WHERE run_id = %s",
+                (run_id,),
+            )
+        )[0]
         assert steps == [0, 60, 120, 180, 240]
 
 
@@ -313,6 +325,7 @@ def test_run_records_and_refused_state_messages(nats_server: NatsServer, db: str
             await bus.publish(nc, power, states("forged", 1)["power"])  # never started
             await bus.publish(nc, power, states(run_id, 5)["power"])  # beyond the horizon
             nan = states(run_id, 2)["power"]
+            assert isinstance(nan, power_pb2.PowerState)
             nan.meter_w = float("nan")
             await bus.publish(nc, power, nan)
             await nc.publish(power, b"\xff\x00 not protobuf")
@@ -384,7 +397,7 @@ def test_run_records_and_refused_state_messages(nats_server: NatsServer, db: str
 def test_incomplete_step_is_written_after_its_max_age(nats_server: NatsServer, db: str) -> None:
     site, run_id = "hist-partial", "partial-1"
 
-    async def main() -> HistorianWriter:
+    async def main() -> tuple[HistorianWriter, list[tuple]]:
         nc = await bus.connect(nats_server.url)
         try:
             js = nc.jetstream()
@@ -460,6 +473,7 @@ def test_crash_between_commit_and_ack_loses_and_duplicates_nothing(
             task = asyncio.create_task(second.run())
             await drained(js, site)
             await stop(task)
+            assert info.num_ack_pending is not None
             return stored, info.num_ack_pending, second
         finally:
             await nc.close()
@@ -523,14 +537,14 @@ class PausableProxy:
 
 
 def _socket_path(url: str) -> str:
-    params = psycopg.conninfo.conninfo_to_dict(url)
+    params = conninfo_to_dict(url)
     return f"{params['host']}/.s.PGSQL.{params.get('port') or 5432}"
 
 
 @pytest.mark.slow
 def test_database_outage_loses_nothing(nats_server: NatsServer, db: str) -> None:
     site, run_id = "hist-outage", "outage-1"
-    params = psycopg.conninfo.conninfo_to_dict(db)
+    params = conninfo_to_dict(db)
     if not str(params.get("host", "")).startswith("/"):
         pytest.skip("the proxy forwards to pgserver's unix socket")
     half = STEPS // 2
@@ -538,9 +552,7 @@ def test_database_outage_loses_nothing(nats_server: NatsServer, db: str) -> None
     async def main() -> HistorianWriter:
         proxy = PausableProxy(_socket_path(db))
         await proxy.start()
-        via_proxy = psycopg.conninfo.make_conninfo(
-            db, host="127.0.0.1", port=str(proxy.port), sslmode="disable"
-        )
+        via_proxy = make_conninfo(db, host="127.0.0.1", port=str(proxy.port), sslmode="disable")
         nc = await bus.connect(nats_server.url)
         try:
             js = nc.jetstream()
@@ -561,6 +573,7 @@ def test_database_outage_loses_nothing(nats_server: NatsServer, db: str) -> None
                 "write failures during the outage",
             )
             info = await js.consumer_info(bus.stream_name(site), bus.HISTORIAN_DURABLE)
+            assert info.num_ack_pending is not None and info.num_pending is not None
             assert info.num_ack_pending + info.num_pending == 4 * (STEPS - half)  # kept
             assert await acount(db, "site_series", run_id) == half
             await proxy.resume()  # ... and comes back
@@ -657,6 +670,7 @@ def test_historian_killed_mid_run_stores_every_tick_once() -> None:
 
         run_id = stub.Start(start, timeout=300).run_id
         db = twin.database_url
+        assert db is not None and twin.nats_url is not None
         deadline = time.monotonic() + TIMEOUT_S
         while count(db, "site_series", run_id) == 0:  # the historian is writing this run
             assert time.monotonic() < deadline, "the historian stored nothing"
@@ -680,12 +694,14 @@ def test_historian_killed_mid_run_stores_every_tick_once() -> None:
 
         def complete() -> tuple[int, int]:
             with psycopg.connect(db, prepare_threshold=None) as conn:
-                return conn.execute(
-                    "SELECT count(*), count(*) FILTER (WHERE num_nulls(it_w, facility_w,"
-                    " cooling_w, gpu_temp_max_c, grid_w, soc, ambient_c) = 0)"
-                    " FROM site_series WHERE run_id = %s",
-                    (run_id,),
-                ).fetchone()
+                return one(
+                    conn.execute(
+                        "SELECT count(*), count(*) FILTER (WHERE num_nulls(it_w, facility_w,"
+                        " cooling_w, gpu_temp_max_c, grid_w, soc, ambient_c) = 0)"
+                        " FROM site_series WHERE run_id = %s",
+                        (run_id,),
+                    )
+                )
 
         deadline = time.monotonic() + 150  # ack wait (60 s) + incomplete max age (30 s)
         while complete() != (ticks, ticks):
@@ -697,10 +713,13 @@ def test_historian_killed_mid_run_stores_every_tick_once() -> None:
                 " ORDER BY step",
                 (run_id,),
             ).fetchall()
-            rollup = conn.execute(
-                "SELECT sum(samples), sum(facility_w_sum) FROM site_series_1m WHERE run_id = %s",
-                (run_id,),
-            ).fetchone()
+            rollup = one(
+                conn.execute(
+                    "SELECT sum(samples), sum(facility_w_sum) FROM site_series_1m"
+                    " WHERE run_id = %s",
+                    (run_id,),
+                )
+            )
         # The twin process serves the History API too (TWIN_DATABASE_URL is set).
         from twin.history.v1 import history_pb2, history_pb2_grpc
 

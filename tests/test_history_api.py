@@ -275,9 +275,10 @@ def test_bad_requests_name_the_field(call, fields, message):
     fields = {"run_id": RUN, "metrics": ["it_w"], **fields}
     exc = error(call, "Query", history_pb2.QueryRequest(**fields))
     assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert exc.details().startswith(message), exc.details()
+    details = exc.details()
+    assert details is not None and details.startswith(message), details
     if message.endswith("(known: "):
-        assert exc.details().endswith("ambient_c)") and "facility_w" in exc.details()
+        assert details.endswith("ambient_c)") and "facility_w" in details
 
 
 def test_page_token_of_another_query_is_refused(call):
@@ -568,7 +569,8 @@ def test_compare_and_export_bad_requests(call, method, request_, code, message):
 
     exc = call(fn)
     assert exc.code() == getattr(grpc.StatusCode, code)
-    assert exc.details().startswith(message), exc.details()
+    details = exc.details()
+    assert details is not None and details.startswith(message), details
 
 
 def test_cli_export_and_compare(address, tmp_path):

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.abc import QueryNoTemplate
 from typer.testing import CliRunner
 
 from services.cli.main import app
@@ -86,7 +88,7 @@ FROM site_series WHERE run_id = %s GROUP BY hour ORDER BY hour
 """
 TS_BUCKET = "time_bucket(INTERVAL '1 hour', time)"
 PLAIN_BUCKET = "date_bin(INTERVAL '1 hour', time, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
-ROLLUP = "SELECT * FROM {table} WHERE run_id = %s ORDER BY bucket"
+ROLLUP = sql.SQL("SELECT * FROM {table} WHERE run_id = %s ORDER BY bucket")
 
 
 # prepare_threshold=None everywhere: the PGlite socket server shares one backend session
@@ -94,9 +96,9 @@ ROLLUP = "SELECT * FROM {table} WHERE run_id = %s ORDER BY bucket"
 # connection collide with the next one's ("prepared statement ... already exists").
 
 
-def query(url: str, sql: str, *params) -> list[tuple]:
+def query(url: str, statement: QueryNoTemplate, *params) -> list[tuple]:
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
-        return conn.execute(sql, params).fetchall()
+        return conn.execute(statement, params).fetchall()
 
 
 def test_split_statements_respects_quotes_dollar_quotes_and_comments():
@@ -219,7 +221,7 @@ def test_same_rows_same_answers_on_both_backends(pg, ts):
     # The rollups: refresh_continuous_aggregate (outside a transaction) vs the plain
     # historian's refresh_site_rollups, then the same SELECT on both.
     end = START + timedelta(seconds=STEP_S * STEPS)
-    assert query(ts_url, ROLLUP.format(table="site_series_1h"), "r1") == []
+    assert query(ts_url, ROLLUP.format(table=sql.Identifier("site_series_1h")), "r1") == []
     with psycopg.connect(ts_url, autocommit=True, prepare_threshold=None) as conn:
         for table in sorted(ROLLUPS):
             conn.execute(
@@ -228,8 +230,8 @@ def test_same_rows_same_answers_on_both_backends(pg, ts):
             )
     query(pg_url, "SELECT refresh_site_rollups(%s, %s, %s)", "r1", START, end)
     for table in sorted(ROLLUPS):
-        ts_rollup = query(ts_url, ROLLUP.format(table=table), "r1")
-        pg_rollup = query(pg_url, ROLLUP.format(table=table), "r1")
+        ts_rollup = query(ts_url, ROLLUP.format(table=sql.Identifier(table)), "r1")
+        pg_rollup = query(pg_url, ROLLUP.format(table=sql.Identifier(table)), "r1")
         assert ts_rollup, table
         assert ts_rollup == pg_rollup, table
     hours = query(

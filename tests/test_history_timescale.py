@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from datetime import timedelta
+from typing import LiteralString
 
 import numpy as np
 import psycopg
@@ -54,7 +55,8 @@ def insert(url: str) -> None:
             rows = value_rows(run_id, scale)
             for i in range(0, N, 120):  # multi-row INSERTs: PGlite has no COPY
                 chunk = rows[i : i + 120]
-                values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+                one_row: list[LiteralString] = ["(%s, %s, %s, %s, %s, %s, %s)"]
+                values = ", ".join(one_row * len(chunk))
                 conn.execute(
                     "INSERT INTO site_series (run_id, step, time, it_w, facility_w, pue, soc)"
                     f" VALUES {values} ON CONFLICT (run_id, step, time) DO NOTHING",

@@ -85,8 +85,9 @@ def study(**fields) -> pb.RunStudyRequest:
 def test_studies_naming_server_files_are_refused(whatif, request_, message):
     err = rpc_error(lambda: list(whatif.RunStudy(request_, timeout=120)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details().startswith(message), err.details()
-    assert "root:" not in err.details()
+    details = err.details()
+    assert details is not None and details.startswith(message), details
+    assert "root:" not in details
 
 
 def test_rollout_overrides_naming_server_files_are_refused(whatif):
@@ -101,7 +102,9 @@ def test_rollout_overrides_naming_server_files_are_refused(whatif):
     )
     err = rpc_error(lambda: whatif.Sensitivities(request, timeout=120))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.details().startswith(f"rollout.energy.grid.price_usd_per_mwh.file: {OUTSIDE}")
+    details = err.details()
+    assert details is not None
+    assert details.startswith(f"rollout.energy.grid.price_usd_per_mwh.file: {OUTSIDE}")
     err = rpc_error(lambda: whatif.Optimize(pb.OptimizeRequest(rollout=rollout), timeout=120))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 

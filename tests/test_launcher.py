@@ -16,8 +16,9 @@ from pathlib import Path
 import grpc
 import psutil
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+import typed_stubs
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from typer.testing import CliRunner
 
 from services.cli.main import app
@@ -76,7 +77,7 @@ def test_reflection_lists_each_service_once() -> None:
     address, stop = _serve(None)
     try:
         with grpc.insecure_channel(address) as channel:
-            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            stub = typed_stubs.reflection(channel)
             request = reflection_pb2.ServerReflectionRequest(list_services="")
             reply = next(iter(stub.ServerReflectionInfo(iter([request]), timeout=10)))
         names = [s.name for s in reply.list_services_response.service]
@@ -93,7 +94,7 @@ def test_every_response_names_the_instance_and_other_instances_are_refused() -> 
     address, stop = _serve("twin-a")
     try:
         with grpc.insecure_channel(address) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health = typed_stubs.health(channel)
             _, call = health.Check.with_call(health_pb2.HealthCheckRequest(), timeout=10)
             assert ("x-twin-instance", "twin-a") in call.initial_metadata()
             mine = (("x-twin-instance", "twin-a"),)
@@ -106,6 +107,7 @@ def test_every_response_names_the_instance_and_other_instances_are_refused() -> 
                 "wrong twin: this is instance twin-a, the call is for instance 'twin-b'"
             )
             # The error still says whose service answered.
+            assert isinstance(info.value, grpc.Call)  # a sync call's error is its Call too
             assert ("x-twin-instance", "twin-a") in info.value.initial_metadata()
         assert probe(address, instance_id="twin-a") == Probe("SERVING", "twin-a")
         assert probe(address, instance_id="twin-b") == Probe("OTHER_TWIN", "twin-a")
@@ -165,7 +167,9 @@ def test_start_up_shows_progress_and_fails_in_one_line_leaving_nothing(tmp_path:
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    instance = re.fullmatch(r"twin small: instance ([0-9a-f]{12}), logs in .*", lines[0])[1]
+    first = re.fullmatch(r"twin small: instance ([0-9a-f]{12}), logs in .*", lines[0])
+    assert first, lines
+    instance = first[1]
     assert re.fullmatch(r"  starting \(5 s\): up [a-z, ]+; waiting for [a-z, ]+", lines[1]), lines
     log = tmp_path / "logs" / "services.log"
     assert re.fullmatch(
@@ -185,8 +189,11 @@ def test_sigterm_while_starting_leaves_nothing_behind(tmp_path: Path) -> None:
         env={**os.environ, "COLUMNS": "200", "TMPDIR": str(tmp_path)},
     )  # fmt: skip
     try:
+        assert up.stderr is not None
         first = up.stderr.readline()
-        instance = re.fullmatch(r"twin small: instance ([0-9a-f]{12}), logs in .*\n", first)[1]
+        started = re.fullmatch(r"twin small: instance ([0-9a-f]{12}), logs in .*\n", first)
+        assert started, first
+        instance = started[1]
         deadline = time.monotonic() + 60
         while len(_children_of(instance)) < 6:  # the services are starting
             assert time.monotonic() < deadline
@@ -320,6 +327,7 @@ def test_two_twins_run_side_by_side_and_a_third_fails_on_the_taken_port(tmp_path
         # Each twin stores only its own run.
         for twin, run_id, steps in ((a, run_a, 12), (b, run_b, 6)):
             deadline = time.monotonic() + 60
+            assert twin.database_url is not None
             while True:
                 with psycopg.connect(twin.database_url) as conn:
                     rows = conn.execute("SELECT run_id, count(*) FROM site_series GROUP BY 1")
@@ -373,20 +381,24 @@ def test_supervisor_restarts_a_service_and_nats_then_gives_up_in_one_line() -> N
         assert twin.processes["compute"].pid != compute.pid
         assert events == ["compute exited with status -9; restarting it (restart 1 of 1)"]
 
-        port, store = twin.nats.port, twin.nats.store_dir
-        os.kill(twin.nats.pid, signal.SIGKILL)
+        server = twin.nats
+        assert server is not None and server.pid is not None  # the twin started its own
+        port, store = server.port, server.store_dir
+        os.kill(server.pid, signal.SIGKILL)
         deadline = time.monotonic() + 30
-        while len(events) < 2 or not twin.nats.running:
+        while len(events) < 2 or not server.running:
             assert time.monotonic() < deadline, events
             time.sleep(0.1)
         assert events[1] == (
             f"nats-server died (exit status -9); restarting it on port {port} with its "
             "JetStream store (restart 1 of 1)"
         )
-        assert (twin.nats.port, twin.nats.store_dir) == (port, store)
+        assert (server.port, server.store_dir) == (port, store)
+        url = twin.nats_url
+        assert url is not None
 
         async def buckets() -> list[str]:  # the run bucket the twin declared survived
-            nc = await nats.connect(twin.nats_url)
+            nc = await nats.connect(url)
             try:
                 return [s.config.name async for s in _streams(nc.jetstream())]
             finally:
@@ -394,11 +406,12 @@ def test_supervisor_restarts_a_service_and_nats_then_gives_up_in_one_line() -> N
 
         assert "KV_twin-small-run" in asyncio.run(buckets())
 
-        os.kill(twin.nats.pid, signal.SIGKILL)
+        assert server.pid is not None  # the restarted one
+        os.kill(server.pid, signal.SIGKILL)
         assert twin.failed.wait(30), events
         assert twin.failure == (
             "nats-server died (exit status -9) after 1 restarts within 600 s; stopped the twin "
-            f"(log: {twin.nats.log_path})"
+            f"(log: {server.log_path})"
         )
         assert events[-1] == f"error: {twin.failure}"
         assert all(p.poll() is not None for p in twin.processes.values())

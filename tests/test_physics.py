@@ -199,7 +199,7 @@ def test_training_job_gives_a_square_wave_of_meter_power():
     assert np.all(np.diff(np.flatnonzero(np.diff(meter_mw) < -0.2)) == 20)
     high = np.median(meter_mw[meter_mw > meter_mw.mean()])
     low = np.median(meter_mw[meter_mw < meter_mw.mean()])
-    cooling = np.mean(r.means["cooling_w"][100:])
+    cooling = float(np.mean(r.means["cooling_w"][100:]))
     hand = _chain("GB200_NVL72", rack_dc("GB200_NVL72", 1.0), cooling) - _chain(
         "GB200_NVL72", rack_dc("GB200_NVL72", 0.2), cooling
     )
@@ -219,7 +219,7 @@ def test_rack_power_smoothing_cuts_the_peak_ramp_by_the_configured_factor():
     smooth = _wave(GB300_NO_FLOOR)
     ramp = 20000.0  # W/s per rack, GB300 catalog
     low, high = rack_dc("GB300_NVL72", 0.2), rack_dc("GB300_NVL72", 1.0)
-    cooling = np.mean(raw.means["cooling_w"][100:])
+    cooling = float(np.mean(raw.means["cooling_w"][100:]))
     # by hand: each second the racks' DC draw climbs by the ramp limit; the steepest
     # second at the meter is the one where the PSU and chain losses rise fastest
     levels = np.minimum(low + ramp * np.arange(0, 10), high)

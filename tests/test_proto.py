@@ -32,6 +32,7 @@ GEN = PROTO / "gen" / "python"
 
 def load_generator():
     spec = importlib.util.spec_from_file_location("proto_generate", PROTO / "generate.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -59,6 +60,7 @@ def test_every_proto_file_has_an_importable_module():
         package = name.rsplit("/", 1)[0].replace("/", ".")
         assert module.DESCRIPTOR.package == package
         assert module.DESCRIPTOR.name == name
+        assert module.__file__ is not None
         assert Path(module.__file__).with_suffix(".pyi").is_file()
         importlib.import_module(module_name + "_grpc")
 

@@ -12,18 +12,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+import typed_stubs
 from google.protobuf import descriptor_pb2, descriptor_pool, struct_pb2
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from nats.aio.msg import Msg
 
 from services.runtime import bus, codec
 from services.runtime.config import ConfigError, RuntimeConfig
@@ -42,8 +44,13 @@ def arun(coro: Coroutine[Any, Any, Any], timeout: float = 15.0) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
+def extra(record: logging.LogRecord, name: str) -> Any:
+    """A field the logger's ``extra=`` put on the record (unknown to LogRecord's type)."""
+    return record.__dict__[name]
+
+
 @pytest.fixture(scope="module")
-def nats_server() -> NatsServer:
+def nats_server() -> Iterator[NatsServer]:
     with NatsServer() as server:
         yield server
 
@@ -241,11 +248,14 @@ def test_declarations_are_idempotent(nats_server: NatsServer) -> None:
             second = await bus.declare_all(js, site, durable="historian")
             assert first.stream.config == second.stream.config
             assert first.stream.state.messages == second.stream.state.messages
+            assert first.stream.config.subjects is not None
             assert sorted(first.stream.config.subjects) == sorted(bus.stream_subjects(site))
             assert second.consumer is not None and second.consumer.name == "historian"
 
             names = [s.config.name for s in await js.streams_info()]
-            assert sorted(n for n in names if site in n) == ["KV_twin-idem-config", "twin-idem"]
+            assert None not in names
+            ours = sorted(n for n in names if n is not None and site in n)
+            assert ours == ["KV_twin-idem-config", "twin-idem"]
             assert [c.name for c in await js.consumers_info("twin-idem")] == ["historian"]
 
             # A changed declaration updates in place rather than failing or duplicating.
@@ -262,6 +272,12 @@ def test_declarations_are_idempotent(nats_server: NatsServer) -> None:
             await nc.close()
 
     arun(main())
+
+
+def _decoded(msg: Msg) -> struct_pb2.Struct:
+    message = codec.decode_msg(struct_pb2.Struct, msg)
+    assert message is not None
+    return message
 
 
 def test_state_messages_through_durable_pull_consumer(nats_server: NatsServer) -> None:
@@ -292,7 +308,7 @@ def test_state_messages_through_durable_pull_consumer(nats_server: NatsServer) -
                 "twin.pull.cooling.state",
             ]
             assert len(got) == 7 and got[-1].subject == "twin.pull.events"
-            decoded = [codec.decode_msg(struct_pb2.Struct, m) for m in got[:6]]
+            decoded = [_decoded(m) for m in got[:6]]
             assert [(d["domain"], d["step"]) for d in decoded] == [
                 (dom, float(step)) for step in range(3) for dom in ("compute", "cooling")
             ]
@@ -355,14 +371,16 @@ def test_config_bucket_round_trip(nats_server: NatsServer) -> None:
             setpoint.update({"supply_c": 32.0})
             revision = await kv.put("cooling.setpoints", codec.encode(setpoint))
             entry = await kv.get("cooling.setpoints")
-            assert entry.revision == revision
-            assert codec.decode(struct_pb2.Struct, entry.value)["supply_c"] == 32.0
+            assert entry.revision == revision and entry.value is not None
+            stored = codec.decode(struct_pb2.Struct, entry.value)
+            assert stored is not None and stored["supply_c"] == 32.0
             setpoint.update({"supply_c": 35.0})
             await kv.put("cooling.setpoints", codec.encode(setpoint))
             kv_again = await bus.declare_config_bucket(nc.jetstream(), site)  # idempotent
             latest = await kv_again.get("cooling.setpoints")
-            assert latest.revision == revision + 1
-            assert codec.decode(struct_pb2.Struct, latest.value)["supply_c"] == 35.0
+            assert latest.revision == revision + 1 and latest.value is not None
+            stored = codec.decode(struct_pb2.Struct, latest.value)
+            assert stored is not None and stored["supply_c"] == 35.0
         finally:
             await nc.close()
 
@@ -412,7 +430,7 @@ def test_codec_skips_garbled_payload_and_counts_it(
     assert stats.count("google.protobuf.Struct") == 1 and stats.count() == 1
     assert codec.decode_errors.count() == before  # a private counter was given
     [record] = [r for r in caplog.records if r.getMessage() == "skipping undecodable payload"]
-    assert record.subject == "twin.codec.power.state"
+    assert extra(record, "subject") == "twin.codec.power.state"
 
 
 # -------------------------------------------------------------------------------- gRPC
@@ -458,7 +476,9 @@ class EchoServicer:
 
     async def Slow(self, request: struct_pb2.Struct, context: aio.ServicerContext):
         self.slow_started.set()
-        await asyncio.sleep(request["sleep_s"])
+        sleep_s = request["sleep_s"]
+        assert isinstance(sleep_s, float)  # Struct numbers are doubles
+        await asyncio.sleep(sleep_s)
         return request
 
     async def Fail(self, request: struct_pb2.Struct, context: aio.ServicerContext):
@@ -467,7 +487,9 @@ class EchoServicer:
     async def Count(
         self, request: struct_pb2.Struct, context: aio.ServicerContext
     ) -> AsyncIterator[struct_pb2.Struct]:
-        for i in range(int(request["n"])):
+        n = request["n"]
+        assert isinstance(n, float)
+        for i in range(int(n)):
             item = struct_pb2.Struct()
             item.update({"i": i})
             yield item
@@ -490,9 +512,20 @@ def add_EchoServicer_to_server(servicer: EchoServicer, server: Any) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(ECHO_SERVICE, handlers),))
 
 
-def _method(channel: aio.Channel, name: str, stream: bool = False):
-    make = channel.unary_stream if stream else channel.unary_unary
-    return make(
+def _method(
+    channel: aio.Channel, name: str
+) -> aio.UnaryUnaryMultiCallable[struct_pb2.Struct, struct_pb2.Struct]:
+    return channel.unary_unary(
+        f"/{ECHO_SERVICE}/{name}",
+        request_serializer=struct_pb2.Struct.SerializeToString,
+        response_deserializer=struct_pb2.Struct.FromString,
+    )
+
+
+def _stream_method(
+    channel: aio.Channel, name: str
+) -> aio.UnaryStreamMultiCallable[struct_pb2.Struct, struct_pb2.Struct]:
+    return channel.unary_stream(
         f"/{ECHO_SERVICE}/{name}",
         request_serializer=struct_pb2.Struct.SerializeToString,
         response_deserializer=struct_pb2.Struct.FromString,
@@ -525,7 +558,7 @@ def test_grpc_server_health_reflection_request_ids(caplog: pytest.LogCaptureFixt
         address = f"127.0.0.1:{port}"
         try:
             async with aio.insecure_channel(address) as channel:
-                health = health_pb2_grpc.HealthStub(channel)
+                health = typed_stubs.aio_health(channel)
                 for name in ("", ECHO_SERVICE):
                     reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
                     assert reply.status == SERVING
@@ -554,7 +587,7 @@ def test_grpc_server_health_reflection_request_ids(caplog: pytest.LogCaptureFixt
                 assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
                 assert ("x-request-id", "r-7") in tuple(info.value.initial_metadata())
 
-                call = _method(channel, "Count", stream=True)(_struct(n=3))
+                call = _stream_method(channel, "Count")(_struct(n=3))
                 assert [item["i"] async for item in call] == [0.0, 1.0, 2.0]
                 assert dict(await call.initial_metadata())["x-request-id"]
         finally:
@@ -562,13 +595,23 @@ def test_grpc_server_health_reflection_request_ids(caplog: pytest.LogCaptureFixt
 
     with caplog.at_level(logging.DEBUG, logger="twin.runtime.grpc"):
         arun(main())
-    access = {r.method: r for r in caplog.records if r.name == "twin.runtime.grpc"}
+    access = {extra(r, "method"): r for r in caplog.records if r.name == "twin.runtime.grpc"}
     echo = access[f"/{ECHO_SERVICE}/Echo"]
-    assert echo.levelno == logging.INFO and echo.code == "OK" and echo.duration_ms >= 0
+    assert echo.levelno == logging.INFO and extra(echo, "code") == "OK"
+    assert extra(echo, "duration_ms") >= 0
     fail = access[f"/{ECHO_SERVICE}/Fail"]
-    assert fail.code == "FAILED_PRECONDITION" and fail.levelno == logging.INFO
-    assert access[f"/{ECHO_SERVICE}/Count"].code == "OK"
+    assert extra(fail, "code") == "FAILED_PRECONDITION" and fail.levelno == logging.INFO
+    assert extra(access[f"/{ECHO_SERVICE}/Count"], "code") == "OK"
     assert access["/grpc.health.v1.Health/Check"].levelno == logging.DEBUG
+
+
+async def _watched(
+    watch: aio.UnaryStreamCall[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse],
+) -> health_pb2.HealthCheckResponse:
+    """The next status on a Health.Watch stream (which must not have ended)."""
+    reply = await watch.read()
+    assert isinstance(reply, health_pb2.HealthCheckResponse)
+    return reply
 
 
 def test_serve_lifetime_and_graceful_shutdown(
@@ -592,16 +635,16 @@ def test_serve_lifetime_and_graceful_shutdown(
 
     async def client(svc: Service) -> None:
         async with aio.insecure_channel(f"127.0.0.1:{svc.port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health = typed_stubs.aio_health(channel)
             watch = health.Watch(health_pb2.HealthCheckRequest(service=""))
-            assert (await watch.read()).status == SERVING
+            assert (await _watched(watch)).status == SERVING
             echo = await health.Check(health_pb2.HealthCheckRequest(service=ECHO_SERVICE))
             assert echo.status == SERVING
             slow = asyncio.ensure_future(_method(channel, "Slow")(_struct(sleep_s=0.4)))
             await asyncio.wait_for(servicer["echo"].slow_started.wait(), 5)  # in flight
 
             svc.request_shutdown()
-            assert (await asyncio.wait_for(watch.read(), 5)).status == NOT_SERVING
+            assert (await asyncio.wait_for(_watched(watch), 5)).status == NOT_SERVING
             events.append("watch NOT_SERVING")
             # During the announce period the server still answers, with NOT_SERVING.
             reply = await health.Check(health_pb2.HealthCheckRequest(service=ECHO_SERVICE))
@@ -643,7 +686,7 @@ def test_health_follows_the_bus_and_crashed_task_stops_service() -> None:
         options = {"reconnect_wait_s": 0.05}
         async with Service("echo", setup, config=config, nats_options=options) as svc:
             channel = aio.insecure_channel(f"127.0.0.1:{svc.port}")
-            health = health_pb2_grpc.HealthStub(channel)
+            health = typed_stubs.aio_health(channel)
 
             async def status(name: str) -> int:
                 reply = await health.Check(health_pb2.HealthCheckRequest(service=name))
@@ -699,13 +742,13 @@ def test_sigterm_shuts_a_service_process_down(nats_server: NatsServer) -> None:
         text=True,
     )
     try:
-        assert process.stdout is not None
+        assert process.stdout is not None and process.stderr is not None
         ready, _, _ = select.select([process.stdout], [], [], 20)  # bounded wait for PORT
         line = process.stdout.readline() if ready else ""
         assert line.startswith("PORT "), process.stderr.read() if process.poll() else line
         port = int(line.split()[1])
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health = typed_stubs.health(channel)
             reply = health.Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == SERVING
         process.send_signal(signal.SIGTERM)

@@ -19,11 +19,12 @@ from typing import Any
 import grpc
 import nkeys
 import pytest
+import typed_stubs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from nats.aio.client import Client as NATS
 
 from services.launcher import health
@@ -146,7 +147,9 @@ def user_nkey(directory: Path, name: str) -> tuple[str, Path]:
     seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
     path = directory / f"{name}.nk"
     path.write_bytes(seed + b"\n")
-    return nkeys.from_seed(bytearray(seed)).public_key.decode(), path
+    public = nkeys.from_seed(bytearray(seed)).public_key
+    assert isinstance(public, bytes)  # the encoded key (nkeys annotates a nacl VerifyKey)
+    return public.decode(), path
 
 
 # ------------------------------------------------------------------------------- NATS
@@ -242,7 +245,7 @@ def test_nats_mutual_tls(tmp_path: Path, pki: dict[str, Path]) -> None:
 def check(address: str, env: dict[str, str], service: str = "") -> int:
     """Health.Check over a channel from ``open_channel`` (sync, as the CLI does)."""
     with open_channel(address, env) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        stub = typed_stubs.health(channel)
         return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=3).status
 
 
@@ -284,7 +287,7 @@ def test_grpc_tls_and_plaintext_health_port(pki: dict[str, Path]) -> None:
 
             await asyncio.to_thread(checks)
             async with open_aio_channel(main_port, ca) as channel:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(
+                reply = await typed_stubs.aio_health(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=3
                 )
                 assert reply.status == SERVING

@@ -22,6 +22,7 @@ from twin_core import coupling
 from twin_core.batch import STATE_AXES, stack_params
 from twin_core.compress import compress
 from twin_core.coupling import Boundary, TwinState
+from twin_core.drivers import load_drivers
 from twin_core.params import build_params
 from twin_core.pytree import build, replace
 
@@ -50,7 +51,8 @@ def boundary(racks: int, cdus: int, **changes) -> Boundary:
 
 @pytest.fixture(scope="module")
 def params():
-    return build_params(small_site(MIXED), 120, 1.0, dtype=F64, host=True)
+    site = small_site(MIXED)
+    return build_params(site, load_drivers(site), horizon_s=120, dt=1.0, dtype=F64, host=True)
 
 
 def zeros_state(p) -> TwinState:
@@ -118,7 +120,8 @@ def test_the_check_sees_one_variant_under_vmap(params):
 
 
 def test_merging_changes_racks_and_cdus_consistently():
-    params = build_params(small_site(), 120, 1.0, dtype=F64, host=True)
+    site = small_site()
+    params = build_params(site, load_drivers(site), horizon_s=120, dt=1.0, dtype=F64, host=True)
     merged = compress(params)  # every replace() inside is checked
     r, c = np.shape(params.compute.mask)
     r2, c2 = np.shape(merged.compute.mask)

@@ -175,7 +175,8 @@ def test_bad_studies_are_invalid_argument_naming_the_field(stub, request_, messa
     with pytest.raises(grpc.RpcError) as err:
         run(stub, request_)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.value.details().startswith(message), err.value.details()
+    details = err.value.details()
+    assert details is not None and details.startswith(message), details
 
 
 def test_unknown_study_is_not_found(stub):
@@ -237,7 +238,8 @@ def test_bad_sensitivity_requests(stub, request_, message):
     with pytest.raises(grpc.RpcError) as err:
         stub.Sensitivities(request_)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert err.value.details().startswith(message), err.value.details()
+    details = err.value.details()
+    assert details is not None and details.startswith(message), details
 
 
 def test_optimize_over_grpc(stub):
@@ -257,7 +259,8 @@ def test_optimize_over_grpc(stub):
     (temp,) = [c for c in reply.constraints if c.name == "max_gpu_temp_c"]
     assert temp.passed and temp.value <= 78
     with pytest.raises(grpc.RpcError) as err:
-        stub.Optimize(pb.OptimizeRequest(rollout=rollout(), objective=9))
+        # An objective no client library would send: the server must refuse it.
+        stub.Optimize(pb.OptimizeRequest(rollout=rollout(), objective=9))  # pyright: ignore[reportArgumentType]
     assert err.value.details() == "objective: unknown value 9"
     with pytest.raises(grpc.RpcError) as err:
         stub.Optimize(
@@ -265,7 +268,9 @@ def test_optimize_over_grpc(stub):
                 rollout=rollout(), bounds=[pb.Bound(parameter="halls.0.cdus", lower=1, upper=2)]
             )
         )
-    assert err.value.details().startswith("bounds: 'halls.0.cdus' is not differentiable")
+    details = err.value.details()
+    assert details is not None
+    assert details.startswith("bounds: 'halls.0.cdus' is not differentiable")
 
 
 def test_studies_are_stored_in_history(postgres_url):
