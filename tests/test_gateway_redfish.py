@@ -26,7 +26,7 @@ import pytest
 from test_security import make_pki
 
 from services.gateway.adapters.redfish import Readings, RedfishAdapter
-from services.gateway.pointmap import PointMapError, parse_pointmap
+from services.gateway.pointmap import PointMapError, load_pointmap, parse_pointmap
 from services.gateway.reading import Reading
 from services.gateway.service import Gateway
 from services.runtime.nats_server import NatsServer
@@ -481,3 +481,5 @@ points:
 """
     with pytest.raises(PointMapError, match=r"^m:3: sources\.racks\.url: "):
         parse_pointmap(text, "m")
+    example = load_pointmap(Path(__file__).parents[1] / "services/gateway/examples/redfish.yaml")
+    assert example.sources["racks"].kind == "redfish"
