@@ -116,8 +116,29 @@ class ModbusSource(Strict):
     registers: list[ModbusRegister] = Field(min_length=1)
 
 
-Source = Annotated[BmsSource | DcgmSource | ModbusSource, Field(discriminator="kind")]
-SOURCE_KINDS = ("bms", "dcgm", "modbus")
+class RedfishSource(Strict):
+    """A Redfish service (BMC, rack manager, PDU), polled every ``interval_s``: each
+    chassis's ``Sensors``, ``PowerSubsystem`` and older ``Power`` resources. ``auth``:
+    HTTP basic on every request, or a Redfish session (``X-Auth-Token``, logged out at
+    stop). ``chassis``: the ids to read; default, every member of /redfish/v1/Chassis."""
+
+    kind: Literal["redfish"]
+    url: str = Field(pattern=r"^https?://[^/]+/?$")  # the service root's host, no path
+    auth: Literal["basic", "session"] = "session"
+    username: str = Field(min_length=1)
+    password_env: str | None = None  # the variable holding the password (never the map)
+    chassis: list[str] | None = None
+    interval_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0)  # per request
+    max_backoff_s: float = Field(60.0, gt=0)
+    verify_tls: bool = True  # BMCs often ship self-signed certificates: prefer ca_file
+    ca_file: str | None = None
+
+
+Source = Annotated[
+    BmsSource | DcgmSource | ModbusSource | RedfishSource, Field(discriminator="kind")
+]
+SOURCE_KINDS = ("bms", "dcgm", "modbus", "redfish")
 
 
 # ------------------------------------------------------------------------------- points

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from nats.aio.client import Client as NATS
 
-from services.gateway.pointmap import BmsSource, DcgmSource, ModbusSource
+from services.gateway.pointmap import BmsSource, DcgmSource, ModbusSource, RedfishSource
 from services.gateway.reading import Adapter
 
 
@@ -33,10 +33,20 @@ def _modbus(name: str, cfg: ModbusSource, nc: NATS | None) -> Adapter:
     return ModbusAdapter(name, cfg)
 
 
-_FACTORIES: dict[str, Callable[..., Adapter]] = {"bms": _bms, "dcgm": _dcgm, "modbus": _modbus}
+def _redfish(name: str, cfg: RedfishSource, nc: NATS | None) -> Adapter:
+    from services.gateway.adapters.redfish import RedfishAdapter
+
+    return RedfishAdapter(name, cfg)
+
+
+_FACTORIES: dict[str, Callable[..., Adapter]] = {
+    "bms": _bms, "dcgm": _dcgm, "modbus": _modbus, "redfish": _redfish,
+}  # fmt: skip
 
 
 def make_adapter(
-    name: str, cfg: BmsSource | DcgmSource | ModbusSource, nc: NATS | None = None
+    name: str,
+    cfg: BmsSource | DcgmSource | ModbusSource | RedfishSource,
+    nc: NATS | None = None,
 ) -> Adapter:
     return _FACTORIES[cfg.kind](name, cfg, nc)
