@@ -345,6 +345,9 @@ def test_cdu_supply_measured_beside_modelled(call):
         table(reply),
         [(0.0, 31.0, 31.295), (60.0, 34.0, 31.895), (120.0, math.nan, 32.495)],
     )
+    # The widest window: the measurement from before the run's start shows up too.
+    widest = measured(call, entity="cdu/1", start_s=-1e11, end_s=1e11)
+    same(table(widest), [(-60.0, 1.0, math.nan), *table(reply)])
     window = measured(call, entity="cdu/1", start_s=60, end_s=120, bucket_s=30)
     same(table(window), [(60.0, 34.0, 31.745), (90.0, math.nan, 32.045)])
 

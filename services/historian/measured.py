@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from psycopg import sql
@@ -123,24 +123,36 @@ async def _run(conn: psycopg.AsyncConnection, run_id: str, site_id: str) -> _Run
     return _Run(row[0], row[1], rate)
 
 
+# Window bounds beyond what a datetime holds are clamped: they select everything anyway.
+LOWEST = datetime(1, 1, 2, tzinfo=UTC)
+HIGHEST = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def _at(base: datetime, seconds: float) -> datetime:
+    try:
+        return min(max(base + timedelta(seconds=seconds), LOWEST), HIGHEST)
+    except OverflowError:
+        return LOWEST if seconds < 0 else HIGHEST
+
+
 def _sim_window(q: MeasuredQuery) -> tuple[datetime, datetime | None]:
-    start = EPOCH + timedelta(seconds=q.start_s or 0.0)
-    end = None if q.end_s is None else EPOCH + timedelta(seconds=q.end_s)
+    start = _at(EPOCH, q.start_s or 0.0)
+    end = None if q.end_s is None else _at(EPOCH, q.end_s)
     return start, end
 
 
 async def _measured(
     conn: psycopg.AsyncConnection, q: MeasuredQuery, run: _Run, quantity: str
 ) -> dict[int, float]:
-    begin = run.started_at + timedelta(seconds=(q.start_s or 0.0) / run.rate)
+    begin = _at(run.started_at, (q.start_s or 0.0) / run.rate)
     params: list[object] = [run.started_at, run.rate, q.bucket_s, run.site_id, q.entity]
     params += [quantity, begin]
     until = sql.SQL("")
     if q.end_s is not None:
         until = sql.SQL(" AND time < %s")
-        params.append(run.started_at + timedelta(seconds=q.end_s / run.rate))
+        params.append(_at(run.started_at, q.end_s / run.rate))
     statement = sql.SQL(
-        "SELECT floor(extract(epoch FROM time - %s)::float8 * %s / %s)::int8 AS b, avg(value)"
+        "SELECT floor(extract(epoch FROM time - %s)::float8 * %s / %s) AS b, avg(value)"
         " FROM measurements WHERE site_id = %s AND entity = %s AND quantity = %s"
         " AND time >= %s{until} GROUP BY b ORDER BY b LIMIT {limit}"
     ).format(until=until, limit=sql.Literal(MAX_BUCKETS + 1))
@@ -187,7 +199,7 @@ async def _modelled(
         where = sql.SQL("{} AND time < %s").format(where)
         params.append(end)
     statement = sql.SQL(
-        "SELECT floor(extract(epoch FROM time - %s)::float8 / %s)::int8 AS b, avg({value})"
+        "SELECT floor(extract(epoch FROM time - %s)::float8 / %s) AS b, avg({value})"
         " FROM {table} WHERE run_id = %s AND time >= %s{where}"
         " GROUP BY b ORDER BY b LIMIT {limit}"
     ).format(
