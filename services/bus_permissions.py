@@ -16,7 +16,8 @@ Why each grant (the calls are in services/node.py, clock.py, serve.py, historian
   domains, ``telemetry.<site>.>``. It may create the run bucket (start-up order is free).
 - the twin (clock, APIs) alone publishes ``twin.<site>.clock`` and writes the run key;
   it declares the history stream and both buckets and reads every domain's state.
-- the historian declares the history stream and its durable consumer, pulls and acks.
+- the historian declares the history stream and its two durable consumers (states and
+  events; telemetry, stored as measurements), pulls and acks.
 - the gateway (services/gateway/) subscribes to the clock (it publishes at each tick),
   to the BMS points nats-server's MQTT listener maps to ``BMS.v1.PUB.>`` (MQTT topic
   ``BMS/v1/PUB/...``) and to its stats subject ``twin.<site>.gateway.stats`` (answering
@@ -56,6 +57,7 @@ BMS_SUBJECTS = "BMS.v1.PUB.>"  # MQTT BMS/v1/PUB/# (the point map's default bms 
 MQTT_RETAINED_STREAM = "$MQTT_rmsgs"  # nats-server's retained MQTT messages
 MEASURED_DOMAINS = ("compute", "cooling")  # subscribe to telemetry (services/node.py)
 HISTORIAN_DURABLE = "historian"
+MEASUREMENTS_DURABLE = "historian-measurements"
 CHART_FILE = (
     Path(__file__).resolve().parents[1] / "charts" / "ai-factory-twin" / "files"
 ) / "nats-permissions.yaml"
@@ -101,6 +103,20 @@ def _stream_api(name: str) -> tuple[str, ...]:
     return _js(f"STREAM.CREATE.{name}", f"STREAM.UPDATE.{name}", f"STREAM.INFO.{name}")
 
 
+def _durable(durable: str) -> tuple[str, ...]:
+    """Declare, pull from and ack one durable consumer (``<stream>.<name>``)."""
+    return (
+        *_js(
+            f"CONSUMER.CREATE.{durable}",
+            f"CONSUMER.CREATE.{durable}.>",
+            f"CONSUMER.DURABLE.CREATE.{durable}",
+            f"CONSUMER.INFO.{durable}",
+            f"CONSUMER.MSG.NEXT.{durable}",
+        ),
+        f"$JS.ACK.{durable}.>",
+    )
+
+
 def permissions(site: str = SITE) -> dict[str, Permissions]:
     """Every identity's permissions for ``site`` (the placeholder ``<site>`` by default)."""
     if site != SITE and not SITE_RE.match(site):
@@ -119,18 +135,14 @@ def permissions(site: str = SITE) -> dict[str, Permissions]:
         ),
         subscribe=(f"twin.{site}.*.state", "_INBOX.twin.>"),
     )
-    durable = f"{stream}.{HISTORIAN_DURABLE}"
     table["historian"] = Permissions(
         publish=(
             *_stream_api(stream),
-            *_js(
-                f"CONSUMER.CREATE.{durable}",
-                f"CONSUMER.CREATE.{durable}.>",
-                f"CONSUMER.DURABLE.CREATE.{durable}",
-                f"CONSUMER.INFO.{durable}",
-                f"CONSUMER.MSG.NEXT.{durable}",
+            *(
+                grant
+                for name in (HISTORIAN_DURABLE, MEASUREMENTS_DURABLE)
+                for grant in _durable(f"{stream}.{name}")
             ),
-            f"$JS.ACK.{durable}.>",
         ),
         subscribe=("_INBOX.historian.>",),
     )

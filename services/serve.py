@@ -65,6 +65,7 @@ async def twin_setup(svc: Service) -> None:
 
 async def historian_setup(svc: Service) -> None:
     from services.historian import history_service
+    from services.historian.measurements import MeasurementConfig, MeasurementWriter
     from services.historian.migrate import migrate
     from services.historian.writer import HistorianWriter, WriterConfig
 
@@ -75,6 +76,9 @@ async def historian_setup(svc: Service) -> None:
     await bus.declare_stream(svc.js, svc.config.site)
     config = WriterConfig(site=svc.config.site, database_url=url)
     svc.create_task(HistorianWriter(svc.js, config).run())
+    # The site's telemetry -> measurements, on its own durable consumer.
+    measured = MeasurementConfig(site=svc.config.site, database_url=url)
+    svc.create_task(MeasurementWriter(svc.js, measured).run())
     history_service.add_to_server(svc.grpc, url)  # the History API (twin history ...)
 
 

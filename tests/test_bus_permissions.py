@@ -238,6 +238,7 @@ def test_each_identity_does_its_job(server: NatsServer) -> None:
     async def main() -> None:
         twin = await connect_as(server.url, "twin")
         historian = await connect_as(server.url, "historian")
+        telemetry = await connect_as(server.url, "telemetry")
         domains = {d: await connect_as(server.url, d) for d in ("compute", "cooling")}
         try:
             # twin: the stream and both buckets, the run key, the clock, every state.
@@ -252,6 +253,20 @@ def test_each_identity_does_its_job(server: NatsServer) -> None:
             await bus.declare_stream(hjs, SITE)
             await bus.declare_consumer(hjs, SITE, filter_subjects=[f"twin.{SITE}.*.state"])
             pull = await bus.pull_subscription(hjs, SITE)
+            # ... and its second durable: the site's telemetry, stored as measurements.
+            await bus.declare_consumer(
+                hjs,
+                SITE,
+                bus.MEASUREMENTS_DURABLE,
+                filter_subjects=[bus.telemetry_subject(SITE)],
+            )
+            measured = await bus.pull_subscription(hjs, SITE, bus.MEASUREMENTS_DURABLE)
+            await telemetry.publish(bus.telemetry_subject(SITE, "bms"), b"measurement batch")
+            await telemetry.flush()
+            got = await bus.fetch(measured, 1, 10.0)
+            assert [m.data for m in got] == [b"measurement batch"]
+            for m in got:
+                await m.ack()
             # domains: clock in, state out, KV snapshot and config, replay both ways.
             compute, cooling = domains["compute"], domains["cooling"]
             clock_in = await _collect(compute, bus.clock_subject(SITE))
@@ -282,7 +297,7 @@ def test_each_identity_does_its_job(server: NatsServer) -> None:
             assert clock_in == [b"tick"] and states == [b"compute state"]
             assert (await run_kv.get("compute")).value == b"snapshot"
         finally:
-            for nc in (twin, historian, *domains.values()):
+            for nc in (twin, historian, telemetry, *domains.values()):
                 await nc.close()
 
     arun(main())

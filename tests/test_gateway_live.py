@@ -1,7 +1,7 @@
 """End to end: a BMS client publishes over MQTT to nats-server's listener; the gateway
 (a real Service: gRPC health) maps, checks and aligns it; the real domain services of
-tests/sites/small.yaml use it at the next tick; garbage and a flood are counted and the
-gateway stays SERVING."""
+tests/sites/small.yaml use it at the next tick, and the historian stores it once in
+`measurements`; garbage and a flood are counted and the gateway stays SERVING."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import time
 import aiomqtt
 import grpc
 import nats
+import psycopg
 import pytest
 import typed_stubs
 from conftest import ROOT
@@ -56,12 +57,13 @@ async def until(predicate, timeout_s: float = 20.0) -> None:
         await asyncio.sleep(0.02)
 
 
-def test_mqtt_point_reaches_the_cooling_domain_and_garbage_is_counted(tmp_path):
+def test_mqtt_point_reaches_the_cooling_domain_and_garbage_is_counted(tmp_path, postgres_url):
     map_path = tmp_path / "map.yaml"
     map_path.write_text(MAP)
+    addresses = free_addresses()
     with (
         NatsServer(mqtt=True) as server,
-        LocalTwin("small", free_addresses(), nats_url=server.url, history=False) as twin,
+        LocalTwin("small", addresses, nats_url=server.url, database_url=postgres_url) as twin,
     ):
         channel = grpc.insecure_channel(twin.addresses["twin"])
         clock = twin_pb2_grpc.TwinServiceStub(channel)
@@ -74,6 +76,27 @@ def test_mqtt_point_reaches_the_cooling_domain_and_garbage_is_counted(tmp_path):
         config = GatewayConfig(site="small", nats_url=server.url, point_map=map_path)
         asyncio.run(scenario(server, config, run_id, step))
         channel.close()
+        # The historian stored what the gateway accepted, once (the held 41.5 was re-sent
+        # at every tick with its source time), in the run it arrived during.
+        deadline = time.monotonic() + 30
+        while (stored := measured(postgres_url, run_id)).get("cdu/1") != [20.9]:
+            assert time.monotonic() < deadline, stored
+            time.sleep(0.2)
+        assert stored == {"cdu/0": [41.5], "cdu/1": [20.9]}
+
+
+def measured(url: str, run_id: str) -> dict[str, list[float]]:
+    """The stored supply temperatures of the run, per entity (rounded: float32 values)."""
+    with psycopg.connect(url, prepare_threshold=None) as conn:
+        rows = conn.execute(
+            "SELECT entity, value FROM measurements WHERE run_id = %s"
+            " AND quantity = 'supply_temperature_c' ORDER BY entity, time",
+            (run_id,),
+        ).fetchall()
+    out: dict[str, list[float]] = {}
+    for entity, value in rows:
+        out.setdefault(entity, []).append(round(value, 6))
+    return out
 
 
 async def scenario(server: NatsServer, config: GatewayConfig, run_id: str, step) -> None:

@@ -21,9 +21,19 @@ from services.historian.migrate import (
     split_statements,
 )
 
-TABLES = {"runs", "site_series", "cdu_series", "rack_arrays", "events", "schema_migrations"}
+TABLES = {
+    "runs",
+    "site_series",
+    "cdu_series",
+    "rack_arrays",
+    "events",
+    "measurements",
+    "schema_migrations",
+}
 SERIES = {"site_series", "cdu_series", "rack_arrays"}
 ROLLUPS = {"site_series_1m", "site_series_1h"}
+MEASURED = {"measurements"}  # a hypertable, not compressed (0008)
+MEASURED_ROLLUPS = {"measurements_1m"}
 VERSIONS = [v.version for v in discover(MIGRATIONS, "plain")]
 START = datetime(2025, 7, 1, tzinfo=UTC)
 STEP_S = 30
@@ -176,12 +186,12 @@ def test_timescale_migrates_once(ts):
     assert second == []
     assert tables(url) >= TABLES
     hypertables = query(url, "SELECT hypertable_name FROM timescaledb_information.hypertables")
-    assert {name for (name,) in hypertables} == SERIES
+    assert {name for (name,) in hypertables} == SERIES | MEASURED
     caggs = query(
         url,
         "SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates",
     )
-    assert set(caggs) == {(name, True) for name in ROLLUPS}
+    assert set(caggs) == {(name, True) for name in ROLLUPS | MEASURED_ROLLUPS}
     compressed = query(
         url,
         "SELECT hypertable_name FROM timescaledb_information.hypertables WHERE compression_enabled",
@@ -195,7 +205,7 @@ def test_timescale_migrates_once(ts):
     assert {("policy_compression", t) for t in SERIES} <= procs
     # no retention: it would drop every run (series are stamped from 2000-01-01)
     assert not {proc for proc, _ in procs if proc == "policy_retention"}
-    assert sum(proc == "policy_refresh_continuous_aggregate" for proc, _ in procs) == 2
+    assert sum(proc == "policy_refresh_continuous_aggregate" for proc, _ in procs) == 3
     rows = query(url, "SELECT version, backend FROM schema_migrations ORDER BY version")
     assert rows == [(v, "timescale") for v in VERSIONS]
 

@@ -120,7 +120,8 @@ def test_timescale_has_the_rollup_sums(backends):
                 " WHERE table_name = 'site_series_1h'"
             ).fetchall()
         }
-    assert caggs == [("site_series_1h", True), ("site_series_1m", True)]
+    # (measurements_1m: the measured history's rollup, migration 0008)
+    assert caggs == [("measurements_1m", True), ("site_series_1h", True), ("site_series_1m", True)]
     assert {f"{m}_{k}" for m in ROLLUP_METRICS for k in ("sum", "count")} <= columns
 
 

@@ -99,9 +99,15 @@ def history_runs(
 
 @history_app.command("query")
 def history_query(
-    metrics: Annotated[list[str], typer.Argument(help="site_series columns, e.g. facility_w")],
-    run: Annotated[str, typer.Option(help="run id (see `twin history runs`)")],
-    bucket: Annotated[str, typer.Option(help="bucket width, e.g. 1m, 1h; 0 = raw")] = "1h",
+    metrics: Annotated[
+        list[str] | None,
+        typer.Argument(help="site_series columns, e.g. facility_w (with --measured: the run id)"),
+    ] = None,
+    run: Annotated[str | None, typer.Option(help="run id (see `twin history runs`)")] = None,
+    bucket: Annotated[
+        str | None,
+        typer.Option(help="bucket width, e.g. 1m, 1h; 0 = raw (default 1h; --measured: 1m)"),
+    ] = None,
     agg: Annotated[str, typer.Option(help="avg, min, max, last, sum or pNN")] = "avg",
     start: Annotated[
         str | None, typer.Option("--from", "--start", help="simulated start, e.g. 0s, 6h")
@@ -113,11 +119,34 @@ def history_query(
     address: Annotated[str, typer.Option(help="historian gRPC address")] = HISTORY_ADDRESS,
     plot: Annotated[Path | None, typer.Option(help="also plot the series to this PNG")] = None,
     limit: Annotated[int, typer.Option(help="rows at most (all pages up to this)")] = 100_000,
+    measured: Annotated[
+        str | None,
+        typer.Option(help="a measured entity (cdu/0, rack/3/1, meter): measured vs modelled"),
+    ] = None,
+    quantity: Annotated[
+        str | None,
+        typer.Option(help="with --measured: the telemetry quantity, e.g. supply_temperature_c"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="with --measured: also write the rows to this CSV")
+    ] = None,
 ) -> None:
-    """One run's site series, bucketed (default hourly averages) or raw."""
+    """One run's site series, bucketed (default hourly averages) or raw; with --measured,
+    an entity's measured series beside the modelled one (bucket averages)."""
     from twin.history.v1 import history_pb2
 
-    bucket_s = seconds("--bucket", bucket, allow_zero=True) or 0.0
+    if measured is not None:
+        run_id = run if run is not None else _the_run(metrics)
+        measured_query(address, run_id, measured, quantity, bucket or "1m", start, end, out)
+        return
+    for option, given in (("--quantity", quantity), ("--out", out)):
+        if given is not None:
+            fail(f"{option}: only with --measured")
+    if run is None:
+        fail("--run: required (the run id, see `twin history runs`)")
+    if not metrics:
+        fail("METRICS: at least one site_series column, e.g. facility_w")
+    bucket_s = seconds("--bucket", bucket or "1h", allow_zero=True) or 0.0
     aggregate, percentile = _aggregate(agg)
     request = history_pb2.QueryRequest(
         run_id=run,
@@ -152,6 +181,67 @@ def history_query(
 
         series_png(plot, metrics, rows, f"{run}: {label}")
         console.print(f"wrote {plot}")
+
+
+def _the_run(arguments: list[str] | None) -> str:
+    """``twin history query RUN_ID --measured ENTITY``: the one argument is the run."""
+    if not arguments or len(arguments) != 1:
+        fail("--measured: give the run, as the one argument or with --run")
+    return arguments[0]
+
+
+def measured_query(
+    address: str,
+    run: str,
+    entity: str,
+    quantity: str | None,
+    bucket: str,
+    start: str | None,
+    end: str | None,
+    out: Path | None,
+) -> None:
+    """``QueryMeasured``: a table of time, measured, modelled (and the CSV with ``out``)."""
+    import math
+
+    from twin.history.v1 import history_pb2
+
+    request = history_pb2.QueryMeasuredRequest(
+        run_id=run,
+        entity=entity,
+        quantity=quantity or "",
+        bucket_s=seconds("--bucket", bucket, allow_zero=True) or 0.0,
+    )
+    if (start_s := seconds("--from", start, allow_zero=True)) is not None:
+        request.start_s = start_s
+    if (end_s := seconds("--to", end, allow_zero=True)) is not None:
+        request.end_s = end_s
+    reply = history_call(address, "QueryMeasured", request)
+    modelled = reply.modelled or "(no modelled series)"
+    table = Table(title=f"{run}: {reply.entity} {reply.quantity}, avg per {bucket}")
+    for column in ("time", "measured", f"modelled: {modelled}"):
+        table.add_column(column, justify="left" if column == "time" else "right")
+
+    def text(v: float) -> str:
+        return "" if math.isnan(v) else f"{v:.6g}"
+
+    for row in reply.rows:
+        table.add_row(clock(row.time_s), text(row.measured), text(row.modelled))
+    Console().print(table)
+    if out is not None:
+        lines = ["time_s,measured,modelled"]
+        lines += [
+            f"{r.time_s!r},{_csv_field(r.measured)},{_csv_field(r.modelled)}" for r in reply.rows
+        ]
+        try:
+            write_atomic(out, "\n".join(lines) + "\n")
+        except OSError as exc:
+            fail(f"--out {out}: {exc.strerror or exc}")
+        console.print(f"wrote {out} ({len(reply.rows)} rows)")
+
+
+def _csv_field(value: float) -> str:
+    """A CSV field: the value in full precision, empty where there is none (NaN)."""
+    return "" if value != value else repr(value)
 
 
 def _metric_list(values: list[str] | None) -> list[str]:

@@ -1,5 +1,6 @@
 """``twin.history.v1.HistoryService`` on ``grpc.aio``: the History API (Query, ListRuns,
-CompareRuns, Export), served by the historian and, with a database, by the twin process.
+CompareRuns, Export, QueryMeasured), served by the historian and, with a database, by the
+twin process.
 
 Every request is validated first (INVALID_ARGUMENT, the message naming the field, e.g.
 ``metrics.0: unknown metric 'bogus' (known: ...)``); an unknown run is NOT_FOUND; a
@@ -19,7 +20,7 @@ import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
-from services.historian import export, queries
+from services.historian import export, measured, queries
 from services.historian.queries import QueryError, RunNotFound, SeriesQuery
 from twin.history.v1 import history_pb2, history_pb2_grpc
 
@@ -204,6 +205,31 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             b=_run_summary(b),
             deltas=deltas,
             rows=[history_pb2.CompareRow(time_s=t, a=va, b=vb) for t, va, vb in rows],
+        )
+
+    async def QueryMeasured(
+        self, request: history_pb2.QueryMeasuredRequest, context: aio.ServicerContext
+    ) -> history_pb2.QueryMeasuredResponse:
+        q = measured.MeasuredQuery(
+            run_id=request.run_id,
+            site_id=request.site_id,
+            entity=request.entity,
+            quantity=request.quantity,
+            start_s=request.start_s if request.HasField("start_s") else None,
+            end_s=request.end_s if request.HasField("end_s") else None,
+            bucket_s=request.bucket_s,
+        )
+        async with _as_status(context):
+            measured.resolve(q)
+        async with self._database(context) as conn:
+            series = await measured.query_measured(conn, q)
+        return history_pb2.QueryMeasuredResponse(
+            entity=series.entity,
+            quantity=series.quantity,
+            modelled=series.modelled,
+            rows=[
+                history_pb2.MeasuredRow(time_s=t, measured=m, modelled=v) for t, m, v in series.rows
+            ],
         )
 
     async def Export(

@@ -10,10 +10,12 @@ use it alone; ``schema_problems`` says what a migrated database lacks for the co
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
 
+from twin.telemetry.v1 import telemetry_pb2
 from twin_core import contract
 
 # The time origin of every series: time = EPOCH + simulated seconds (rollup buckets too).
@@ -75,3 +77,44 @@ def schema_problems(conn: psycopg.Connection) -> list[str]:
                     f" {name!r} of twin_core/contract.py; add a migration"
                 )
     return problems
+
+
+# -------------------------------------------------------------------------- measurements
+
+# measurements: what telemetry.<site>.> carried (migration 0008). A quantity is stored by
+# its telemetry name: the proto enum's name without ``QUANTITY_``, lower case (the point
+# map's names, e.g. ``supply_temperature_c``).
+MEASUREMENT_COLUMNS = ("site_id", "source", "entity", "quantity", "time", "value")
+MEASUREMENT_TYPES = ("text", "text", "text", "text", "timestamptz", "float8")
+MEASUREMENT_KEY = "site_id, entity, quantity, source, time"
+MEASUREMENT_ROLLUP = "measurements_1m"
+QUANTITY_NAMES: dict[int, str] = {
+    number: name.removeprefix("QUANTITY_").lower()
+    for name, number in telemetry_pb2.Quantity.items()
+    if number != telemetry_pb2.QUANTITY_UNSPECIFIED
+}
+
+
+@dataclass(frozen=True)
+class Modelled:
+    """Where the model keeps the counterpart of a measured quantity: ``table`` and
+    ``column`` (for ``rack_arrays``, the ``quantity`` of the row, whose ``values`` hold
+    every rack of the site)."""
+
+    table: str
+    column: str
+
+
+# (entity kind, telemetry quantity) -> the modelled series of the same thing. The entity
+# kind is the first segment of the measurement's entity path: ``meter``, ``battery`` and
+# ``weather`` are the site's (one row per step in site_series), ``cdu/<i>`` a CDU
+# (cdu_series), ``rack/<slot>/<cdu>`` a rack (rack_arrays, every ``rack_every`` steps).
+# Measured quantities not listed here have no modelled series (their modelled side is NaN).
+MODELLED: dict[tuple[str, str], Modelled] = {
+    ("meter", "meter_power_w"): Modelled("site_series", "grid_w"),
+    ("battery", "battery_power_w"): Modelled("site_series", "battery_w"),
+    ("battery", "battery_soc"): Modelled("site_series", "soc"),
+    ("weather", "ambient_temperature_c"): Modelled("site_series", "ambient_c"),
+    ("cdu", "supply_temperature_c"): Modelled("cdu_series", "tcs_supply_c"),
+    ("rack", "rack_power_w"): Modelled("rack_arrays", "rack_ac_w"),
+}

@@ -668,6 +668,7 @@ def _wall(seconds: float) -> datetime | None:
 async def run(config: WriterConfig) -> None:
     """The historian as a service: connect to NATS, declare the site stream, consume until
     cancelled (or SIGINT/SIGTERM through ``Service``)."""
+    from services.historian.measurements import MeasurementConfig, MeasurementWriter
     from services.runtime.config import RuntimeConfig
     from services.runtime.service import Service
 
@@ -675,6 +676,9 @@ async def run(config: WriterConfig) -> None:
         await bus.declare_stream(svc.js, config.site)
         writer = HistorianWriter(svc.js, config)
         svc.create_task(writer.run(), name="historian-writer")
+        # The site's telemetry -> measurements, on its own durable (measurements.py).
+        measured = MeasurementWriter(svc.js, MeasurementConfig(config.site, config.database_url))
+        svc.create_task(measured.run(), name="historian-measurements")
 
     runtime = RuntimeConfig.from_env(site=config.site, nats_url=config.nats_url)
     async with Service("historian", setup, config=runtime) as svc:

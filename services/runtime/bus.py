@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 HISTORIAN_DURABLE = "historian"
+MEASUREMENTS_DURABLE = "historian-measurements"  # the historian's telemetry consumer
 
 # JetStream API error: "stream name already in use with a different configuration".
 _ERR_STREAM_CONFIG_DIFFERS = 10058
@@ -116,10 +117,16 @@ async def declare_run_bucket(js: JetStreamContext, site: str) -> KeyValue:
 
 
 def stream_subjects(site: str) -> list[str]:
-    """What the history stream captures: state, clock and events; never ``.cmd``, because
-    JetStream answers every captured message that has a reply subject with a publish ack,
-    which would reach the requester before the real reply."""
-    return [f"twin.{_site(site)}.*.state", clock_subject(site), events_subject(site)]
+    """What the history stream captures: state, clock, events and the site's telemetry
+    (stored in ``measurements``); never ``.cmd``, because JetStream answers every captured
+    message that has a reply subject with a publish ack, which would reach the requester
+    before the real reply (telemetry is published without one)."""
+    return [
+        f"twin.{_site(site)}.*.state",
+        clock_subject(site),
+        events_subject(site),
+        telemetry_subject(site),
+    ]
 
 
 # --------------------------------------------------------------------------- connection
@@ -263,7 +270,7 @@ async def declare_stream(
     """Create the site's history stream, or update it to this configuration."""
     config = api.StreamConfig(
         name=stream_name(site),
-        description=f"twin state, clock and events of {site}",
+        description=f"twin state, clock, events and telemetry of {site}",
         subjects=stream_subjects(site),
         retention=api.RetentionPolicy.LIMITS,
         discard=api.DiscardPolicy.OLD,

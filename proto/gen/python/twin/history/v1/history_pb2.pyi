@@ -223,3 +223,43 @@ class ExportResponse(_message.Message):
     DATA_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+
+class QueryMeasuredRequest(_message.Message):
+    __slots__ = ("site_id", "run_id", "entity", "quantity", "start_s", "end_s", "bucket_s")
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    START_S_FIELD_NUMBER: _ClassVar[int]
+    END_S_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_S_FIELD_NUMBER: _ClassVar[int]
+    site_id: str
+    run_id: str
+    entity: str
+    quantity: str
+    start_s: float
+    end_s: float
+    bucket_s: float
+    def __init__(self, site_id: _Optional[str] = ..., run_id: _Optional[str] = ..., entity: _Optional[str] = ..., quantity: _Optional[str] = ..., start_s: _Optional[float] = ..., end_s: _Optional[float] = ..., bucket_s: _Optional[float] = ...) -> None: ...
+
+class MeasuredRow(_message.Message):
+    __slots__ = ("time_s", "measured", "modelled")
+    TIME_S_FIELD_NUMBER: _ClassVar[int]
+    MEASURED_FIELD_NUMBER: _ClassVar[int]
+    MODELLED_FIELD_NUMBER: _ClassVar[int]
+    time_s: float
+    measured: float
+    modelled: float
+    def __init__(self, time_s: _Optional[float] = ..., measured: _Optional[float] = ..., modelled: _Optional[float] = ...) -> None: ...
+
+class QueryMeasuredResponse(_message.Message):
+    __slots__ = ("entity", "quantity", "modelled", "rows")
+    ENTITY_FIELD_NUMBER: _ClassVar[int]
+    QUANTITY_FIELD_NUMBER: _ClassVar[int]
+    MODELLED_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    entity: str
+    quantity: str
+    modelled: str
+    rows: _containers.RepeatedCompositeFieldContainer[MeasuredRow]
+    def __init__(self, entity: _Optional[str] = ..., quantity: _Optional[str] = ..., modelled: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[MeasuredRow, _Mapping]]] = ...) -> None: ...

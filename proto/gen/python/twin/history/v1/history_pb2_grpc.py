@@ -55,6 +55,11 @@ class HistoryServiceStub:
                 request_serializer=twin_dot_history_dot_v1_dot_history__pb2.ExportRequest.SerializeToString,
                 response_deserializer=twin_dot_history_dot_v1_dot_history__pb2.ExportResponse.FromString,
                 _registered_method=True)
+        self.QueryMeasured = channel.unary_unary(
+                '/twin.history.v1.HistoryService/QueryMeasured',
+                request_serializer=twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredRequest.SerializeToString,
+                response_deserializer=twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredResponse.FromString,
+                _registered_method=True)
 
 
 class HistoryServiceServicer:
@@ -93,6 +98,15 @@ class HistoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryMeasured(self, request, context):
+        """A measured series of one entity (the `measurements` table) beside the model's series
+        of the same thing in one run, bucketed on the run's time axis. NOT_FOUND for an
+        unknown run; INVALID_ARGUMENT naming the field for a bad request.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HistoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -115,6 +129,11 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     servicer.Export,
                     request_deserializer=twin_dot_history_dot_v1_dot_history__pb2.ExportRequest.FromString,
                     response_serializer=twin_dot_history_dot_v1_dot_history__pb2.ExportResponse.SerializeToString,
+            ),
+            'QueryMeasured': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryMeasured,
+                    request_deserializer=twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredRequest.FromString,
+                    response_serializer=twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +245,33 @@ class HistoryService:
             '/twin.history.v1.HistoryService/Export',
             twin_dot_history_dot_v1_dot_history__pb2.ExportRequest.SerializeToString,
             twin_dot_history_dot_v1_dot_history__pb2.ExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryMeasured(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twin.history.v1.HistoryService/QueryMeasured',
+            twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredRequest.SerializeToString,
+            twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredResponse.FromString,
             options,
             channel_credentials,
             insecure,
