@@ -334,7 +334,7 @@ def test_optimize_beats_a_brute_force_grid_and_keeps_the_constraint(small):
 def test_optimize_arguments_are_checked(small):
     run = {"constraints": Constraints(), "horizon_s": 600}
     with pytest.raises(ValueError, match=r"^objective: 'pue' is not one of"):
-        optimize(small, "pue", bounds={"cooling.supply_c": (24, 40)}, **run)  # type: ignore[arg-type]
+        optimize(small, "pue", bounds={"cooling.supply_c": (24, 40)}, **run)
     with pytest.raises(
         ValueError, match=r"^bounds.cooling.supply_c: lower bound 40 must be below upper 24$"
     ):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import jax
 import jax.numpy as jnp
@@ -147,7 +147,7 @@ class OptimizeResult:
 
 def optimize(
     site: Site,
-    objective: Objective,
+    objective: str,  # one of OBJECTIVES; a plain str so a wrong name gets the ValueError below
     *,
     bounds: dict[str, tuple[float, float]],
     horizon_s: float,
@@ -245,5 +245,8 @@ def optimize(
         if progress:
             progress(k + 1, iterations)
     return OptimizeResult(
-        objective=objective, start=history[0], best=best or history[0], iterations=tuple(history)
+        objective=cast(Objective, objective),
+        start=history[0],
+        best=best or history[0],
+        iterations=tuple(history),
     )

@@ -75,7 +75,7 @@ class BmsSource(Strict):
     transport: Literal["nats", "mqtt"] = "nats"
     prefix: str = "BMS/v1/PUB"
     host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
+    port: int = Field(default=1883, ge=1, le=65535)
     tls: bool = False
     ca_file: str | None = None
     username: str | None = None
@@ -88,16 +88,16 @@ class DcgmSource(Strict):
 
     kind: Literal["dcgm"]
     urls: list[str] = Field(min_length=1)
-    interval_s: float = Field(15.0, gt=0)
-    timeout_s: float = Field(2.0, gt=0)
-    max_backoff_s: float = Field(60.0, gt=0)
+    interval_s: float = Field(default=15.0, gt=0)
+    timeout_s: float = Field(default=2.0, gt=0)
+    max_backoff_s: float = Field(default=60.0, gt=0)
 
 
 class ModbusRegister(Strict):
     """One value in a Modbus device: ``point`` is its id in the point map."""
 
     point: str
-    device_id: int = Field(1, ge=0, le=255)
+    device_id: int = Field(default=1, ge=0, le=255)
     table: Literal["holding", "input"] = "holding"
     address: int = Field(ge=0, le=65535)
     type: Literal["int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"]
@@ -109,10 +109,10 @@ class ModbusSource(Strict):
 
     kind: Literal["modbus"]
     host: str
-    port: int = Field(502, ge=1, le=65535)
-    interval_s: float = Field(1.0, gt=0)
-    timeout_s: float = Field(1.0, gt=0)
-    max_backoff_s: float = Field(60.0, gt=0)
+    port: int = Field(default=502, ge=1, le=65535)
+    interval_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0)
+    max_backoff_s: float = Field(default=60.0, gt=0)
     registers: list[ModbusRegister] = Field(min_length=1)
 
 
@@ -128,9 +128,9 @@ class RedfishSource(Strict):
     username: str = Field(min_length=1)
     password_env: str | None = None  # the variable holding the password (never the map)
     chassis: list[str] | None = None
-    interval_s: float = Field(10.0, gt=0)
-    timeout_s: float = Field(5.0, gt=0)  # per request
-    max_backoff_s: float = Field(60.0, gt=0)
+    interval_s: float = Field(default=10.0, gt=0)
+    timeout_s: float = Field(default=5.0, gt=0)  # per request
+    max_backoff_s: float = Field(default=60.0, gt=0)
     verify_tls: bool = True  # BMCs often ship self-signed certificates: prefer ca_file
     ca_file: str | None = None
 

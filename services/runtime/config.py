@@ -157,48 +157,62 @@ class RuntimeConfig(EnvConfig):
     """What every service reads at start-up. Services may subclass it to add fields; each
     field ``foo_bar`` is read from ``TWIN_FOO_BAR``."""
 
-    site: str = Field("fairwater-wi", description="site id: subject token, stream/KV prefix")
+    site: str = Field(
+        default="fairwater-wi", description="site id: subject token, stream/KV prefix"
+    )
     nats_url: str | None = Field(
-        None, description="NATS server URL(s), comma separated; None: not configured"
+        default=None, description="NATS server URL(s), comma separated; None: not configured"
     )
-    grpc_address: str = Field("127.0.0.1:0", description="host:port to bind; port 0: any")
-    scenario: str | None = Field(None, description="site file (path or name)")
+    grpc_address: str = Field(default="127.0.0.1:0", description="host:port to bind; port 0: any")
+    scenario: str | None = Field(default=None, description="site file (path or name)")
     data_dir: Path | None = Field(
-        None, description="folder of weather/series files client sites may name (+ scenarios/)"
+        default=None,
+        description="folder of weather/series files client sites may name (+ scenarios/)",
     )
-    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
-    shutdown_grace_s: float = Field(5.0, ge=0, le=600, description="grace for in-flight RPCs")
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    shutdown_grace_s: float = Field(
+        default=5.0, ge=0, le=600, description="grace for in-flight RPCs"
+    )
     # NATS security: user/password or an nkey, optionally over (mutual) TLS.
-    nats_user: str | None = Field(None, description="NATS user (with nats_password)")
-    nats_password: SecretStr | None = Field(None, description="NATS password (with nats_user)")
-    nats_nkey_seed_file: Path | None = Field(None, description="user nkey seed file (SU...)")
-    nats_tls_ca_file: Path | None = Field(None, description="CA to verify NATS; implies TLS")
-    nats_tls_cert_file: Path | None = Field(None, description="client cert for NATS mutual TLS")
-    nats_tls_key_file: Path | None = Field(None, description="key of nats_tls_cert_file")
+    nats_user: str | None = Field(default=None, description="NATS user (with nats_password)")
+    nats_password: SecretStr | None = Field(
+        default=None, description="NATS password (with nats_user)"
+    )
+    nats_nkey_seed_file: Path | None = Field(
+        default=None, description="user nkey seed file (SU...)"
+    )
+    nats_tls_ca_file: Path | None = Field(
+        default=None, description="CA to verify NATS; implies TLS"
+    )
+    nats_tls_cert_file: Path | None = Field(
+        default=None, description="client cert for NATS mutual TLS"
+    )
+    nats_tls_key_file: Path | None = Field(default=None, description="key of nats_tls_cert_file")
     # gRPC server TLS; a client CA makes it mutual.
-    grpc_tls_cert_file: Path | None = Field(None, description="server cert; set: TLS only")
-    grpc_tls_key_file: Path | None = Field(None, description="key of grpc_tls_cert_file")
+    grpc_tls_cert_file: Path | None = Field(default=None, description="server cert; set: TLS only")
+    grpc_tls_key_file: Path | None = Field(default=None, description="key of grpc_tls_cert_file")
     grpc_tls_client_ca_file: Path | None = Field(
-        None, description="set: clients must present a certificate signed by this CA"
+        default=None, description="set: clients must present a certificate signed by this CA"
     )
     health_address: str | None = Field(
-        None, description="host:port for plaintext grpc.health.v1 only (kubelet probes)"
+        default=None, description="host:port for plaintext grpc.health.v1 only (kubelet probes)"
     )
     instance_id: str | None = Field(
-        None,
+        default=None,
         description="the twin instance this service belongs to (set by `twin up`): reported "
         "in the gRPC metadata of every response; calls naming another instance are refused",
     )
     database_url: str | None = Field(
-        None,
+        default=None,
         description="PostgreSQL/TimescaleDB conninfo or URL: the historian's (required), "
         "the twin's History API and stored studies; None: no database",
     )
     x64: bool = Field(
-        False, description="run the model in float64 (checks against the monolithic rollout)"
+        default=False,
+        description="run the model in float64 (checks against the monolithic rollout)",
     )
     run_stall_timeout_s: float | None = Field(
-        None,
+        default=None,
         gt=0,
         allow_inf_nan=False,
         description="seconds a run may make no progress before it fails; None: the clock's "
