@@ -22,11 +22,13 @@ from conftest import ROOT
 from grpc_health.v1 import health_pb2
 
 from services.gateway.adapters.bms import BmsNatsAdapter
+from services.gateway.quality import Reason
 from services.gateway.service import Gateway, GatewayConfig, gateway_setup
 from services.launcher import LocalTwin, free_addresses
 from services.runtime.nats_server import NatsServer
 from services.runtime.service import Service
 from twin.cooling.v1 import cooling_pb2
+from twin.gateway.v1 import gateway_pb2, gateway_pb2_grpc
 from twin.twin.v1 import clock_pb2, twin_pb2, twin_pb2_grpc
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("gateway-live")]
@@ -171,6 +173,15 @@ async def scenario(server: NatsServer, config: GatewayConfig, run_id: str, step)
             health = typed_stubs.aio_health(channel)
             reply = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            got = await gateway_pb2_grpc.GatewayServiceStub(channel).GetStats(
+                gateway_pb2.GetStatsRequest(), timeout=5
+            )
+            assert (got.site_id, got.accepted, got.restarts) == ("small", 1 + FLOOD, 0)
+            assert dict(got.rejected) == {
+                r.value: dict(stats.rejected).get(r.value, 0) for r in Reason
+            }
+            assert (got.rejected["unit"], got.rejected["stale"]) == (1, 0)
+            assert got.batches == gateway.batches >= 1
         done = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "services.cli", "gateway", "stats", "--site", "small"],

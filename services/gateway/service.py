@@ -6,10 +6,11 @@ per source, one ``MeasurementBatch`` on ``telemetry.<site>.<source>`` with each 
 entity's value for the tick (services/gateway/quality.py), which the domain nodes use
 at their next interval.
 
-Statistics (no proto change): NATS request/reply on ``twin.<site>.gateway.stats``
-answers a ``google.protobuf.Struct`` (accepted, rejected per reason, published, held,
-substituted, ticks, adapter restarts); the same numbers are logged every minute and at
-shutdown. ``twin gateway stats`` prints them.
+Statistics: gRPC ``twin.gateway.v1.GatewayService/GetStats`` (accepted, rejected per
+reason, published, held, substituted, ticks, batches, adapter restarts); the same
+numbers answer a NATS request on ``twin.<site>.gateway.stats`` (a
+``google.protobuf.Struct``, for clients on the bus only), and are logged every minute and
+at shutdown. ``twin gateway stats`` prints them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from nats.aio.client import Client as NATS
 from pydantic import Field, field_validator
 
 from services.gateway.adapters import make_adapter
+from services.gateway.grpc_api import GatewayServicer
 from services.gateway.pointmap import PointMap, PointMapError, Resolver, load_pointmap
 from services.gateway.quality import Aligner
 from services.gateway.reading import Adapter
@@ -30,6 +32,7 @@ from services.runtime import bus, run
 from services.runtime.codec import decode_msg
 from services.runtime.config import ConfigError, RuntimeConfig
 from services.runtime.service import Service
+from twin.gateway.v1 import gateway_pb2_grpc
 from twin.telemetry.v1 import telemetry_pb2
 from twin.twin.v1 import clock_pb2
 
@@ -159,6 +162,9 @@ async def gateway_setup(svc: Service) -> None:
     except PointMapError as exc:
         raise ConfigError("TWIN_POINT_MAP", str(exc)) from None
     gateway = Gateway(svc.nats, config.site, pointmap)
+    svc.grpc.add_servicer(
+        gateway_pb2_grpc.add_GatewayServiceServicer_to_server, GatewayServicer(gateway)
+    )
     await gateway.start()
     svc.create_task(gateway.log_stats(), name="gateway-stats")
     svc.on_shutdown(gateway.stop)
