@@ -76,7 +76,7 @@ class Plant:
     ) -> None:
         self.base, self.truth, self.options = base, truth, options or PlantOptions()
         self.site = resolve_truth(truth, base, truth_name)
-        self.model = TruePlant(self.site, truth, self.options.dt)
+        self.model = TruePlant(self.site, truth, self.options.dt, truth_name)
         self.sensors = Sensors(truth, self.model.layout, truth_name)
         rack_type = self.site.halls[0].rack_type
         self.board = Board(self.model.layout, f"NVIDIA {rack_type.split('_')[0]}")

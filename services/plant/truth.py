@@ -75,6 +75,7 @@ class TruePlant:
     site: Site
     truth: Truth
     dt: float = 1.0
+    name: str = "<truth>"  # the truth file, for messages
     step: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -90,7 +91,7 @@ class TruePlant:
         for i, fault in enumerate(self.truth.faults):
             if isinstance(fault, Fouling) and fault.cdu >= self.layout.cdus:
                 raise TruthError(
-                    f"faults.{i}.cdu: {fault.cdu} out of range, the site has "
+                    f"{self.name}: faults.{i}.cdu: {fault.cdu} out of range, the site has "
                     f"{self.layout.cdus} CDU(s)"
                 )
         self.energy_mj = np.zeros(sum(r.gpus for r in self.layout.racks))
