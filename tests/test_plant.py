@@ -62,7 +62,7 @@ def started_plant(**options) -> Plant:
 
 def test_dcgm_exporter_serves_each_gpu_reading():
     async def main() -> None:
-        plant = started_plant()
+        plant = started_plant(dcgm_fields=("power", "temp", "energy", "util"))
         await plant.start()
         try:
             snap = plant.step_once()

@@ -53,6 +53,13 @@ def plant(
     redfish_tls: Annotated[
         bool, typer.Option(help="Redfish over HTTPS with a self-signed certificate")
     ] = False,
+    dcgm_fields: Annotated[
+        str,
+        typer.Option(
+            help="DCGM fields served, of power,temp,energy,util (energy and util "
+            "have no twin quantity: the gateway counts them as unknown points)"
+        ),
+    ] = "power,temp",
     poll: Annotated[
         str, typer.Option(help="how often the point map has the gateway read DCGM and Redfish")
     ] = "5s",
@@ -82,6 +89,11 @@ def plant(
         fail("--speed: must be > 0")
     if bms_transport not in ("nats", "mqtt"):
         fail(f"--bms-transport: {bms_transport!r} is not one of nats, mqtt")
+    from services.plant.dcgm import FIELDS
+
+    fields = tuple(f.strip() for f in dcgm_fields.split(",") if f.strip())
+    if unknown := sorted(set(fields) - set(FIELDS)) or ([] if fields else ["(none)"]):
+        fail(f"--dcgm-fields: {', '.join(unknown)} is not one of {', '.join(FIELDS)}")
     mqtt_host, mqtt_port = "127.0.0.1", None
     if mqtt is not None:
         mqtt_host, _, port_text = mqtt.rpartition(":")
@@ -99,7 +111,7 @@ def plant(
             redfish_password=os.environ.get(PASSWORD_ENV) or "plant",
             redfish_tls=redfish_tls, tls_dir=(pointmap_out or Path(".")).parent / "plant-tls"
             if redfish_tls and pointmap_out else None,
-            dcgm_interval_s=poll_s, redfish_interval_s=poll_s,
+            dcgm_fields=fields, dcgm_interval_s=poll_s, redfish_interval_s=poll_s,
         )  # fmt: skip
         the_plant = Plant(base, the_truth, name, options)
     except (SiteError, TruthError) as exc:

@@ -13,10 +13,12 @@ the site (the twin's ``cdu/<i>``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import re
+import time
 
 import aiomqtt
 
@@ -54,6 +56,11 @@ def messages(board: Board, snap: Snapshot) -> list[tuple[str, bytes]]:
 
 
 class BmsPublisher:
+    """Publishes each step's values; a lost broker is logged and reconnected (at most
+    every ``RETRY_S``) while the plant runs on, as a BMS gateway does."""
+
+    RETRY_S = 5.0
+
     def __init__(self, board: Board, host: str, port: int, username: str | None = None,
                  password: str | None = None) -> None:  # fmt: skip
         self.board = board
@@ -61,28 +68,39 @@ class BmsPublisher:
         self.username, self.password = username, password
         self.client: aiomqtt.Client | None = None
         self.published = 0
+        self._next_try = 0.0
 
     async def connect(self) -> None:
-        self.client = aiomqtt.Client(
+        client = aiomqtt.Client(
             self.host, self.port, username=self.username, password=self.password,
             protocol=aiomqtt.ProtocolVersion.V311, timeout=10,
         )  # fmt: skip
-        await self.client.__aenter__()
+        await client.__aenter__()
+        self.client = client
         for tag, _, _ in points(self.board):
             meta = {"engUnit": "degreesCelsius", "objectType": tag.split("/")[0],
                     "pointType": tag.split("/")[1]}  # fmt: skip
-            await self.client.publish(
+            await client.publish(
                 f"{PREFIX}/Metadata/{tag}", json.dumps(meta).encode(), qos=1, retain=True
             )
 
     async def publish(self, snap: Snapshot) -> None:
-        if self.client is None:
-            return
-        for topic, body in messages(self.board, snap):
-            await self.client.publish(topic, body, qos=1)
-            self.published += 1
+        try:
+            if self.client is None:
+                if time.monotonic() < self._next_try:
+                    return
+                self._next_try = time.monotonic() + self.RETRY_S
+                await self.connect()
+            assert self.client is not None
+            for topic, body in messages(self.board, snap):
+                await self.client.publish(topic, body, qos=1)
+                self.published += 1
+        except aiomqtt.MqttError as exc:
+            log.warning("MQTT broker lost; retrying", extra={"error": str(exc)})
+            await self.close()
 
     async def close(self) -> None:
         if self.client is not None:
             client, self.client = self.client, None
-            await client.__aexit__(None, None, None)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await client.__aexit__(None, None, None)

@@ -4,7 +4,7 @@ TYPE lines, one sample per GPU labelled ``gpu``, ``UUID``, ``pci_bus_id``, ``dev
 ``modelName`` and ``Hostname`` (the rack's host, ``rack-<slot>-<cdu>``). A dropped
 reading is a missing sample, as when a GPU falls off the bus. Fields: power (W), die
 temperature (degC), the energy counter (mJ, since the plant started) and graphics engine
-activity (0..1).
+activity (0..1); ``fields`` picks which (dcgm-exporter's counters file does the same).
 """
 
 from __future__ import annotations
@@ -33,7 +33,11 @@ def gpu_uuid(host: str, gpu: int) -> str:
     return f"GPU-{uuid.uuid5(uuid.NAMESPACE_DNS, f'{host}.gpu{gpu}')}"
 
 
-def render(board: Board) -> str:
+FIELDS = tuple(key for *_, key in FAMILIES)
+MAPPED_FIELDS = ("power", "temp")  # the ones the twin has a quantity for (pointmap.py)
+
+
+def render(board: Board, fields: tuple[str, ...] = FIELDS) -> str:
     snap = board.snapshot
     if snap is None:
         return ""
@@ -54,6 +58,8 @@ def render(board: Board) -> str:
     }
     lines: list[str] = []
     for name, kind, help_text, key in FAMILIES:
+        if key not in fields:
+            continue
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
         fmt = "{:.0f}" if key == "energy" else "{:.6f}"
         for label, value in zip(labels, values[key].tolist(), strict=True):
@@ -62,9 +68,11 @@ def render(board: Board) -> str:
     return "\n".join(lines) + "\n"
 
 
-def app(board: Board) -> web.Application:
+def app(board: Board, fields: tuple[str, ...] = FIELDS) -> web.Application:
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=render(board).encode(), headers={"Content-Type": CONTENT_TYPE})
+        return web.Response(
+            body=render(board, fields).encode(), headers={"Content-Type": CONTENT_TYPE}
+        )
 
     application = web.Application()
     application.router.add_get("/metrics", metrics)

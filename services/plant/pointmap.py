@@ -2,8 +2,9 @@
 rule for each kind of point it serves, so that the gateway maps every reading to the
 twin entity it measures. ``twin gateway check`` accepts it for the plant's site.
 
-DCGM's energy counter and engine activity are served but not mapped: the twin has no
-quantity for them, and the gateway counts them as ``unknown_point``.
+DCGM's energy counter and engine activity (served only when asked: ``--dcgm-fields``)
+are not mapped: the twin has no quantity for them, and the gateway counts them as
+``unknown_point``. Ranges are in the quantity's unit (W, degC).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def build(layout: Layout, site: str, e: Endpoints) -> dict[str, Any]:
         bms |= {"host": e.mqtt_host, "port": e.mqtt_port}
     redfish: dict[str, Any] = {
         "kind": "redfish", "url": e.redfish_url, "auth": "session", "username": e.redfish_user,
-        "password_env": PASSWORD_ENV, "interval_s": e.redfish_interval_s, "timeout_s": 3.0,
+        "password_env": PASSWORD_ENV, "interval_s": e.redfish_interval_s, "timeout_s": 5.0,
     }  # fmt: skip
     if e.redfish_ca_file:
         redfish["ca_file"] = e.redfish_ca_file
@@ -90,10 +91,10 @@ def build(layout: Layout, site: str, e: Endpoints) -> dict[str, Any]:
          "entity": "rack/{slot}/{cdu}", "quantity": "rack_power_w", "range": [0, 500000],
          "stale_s": _stale(e.redfish_interval_s)},
         {"source": "meter", "point": "meter/active_power_kw", "entity": "meter",
-         "quantity": "meter_power_w", "unit": "kW", "range": [0, 1e5],
+         "quantity": "meter_power_w", "unit": "kW", "range": [0, 1e9],
          "stale_s": _stale(e.modbus_interval_s)},
         {"source": "meter", "point": "ups/output_power_kw", "entity": "ups/0",
-         "quantity": "equipment_power_w", "unit": "kW", "range": [0, 1e5],
+         "quantity": "equipment_power_w", "unit": "kW", "range": [0, 1e9],
          "stale_s": _stale(e.modbus_interval_s)},
     ]  # fmt: skip
     return {
@@ -104,7 +105,7 @@ def build(layout: Layout, site: str, e: Endpoints) -> dict[str, Any]:
                 "kind": "dcgm",
                 "urls": [e.dcgm_url],
                 "interval_s": e.dcgm_interval_s,
-                "timeout_s": 3.0,
+                "timeout_s": 5.0,
             },
             "racks": redfish,
             "meter": {
@@ -123,7 +124,6 @@ def build(layout: Layout, site: str, e: Endpoints) -> dict[str, Any]:
 def render(layout: Layout, site: str, e: Endpoints) -> str:
     header = (
         f"# The point map of a `twin plant` emulator of site {site}, written at its start\n"
-        "# (services/plant/pointmap.py). DCGM energy counters and engine activity are\n"
-        "# served but not mapped (no twin quantity): counted as unknown_point.\n"
+        "# (services/plant/pointmap.py).\n"
     )
     return header + yaml.safe_dump(build(layout, site, e), sort_keys=False, width=100)

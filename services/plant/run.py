@@ -52,6 +52,7 @@ class PlantOptions:
     redfish_password: str = "plant"  # a demo plant's; the point map names only its variable
     redfish_tls: bool = False  # a self-signed certificate, written to tls_dir
     tls_dir: Path | None = None
+    dcgm_fields: tuple[str, ...] = dcgm.MAPPED_FIELDS  # of dcgm.FIELDS
     dcgm_interval_s: float = 5.0  # what the point map asks of the gateway
     redfish_interval_s: float = 5.0
     modbus_interval_s: float = 1.0
@@ -135,7 +136,7 @@ class Plant:
 
             ssl_context, self.ca_file = self_signed(o.tls_dir, o.host)
         for name, application, port, ssl in (
-            ("dcgm", dcgm.app(self.board), o.dcgm_port, None),
+            ("dcgm", dcgm.app(self.board, o.dcgm_fields), o.dcgm_port, None),
             ("redfish", redfish.app(self.redfish), o.redfish_port, ssl_context),
         ):
             runner = web.AppRunner(application, access_log=None)

@@ -76,7 +76,7 @@ class Bias(Strict):
 class SensorErrors(Strict):
     noise: dict[Signal, Annotated[float, Field(ge=0)]] = {}  # type: ignore[valid-type]
     bias: list[Bias] = []
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1)
 
 
 class Fouling(Strict):
@@ -96,7 +96,7 @@ class PumpFailure(Strict):
     kind: Literal["pump_failure"]
     at: Duration
     repair_at: Duration | None = None
-    index: int = Field(0, ge=0)
+    index: int = Field(default=0, ge=0)
 
 
 class SensorDrift(Strict):
@@ -113,7 +113,7 @@ Fault = Annotated[Fouling | PumpFailure | SensorDrift, Field(discriminator="kind
 
 
 class Truth(Strict):
-    seed: int = Field(0, ge=0, lt=2**32)
+    seed: int = Field(default=0, ge=0, lt=2**32)
     overrides: dict[str, Any] = {}
     sensors: SensorErrors = SensorErrors()
     faults: list[Fault] = []
