@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import os
+import ssl
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from conftest import ROOT, SMALL
 from prometheus_client.parser import text_string_to_metric_families
 from pymodbus.client import AsyncModbusTcpClient
 
-from services.gateway.pointmap import parse_pointmap
+from services.gateway.pointmap import RedfishSource, parse_pointmap
 from services.plant.run import Plant, PlantOptions
 from services.plant.sensors import Sensors
 from services.plant.snapshot import Snapshot
@@ -397,3 +398,33 @@ def test_the_default_truth_file_loads_and_perturbs_the_small_site():
     site = truth.true_site(load_site(SMALL))
     assert site.cooling.cdu.ua_w_per_k == 150_000
     assert layout  # the module's helpers are importable without a model
+
+
+def test_redfish_over_tls_with_the_plants_self_signed_certificate(tmp_path: Path):
+    async def main() -> None:
+        plant = started_plant(redfish_tls=True, tls_dir=tmp_path)
+        await plant.start()
+        try:
+            snap = plant.step_once()
+            e = plant.endpoints()
+            assert e.redfish_url.startswith("https://127.0.0.1:") and e.redfish_ca_file
+            racks = parse_pointmap(plant.pointmap_text()).sources["racks"]
+            assert isinstance(racks, RedfishSource)
+            assert racks.ca_file == str(tmp_path / "redfish.crt")
+            async with httpx.AsyncClient(base_url=e.redfish_url) as system_cas:
+                with pytest.raises(httpx.ConnectError):  # self-signed: not a known CA's
+                    await system_cas.get("/redfish/v1")
+            verify = ssl.create_default_context(cafile=e.redfish_ca_file)
+            async with httpx.AsyncClient(base_url=e.redfish_url, verify=verify) as http:
+                doc = (
+                    await http.get(
+                        "/redfish/v1/Chassis/rack-0-0/Sensors/PowerConsumption",
+                        auth=("twin-monitor", "plant"),
+                    )
+                ).json()
+        finally:
+            await plant.close()
+        measured = snap.measured["rack_power_w"][0]
+        assert doc["Reading"] == (None if math.isnan(measured) else pytest.approx(measured))
+
+    asyncio.run(asyncio.wait_for(main(), 300))

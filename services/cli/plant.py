@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 from pathlib import Path
@@ -94,6 +95,8 @@ def plant(
     fields = tuple(f.strip() for f in dcgm_fields.split(",") if f.strip())
     if unknown := sorted(set(fields) - set(FIELDS)) or ([] if fields else ["(none)"]):
         fail(f"--dcgm-fields: {', '.join(unknown)} is not one of {', '.join(FIELDS)}")
+    if redfish_tls and importlib.util.find_spec("cryptography") is None:
+        fail("--redfish-tls: needs the cryptography package (pip install cryptography)")
     mqtt_host, mqtt_port = "127.0.0.1", None
     if mqtt is not None:
         mqtt_host, _, port_text = mqtt.rpartition(":")
