@@ -366,6 +366,8 @@ def test_two_plants_with_one_seed_step_identically():
         ("sensors: {bias: [{signal: cdu_supply_c, entity: cdu/9, value: 1}]}",
          "t.yaml: sensors.bias.0.entity: cdu_supply_c has no sensor at 'cdu/9' "
          "(known: cdu/0, cdu/1)"),
+        ("faults: [{kind: pump_failure, at: 1h, index: 2}]",
+         "t.yaml: faults.0.index: 2 out of range, the site has 2 facility water pump(s)"),
         ("faults: [{kind: fouling, at: 1h, cdu: 2, ua_fraction: 0.5}]",
          "t.yaml: faults.0.cdu: 2 out of range, the site has 2 CDU(s)"),
     ],
@@ -428,3 +430,24 @@ def test_redfish_over_tls_with_the_plants_self_signed_certificate(tmp_path: Path
         assert doc["Reading"] == (None if math.isnan(measured) else pytest.approx(measured))
 
     asyncio.run(asyncio.wait_for(main(), 300))
+
+
+def test_pump_failures_are_site_failures_from_their_time():
+    base = load_site(SMALL)
+    # Both facility water pumps (the small site runs 1 of 2): the CDUs lose their sink.
+    truth = parse_truth(
+        "faults: [{kind: pump_failure, at: 100s, index: 0},"
+        " {kind: pump_failure, at: 100s, repair_at: 1h, index: 1}]"
+    )
+    site = truth.true_site(base)
+    assert [(f.equipment, f.index, f.at, f.repair_at) for f in site.failures] == [
+        ("pump", 0, 100.0, None),
+        ("pump", 1, 100.0, 3600.0),
+    ]
+    clean, failed = TruePlant(base, parse_truth("{}"), 10.0), TruePlant(site, truth, 10.0)
+    for _ in range(10):  # to t = 100 s: no difference
+        c, f = clean.advance(), failed.advance()
+    assert f["cdu_supply_c"] == pytest.approx(c["cdu_supply_c"], abs=1e-9)
+    for _ in range(12):  # two minutes without facility water flow
+        c, f = clean.advance(), failed.advance()
+    assert np.all(f["cdu_supply_c"] > c["cdu_supply_c"] + 1.0)

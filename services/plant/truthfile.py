@@ -123,8 +123,12 @@ class Truth(Strict):
         SiteError names the override or fault."""
         site = with_overrides(base, dict(self.overrides))
         failures = [f.model_dump() for f in site.failures]
-        for fault in self.faults:
+        for i, fault in enumerate(self.faults):
             if isinstance(fault, PumpFailure):
+                pumps = site.cooling.facility_water.pumps
+                if fault.index >= pumps:
+                    raise SiteError(f"faults.{i}.index: {fault.index} out of range, "
+                                    f"the site has {pumps} facility water pump(s)")  # fmt: skip
                 at = seconds(fault.at)
                 end = None if fault.repair_at is None else seconds(fault.repair_at)
                 failures.append({"equipment": "pump", "index": fault.index, "at": at,
@@ -196,5 +200,5 @@ def resolve_truth(truth: Truth, base: Site, name: str) -> Site:
         return truth.true_site(base)
     except SiteError as exc:
         text = str(exc)
-        where = "" if text.startswith("faults: ") else "overrides: "
+        where = "" if text.startswith("faults") else "overrides: "
         raise TruthError(f"{name}: {where}{text}") from None
