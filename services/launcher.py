@@ -173,6 +173,11 @@ class LocalTwin:
     restart_window_s: float = 600.0
     nats_log_path: str | None = None  # kept after close when given
     on_event: Callable[[str], None] | None = None
+    mqtt: bool = False  # open nats-server's MQTT listener (BMS clients publish there)
+    # Optional services (the gateway) spawned after the others, each with an address in
+    # ``addresses``; ``before_optional`` runs first (e.g. starts what writes their config).
+    optional: tuple[str, ...] = ()
+    before_optional: Callable[[LocalTwin], None] | None = None
     failure: str | None = field(default=None, init=False)
     nats: NatsServer | None = field(default=None, init=False)
     postgres: LocalPostgres | None = field(default=None, init=False)
@@ -192,7 +197,9 @@ class LocalTwin:
             self.nats_url = self.nats_url or _setting("nats_url")
             if not self.nats_url:
                 try:
-                    self.nats = self._stack.enter_context(NatsServer(log_path=self.nats_log_path))
+                    self.nats = self._stack.enter_context(
+                        NatsServer(log_path=self.nats_log_path, mqtt=self.mqtt)
+                    )
                 except NatsServerError as exc:
                     raise TwinStartError(f"nats-server did not start: {exc}") from None
                 self.nats_url = self.nats.url
@@ -203,6 +210,10 @@ class LocalTwin:
             for name in SERVICES:
                 if name != "historian" or self.history:
                     self.processes[name] = self._spawn(name)
+            if self.before_optional is not None:
+                self.before_optional(self)
+            for name in self.optional:
+                self.processes[name] = self._spawn(name)
             self.wait_ready()
             if self.supervise:
                 self._supervisor = threading.Thread(

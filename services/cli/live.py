@@ -67,6 +67,14 @@ def up(
         Path | None,
         typer.Option(help="service logs (default: --report, else a twin-<id> temp folder)"),
     ] = None,
+    plant: Annotated[
+        bool,
+        typer.Option(
+            help="also run a plant emulator of the site (`twin plant`) and the "
+            "gateway reading it: a live twin tracking a plant"
+        ),
+    ] = False,
+    truth: Annotated[Path | None, typer.Option(help="with --plant: the plant's truth file")] = None,
 ) -> None:
     """Start a local twin: nats-server, PostgreSQL, every service, and a run; the twin is
     supervised (a dead service or server is restarted); Ctrl-C stops it all.
@@ -101,6 +109,12 @@ def up(
         speed = 0.0 if duration is not None else 1.0
     if speed < 0:
         fail("--speed: must be >= 0")
+    if truth is not None and not plant:
+        fail("--truth: needs --plant")
+    if plant and speed == 0:
+        fail("--plant: the plant runs in real time: give --speed > 0")
+    if plant and os.environ.get("TWIN_NATS_URL"):
+        fail("--plant: needs the twin's own nats-server (TWIN_NATS_URL is set)")
     if not 0 <= base_port <= 65535 - 5:
         fail(f"--base-port: {base_port} is not 0 or a port from 1 to {65535 - 5}")
     path = Path(scenario)
@@ -141,6 +155,7 @@ def up(
     for sig in (signals.SIGINT, signals.SIGTERM):
         signals.signal(sig, on_signal)
     console.print(f"twin {site.name}: instance {instance}, logs in {logs}", highlight=False)
+    emulator = _plant(scenario, logs, truth, step_s, speed, addresses, base_port) if plant else None
     twin = LocalTwin(
         site.name,
         addresses,
@@ -150,6 +165,7 @@ def up(
         ready_timeout_s=ready_s,
         instance_id=instance,
         supervise=True,
+        **(_plant_options(emulator, ready_s) if emulator else {}),
         on_event=lambda line: (
             None  # the failure itself is the command's last line (below)
             if line.startswith("error: ")
@@ -158,10 +174,12 @@ def up(
     )
     try:
         twin.__enter__()
-    except TwinStartError as exc:
+    except (TwinStartError, KeyboardInterrupt) as exc:
+        if emulator is not None:
+            emulator.stop()
+        if isinstance(exc, KeyboardInterrupt):
+            fail("interrupted while starting; everything stopped")
         fail(f"twin did not start: {exc}")
-    except KeyboardInterrupt:
-        fail("interrupted while starting; everything stopped")
     try:  # entered above: `with twin` would start it a second time
         started.set()
         threading.Thread(target=lambda: twin.failed.wait() and stop.set(), daemon=True).start()
@@ -179,7 +197,8 @@ def up(
                 f"  gRPC: {ports}\n  nats: {redact(twin.nats_url or '')}\n"
                 f"  grpcurl -plaintext {address} list\n"
                 f"  grpcurl -plaintext {address} twin.twin.v1.TwinService/GetSnapshot\n"
-                "Ctrl-C stops everything.",
+                + (_plant_lines(emulator, site.name, twin.nats_url or "") if emulator else "")
+                + "Ctrl-C stops everything.",
                 soft_wrap=True,
                 highlight=False,
             )
@@ -194,8 +213,55 @@ def up(
         if twin.failure:
             fail(twin.failure)
     finally:
+        if emulator is not None:  # first: it publishes to the twin's nats-server
+            emulator.stop()
         twin.close()
     Console().print("stopped")
+
+
+def _plant(scenario: str, logs: Path, truth: Path | None, dt_s: float, speed: float,
+           addresses: dict[str, str], base_port: int):  # fmt: skip
+    """The plant emulator of ``twin up --plant`` (started once nats-server is up), and a
+    gRPC address for the gateway that reads it (after the other services')."""
+    import socket
+
+    from services.plant.process import PlantProcess
+
+    if base_port == 0:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            addresses["gateway"] = f"127.0.0.1:{sock.getsockname()[1]}"
+    else:
+        addresses["gateway"] = f"127.0.0.1:{base_port + len(addresses)}"
+    return PlantProcess(scenario, logs, truth, dt_s, speed)
+
+
+def _plant_options(emulator, ready_s: float) -> dict:
+    """LocalTwin's settings for a plant: nats-server's MQTT listener, the plant started
+    before the gateway, and the gateway configured with the plant's point map."""
+    from services.launcher import TwinStartError
+    from services.plant.process import PlantStartError
+
+    def start(twin) -> None:
+        try:
+            emulator.start(twin.nats.mqtt_port, ready_s)
+        except PlantStartError as exc:
+            raise TwinStartError(str(exc)) from None
+
+    return {
+        "mqtt": True,
+        "optional": ("gateway",),
+        "before_optional": start,
+        "service_env": {"gateway": emulator.gateway_env()},
+    }
+
+
+def _plant_lines(emulator, site: str, nats_url: str) -> str:
+    return (
+        f"  plant: point map {emulator.pointmap}, truth {emulator.truth_record}, "
+        f"log {emulator.log}\n"
+        f"  TWIN_NATS_URL={redact(nats_url)} twin gateway stats --site {site}\n"
+    )
 
 
 def _wait_for_step(

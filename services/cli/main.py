@@ -15,6 +15,7 @@ from services.cli.gateway import gateway_app, replay_cmd
 from services.cli.history import history_app
 from services.cli.inventory import inventory_app
 from services.cli.live import serve, status, up
+from services.cli.plant import plant
 from services.cli.simulate import simulate, validate
 from services.cli.whatif import whatif
 
@@ -29,6 +30,7 @@ app = typer.Typer(
 for command in (simulate, validate, serve, up, status):
     app.command()(command)
 app.command("replay")(replay_cmd)
+app.command("plant")(plant)
 app.command("whatif")(whatif)
 app.add_typer(db_app, name="db")
 app.add_typer(inventory_app, name="inventory")
