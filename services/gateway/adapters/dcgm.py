@@ -105,7 +105,7 @@ class DcgmParser:
         name, labels, value = m.groups()
         point: str | None = None
         if name in _TOTALS or (labels is not None and "__name__" in labels):
-            return None  # a counter family's rename, a name given as a label
+            return None  # maybe a counter family's sample; a name given as a label
         if name in METRICS and labels is not None:
             pairs = dict(_PAIR.findall(labels))  # values hold no quote: pairs in order
             host, gpu = pairs.get("Hostname"), pairs.get("gpu")
@@ -137,8 +137,8 @@ def _parse_full(source: str, text: str, now: float) -> list[Reading]:
 
 # The plain form: ``# HELP name ...``, ``# TYPE name type``, other ``# `` comments, blank
 # lines and samples ``name{label="value",...} value`` without escapes, spaces around the
-# labels or a timestamp; not ``<metric>_total`` (a counter family renames it) nor a
-# ``__name__`` label.
+# labels or a timestamp; not ``<metric>_total`` (a counter family of that name gives
+# ``<metric>`` samples) nor a ``__name__`` label.
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"'
 _VALUE = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?Inf|NaN")
