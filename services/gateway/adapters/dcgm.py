@@ -7,7 +7,8 @@ DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION (mJ, a counter) and DCGM_FI_PROF_GR_ENGINE_
 in mJ/s between two scrapes (unit ``mJ/s`` in the map: the mean power over the interval,
 which a power sample cannot give). The exporter has no timestamps: a sample's time is
 the scrape's. A dead or slow endpoint (``timeout_s``) is counted (``unreachable`` /
-``timeout``) and retried with backoff doubling up to ``max_backoff_s``.
+``timeout``) and retried with backoff doubling up to ``max_backoff_s``. The URLs'
+scrapes are spread evenly over the interval.
 """
 
 from __future__ import annotations
