@@ -4,6 +4,7 @@ dead one), parsed with prometheus_client's parser, GPUs summed into their rack."
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -156,15 +157,84 @@ points:
 def test_energy_counter_gives_mean_power_between_scrapes():
     from services.gateway.adapters.dcgm import DcgmAdapter
     from services.gateway.pointmap import DcgmSource
-    from services.gateway.reading import Reading
+    from services.gateway.reading import Reading, Scan
 
     adapter = DcgmAdapter("gpus", DcgmSource(kind="dcgm", urls=["http://127.0.0.1:1/"]))
-    out: list[Reading] = []
+    emitted: list[Reading | Scan] = []
     point = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION/node-a/0"
     for mj, t in ((1_000_000.0, 10.0), (10_000_000.0, 25.0), (5.0, 40.0), (15_005.0, 55.0)):
-        adapter._rate(Reading("gpus", point, mj, t), out.append)
+        adapter._rate(Reading("gpus", point, mj, t), emitted.append)
+    out = [r for r in emitted if isinstance(r, Reading)]
+    assert len(out) == len(emitted)
     # 9e6 mJ in 15 s = 6e5 mJ/s (600 W); a counter reset (a reboot) gives no rate
     assert [(r.point, r.value, r.unit) for r in out] == [
         ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_RATE/node-a/0", 600_000.0, "mJ/s"),
         ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION_RATE/node-a/0", 1000.0, "mJ/s"),
     ]
+
+
+def _full(text: str) -> list:
+    from services.gateway.adapters.dcgm import _parse_full
+
+    return _parse_full("gpus", text, 100.0)
+
+
+def test_line_cache_reads_what_prometheus_client_reads():
+    from services.gateway.adapters.dcgm import DcgmParser
+
+    parser = DcgmParser("gpus")
+    first = exposition("node-a", [600.0, 700.5], 1e6)
+    # the same lines with new values: read from the cache; NaN, Inf and exponents too
+    second = first.replace("} 600.0", "} NaN").replace("} 700.5", "} 7.005e2")
+    second = second.replace("} 61", "} +Inf")
+    unlabelled = "# a comment\n\nDCGM_FI_DEV_GPU_TEMP 50\nDCGM_FI_DEV_POWER_USAGE{} 1\n"
+
+    def pairs(readings) -> list:  # NaN as a string: NaN != NaN
+        return [(r.point, "nan" if math.isnan(r.value) else r.value, r.time_s) for r in readings]
+
+    for text in (first, second, first, unlabelled):
+        assert pairs(parser.parse(text, 100.0)) == pairs(_full(text))
+    assert pairs(parser.parse(second, 100.0))[:3] == [
+        ("DCGM_FI_DEV_POWER_USAGE/node-a/0", "nan", 100.0),
+        ("DCGM_FI_DEV_POWER_USAGE/node-a/1", 700.5, 100.0),
+        ("DCGM_FI_DEV_GPU_TEMP/node-a/0", math.inf, 100.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "point", "time_s"),
+    [
+        ('DCGM_FI_DEV_POWER_USAGE{gpu="0",Hostname="a\\"b"} 5', 'a"b', 100.0),  # escaped
+        ('DCGM_FI_DEV_POWER_USAGE{gpu="0",Hostname="a"} 5 1700000000000', "a", 1.7e9),
+        ('DCGM_FI_DEV_POWER_USAGE{gpu="0", Hostname="a"} 5', "a", 100.0),  # a space
+        # a counter family named <metric>_total: its samples are <metric>'s
+        (
+            '# TYPE DCGM_FI_DEV_POWER_USAGE_total counter\nDCGM_FI_DEV_POWER_USAGE_total{gpu="0",'
+            'Hostname="a"} 5',
+            "a",
+            100.0,
+        ),
+    ],
+)
+def test_other_forms_go_to_the_full_parser(line, point, time_s):
+    from services.gateway.adapters.dcgm import DcgmParser
+    from services.gateway.reading import Scan
+
+    parser = DcgmParser("gpus")
+    read = parser.read(line + "\n", 100.0)
+    assert not isinstance(read, Scan)
+    assert read == _full(line + "\n")
+    assert [(r.point, r.value, r.time_s) for r in read] == [
+        (f"DCGM_FI_DEV_POWER_USAGE/{point}/0", 5.0, time_s)
+    ]
+
+
+def test_a_bad_line_after_cached_ones_makes_the_page_malformed():
+    from services.gateway.adapters.dcgm import DcgmParser
+
+    parser = DcgmParser("gpus")
+    page = exposition("node-a", [600.0], 1e6)
+    assert len(parser.parse(page, 100.0)) == 4
+    for bad in (page.replace("} 600.0", "} 6_00"), page + "DCGM_FI_DEV_GPU_TEMP{gpu=0} 1\n"):
+        with pytest.raises(ValueError):
+            parser.parse(bad, 100.0)

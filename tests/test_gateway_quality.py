@@ -210,3 +210,34 @@ def test_rack_sum_follows_updates_and_stale_gpus_rejoin():
     clock.t = t0 + 66  # both stale: the model's value
     assert rack() == []
     assert (a.stats.published, a.stats.substituted) == (5, 1)
+
+
+def test_a_scan_is_the_same_as_its_readings_one_by_one():
+    from services.gateway.reading import Scan
+
+    gpu = "DCGM_FI_DEV_POWER_USAGE/node-a/{}".format
+    scans = [  # (seconds before the first scan, points); one scan a second
+        (20.0, [(gpu(0), 500.0), (gpu(1), 600.0), ("DCGM_FI_DEV_POWER_USAGE/node-z/0", 1.0)]),
+        (10.0, [(gpu(0), 550.0), (gpu(1), math.nan), (gpu(2), 5000.0), (gpu(3), 100.0)]),
+        (10.0, [(gpu(0), 550.0), (gpu(3), 120.0)]),  # a duplicate, then a late one
+        (40.0, [(gpu(4), 700.0)]),  # older than stale_s (30 s)
+        (math.inf, [(gpu(5), 1.0)]),  # not a time
+    ]
+    clock_a, clock_b = Clock(), Clock()
+    start = clock_a.t
+    one_by_one, scanned = aligner(clock_a), aligner(clock_b)
+    for age, points in scans:
+        for point, value in points:
+            one_by_one.offer(Reading("gpus", point, value, start - age))
+        scanned.emit(Scan("gpus", start - age, points))
+        clock_a.t += 1.0
+        clock_b.t += 1.0
+    assert scanned.stats == one_by_one.stats
+    assert scanned.stats.accepted == 4  # gpu 0 (twice: 500, then 550), 1, 3
+    assert {r: n for r, n in scanned.stats.rejected.items() if n} == {
+        "unknown_point": 1, "non_finite": 2, "out_of_range": 1, "duplicate": 1, "late": 1,
+        "stale": 1,
+    }  # fmt: skip
+    assert scanned.flush() == one_by_one.flush()
+    # rack/0/1 = (550 + 600 + 100) x 1.5 + 1000
+    assert [(a.entity, a.value) for a in scanned.flush()] == [("rack/0/1", 2875.0)]

@@ -193,6 +193,37 @@ async def _async(value):
     return value
 
 
+def test_a_backlog_is_written_in_transactions_of_bounded_size(nats_server, db) -> None:
+    site = "meas-chunks"
+    sizes = (2, 1, 2, 3)  # measurements per message; at most 2 a write, or one message
+    messages = [
+        batch(site, "bms", *[("cdu/0", SUPPLY, 10 * k + i, 20.0 + i) for i in range(n)])
+        for k, n in enumerate(sizes)
+    ]
+    cfg = MeasurementConfig(site, db, write_rows=2)
+
+    async def main() -> MeasurementWriter:
+        nc = await bus.connect(nats_server.url)
+        try:
+            js = nc.jetstream()
+            await bus.declare_stream(js, site)
+            for data in messages:  # all waiting before the writer starts: one fetch
+                await nc.publish(bus.telemetry_subject(site, "bms"), data)
+            await nc.flush()
+            writer = MeasurementWriter(js, cfg)
+            task = asyncio.create_task(writer.run())
+            await wait_for(lambda: _async(writer.stats.acked), lambda n: n == 4, "4 acked")
+            await stop(task)
+            return writer
+        finally:
+            await nc.close()
+
+    writer = asyncio.run(asyncio.wait_for(main(), 90))
+    # [2] [1] [2] [3]: 1 + 2 > 2 and 2 + 3 > 2 start new writes; 3 > 2 alone is one
+    assert (writer.stats.batches, writer.stats.messages, writer.stats.measurements) == (4, 4, 8)
+    assert len(rows(db, site)) == 8
+
+
 def test_the_stream_captures_telemetry() -> None:
     assert bus.telemetry_subject("small") in bus.stream_subjects("small")
 

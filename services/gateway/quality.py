@@ -31,8 +31,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from services.gateway.pointmap import Resolver
-from services.gateway.reading import Reading
+from services.gateway.pointmap import PointRule, Resolver
+from services.gateway.reading import Reading, Scan
+from services.gateway.units import Unit
 
 Key = tuple[str, str]  # (source, point)
 Slot = tuple[str, int]  # (entity, quantity)
@@ -52,11 +53,23 @@ class Reason(StrEnum):
     STALE = "stale"
 
 
-@dataclass(slots=True)
-class _Sample:
-    value: float  # in the quantity's unit
-    time_s: float  # source time
-    heard_s: float  # when it (or a duplicate of it) last arrived, gateway clock
+@dataclass(slots=True, eq=False)
+class _Point:
+    """A mapped point: where it goes, how it converts, and its last accepted sample
+    (``heard_s`` < 0 until the first). One dict lookup per reading finds all of it."""
+
+    rule: PointRule
+    rule_index: int
+    slot: Slot
+    entity: _Entity
+    conversions: dict[str | None, Unit | None]  # declared unit -> conversion (None: unfit)
+    factor: float  # raw -> quantity unit in the map's unit (no declared unit)
+    offset: float
+    low: float  # the rule's range (infinite when it has none)
+    high: float
+    value: float = 0.0  # in the quantity's unit
+    time_s: float = -math.inf  # source time
+    heard_s: float = -1.0  # when it (or a duplicate of it) last arrived, gateway clock
 
 
 @dataclass(slots=True)
@@ -66,8 +79,9 @@ class _Entity:
     oldest of their arrival times, so while it is within ``stale_s`` every live sample
     is fresh and a tick costs O(1), not a pass over (for a rack) its 72 GPUs."""
 
-    rule: int
-    live: set[Key] = field(default_factory=set)
+    rule: PointRule
+    fed: bool = False  # in the aligner's slots (flushed at every tick) once fed
+    live: set[_Point] = field(default_factory=set)
     total: float = 0.0
     oldest_heard: float = math.inf
     newest_time: float = -math.inf
@@ -109,13 +123,52 @@ class Aligner:
         self.resolver = resolver
         self.clock = clock
         self.stats = Stats()
-        self._samples: dict[Key, _Sample] = {}
-        self._slots: dict[Slot, _Entity] = {}
+        self._points: dict[Key, _Point] = {}
+        self._slots: dict[Slot, _Entity] = {}  # fed: flushed at every tick
+        self._unfed: dict[Slot, _Entity] = {}  # seen, never fed
         self._new: set[Slot] = set()  # slots with a new sample since the last flush
 
     def reject(self, reason: Reason) -> Reason:
         self.stats.rejected[reason.value] += 1
         return reason
+
+    def _point(self, r: Reading) -> _Point | None:
+        """The point of ``r`` the first time it is offered; None when no rule maps it."""
+        target = self.resolver.resolve(r.source, r.point)
+        if target is None:
+            return None
+        slot = (target.entity, target.quantity)
+        rule = self.resolver.map.points[target.rule]
+        entity = self._slots.get(slot) or self._unfed.get(slot)
+        if entity is None:
+            entity = self._unfed[slot] = _Entity(rule)
+        conv = self.resolver.conversion(target.rule, None)  # the map checked it
+        low, high = rule.range if rule.range is not None else (-math.inf, math.inf)
+        point = _Point(
+            rule, target.rule, slot, entity, {None: conv}, conv.factor, conv.offset, low, high
+        )
+        self._points[(r.source, r.point)] = point
+        return point
+
+    def _conversion(self, p: _Point, unit: str | None) -> Unit | None:
+        try:
+            return p.conversions[unit]
+        except KeyError:
+            pass
+        try:
+            conv: Unit | None = self.resolver.conversion(p.rule_index, unit)
+        except ValueError:
+            conv = None
+        if len(p.conversions) < 8:  # a source that makes up units must not fill memory
+            p.conversions[unit] = conv
+        return conv
+
+    def emit(self, item: Reading | Scan) -> None:
+        """What adapters call (``Emit``)."""
+        if isinstance(item, Scan):
+            self.offer_scan(item)
+        else:
+            self.offer(item)
 
     def offer(self, r: Reading) -> Reason | None:
         """Check and keep ``r``; the reason when it is rejected."""
@@ -124,69 +177,98 @@ class Aligner:
                 return self.reject(Reason(r.problem))
             except ValueError:
                 return self.reject(Reason.MALFORMED)
-        target = self.resolver.resolve(r.source, r.point)
-        if target is None:
+        p = self._points.get((r.source, r.point))
+        if p is None and (p := self._point(r)) is None:
             return self.reject(Reason.UNKNOWN_POINT)
         if not r.good:
             return self.reject(Reason.BAD_QUALITY)
-        if r.value is None or not math.isfinite(r.value) or not math.isfinite(r.time_s):
+        value, time_s = r.value, r.time_s
+        if value is None or not math.isfinite(value) or not math.isfinite(time_s):
             return self.reject(Reason.NON_FINITE)
-        try:
-            conv = self.resolver.conversion(target.rule, r.unit)
-        except ValueError:
+        if r.unit is None:
+            value = value * p.factor + p.offset
+        elif (conv := self._conversion(p, r.unit)) is None:
             return self.reject(Reason.UNIT)
-        value = r.value * conv.factor + conv.offset
-        rule = self.resolver.map.points[target.rule]
+        else:
+            value = value * conv.factor + conv.offset
+        return self._accept(p, value, time_s, self.clock())
+
+    def offer_scan(self, scan: Scan) -> int:
+        """``offer`` of every reading of ``scan``, without building them; the number
+        accepted. A point seen for the first time takes the way of ``offer``."""
+        source, time_s = scan.source, scan.time_s
+        if not math.isfinite(time_s):  # every reading is refused: count each
+            return sum(self.offer(Reading(source, k, v, time_s)) is None for k, v in scan.points)
+        points, accept, now = self._points, self._accept, self.clock()
+        accepted = 0
+        for point, value in scan.points:
+            p = points.get((source, point))
+            if p is None:
+                accepted += self.offer(Reading(source, point, value, time_s)) is None
+            elif not math.isfinite(value):
+                self.reject(Reason.NON_FINITE)
+            else:
+                accepted += accept(p, value * p.factor + p.offset, time_s, now) is None
+        return accepted
+
+    def _accept(self, p: _Point, value: float, time_s: float, now: float) -> Reason | None:
+        """The checks after conversion; keep the sample."""
         if not math.isfinite(value):  # a finite raw value can overflow when scaled
             return self.reject(Reason.NON_FINITE)
-        if rule.range is not None and not rule.range[0] <= value <= rule.range[1]:
+        if not p.low <= value <= p.high:
             return self.reject(Reason.OUT_OF_RANGE)
-        now = self.clock()
-        key = (r.source, r.point)
-        last = self._samples.get(key)
-        slot = (target.entity, target.quantity)
-        if last is not None and r.time_s == last.time_s and value == last.value:
-            last.heard_s = now
-            self._feed(slot, target.rule, key, last, None)  # a held value lives on
+        heard = p.heard_s >= 0
+        if heard and time_s == p.time_s and value == p.value:
+            p.heard_s = now
+            self._feed(p, None)  # a held value lives on
             return self.reject(Reason.DUPLICATE)
-        if last is not None and r.time_s <= last.time_s:
+        if heard and time_s <= p.time_s:
             return self.reject(Reason.LATE)
-        if now - r.time_s > rule.stale_s:
+        if now - time_s > p.rule.stale_s:
             return self.reject(Reason.STALE)
-        sample = self._samples[key] = _Sample(value, r.time_s, now)
-        self._feed(slot, target.rule, key, sample, last)
-        self._new.add(slot)
+        old = p.value if heard else None
+        p.value, p.time_s, p.heard_s = value, time_s, now
+        entity = p.entity
+        if not entity.fed:
+            entity.fed = True
+            self._slots[p.slot] = self._unfed.pop(p.slot)
+        self._feed(p, old)
+        self._new.add(p.slot)
         self.stats.accepted += 1
         return None
 
-    def _feed(self, slot: Slot, rule: int, key: Key, sample: _Sample, old: _Sample | None) -> None:
-        entity = self._slots.get(slot)
-        if entity is None:
-            entity = self._slots[slot] = _Entity(rule)
-        if key in entity.live:
+    @staticmethod
+    def _feed(p: _Point, old: float | None) -> None:
+        """``p``'s sample (new, or the same heard again) into its entity; ``old``: the
+        value it replaces."""
+        entity = p.entity
+        if p in entity.live:
             if old is not None:  # a new sample replaces the point's old one in the total
-                entity.total += sample.value - old.value
+                entity.total += p.value - old
         else:
-            entity.live.add(key)
-            entity.total += sample.value
-            entity.oldest_heard = min(entity.oldest_heard, sample.heard_s)
-        entity.newest_time = max(entity.newest_time, sample.time_s)
+            entity.live.add(p)
+            entity.total += p.value
+            if p.heard_s < entity.oldest_heard:
+                entity.oldest_heard = p.heard_s
+        if p.time_s > entity.newest_time:
+            entity.newest_time = p.time_s
 
-    def _rescan(self, entity: _Entity, now: float, stale_s: float) -> None:
+    @staticmethod
+    def _rescan(entity: _Entity, now: float, stale_s: float) -> None:
         """Drop the points gone stale; recompute the total (which also sheds the
         rounding of the running sum)."""
-        live = [(k, s) for k in entity.live if now - (s := self._samples[k]).heard_s <= stale_s]
-        entity.live = {k for k, _ in live}
-        entity.total = math.fsum(s.value for _, s in live)
-        entity.oldest_heard = min((s.heard_s for _, s in live), default=math.inf)
-        entity.newest_time = max((s.time_s for _, s in live), default=-math.inf)
+        live = {p for p in entity.live if now - p.heard_s <= stale_s}
+        entity.live = live
+        entity.total = math.fsum(p.value for p in live)
+        entity.oldest_heard = min((p.heard_s for p in live), default=math.inf)
+        entity.newest_time = max((p.time_s for p in live), default=-math.inf)
 
     def flush(self) -> list[Aligned]:
         """The value of every measured entity for the tick that is starting now."""
         now = self.clock()
         out: list[Aligned] = []
         for slot, entity in self._slots.items():
-            rule = self.resolver.map.points[entity.rule]
+            rule = entity.rule
             if entity.live and now - entity.oldest_heard > rule.stale_s:
                 self._rescan(entity, now, rule.stale_s)
             if not entity.live:
@@ -195,7 +277,7 @@ class Aligner:
             if rule.aggregate == "sum":
                 value = entity.total * rule.aggregate_scale + rule.aggregate_offset
             else:
-                value = max((self._samples[k] for k in entity.live), key=lambda s: s.time_s).value
+                value = max(entity.live, key=lambda p: p.time_s).value
             out.append(Aligned(rule.source, slot[0], slot[1], value, entity.newest_time))
             self.stats.published += 1
             if slot not in self._new:

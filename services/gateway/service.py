@@ -99,7 +99,7 @@ class Gateway:
         backoff = 1.0
         while True:
             try:
-                await adapter.run(self.aligner.offer)
+                await adapter.run(self.aligner.emit)
                 return
             except asyncio.CancelledError:
                 raise

@@ -76,6 +76,10 @@ class MeasurementConfig:
     database_url: str
     durable: str = bus.MEASUREMENTS_DURABLE
     fetch_batch: int = 1000  # messages per fetch, and per write at most
+    # Measurements per write at most (whole messages; one bigger message alone): a
+    # gateway's batch holds a measurement per entity (~6,000 a tick at Fairwater), and a
+    # backlog of them in one transaction would show nothing until it ends.
+    write_rows: int = 50_000
     fetch_timeout_s: float = 0.2
     ack_wait_s: float = 60.0
     backoff_initial_s: float = 0.1
@@ -126,17 +130,24 @@ class MeasurementWriter:
                 stored: list[Msg] = []
                 for msg in msgs:
                     decoded = await self._rows(msg)
-                    if decoded is not None:
-                        rows.extend(decoded)
-                        stored.append(msg)
+                    if decoded is None:
+                        continue
+                    if stored and len(rows) + len(decoded) > cfg.write_rows:
+                        await self._store(rows, stored)
+                        rows, stored = [], []
+                    rows.extend(decoded)
+                    stored.append(msg)
                 if stored:
-                    await self._write(rows)
-                    await self._ack(stored)
-                    self.stats.messages += len(stored)
+                    await self._store(rows, stored)
         finally:
             with contextlib.suppress(Exception):  # the connection may be gone already
                 await sub.unsubscribe()
             await self.close()
+
+    async def _store(self, rows: list[Row], msgs: list[Msg]) -> None:
+        await self._write(rows)
+        await self._ack(msgs)
+        self.stats.messages += len(msgs)
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -7,20 +7,22 @@ DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION (mJ, a counter) and DCGM_FI_PROF_GR_ENGINE_
 in mJ/s between two scrapes (unit ``mJ/s`` in the map: the mean power over the interval,
 which a power sample cannot give). The exporter has no timestamps: a sample's time is
 the scrape's. A dead or slow endpoint (``timeout_s``) is counted (``unreachable`` /
-``timeout``) and retried with backoff doubling up to ``max_backoff_s``.
+``timeout``) and retried with backoff doubling up to ``max_backoff_s``. The URLs'
+scrapes are spread evenly over the interval.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.gateway.pointmap import DcgmSource
-from services.gateway.reading import Emit, Reading
+from services.gateway.reading import Emit, Reading, Scan
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,86 @@ ENERGY = "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION"
 
 def parse_dcgm(source: str, text: str, now: float) -> list[Reading]:
     """The DCGM samples of one scrape. ValueError when the text is not Prometheus text."""
+    return DcgmParser(source).parse(text, now)
+
+
+class DcgmParser:
+    """Prometheus text -> Readings. A page in the exporter's plain form (``_SAMPLE``,
+    ``_COMMENT``) is read line by line with regular expressions, and a sample line seen
+    before is only looked up by everything before its value (an exporter sends the same
+    lines at every scrape); any other page goes through prometheus_client's parser,
+    which gives the same samples for the plain form, ~30x slower."""
+
+    def __init__(self, source: str, cache_size: int = 2_000_000) -> None:
+        self.source = source
+        self.cache_size = cache_size
+        # A checked sample line up to the space before its value -> its point id, or
+        # None for a sample the gateway does not read.
+        self._lines: dict[str, str | None] = {}
+
+    def parse(self, text: str, now: float) -> list[Reading]:
+        read = self.read(text, now)
+        if isinstance(read, Scan):
+            return [Reading(read.source, point, value, now) for point, value in read.points]
+        return read
+
+    def read(self, text: str, now: float) -> Scan | list[Reading]:
+        """A Scan of a page in the plain form (all its samples at ``now``), else the
+        full parser's Readings (which may carry their own timestamps)."""
+        fast = self._fast(text)
+        if fast is None:
+            return _parse_full(self.source, text, now)
+        return Scan(self.source, now, fast)
+
+    def _fast(self, text: str) -> list[tuple[str, float]] | None:
+        """(point, value) of a page in the plain form; None for any other page."""
+        out: list[tuple[str, float]] = []
+        lines, value_ok = self._lines, _VALUE.fullmatch
+        for line in text.split("\n"):
+            line = line.strip()
+            if not line:
+                continue
+            i = line.rfind(" ")
+            point = lines.get(line[:i], _UNSEEN) if i > 0 else _UNSEEN
+            if point is _UNSEEN:
+                if line[0] == "#":
+                    if _COMMENT.fullmatch(line) is None:
+                        return None
+                    continue
+                checked = self._check(line)
+                if checked is None:
+                    return None
+                point, value = checked
+            else:
+                value = line[i + 1 :]
+                if value_ok(value) is None:
+                    return None
+            if point is not None:
+                out.append((point, float(value)))  # type: ignore[arg-type]
+        return out
+
+    def _check(self, line: str) -> tuple[str | None, str] | None:
+        """A sample line not seen before: (its point or None, its value text); None when
+        it is not in the plain form."""
+        m = _SAMPLE.fullmatch(line)
+        if m is None:
+            return None
+        name, labels, value = m.groups()
+        point: str | None = None
+        if name in _TOTALS or (labels is not None and "__name__" in labels):
+            return None  # maybe a counter family's sample; a name given as a label
+        if name in METRICS and labels is not None:
+            pairs = dict(_PAIR.findall(labels))  # values hold no quote: pairs in order
+            host, gpu = pairs.get("Hostname"), pairs.get("gpu")
+            if host and gpu is not None:
+                point = f"{name}/{host}/{gpu}"
+        cut = m.start(3) - 1
+        if line[cut] == " " and len(self._lines) < self.cache_size:
+            self._lines[line[:cut]] = point
+        return point, value
+
+
+def _parse_full(source: str, text: str, now: float) -> list[Reading]:
     out: list[Reading] = []
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -54,18 +136,43 @@ def parse_dcgm(source: str, text: str, now: float) -> list[Reading]:
     return out
 
 
+# The plain form: ``# HELP name ...``, ``# TYPE name type``, other ``# `` comments, blank
+# lines and samples ``name{label="value",...} value`` without escapes, spaces around the
+# labels or a timestamp; not ``<metric>_total`` (a counter family of that name gives
+# ``<metric>`` samples) nor a ``__name__`` label.
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"\\\n]*"'
+_VALUE = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[-+]?Inf|NaN")
+_SAMPLE = re.compile(rf"({_NAME})(?:\{{((?:{_LABEL}(?:,{_LABEL})*)?)\}})?[ \t]+({_VALUE.pattern})")
+_COMMENT = re.compile(
+    rf"#(?:[ \t]+HELP[ \t]+{_NAME}(?:[ \t].*)?|[ \t]+TYPE[ \t]+{_NAME}[ \t]+\S+"
+    r"|[ \t]+(?!HELP\b|TYPE\b)\S.*|[ \t]*)"
+)
+_PAIR = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
+_TOTALS = frozenset(m + "_total" for m in METRICS)
+_UNSEEN = object()
+
+
 class DcgmAdapter:
     def __init__(self, name: str, cfg: DcgmSource) -> None:
         self.name, self.cfg = name, cfg
         self._energy: dict[str, tuple[float, float]] = {}  # point -> (mJ, time)
+        self.parser = DcgmParser(name)
         self.scrapes = 0
 
     async def run(self, emit: Emit) -> None:
         timeout = httpx.Timeout(self.cfg.timeout_s)
         async with httpx.AsyncClient(timeout=timeout) as client:
-            await asyncio.gather(*(self._poll(client, url, emit) for url in self.cfg.urls))
+            n = len(self.cfg.urls)
+            await asyncio.gather(
+                *(self._poll(client, url, emit, i / n) for i, url in enumerate(self.cfg.urls))
+            )
 
-    async def _poll(self, client: httpx.AsyncClient, url: str, emit: Emit) -> None:
+    async def _poll(self, client: httpx.AsyncClient, url: str, emit: Emit, phase: float) -> None:
+        """Scrape ``url`` every interval, starting ``phase`` of an interval late: the
+        endpoints are spread over the interval, not all scraped (and all their samples
+        checked) in one burst."""
+        await asyncio.sleep(phase * self.cfg.interval_s)
         wait = self.cfg.interval_s
         while True:
             started = time.monotonic()
@@ -87,14 +194,23 @@ class DcgmAdapter:
         except httpx.HTTPError:
             return "unreachable"
         now = time.time()
+        text = response.text
         try:
-            readings = parse_dcgm(self.name, response.text, now)
+            read = self.parser.read(text, now)
         except ValueError:
             return "malformed"
         self.scrapes += 1
-        for r in readings:
+        energy = ENERGY + "/"
+        if isinstance(read, Scan):
+            emit(read)
+            if energy in text:
+                for point, value in read.points:
+                    if point.startswith(energy):
+                        self._rate(Reading(self.name, point, value, now), emit)
+            return None
+        for r in read:
             emit(r)
-            if r.point.startswith(ENERGY + "/"):
+            if r.point.startswith(energy):
                 self._rate(r, emit)
         return None
 
