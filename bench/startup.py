@@ -11,7 +11,9 @@ Every figure is the wall time of a fresh process (``python -m services.cli ...``
 holds the interpreter's start and every import; the stages come from the run's own
 ``--timings`` file, and "start" is what is left: the interpreter and the command's imports.
 Each round uses a new cache folder, so its cold run is cold. Figures are medians over the
-rounds with their range: on a machine shared with other work they move between runs.
+rounds with their range: on a machine shared with other work they move between runs, so
+each row also gives the CPU seconds (user + system) its processes used, which other work
+on the machine changes much less than the wall time.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -77,31 +80,38 @@ def env_for(tree: Path, cache: Path | None) -> dict[str, str]:
     return env
 
 
-def simulate(tree: Path, cache: Path | None, out: Path) -> tuple[float, dict[str, float]]:
-    """Wall seconds of one ``twin simulate`` and its stages (none from a tree without
-    ``--timings``)."""
+def children_cpu_s() -> float:
+    """CPU seconds used so far by the finished child processes (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def simulate(tree: Path, cache: Path | None, out: Path) -> tuple[float, float, dict[str, float]]:
+    """Wall and CPU seconds of one ``twin simulate`` and its stages (none from a tree
+    without ``--timings``)."""
     timings = out / "timings.json"
     command = [sys.executable, "-m", "services.cli", "simulate", str(FAIRWATER)]
     command += ["--duration", "24h", "--dt", "1s", "--out", str(out)]
     has_timings = "timings" in (tree / "services" / "cli" / "simulate.py").read_text()
     if has_timings:
         command += ["--timings", str(timings)]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), children_cpu_s()
     done = subprocess.run(
         command, cwd=tree, env=env_for(tree, cache), capture_output=True, text=True
     )
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, children_cpu_s() - cpu
     if done.returncode:
         raise SystemExit(f"twin simulate failed in {tree}:\n{done.stderr[-2000:]}")
     stages: dict[str, float] = json.loads(timings.read_text()) if has_timings else {}
     if stages:
         stages = {"start": wall - sum(stages.values()), **stages}
-    return wall, stages
+    return wall, cpu, stages
 
 
-def twin_up(tree: Path, cache: Path | None) -> tuple[float, float]:
-    """Seconds from starting a local Fairwater twin until every service serves, and until
-    the first step of a run is published."""
+def twin_up(tree: Path, cache: Path | None) -> tuple[float, float, float]:
+    """Seconds from starting a local Fairwater twin until every service serves, until the
+    first step of a run is published, and the CPU seconds of it all (the stop included)."""
+    cpu = children_cpu_s()
     done = subprocess.run(
         [sys.executable, "-c", TWIN_UP],
         cwd=tree,
@@ -113,7 +123,7 @@ def twin_up(tree: Path, cache: Path | None) -> tuple[float, float]:
     seen = dict(line.split() for line in done.stdout.splitlines() if line.count(" ") == 1)
     if done.returncode or "stepping" not in seen:
         raise SystemExit(f"twin up failed in {tree}:\n{done.stderr[-2000:]}")
-    return float(seen["ready"]), float(seen["stepping"])
+    return float(seen["ready"]), float(seen["stepping"]), children_cpu_s() - cpu
 
 
 def spread(values: list[float]) -> str:
@@ -131,11 +141,15 @@ def main() -> None:
     args = parser.parse_args()
 
     runs: dict[str, list[float]] = {}
+    cpus: dict[str, list[float]] = {}
     stages: dict[str, dict[str, list[float]]] = {"cold": {}, "warm": {}}
 
-    def record(name: str, seconds: float) -> None:
+    def record(name: str, seconds: float, cpu: float | None = None) -> None:
         runs.setdefault(name, []).append(seconds)
-        Console(stderr=True).print(f"  {name}: {seconds:.1f} s", highlight=False)
+        if cpu is not None:
+            cpus.setdefault(name, []).append(cpu)
+        shown = f"  {name}: {seconds:.1f} s" + (f", {cpu:.1f} CPU s" if cpu else "")
+        Console(stderr=True).print(shown, highlight=False)
 
     with tempfile.TemporaryDirectory(prefix="twin-startup-") as tmp:
         for r in range(args.rounds):
@@ -143,11 +157,11 @@ def main() -> None:
             cache = Path(tmp) / f"cache-{r}"
             if args.before is not None:  # no cache: the checkout may not know the variable
                 before_cache = Path(tmp) / f"before-{r}"
-                wall, _ = simulate(args.before, before_cache, Path(tmp) / f"b{r}")
-                record("before: simulate", wall)
+                wall, cpu, _ = simulate(args.before, before_cache, Path(tmp) / f"b{r}")
+                record("before: simulate", wall, cpu)
             for kind in ("cold", "warm"):
-                wall, parts = simulate(ROOT, cache, Path(tmp) / f"{kind}{r}")
-                record(f"{kind} simulate", wall)
+                wall, cpu, parts = simulate(ROOT, cache, Path(tmp) / f"{kind}{r}")
+                record(f"{kind} simulate", wall, cpu)
                 for stage, seconds in parts.items():
                     stages[kind].setdefault(stage, []).append(seconds)
             if args.no_up:
@@ -155,20 +169,22 @@ def main() -> None:
             trees = [("before: ", args.before)] if args.before is not None else []
             trees += [("cold ", ROOT), ("warm ", ROOT)]
             for label, tree in trees:
-                ready, stepping = twin_up(tree, cache / "up")
+                ready, stepping, cpu = twin_up(tree, cache / "up")
                 record(f"{label}twin up", ready)
-                record(f"{label}twin up, first step of a run", stepping)
+                record(f"{label}twin up, first step of a run", stepping, cpu)
 
     console = Console()
     table = Table(title="start-up: 24 h of Fairwater (2,880 racks) at dt = 1 s, merged racks")
-    for column in ("figure", "wall time (median, range)", "target", "ratio (target / figure)"):
+    columns = ("figure", "wall time (median, range)", "target", "ratio (target / figure)")
+    for column in (*columns, "CPU s (median)"):
         table.add_column(column, justify="left" if column == "figure" else "right")
     for name, values in runs.items():
         target = TARGETS.get(name)
         median = statistics.median(values)
         shown_target = f"≤ {target:g} s" if target else "—"
         ratio = f"{target / median:.2f}" if target else "—"
-        table.add_row(name, spread(values), shown_target, ratio)
+        cpu = f"{statistics.median(cpus[name]):.1f}" if name in cpus else "—"
+        table.add_row(name, spread(values), shown_target, ratio, cpu)
     console.print(table)
 
     table = Table(title="twin simulate stages (median seconds; start = interpreter + imports)")
