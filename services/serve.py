@@ -3,26 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from typing import TYPE_CHECKING
 
-import jax.numpy as jnp
-
-from services.clock import Clock
-from services.domain_service import add_to_server
-from services.node import CoSimNode
-from services.runtime import bus, run
+from services.runtime import bus, compilation_cache, run
 from services.runtime.config import ConfigError, RuntimeConfig
-from services.runtime.service import Service
-from services.twin_service import TwinServicer
-from twin.twin.v1 import twin_pb2_grpc
 from twin_core.contract import DOMAINS
+
+if TYPE_CHECKING:
+    from services.runtime.service import Service
+
+# The model's modules (JAX) are imported by the setups that run it: the historian never
+# loads them, and six processes starting on a small machine share its cores.
 
 SERVICES = (*DOMAINS, "twin", "historian")
 # Served on request, not started by `twin up`: the field gateway needs a point map.
 OPTIONAL = ("gateway",)
+# The services that compile the model (the twin: what-if studies); not the historian.
+MODEL_SERVICES = (*DOMAINS, "twin")
 
 
 def domain_setup(domain: str):
     async def setup(svc: Service) -> None:
+        import jax.numpy as jnp
+
+        from services.domain_service import add_to_server
+        from services.node import CoSimNode
+
         # TWIN_X64=1 runs the model in float64 (checks against the monolithic rollout).
         dtype = jnp.float64 if svc.config.x64 else jnp.float32
         node = CoSimNode(svc.nats, svc.config.site, domain, dtype, js=svc.js)
@@ -34,6 +41,10 @@ def domain_setup(domain: str):
 
 
 async def twin_setup(svc: Service) -> None:
+    from services.clock import Clock
+    from services.twin_service import TwinServicer
+    from twin.twin.v1 import twin_pb2_grpc
+
     await bus.declare_all(svc.js, svc.config.site)
     kv = await bus.declare_run_bucket(svc.js, svc.config.site)
     clock = Clock(svc.nats, svc.config.site, kv, svc.config.run_stall_timeout_s)
@@ -100,4 +111,10 @@ def serve(name: str) -> int:
         import jax
 
         jax.config.update("jax_enable_x64", True)
+    try:  # before anything is compiled: the model's services load it from there when warm
+        if name in MODEL_SERVICES:
+            compilation_cache.enable(RuntimeConfig.read("compilation_cache_dir"))
+    except ConfigError as exc:  # an asked-for folder that cannot be used, as run() says it
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return run(name, SETUPS.get(name) or domain_setup(name))

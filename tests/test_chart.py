@@ -657,6 +657,36 @@ def test_dev_writable_app(rendered: dict) -> None:
     )
 
 
+def cache_wiring(docs: list[dict], name: str) -> tuple[str | None, dict | None]:
+    """(TWIN_COMPILATION_CACHE_DIR, the volume mounted there) of one service."""
+    spec = deployment(docs, name)["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    value = env_of(c).get("TWIN_COMPILATION_CACHE_DIR", {}).get("value")
+    mounted = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}.get(str(value))
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    return value, volumes.get(mounted) if mounted else None
+
+
+def test_compilation_cache_on_an_empty_dir_by_default(rendered: dict) -> None:
+    for name in ("compute", "cooling", "power", "energy", "twin"):
+        value, volume = cache_wiring(rendered["defaults"], name)
+        assert value == "/var/cache/twin/jax", name
+        assert volume == {"name": "compilation-cache", "emptyDir": {"sizeLimit": "512Mi"}}
+    # The historian compiles nothing: no cache, no variable.
+    assert cache_wiring(rendered["defaults"], "historian") == (None, None)
+
+
+def test_compilation_cache_on_a_claim_or_off(helm: Helm, tmp_path: Path) -> None:
+    claim = {"persistentVolumeClaim": {"claimName": "jax-cache"}}
+    values = {"compilationCache": {"mountPath": "/cache", "volume": claim}}
+    value, volume = cache_wiring(render(helm, tmp_path, values), "energy")
+    assert value == "/cache" and volume == {"name": "compilation-cache", **claim}
+    docs = render(helm, tmp_path, {"compilationCache": {"enabled": False}})
+    assert cache_wiring(docs, "compute") == ("off", None)
+    spec = deployment(docs, "compute")["spec"]["template"]["spec"]
+    assert "compilation-cache" not in {v["name"] for v in spec["volumes"]}
+
+
 # -- the field telemetry gateway --------------------------------------------------------
 
 

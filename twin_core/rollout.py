@@ -109,6 +109,21 @@ def _unpack(means: Array, maxes: Array) -> tuple[dict, dict]:
     )
 
 
+def progress_chunks(
+    n_records: int, every: int, max_chunks: int = 100, min_steps: int = 4096
+) -> int:
+    """How many pieces to run ``n_records`` in for a caller that shows progress: at most
+    ``max_chunks`` equal ones (one compiled size) of at least ``min_steps`` coupled steps
+    each, so that dispatch and host copies stay small beside the work of a piece."""
+    least = max(math.ceil(n_records / max_chunks), math.ceil(min_steps / every))
+    return n_records // _divisor_at_least(n_records, least)
+
+
+def _divisor_at_least(n: int, k: int) -> int:
+    """The smallest divisor of ``n`` that is at least ``k`` (``n`` itself past it)."""
+    return next((d for d in range(max(k, 1), n + 1) if n % d == 0), n)
+
+
 def run_records(
     p: Params,
     s0: TwinState,
@@ -116,20 +131,59 @@ def run_records(
     every: int,
     progress: Callable[[int], None] | None = None,
     chunks: int = 1,
+    phase: Callable[[str], None] | None = None,
 ) -> tuple[TwinState, np.ndarray, np.ndarray]:
-    """``run_jit`` in ``chunks`` pieces (same compiled size) so a caller can show progress."""
-    chunks = max(1, min(chunks, n_records))
-    size = math.ceil(n_records / chunks)
-    means, maxes, s, done = [], [], s0, 0
-    while done < n_records:
-        n = min(size, n_records - done)
-        s, (mean, peak) = run_jit(p, s, n, every)
-        means.append(np.asarray(mean))
-        maxes.append(np.asarray(peak))
-        done += n
-        if progress:
-            progress(n)
+    """``run_jit`` in at most ``chunks`` equal pieces so a caller can show progress.
+
+    Every piece has the same size (the smallest divisor of ``n_records`` that fits), so
+    one program is compiled, ahead of time (``phase("compile")`` then names its end). A
+    piece is dispatched before the previous one is copied to the host: with JAX's
+    asynchronous dispatch the copy and the progress report overlap the next piece."""
+    size = _divisor_at_least(n_records, math.ceil(n_records / max(1, chunks)))
+    run = run_jit.lower(p, s0, size, every).compile()
+    if phase:
+        phase("compile")
+    n_chunks = n_records // size
+    means, maxes, s, pending = [], [], s0, None
+    for i in range(n_chunks + 1):
+        ahead = None
+        if i < n_chunks:  # dispatched, not waited for
+            s, ahead = run(p, s)
+        if pending is not None:  # the previous piece, copied while this one runs
+            means.append(np.asarray(pending[0]))
+            maxes.append(np.asarray(pending[1]))
+            if progress:
+                progress(size)
+        pending = ahead
     return s, np.concatenate(means), np.concatenate(maxes)
+
+
+def simulate_params(
+    p: Params,
+    horizon_s: float,
+    record_s: float | None = None,
+    *,
+    merge_identical: bool = True,
+    progress: Callable[[int], None] | None = None,
+    chunks: int = 1,
+    phase: Callable[[str], None] | None = None,
+) -> Result:
+    """``simulate`` from parameters already built (``build_params(..., host=True)``), for a
+    caller that built them once to check them. ``phase(name)`` is called as each stage
+    ends: "params" (merged and on the device), "init_state", "compile", "stepping",
+    "kpis"."""
+    mark = phase or (lambda _: None)
+    n_records, every = plan(horizon_s, p.dt, record_s)
+    p = jax.device_put(compress(p) if merge_identical else p)
+    mark("params")
+    s0 = jax.block_until_ready(init_state(p))
+    mark("init_state")
+    final, means, maxes = run_records(p, s0, n_records, every, progress, chunks, mark)
+    mark("stepping")
+    m, x = _unpack(means, maxes)
+    kpis = kpi_mod.summarize(m, x, final, every * p.dt)
+    mark("kpis")
+    return Result(every * p.dt, p.dt, m, x, final, kpis)
 
 
 def simulate(
@@ -151,16 +205,14 @@ def simulate(
     CDUs (exact; see compress.py); ``False`` advances every rack (``final`` then holds
     the full per-rack state). ``drivers``: the site's loaded drivers (read here if not
     given)."""
-    n_records, every = plan(horizon_s, dt, record_s)
+    plan(horizon_s, dt, record_s)
     drivers = drivers if drivers is not None else load_drivers(site)
     p = build_params(
         site, drivers, horizon_s=horizon_s, dt=dt, granularity=granularity, dtype=dtype, host=True
     )
-    p = jax.device_put(compress(p) if merge_identical else p)
-    s0 = init_state(p)
-    final, means, maxes = run_records(p, s0, n_records, every, progress, chunks)
-    m, x = _unpack(means, maxes)
-    return Result(every * dt, dt, m, x, final, kpi_mod.summarize(m, x, final, every * dt))
+    return simulate_params(
+        p, horizon_s, record_s, merge_identical=merge_identical, progress=progress, chunks=chunks
+    )
 
 
 # Continuous site fields that gradients can be taken with respect to:

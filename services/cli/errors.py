@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from typing import NoReturn, overload
+from typing import TYPE_CHECKING, NoReturn, overload
 
-import grpc
 import typer
 from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:  # imported where a call failed: commands that make no call skip gRPC
+    import grpc
 
 console = Console(stderr=True)
 
@@ -24,6 +26,8 @@ def fail(message: str) -> NoReturn:
 def rpc_failed(what: str, address: str, exc: grpc.RpcError) -> NoReturn:
     """``no twin at ADDRESS: <reason> (is `twin up` running?)`` when nothing answers there
     (not gRPC's transport text), else ``WHAT: details (CODE)``."""
+    import grpc
+
     code, details = exc.code(), exc.details() or ""  # type: ignore[attr-defined]
     if code == grpc.StatusCode.UNAVAILABLE and "connect" in details.lower():
         # "failed to connect to all addresses; last error: UNKNOWN: ipv4:...: Failed to

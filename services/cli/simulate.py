@@ -3,8 +3,10 @@ timeseries.parquet and overview.png) and ``twin validate`` (a site file checked)
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +17,19 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from services.cli.errors import console, fail, seconds
+
+
+class Phases:
+    """Wall seconds per stage of a run, in order (``--timings``; bench/startup.py)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self._last
+        self._last = now
 
 
 def simulate(
@@ -28,8 +43,20 @@ def simulate(
         list[str] | None, typer.Option("--set", help="override a site field: path=value")
     ] = None,
     x64: Annotated[bool, typer.Option(help="run in float64 (slower, for checks)")] = False,
+    merge: Annotated[
+        bool,
+        typer.Option(
+            "--merge/--no-merge",
+            help="advance one rack per class of identical racks (exact); --no-merge "
+            "advances every rack, as the live services do",
+        ),
+    ] = True,
+    timings: Annotated[
+        Path | None, typer.Option(hidden=True, help="write seconds per stage as JSON here")
+    ] = None,
 ) -> None:
     """Run a scenario and write summary.json, timeseries.parquet and overview.png."""
+    phases = Phases()
     from twin_core.site import SiteError, load_site, parse_overrides
 
     horizon = seconds("--duration", duration)
@@ -37,36 +64,51 @@ def simulate(
     record_s = seconds("--record", record)
     if granularity not in ("rack", "gpu"):
         fail(f"--granularity: {granularity!r} is not one of rack, gpu")
+    phases("imports")
     try:
         overrides = parse_overrides(set_ or [])
         site = load_site(scenario, overrides)
     except SiteError as exc:
         fail(str(exc))
+    phases("site")
 
     import jax
 
+    from services.runtime import compilation_cache
+    from services.runtime.config import ConfigError, RuntimeConfig
+
+    try:
+        compilation_cache.enable(RuntimeConfig.read("compilation_cache_dir"))
+    except ConfigError as exc:
+        fail(str(exc))
     if x64:
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
     from twin_core import build_params, load_drivers, plan
     from twin_core.params import steps_per_hour
+    from twin_core.rollout import progress_chunks
 
+    phases("imports")
     try:
         steps_per_hour(step)
-        n_records, _ = plan(horizon, step, record_s)
-        build_params(
+        n_records, every = plan(horizon, step, record_s)
+        drivers = load_drivers(site)
+        phases("site")
+        params = build_params(
             site,
-            load_drivers(site),
+            drivers,
             horizon_s=horizon,
             dt=step,
             granularity=granularity,
             dtype=jnp.float64 if x64 else jnp.float32,
+            host=True,
         )
     except (ValueError, SiteError) as exc:
         fail(str(exc))
 
-    result, wall = _run_with_progress(site, horizon, step, record_s, granularity, x64, n_records)
+    chunks = progress_chunks(n_records, every)
+    result, wall = _run_with_progress(params, horizon, record_s, merge, n_records, chunks, phases)
     if bad := sorted(k for k, v in result.kpis.items() if not math.isfinite(v)):
         fail(
             f"{scenario}: KPIs not finite ({', '.join(bad)}): the site's values are outside "
@@ -81,6 +123,7 @@ def simulate(
         "dt_s": step,
         "record_s": result.record_s,
         "granularity": granularity,
+        "merge_identical": merge,
         "dtype": "float64" if x64 else "float32",
         "overrides": {k: v for k, v in overrides.items()},
         "wall_s": round(wall, 3),
@@ -93,12 +136,13 @@ def simulate(
     except OSError as exc:
         fail(f"--out {out}: {exc.strerror or exc}")
     _print_summary(site.name, result.kpis, out, wall, horizon)
+    phases("outputs")
+    if timings is not None:
+        timings.write_text(json.dumps(phases.seconds, indent=2) + "\n")
 
 
-def _run_with_progress(site, horizon, step, record_s, granularity, x64, n_records):
-    import jax.numpy as jnp
-
-    from twin_core import simulate as run
+def _run_with_progress(params, horizon, record_s, merge, n_records, chunks, phases):
+    from twin_core.rollout import simulate_params
 
     progress = Progress(
         TextColumn("[bold]simulating[/]"),
@@ -120,17 +164,26 @@ def _run_with_progress(site, horizon, step, record_s, granularity, x64, n_record
             rate = done / n_records * horizon / max(time.perf_counter() - start, 1e-9)
             progress.update(task, advance=n, rate=f"{rate:,.0f}x real time")
 
-        result = run(
-            site,
+        def phase(name: str) -> None:
+            phases(name)
+            if name == "compile":  # stepping runs in XLA, without the GIL: load the writers
+                threading.Thread(target=_import_writers, daemon=True).start()
+
+        result = simulate_params(
+            params,
             horizon,
-            step,
             record_s,
-            granularity=granularity,
-            dtype=jnp.float64 if x64 else jnp.float32,
+            merge_identical=merge,
             progress=advance,
-            chunks=min(100, n_records),
+            chunks=chunks,
+            phase=phase,
         )
     return result, time.perf_counter() - start
+
+
+def _import_writers() -> None:
+    import services.cli.outputs
+    import services.cli.plots  # noqa: F401
 
 
 def _print_summary(name: str, kpis: dict[str, float], out: Path, wall: float, horizon: float):

@@ -211,6 +211,11 @@ class RuntimeConfig(EnvConfig):
         default=False,
         description="run the model in float64 (checks against the monolithic rollout)",
     )
+    compilation_cache_dir: str | None = Field(
+        default=None,
+        description="JAX's persistent compilation cache: a folder, or off; None: "
+        "$XDG_CACHE_HOME/ai-factory-twin/jax (services/runtime/compilation_cache.py)",
+    )
     run_stall_timeout_s: float | None = Field(
         default=None,
         gt=0,
@@ -225,6 +230,7 @@ class RuntimeConfig(EnvConfig):
         "health_address",
         "instance_id",
         "database_url",
+        "compilation_cache_dir",
         "run_stall_timeout_s",
         mode="before",
     )
