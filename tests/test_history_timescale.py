@@ -151,7 +151,9 @@ def test_percentiles_and_odd_widths_read_raw_rows(backends):
         SeriesQuery(RUN, ["losses_w"], bucket_s=3600),  # no rollup column
     ):
         assert rollup_for(q) is None
-        assert ask(backends["timescale"], q) == ask(backends["postgres"], q)
+        # Both read raw rows; a hypertable's chunks may add them in another order.
+        exact = q.aggregate == "percentile"
+        same(ask(backends["timescale"], q), ask(backends["postgres"], q), exact=exact)
 
 
 def test_refresh_again_changes_nothing(backends):
