@@ -21,6 +21,7 @@ from conftest import F64, ROOT, SMALL, run64, small_site
 from twin_core.calibratable import CALIBRATABLE, lookup
 from twin_core.calibrate import Measured, calibrate
 from twin_core.calibrated_file import calibrated_site_text
+from twin_core.compress import compress
 from twin_core.drivers import load_drivers
 from twin_core.fit_stats import block_means, covariance, fit_stats, identifiability
 from twin_core.inputs import load_yaml
@@ -109,16 +110,24 @@ def _changed(site, path: str, factor: float):
     return entry, x0, x, with_overrides(site, entry.to_site(site, path, x))
 
 
+@pytest.mark.parametrize("merged", [False, True], ids=["every-rack", "merged"])
 @pytest.mark.parametrize("key", sorted(CALIBRATABLE))
-def test_each_parameter_reaches_params_as_build_params_does(key):
+def test_each_parameter_reaches_params_as_build_params_does(key, merged):
+    """Applied to the params of the site (identical racks merged, as calibrate runs, or
+    not), an entry gives exactly the params of the site with the new value."""
     site = small_site()
     path = key.replace("<T>", "GB200_NVL72")
     entry, x0, x, changed = _changed(site, path, 1.1)
     drivers = load_drivers(site)
     kw = {"horizon_s": 3600.0, "dt": DT, "dtype": F64, "host": True}
-    expected = build_params(changed, drivers, **kw)
-    got = entry.apply(build_params(site, drivers, **kw), x, x0)
-    base = jax.tree.leaves(build_params(site, drivers, **kw))
+
+    def params(s):
+        p = build_params(s, drivers, **kw)
+        return compress(p) if merged else p
+
+    expected = params(changed)
+    got = entry.apply(params(site), x, x0)
+    base = jax.tree.leaves(params(site))
     changed_leaves = 0
     leaves = jax.tree_util.tree_leaves_with_path(expected)
     for (where, want), have, was in zip(leaves, jax.tree.leaves(got), base, strict=True):

@@ -18,6 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jax.numpy as jnp
+
+from twin_core.curves import output_for_input
 from twin_core.params import Params
 from twin_core.rollout import get_param, set_param
 from twin_core.site import Site
@@ -80,6 +83,25 @@ def _gpu_idle(p: Params, x, x0: float) -> Params:
     idle = p.compute.gpu_idle_w
     p = set_param(p, "compute.gpu_idle_w", idle * (x / x0))
     return set_param(p, "compute.gpu_span_w", p.compute.gpu_span_w - idle * (x / x0 - 1.0))
+
+
+def _psu_loss(p: Params, x, x0: float) -> Params:
+    """PSU loss curve scaled by x / x0, and what build_params derives from it: each
+    rack's AC input at full load (DC max + its loss), the site's design IT load, and the
+    distribution loss coefficient (rated loss / design IT load)."""
+    ratio = x / x0
+    psu = p.compute.psu_loss
+    rack_max = p.compute.rack_max_ac_w
+    dc_max = output_for_input(psu, rack_max, jnp) * p.compute.mask
+    new_max = rack_max + (ratio - 1.0) * (rack_max - dc_max)
+    design = p.power.it_design_w + jnp.sum((new_max - rack_max) * p.power.rack_weight)
+    p = set_param(p, "compute.psu_loss", psu * ratio)
+    p = set_param(p, "compute.rack_max_ac_w", new_max)
+    p = set_param(p, "power.rack_max_ac_w", new_max)
+    p = set_param(
+        p, "power.dist_loss_coeff", p.power.dist_loss_coeff * p.power.it_design_w / design
+    )
+    return set_param(p, "power.it_design_w", design)
 
 
 def _one(site: Site, path: str) -> float:
@@ -172,6 +194,12 @@ CALIBRATABLE: dict[str, Calibratable] = {
     ),
     "rack_types.<T>.thermal.r_die_c_per_w": _plain("GPU die-to-coolant resistance, K/W", _r_die),
     "rack_types.<T>.gpu_idle_w": _plain("GPU idle power, W", _gpu_idle),
+    "rack_types.<T>.psu_efficiency.loss_scale": Calibratable(
+        "rack power-shelf (PSU) loss curve scale (1 = the rack type's efficiency points)",
+        _psu_loss,
+        _one,
+        _efficiencies,
+    ),
 }
 
 
