@@ -204,6 +204,17 @@ def test_recovers_perturbed_parameters_within_their_uncertainty(truth, tmp_path)
     assert written.model_dump() == cal.site(site).model_dump()
 
 
+def test_noise_free_series_give_the_truth_exactly(truth):
+    """Without noise and with the site's own weather, the fit lands on the truth to
+    rounding: the Jacobian and the steps are right, not just good enough."""
+    site, values, _, result = truth
+    series = {q: result.means[q] for q in FITTED}
+    cal = calibrate(site, Measured(RECORD, series), fit=BOUNDS, dt=DT, stats_s=600.0)
+    for path, true in values.items():
+        assert cal.estimates[path].value == pytest.approx(true, rel=1e-8), path
+    assert cal.after["gpu_temp_mean_c"].cv_rmse_pct < 1e-8
+
+
 def test_a_pair_entering_only_as_a_ratio_is_reported_unidentifiable(truth):
     site, _, measured, _ = truth
     eff, head = "cooling.cdu.pump.efficiency", "cooling.cdu.pump.rated_head_kpa"

@@ -91,6 +91,9 @@ def calibrate(
     bounds = _bounds(fit)
     sigma = _noise(noise or [])
     path = _site_path(site)
+    import jax
+
+    jax.config.update("jax_enable_x64", x64)  # before the model makes any array
     try:
         base = load_site(path)
         doc = load_yaml(path.read_text(), str(path), SiteError)
@@ -110,9 +113,6 @@ def calibrate(
     for note in notes:
         console.print(f"note: {escape(note)}")
 
-    import jax
-
-    jax.config.update("jax_enable_x64", x64)
     import jax.numpy as jnp
 
     from twin_core.calibrate import calibrate as run
@@ -158,7 +158,8 @@ def calibrate(
         result.site(base)  # the calibrated values validate as a site
         write_atomic(out, text)
         if report is not None:
-            write_atomic(report, json.dumps(result.to_dict(), indent=2, default=_json) + "\n")
+            text_json = json.dumps(_finite(result.to_dict()), indent=2, allow_nan=False)
+            write_atomic(report, text_json + "\n")
     except SiteError as exc:
         fail(f"--out {out}: the calibrated site does not validate ({exc})")
     except OSError as exc:
@@ -175,8 +176,15 @@ def _option_name(message: str) -> str:
     return message
 
 
-def _json(value: object) -> object:
-    return None if isinstance(value, float) and not math.isfinite(value) else str(value)
+def _finite(value: object) -> object:
+    """``value`` with every non-finite number as null (JSON has no inf or NaN)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def _f(x: float, digits: int = 3) -> str:
