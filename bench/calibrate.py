@@ -57,7 +57,8 @@ def value(site, path: str) -> float:
 
 
 def case(site, horizon_s: float, dt: float, record_s: float):
-    """(wall s, iterations, worst |error| / truth, worst |error| / std error)."""
+    """(wall s, iterations, worst |error| / truth, worst |error| / std error, the
+    parameter with the worst relative error)."""
     truth = {p: value(site, p) * f for p, f in FACTORS.items()}
     result = simulate(with_overrides(site, truth), horizon_s, dt, record_s, dtype=jnp.float64)
     rng = np.random.default_rng(7)
@@ -70,9 +71,10 @@ def case(site, horizon_s: float, dt: float, record_s: float):
     cal = calibrate(site, Measured(record_s, series), fit=bounds, dt=dt)
     wall = time.perf_counter() - start
     errors = [abs(cal.estimates[p].value - t) for p, t in truth.items()]
-    rel = max(e / t for e, t in zip(errors, truth.values(), strict=True))
+    rels = {p: e / t for e, (p, t) in zip(errors, truth.items(), strict=True)}
     sigmas = max(e / cal.estimates[p].std_error for e, p in zip(errors, truth, strict=True))
-    return wall, cal.iterations, rel, sigmas
+    worst = max(rels, key=lambda p: rels[p])
+    return wall, cal.iterations, rels[worst], sigmas, worst.rpartition(".")[2]
 
 
 def main() -> None:
@@ -92,7 +94,7 @@ def main() -> None:
     )
     table = Table(title="Fairwater calibration wall time")
     for col in ("data", "window", "dt s", "iterations", "wall s", "target s", "ratio",
-                "worst error %", "worst error / σ"):  # fmt: skip
+                "worst error %", "worst error / σ", "worst parameter"):  # fmt: skip
         table.add_column(col, justify="right")
     runs = (
         ("hourly", args.days * 86400.0, args.hourly_dt, 3600.0),
@@ -101,7 +103,7 @@ def main() -> None:
     for name, horizon, dt, record in runs:
         if horizon <= 0:
             continue
-        wall, iterations, rel, sigmas = case(site, horizon, dt, record)
+        wall, iterations, rel, sigmas, worst = case(site, horizon, dt, record)
         target = TARGET_S[name] if horizon >= 7 * 86400 or name != "hourly" else None
         table.add_row(
             name,
@@ -113,6 +115,7 @@ def main() -> None:
             f"{target / wall:.2f}" if target else "-",
             f"{100 * rel:.2f}",
             f"{sigmas:.2f}",
+            worst,
         )
     console.print(table)
 

@@ -74,20 +74,13 @@ _EXPORTS: dict[str, str] = {
     "OptimizeResult": "twin_core.gradients",
     "sensitivities": "twin_core.gradients",
     "optimize": "twin_core.gradients",
-    # calibration against measured series
-    "CALIBRATABLE": "twin_core.calibratable",
-    "Measured": "twin_core.calibrate",
-    "Calibration": "twin_core.calibrate",
-    "calibrate": "twin_core.calibrate",
 }
 
 # Spelled out for type checkers and linters; tests/test_api.py keeps it equal to _EXPORTS.
 __all__ = [
-    "CALIBRATABLE",
     "KPI_UNITS",
     "NO_LIMIT",
     "TUNABLE",
-    "Calibration",
     "ConstraintCheck",
     "Constraints",
     "DriverCache",
@@ -95,7 +88,6 @@ __all__ = [
     "Equipment",
     "Granularity",
     "Layout",
-    "Measured",
     "Objective",
     "OptimizeResult",
     "OptimizeStep",
@@ -111,7 +103,6 @@ __all__ = [
     "VariantResult",
     "build_params",
     "build_site",
-    "calibrate",
     "coupled_step",
     "get_param",
     "init_state",
@@ -134,8 +125,6 @@ __all__ = [
 
 if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr__
     from twin_core.batch import simulate_batch
-    from twin_core.calibratable import CALIBRATABLE
-    from twin_core.calibrate import Calibration, Measured, calibrate
     from twin_core.contract import Equipment
     from twin_core.coupling import TwinState, coupled_step, init_state
     from twin_core.drivers import DriverCache, DriverData, load_drivers
