@@ -387,3 +387,35 @@ def test_cli_names_a_column_that_is_no_quantity(tmp_path):
     assert done.stderr.startswith(
         f"error: --measured {bad}: column 'facility_kw' is not a model quantity"
     ), done.stderr
+
+
+def test_a_plant_recording_maps_to_site_quantities(tmp_path):
+    """`twin plant` entities: rack GPU temperatures (averaged), the racks' GPU power and
+    rack power (summed over all 8 racks); a UPS reading has no model quantity."""
+    from services.cli.measured import read_measured
+
+    rows: dict[str, list] = {
+        k: [] for k in ("batch", "received_s", "source", "entity", "quantity", "time_s", "value")
+    }
+    for k in range(3):
+        t = 1.7e9 + 60 * k + 1
+        readings = [("ups/0", "equipment_power_w", 1e6)]
+        for s in range(4):
+            for c in range(2):
+                readings += [
+                    (f"rack/{s}/{c}", "gpu_temperature_c", 70.0 + s),
+                    (f"rack/{s}/{c}/gpus", "equipment_power_w", 1e5 + k),
+                    (f"rack/{s}/{c}", "rack_power_w", 1.3e5),
+                ]
+        for entity, quantity, value in readings:
+            for name, v in zip(rows, (k, t, "plant", entity, quantity, t, value), strict=True):
+                rows[name].append(v)
+    path = tmp_path / "plant.parquet"
+    pq.write_table(pa.table(rows), path)
+    measured, notes = read_measured(path, small_site())
+    # the window starts on the minute (1.7e9 s is 20 s past one)
+    assert (measured.step_s, measured.n, measured.start_s) == (60.0, 3, 1.7e9 - 20)
+    assert measured.series["gpu_temp_mean_c"].tolist() == [71.5] * 3
+    assert measured.series["gpu_power_w"].tolist() == [8e5, 8e5 + 8, 8e5 + 16]
+    assert measured.series["it_w"].tolist() == [8 * 1.3e5] * 3
+    assert notes == ["not used (no model quantity): ups/0 equipment_power_w"]

@@ -48,6 +48,8 @@ RECORDING: tuple[Rule, ...] = (
     Rule("supply_temperature_c", "facility", "facility_supply_c", "mean"),
     Rule("return_temperature_c", "facility", "facility_return_c", "mean"),
     Rule("gpu_temperature_c", "gpu/", "gpu_temp_mean_c", "mean"),
+    Rule("gpu_temperature_c", "rack/", "gpu_temp_mean_c", "mean"),  # a rack's GPUs (twin plant)
+    Rule("equipment_power_w", "rack/", "gpu_power_w", "sum", "rack_count"),  # rack/<s>/<c>/gpus
     Rule("equipment_power_w", "dry_cooler/", "dry_cooler_fans_w", "sum", "dry_coolers"),
     Rule("equipment_power_w", "chiller/", "chillers_w", "sum", "chillers"),
     Rule("fan_speed", "dry_cooler/", "fan_speed", "mean"),
