@@ -365,6 +365,8 @@ class CoSimNode:
         modelled = model.modelled(outputs)  # before readings replace anything
         if self._measured:
             parts = self._assimilate(model, parts)
+        else:  # nothing replaced: the published rack power is the model's own
+            modelled.pop("rack_ac_model_w", None)
         self._peers.pop(step - 2, None)
         await self._publish(step, outputs, parts, model.drivers(step), modelled)
 

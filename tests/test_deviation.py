@@ -328,3 +328,24 @@ def test_twin_monitor_noise_configures_the_service_and_errors_name_the_item(monk
     monkeypatch.setenv("TWIN_MONITOR_NOISE", "supply_temperature_c=x")
     with pytest.raises(ConfigError, match=r"^TWIN_MONITOR_NOISE: 'supply_temperature_c=x': "):
         RuntimeConfig.from_env()
+
+
+def test_the_monitor_reads_the_model_s_rack_power_and_falls_back_to_the_published_one():
+    from services.messages import pack
+    from services.monitor.service import compute_lookup, cooling_lookup
+    from twin.compute.v1 import compute_pb2
+    from twin.cooling.v1 import cooling_pb2
+
+    published = np.array([[1e5, 2e5], [3e5, 4e5]])
+    state = compute_pb2.ComputeState(rack_ac_w=pack(published))
+    lookup = compute_lookup(state)  # no reading replaced anything: rack_ac_w is the model's
+    assert (lookup("rack/1/0", RACK_POWER), lookup("rack/2/0", RACK_POWER)) == (3e5, None)
+    state.rack_ac_model_w.CopyFrom(pack(published + 1000.0))
+    assert compute_lookup(state)("rack/1/0", RACK_POWER) == 301000.0
+    cooling = cooling_pb2.CoolingState(tcs_supply_model_c=[30.0, 31.0], tcs_return_model_c=[40.0])
+    lookup = cooling_lookup(cooling)
+    assert [lookup("cdu/1", SUPPLY), lookup("cdu/0", RETURN), lookup("cdu/1", RETURN)] == [
+        31.0,
+        40.0,
+        None,
+    ]

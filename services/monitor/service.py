@@ -45,7 +45,9 @@ def cooling_lookup(state: cooling_pb2.CoolingState):
 
 
 def compute_lookup(state: compute_pb2.ComputeState):
-    power = unpack(state.rack_ac_model_w)
+    # Unset when no reading replaced any rack's power: rack_ac_w is then the model's own.
+    model = state.HasField("rack_ac_model_w")
+    power = unpack(state.rack_ac_model_w if model else state.rack_ac_w)
 
     def lookup(entity: str, quantity: int) -> float | None:
         slot, cdu = _index(entity)
