@@ -26,6 +26,14 @@ from twin.telemetry.v1 import telemetry_pb2
 from twin.twin.v1 import clock_pb2, deviation_pb2
 
 SITE, RUN = "devhist", "run-dev-1"
+BASE = deviation_pb2.Deviation(
+    event_id=f"{RUN}/cdu/1/supply_temperature_c/1/raised", run_id=RUN, site_id=SITE,
+    entity="cdu/1", quantity=telemetry_pb2.QUANTITY_SUPPLY_TEMPERATURE_C,
+    status=deviation_pb2.DEVIATION_STATUS_RAISED, cause=deviation_pb2.DEVIATION_CAUSE_SENSOR,
+    departure=0.12, departure_sigmas=2.4, sigma=0.05, unit="degC", step=149, time_s=1500.0,
+    measured_time_s=1.7e9 + 1500, raised_step=149,
+    reason="return temperature and rack power agree with the model",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -33,16 +41,12 @@ def stored(postgres_url):
     """One run's START, then deviations good and bad, consumed by the historian."""
     migrate(postgres_url)
 
-    def deviation(**kw) -> deviation_pb2.Deviation:
-        fields = dict(
-            event_id=f"{RUN}/cdu/1/supply_temperature_c/1/raised", run_id=RUN, site_id=SITE,
-            entity="cdu/1", quantity=telemetry_pb2.QUANTITY_SUPPLY_TEMPERATURE_C,
-            status=deviation_pb2.DEVIATION_STATUS_RAISED,
-            cause=deviation_pb2.DEVIATION_CAUSE_SENSOR, departure=0.12, departure_sigmas=2.4,
-            sigma=0.05, unit="degC", step=149, time_s=1500.0, measured_time_s=1.7e9 + 1500,
-            raised_step=149, reason="return temperature and rack power agree with the model",
-        )  # fmt: skip
-        return deviation_pb2.Deviation(**(fields | kw))
+    def deviation(**changes: object) -> deviation_pb2.Deviation:
+        event = deviation_pb2.Deviation()
+        event.CopyFrom(BASE)
+        for name, value in changes.items():
+            setattr(event, name, value)
+        return event
 
     good = deviation()
     cleared = deviation(
@@ -63,8 +67,8 @@ def stored(postgres_url):
                 )
                 await bus.publish(nc, events, start)
 
-                async def send(event, headers=None) -> None:
-                    data = event if isinstance(event, bytes) else event.SerializeToString()
+                async def send(event: deviation_pb2.Deviation, headers=None) -> None:
+                    data = event.SerializeToString()
                     await nc.publish(events, data, headers=headers or deviation_headers(event))
 
                 await send(good)
@@ -72,7 +76,8 @@ def stored(postgres_url):
                 await send(cleared)
                 await send(deviation(run_id="forged", event_id="forged/x/1/raised"))
                 await send(deviation(event_id="nan", departure=math.nan))
-                await send(b"\xff\x00 not protobuf", {TYPE_HEADER: "twin.twin.v1.Deviation"})
+                garbage = b"\xff\x00 not protobuf"
+                await nc.publish(events, garbage, headers={TYPE_HEADER: "twin.twin.v1.Deviation"})
                 await nc.flush()
                 writer = HistorianWriter(js, WriterConfig(site=SITE, database_url=postgres_url))
                 task = asyncio.create_task(writer.run())

@@ -150,11 +150,15 @@ async def live_run(url: str, the_truth: Truth, minutes: float, database: str | N
             await spy.flush()
             await clock.step_ticks(1)
         await asyncio.sleep(0.5)  # the last events reach the spy
-        return Run(run_id, events, monitor.monitor, clock.snapshot())
+        snapshot = clock.snapshot()
+        await clock.stop()  # the next test's clock finds no run left behind
+        return Run(run_id, events, monitor.monitor, snapshot)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        pending = set(tasks)
+        while pending:  # again: a cancel landing inside nats-py's fetch can be swallowed
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=5.0)
         for nc in conns:
             with contextlib.suppress(Exception):
                 await nc.close()
