@@ -15,7 +15,8 @@ Why each grant (the calls are in services/node.py, clock.py, serve.py, historian
   its own replay subject (answering through ``allow_responses``) and, for the measured
   domains, ``telemetry.<site>.>``. It may create the run bucket (start-up order is free).
 - the twin (clock, APIs) alone publishes ``twin.<site>.clock`` and writes the run key;
-  it declares the history stream and both buckets and reads every domain's state.
+  it declares the history stream and both buckets and reads every domain's state and
+  the site's telemetry (the residual monitor), publishing deviations on the events.
 - the historian declares the history stream and its two durable consumers (states and
   events; telemetry, stored as measurements), pulls and acks.
 - the gateway (services/gateway/) subscribes to the clock (it publishes at each tick),
@@ -133,7 +134,8 @@ def permissions(site: str = SITE) -> dict[str, Permissions]:
             *_stream_api(f"KV_{config}"),
             *_js(f"DIRECT.GET.KV_{run}.>", f"STREAM.MSG.GET.KV_{run}"),
         ),
-        subscribe=(f"twin.{site}.*.state", "_INBOX.twin.>"),
+        # telemetry: the residual monitor (services/monitor/) compares it with the states
+        subscribe=(f"twin.{site}.*.state", f"telemetry.{site}.>", "_INBOX.twin.>"),
     )
     table["historian"] = Permissions(
         publish=(

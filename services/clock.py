@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable, Iterable
 
 from google.protobuf.message import DecodeError
 from nats.aio.client import Client as NATS
@@ -28,7 +29,7 @@ from services.messages import STATE_TYPES, StateMessage, state_problem
 from services.runtime import bus
 from services.runtime.codec import DecodeStats, decode_msg, reject
 from services.scenario import site_from_spec
-from twin.twin.v1 import clock_pb2, snapshot_pb2
+from twin.twin.v1 import clock_pb2, deviation_pb2, snapshot_pb2
 from twin_core import contract
 from twin_core.contract import DOMAINS
 
@@ -73,6 +74,8 @@ class Clock:
         self._runner: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one tick at a time
         self._measured_rate = 0.0
+        # The residual monitor's open deviations, shown in every snapshot (twin_setup).
+        self.deviations: Callable[[], Iterable[deviation_pb2.Deviation]] | None = None
 
     async def start(self) -> None:
         for domain in DOMAINS:
@@ -337,6 +340,8 @@ class Clock:
             state=self.state,
             reason=self.reason,
         )
+        if self.deviations is not None:
+            s.deviations.extend(self.deviations())
         if any(d not in self.latest or self.latest[d].step < 0 for d in DOMAINS):
             return s
         s.time_s = self.latest["power"].time_s

@@ -70,6 +70,9 @@ class DomainModel:
     step: int = field(init=False, default=0)
     # Live changes in the order made ("path" or "path[i,j]" -> value), replayed on restore.
     settings: dict[str, Any] = field(init=False, default_factory=dict)
+    # Live mode: the state as it would be had no reading replaced any of it (stepped
+    # beside ``state`` once a reading has), for the model's own values (``modelled``).
+    open_loop: Any = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         if self.domain not in DOMAINS:
@@ -90,6 +93,7 @@ class DomainModel:
         s0 = coupling.jit_init_state(self.params)
         self.state = getattr(s0, self.domain)
         self.initial = s0.boundary
+        self._boundary = s0.boundary  # the boundary of the latest step
         self._step = jax.jit(NODES[self.domain])
         self._drivers = jax.jit(coupling.drivers_at)
         self._host_params: tuple[Params, Any] | None = None  # (params, its domain on host)
@@ -137,11 +141,36 @@ class DomainModel:
     def advance(self, peers: dict[str, dict[str, np.ndarray]]) -> tuple[Any, dict[str, np.ndarray]]:
         """Step once; returns the outputs and the boundary values to publish."""
         b = self.boundary(peers)
-        self.state, outputs = self._step(
-            self.params, self.state, b, jnp.asarray(self.step, jnp.int32)
-        )
+        k = jnp.asarray(self.step, jnp.int32)
+        if self.open_loop is not None:
+            self.open_loop, _ = self._step(self.params, self.open_loop, b, k)
+        self.state, outputs = self._step(self.params, self.state, b, k)
+        self._boundary = b
         self.step += 1
         return outputs, owned_parts(self.domain, self.state, outputs)
+
+    def assimilate(self, **values: Any) -> None:
+        """Put measured values into the state (live mode); ``open_loop`` goes on without
+        them."""
+        if self.open_loop is None:
+            self.open_loop = self.state
+        self.state = replace(self.state, **values)
+
+    def modelled(self, outputs: Any) -> dict[str, np.ndarray]:
+        """The model's own values of what the live twin measures, after a step and before
+        any reading replaces them, by their state-message fields: each rack's AC power
+        (compute); each CDU's supply temperature from the open-loop state and its return,
+        supply + rack heat / loop capacity rate (cooling). The residual monitor compares
+        readings with these."""
+        if self.domain == "compute":
+            return {"rack_ac_model_w": np.asarray(outputs.rack_ac_w)}
+        if self.domain != "cooling":
+            return {}
+        state = self.state if self.open_loop is None else self.open_loop
+        supply = np.asarray(state.tcs_supply_c, np.float64)
+        heat = np.asarray(self._boundary.heat_liquid_w, np.float64)
+        rise = heat / np.asarray(self.params.cooling.tcs_c, np.float64)
+        return {"tcs_supply_model_c": supply, "tcs_return_model_c": supply + rise}
 
     # ---------------------------------------------------------------- live commands
 
@@ -185,6 +214,7 @@ class DomainModel:
             treedef = jax.tree.structure(self.state)
             leaves = [jnp.asarray(z[f"state_{i}"]) for i in range(treedef.num_leaves)]
             self.state = treedef.unflatten(leaves)
+            self.open_loop = None  # not kept: it restarts from the restored state
             self._set_failures(**{k: z[f"failures_{k}"] for k in FAILURE_FIELDS})
             for key, value in json.loads(str(z["settings"])).items():
                 path, _, index = key.partition("[")

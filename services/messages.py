@@ -38,6 +38,9 @@ STATE_TYPES: dict[str, type[StateMessage]] = {
     "energy": energy_pb2.EnergyState,
 }
 HEADER = ("run_id", "step", "time_s")
+# The model's own values of measured things (``DomainModel.modelled``): left empty by a
+# message built without them (the step -1 "ready" message, tests).
+MODELLED = ("rack_ac_model_w", "tcs_supply_model_c", "tcs_return_model_c")
 QUANTITIES = "quantities"  # the map field of the contract's quantities
 
 
@@ -65,6 +68,8 @@ def state_message(
     message.quantities.update(quantities)
     for field in message.DESCRIPTOR.fields:
         if field.name in HEADER or field.name == QUANTITIES:
+            continue
+        if field.name in MODELLED and field.name not in sources:
             continue
         value = sources[field.name]
         if field.message_type is not None:

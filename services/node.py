@@ -50,7 +50,6 @@ from services.scenario import site_from_spec
 from twin.common.v1 import common_pb2
 from twin.telemetry.v1 import telemetry_pb2
 from twin.twin.v1 import clock_pb2
-from twin_core.pytree import replace
 from twin_core.site import SiteError
 
 log = logging.getLogger(__name__)
@@ -363,10 +362,13 @@ class CoSimNode:
             action(model)
         self._pending.clear()
         outputs, parts = model.advance(self._peers.get(step - 1, {}))
+        modelled = model.modelled(outputs)  # before readings replace anything
         if self._measured:
             parts = self._assimilate(model, parts)
+        else:  # nothing replaced: the published rack power is the model's own
+            modelled.pop("rack_ac_model_w", None)
         self._peers.pop(step - 2, None)
-        await self._publish(step, outputs, parts, model.drivers(step))
+        await self._publish(step, outputs, parts, model.drivers(step), modelled)
 
     def _assimilate(self, model: DomainModel, parts: dict[str, np.ndarray]):
         """Replace modelled values by the measurements received since the last tick: in
@@ -375,8 +377,7 @@ class CoSimNode:
         for (field, index), value in self._measured.items():
             parts[field][index] = value
         if "tcs_supply_c" in parts:
-            supply = jnp.asarray(parts["tcs_supply_c"], model.dtype)
-            model.state = replace(model.state, tcs_supply_c=supply)
+            model.assimilate(tcs_supply_c=jnp.asarray(parts["tcs_supply_c"], model.dtype))
         self._measured.clear()
         return parts
 
@@ -452,9 +453,9 @@ class CoSimNode:
     def _ready(self, step: int) -> bool:
         return all(peer in self._peers.get(step, {}) for peer in NEEDS[self.domain])
 
-    async def _publish(self, step: int, outputs, parts, drivers) -> None:
+    async def _publish(self, step: int, outputs, parts, drivers, modelled=None) -> None:
         time_s = (step + 1) * self.model.dt if self.model else 0.0
-        sources = sources_of(outputs, parts, drivers)
+        sources = sources_of(outputs, parts, drivers) | (modelled or {})
         quantities = self.model.quantities(outputs, drivers) if self.model else {}
         message = state_message(self.domain, self.run_id, step, time_s, sources, quantities)
         self.latest = message

@@ -49,6 +49,14 @@ async def twin_setup(svc: Service) -> None:
     kv = await bus.declare_run_bucket(svc.js, svc.config.site)
     clock = Clock(svc.nats, svc.config.site, kv, svc.config.run_stall_timeout_s)
     await clock.start()
+    # Deviation detection: readings against the model, events on twin.<site>.events.
+    from services.monitor.residuals import MonitorConfig, parse_noise
+    from services.monitor.service import MonitorNode
+
+    config = MonitorConfig(noise=parse_noise(svc.config.monitor_noise))  # TWIN_MONITOR_NOISE
+    monitor = MonitorNode(svc.nats, svc.config.site, lambda: clock.run_id, config)
+    await monitor.start()
+    clock.deviations = monitor.monitor.open_deviations
     svc.grpc.add_servicer(twin_pb2_grpc.add_TwinServiceServicer_to_server, TwinServicer(clock))
     # What-if studies run on this process's JAX; stored in history when a database is set.
     from services import whatif_service

@@ -1,6 +1,6 @@
 """``twin.history.v1.HistoryService`` on ``grpc.aio``: the History API (Query, ListRuns,
-CompareRuns, Export, QueryMeasured), served by the historian and, with a database, by the
-twin process.
+CompareRuns, Export, QueryMeasured, ListEvents), served by the historian and, with a
+database, by the twin process.
 
 Every request is validated first (INVALID_ARGUMENT, the message naming the field, e.g.
 ``metrics.0: unknown metric 'bogus' (known: ...)``); an unknown run is NOT_FOUND; a
@@ -10,6 +10,7 @@ database that cannot be reached is UNAVAILABLE. Each call opens its own short co
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ import psycopg
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
-from services.historian import export, measured, queries
+from services.historian import events, export, measured, queries
 from services.historian.queries import QueryError, RunNotFound, SeriesQuery
 from twin.history.v1 import history_pb2, history_pb2_grpc
 
@@ -230,6 +231,24 @@ class HistoryServicer(history_pb2_grpc.HistoryServiceServicer):
             rows=[
                 history_pb2.MeasuredRow(time_s=t, measured=m, modelled=v) for t, m, v in series.rows
             ],
+        )
+
+    async def ListEvents(
+        self, request: history_pb2.ListEventsRequest, context: aio.ServicerContext
+    ) -> history_pb2.ListEventsResponse:
+        async with self._database(context) as conn:
+            stored = await events.list_events(conn, request.run_id, list(request.kinds))
+        return history_pb2.ListEventsResponse(
+            events=[
+                history_pb2.Event(
+                    event_id=e.event_id,
+                    kind=e.kind,
+                    time_s=e.time_s,
+                    body_json=json.dumps(e.body, sort_keys=True),
+                    deviation=events.deviation_of(e),
+                )
+                for e in stored
+            ]
         )
 
     async def Export(

@@ -79,6 +79,7 @@ from google.protobuf.message import DecodeError
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from services.historian import events
 from services.historian.schema import (
     CDU_COLUMNS,
     EPOCH,
@@ -86,6 +87,7 @@ from services.historian.schema import (
     TABLES,
 )
 from services.messages import STATE_TYPES, StateMessage, state_problem
+from services.monitor.wire import is_deviation
 from services.runtime import bus
 from services.runtime.codec import DecodeStats, PayloadError, reject
 from twin.compute.v1 import compute_pb2
@@ -182,6 +184,7 @@ class WriterStats:
     acked: int = 0
     db_failures: int = 0
     bad_messages: int = 0  # refused messages, all reasons (``rejected`` has them by reason)
+    events: int = 0  # deviations stored in ``events``
     rejected: DecodeStats = field(default_factory=DecodeStats)
 
 
@@ -368,7 +371,11 @@ class HistorianWriter:
             self._runs[run_id] = _Run(_horizon_steps(horizon_s, dt_s), last_step)
 
     async def _on_event(self, msg: Msg) -> None:
-        """START and STOP of a run: its runs row, written before the states after it."""
+        """START and STOP of a run: its runs row, written before the states after it;
+        a deviation (type header, services/monitor/wire.py): its ``events`` row."""
+        if is_deviation(msg.headers):
+            await self._record_deviation(msg)
+            return
         try:
             clock = clock_pb2.Clock.FromString(msg.data)
         except DecodeError:  # another kind of event: not the historian's
@@ -397,6 +404,22 @@ class HistorianWriter:
         else:
             await self._refuse(msg, "Clock.invalid", f"STOP of unknown run {clock.run_id[:40]!r}")
             return
+        await msg.ack()
+
+    async def _record_deviation(self, msg: Msg) -> None:
+        try:
+            row = events.deviation_row(msg.data)
+        except Exception as exc:  # undecodable, or a field that cannot be stored
+            await self._refuse(msg, "Deviation.invalid", str(exc)[:200])
+            return
+        if row.run_id not in self._runs:
+            detail = f"run_id: {row.run_id[:40]!r} is not a run the clock started"
+            await self._refuse(msg, "Deviation.invalid", detail)
+            return
+        await self._with_retry(
+            events.INSERT, (row.event_id, row.run_id, row.time, row.kind, row.body)
+        )
+        self.stats.events += 1
         await msg.ack()
 
     async def _record_start(self, clock: clock_pb2.Clock) -> None:

@@ -223,6 +223,19 @@ class RuntimeConfig(EnvConfig):
         description="seconds a run may make no progress before it fails; None: the clock's "
         "default (300 s)",
     )
+    monitor_noise: str | None = Field(
+        default=None,
+        description="the residual monitor's noise, one sigma per quantity "
+        "(supply_temperature_c=0.05,rack_power_w=300); None: estimated from the readings",
+    )
+
+    @field_validator("monitor_noise")
+    @classmethod
+    def _noise(cls, value: str | None) -> str | None:
+        from services.monitor.residuals import parse_noise
+
+        parse_noise(value)  # a ValueError naming the quantity
+        return value
 
     @field_validator(
         "nats_user",
@@ -232,6 +245,7 @@ class RuntimeConfig(EnvConfig):
         "database_url",
         "compilation_cache_dir",
         "run_stall_timeout_s",
+        "monitor_noise",
         mode="before",
     )
     @classmethod

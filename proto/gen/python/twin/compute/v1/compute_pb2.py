@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from twin.common.v1 import common_pb2 as twin_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtwin/compute/v1/compute.proto\x12\x0ftwin.compute.v1\x1a\x1btwin/common/v1/common.proto\"\xb4\x03\n\x0c\x43omputeState\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06time_s\x18\x03 \x01(\x01\x12-\n\track_ac_w\x18\x04 \x01(\x0b\x32\x1a.twin.common.v1.FloatArray\x12\x15\n\rheat_liquid_w\x18\x05 \x03(\x01\x12\x12\n\nheat_air_w\x18\x06 \x01(\x01\x12\x12\n\nac_total_w\x18\x07 \x01(\x01\x12\x16\n\x0egpu_temp_max_c\x18\x08 \x01(\x01\x12\x17\n\x0fgpu_temp_mean_c\x18\t \x01(\x01\x12\x16\n\x0ethrottled_gpus\x18\n \x01(\r\x12\x18\n\x10\x64\x65livered_pflops\x18\x0b \x01(\x01\x12\x13\n\x0bgpu_power_w\x18\x0c \x01(\x01\x12\x1a\n\x12rack_outlet_mean_c\x18\r \x01(\x01\x12\x41\n\nquantities\x18\x0e \x03(\x0b\x32-.twin.compute.v1.ComputeState.QuantitiesEntry\x1a\x31\n\x0fQuantitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xcd\x01\n\x0bTrainingJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05racks\x18\x02 \x01(\r\x12\x13\n\x0biteration_s\x18\x03 \x01(\x01\x12\x18\n\x10\x63ompute_fraction\x18\x04 \x01(\x01\x12\x14\n\x0c\x63ompute_util\x18\x05 \x01(\x01\x12\x11\n\tcomm_util\x18\x06 \x01(\x01\x12\x1a\n\x12\x63heckpoint_every_s\x18\x07 \x01(\x01\x12\x14\n\x0c\x63heckpoint_s\x18\x08 \x01(\x01\x12\x17\n\x0f\x63heckpoint_util\x18\t \x01(\x01\"?\n\x07RackCap\x12%\n\x04rack\x18\x01 \x01(\x0b\x32\x17.twin.common.v1.RackRef\x12\r\n\x05\x63\x61p_w\x18\x02 \x01(\x01\"\xb1\x02\n\rComputeConfig\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x0c\n\x04\x63\x64us\x18\x04 \x01(\r\x12\r\n\x05racks\x18\x05 \x01(\r\x12\x0c\n\x04gpus\x18\x06 \x01(\r\x12\x34\n\x10rack_full_load_w\x18\x07 \x01(\x0b\x32\x1a.twin.common.v1.FloatArray\x12\x1c\n\x0f\x61ll_racks_cap_w\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12+\n\track_caps\x18\t \x03(\x0b\x32\x18.twin.compute.v1.RackCap\x12\x33\n\rtraining_jobs\x18\n \x03(\x0b\x32\x1c.twin.compute.v1.TrainingJobB\x12\n\x10_all_racks_cap_w\"\x11\n\x0fGetStateRequest\"@\n\x10GetStateResponse\x12,\n\x05state\x18\x01 \x01(\x0b\x32\x1d.twin.compute.v1.ComputeState\"\x12\n\x10GetConfigRequest\"C\n\x11GetConfigResponse\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.twin.compute.v1.ComputeConfig\"B\n\nSetRackCap\x12%\n\x04rack\x18\x01 \x01(\x0b\x32\x17.twin.common.v1.RackRef\x12\r\n\x05\x63\x61p_w\x18\x02 \x01(\x01\"\x1f\n\x0eSetAllRackCaps\x12\r\n\x05\x63\x61p_w\x18\x01 \x01(\x01\"\x0f\n\rClearRackCaps\"\x83\x02\n\x11UpdateTrainingJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x0biteration_s\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10\x63ompute_fraction\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0c\x63ompute_util\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\tcomm_util\x18\x05 \x01(\x01H\x03\x88\x01\x01\x12\x1c\n\x0f\x63heckpoint_util\x18\x06 \x01(\x01H\x04\x88\x01\x01\x42\x0e\n\x0c_iteration_sB\x13\n\x11_compute_fractionB\x0f\n\r_compute_utilB\x0c\n\n_comm_utilB\x12\n\x10_checkpoint_util\"\x8a\x02\n\x0c\x41pplyRequest\x12\x33\n\x0cset_rack_cap\x18\x01 \x01(\x0b\x32\x1b.twin.compute.v1.SetRackCapH\x00\x12<\n\x11set_all_rack_caps\x18\x02 \x01(\x0b\x32\x1f.twin.compute.v1.SetAllRackCapsH\x00\x12\x39\n\x0f\x63lear_rack_caps\x18\x03 \x01(\x0b\x32\x1e.twin.compute.v1.ClearRackCapsH\x00\x12\x41\n\x13update_training_job\x18\x04 \x01(\x0b\x32\".twin.compute.v1.UpdateTrainingJobH\x00\x42\t\n\x07\x63ommand\"h\n\rApplyResponse\x12\'\n\teffective\x18\x01 \x01(\x0b\x32\x14.twin.common.v1.Tick\x12.\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1e.twin.compute.v1.ComputeConfig2\xfd\x01\n\x0e\x43omputeService\x12O\n\x08GetState\x12 .twin.compute.v1.GetStateRequest\x1a!.twin.compute.v1.GetStateResponse\x12R\n\tGetConfig\x12!.twin.compute.v1.GetConfigRequest\x1a\".twin.compute.v1.GetConfigResponse\x12\x46\n\x05\x41pply\x12\x1d.twin.compute.v1.ApplyRequest\x1a\x1e.twin.compute.v1.ApplyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtwin/compute/v1/compute.proto\x12\x0ftwin.compute.v1\x1a\x1btwin/common/v1/common.proto\"\xe9\x03\n\x0c\x43omputeState\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06time_s\x18\x03 \x01(\x01\x12-\n\track_ac_w\x18\x04 \x01(\x0b\x32\x1a.twin.common.v1.FloatArray\x12\x15\n\rheat_liquid_w\x18\x05 \x03(\x01\x12\x12\n\nheat_air_w\x18\x06 \x01(\x01\x12\x12\n\nac_total_w\x18\x07 \x01(\x01\x12\x16\n\x0egpu_temp_max_c\x18\x08 \x01(\x01\x12\x17\n\x0fgpu_temp_mean_c\x18\t \x01(\x01\x12\x16\n\x0ethrottled_gpus\x18\n \x01(\r\x12\x18\n\x10\x64\x65livered_pflops\x18\x0b \x01(\x01\x12\x13\n\x0bgpu_power_w\x18\x0c \x01(\x01\x12\x1a\n\x12rack_outlet_mean_c\x18\r \x01(\x01\x12\x41\n\nquantities\x18\x0e \x03(\x0b\x32-.twin.compute.v1.ComputeState.QuantitiesEntry\x12\x33\n\x0frack_ac_model_w\x18\x0f \x01(\x0b\x32\x1a.twin.common.v1.FloatArray\x1a\x31\n\x0fQuantitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xcd\x01\n\x0bTrainingJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05racks\x18\x02 \x01(\r\x12\x13\n\x0biteration_s\x18\x03 \x01(\x01\x12\x18\n\x10\x63ompute_fraction\x18\x04 \x01(\x01\x12\x14\n\x0c\x63ompute_util\x18\x05 \x01(\x01\x12\x11\n\tcomm_util\x18\x06 \x01(\x01\x12\x1a\n\x12\x63heckpoint_every_s\x18\x07 \x01(\x01\x12\x14\n\x0c\x63heckpoint_s\x18\x08 \x01(\x01\x12\x17\n\x0f\x63heckpoint_util\x18\t \x01(\x01\"?\n\x07RackCap\x12%\n\x04rack\x18\x01 \x01(\x0b\x32\x17.twin.common.v1.RackRef\x12\r\n\x05\x63\x61p_w\x18\x02 \x01(\x01\"\xb1\x02\n\rComputeConfig\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\r\n\x05slots\x18\x03 \x01(\r\x12\x0c\n\x04\x63\x64us\x18\x04 \x01(\r\x12\r\n\x05racks\x18\x05 \x01(\r\x12\x0c\n\x04gpus\x18\x06 \x01(\r\x12\x34\n\x10rack_full_load_w\x18\x07 \x01(\x0b\x32\x1a.twin.common.v1.FloatArray\x12\x1c\n\x0f\x61ll_racks_cap_w\x18\x08 \x01(\x01H\x00\x88\x01\x01\x12+\n\track_caps\x18\t \x03(\x0b\x32\x18.twin.compute.v1.RackCap\x12\x33\n\rtraining_jobs\x18\n \x03(\x0b\x32\x1c.twin.compute.v1.TrainingJobB\x12\n\x10_all_racks_cap_w\"\x11\n\x0fGetStateRequest\"@\n\x10GetStateResponse\x12,\n\x05state\x18\x01 \x01(\x0b\x32\x1d.twin.compute.v1.ComputeState\"\x12\n\x10GetConfigRequest\"C\n\x11GetConfigResponse\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.twin.compute.v1.ComputeConfig\"B\n\nSetRackCap\x12%\n\x04rack\x18\x01 \x01(\x0b\x32\x17.twin.common.v1.RackRef\x12\r\n\x05\x63\x61p_w\x18\x02 \x01(\x01\"\x1f\n\x0eSetAllRackCaps\x12\r\n\x05\x63\x61p_w\x18\x01 \x01(\x01\"\x0f\n\rClearRackCaps\"\x83\x02\n\x11UpdateTrainingJob\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x18\n\x0biteration_s\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x1d\n\x10\x63ompute_fraction\x18\x03 \x01(\x01H\x01\x88\x01\x01\x12\x19\n\x0c\x63ompute_util\x18\x04 \x01(\x01H\x02\x88\x01\x01\x12\x16\n\tcomm_util\x18\x05 \x01(\x01H\x03\x88\x01\x01\x12\x1c\n\x0f\x63heckpoint_util\x18\x06 \x01(\x01H\x04\x88\x01\x01\x42\x0e\n\x0c_iteration_sB\x13\n\x11_compute_fractionB\x0f\n\r_compute_utilB\x0c\n\n_comm_utilB\x12\n\x10_checkpoint_util\"\x8a\x02\n\x0c\x41pplyRequest\x12\x33\n\x0cset_rack_cap\x18\x01 \x01(\x0b\x32\x1b.twin.compute.v1.SetRackCapH\x00\x12<\n\x11set_all_rack_caps\x18\x02 \x01(\x0b\x32\x1f.twin.compute.v1.SetAllRackCapsH\x00\x12\x39\n\x0f\x63lear_rack_caps\x18\x03 \x01(\x0b\x32\x1e.twin.compute.v1.ClearRackCapsH\x00\x12\x41\n\x13update_training_job\x18\x04 \x01(\x0b\x32\".twin.compute.v1.UpdateTrainingJobH\x00\x42\t\n\x07\x63ommand\"h\n\rApplyResponse\x12\'\n\teffective\x18\x01 \x01(\x0b\x32\x14.twin.common.v1.Tick\x12.\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1e.twin.compute.v1.ComputeConfig2\xfd\x01\n\x0e\x43omputeService\x12O\n\x08GetState\x12 .twin.compute.v1.GetStateRequest\x1a!.twin.compute.v1.GetStateResponse\x12R\n\tGetConfig\x12!.twin.compute.v1.GetConfigRequest\x1a\".twin.compute.v1.GetConfigResponse\x12\x46\n\x05\x41pply\x12\x1d.twin.compute.v1.ApplyRequest\x1a\x1e.twin.compute.v1.ApplyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,35 +35,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COMPUTESTATE_QUANTITIESENTRY']._loaded_options = None
   _globals['_COMPUTESTATE_QUANTITIESENTRY']._serialized_options = b'8\001'
   _globals['_COMPUTESTATE']._serialized_start=80
-  _globals['_COMPUTESTATE']._serialized_end=516
-  _globals['_COMPUTESTATE_QUANTITIESENTRY']._serialized_start=467
-  _globals['_COMPUTESTATE_QUANTITIESENTRY']._serialized_end=516
-  _globals['_TRAININGJOB']._serialized_start=519
-  _globals['_TRAININGJOB']._serialized_end=724
-  _globals['_RACKCAP']._serialized_start=726
-  _globals['_RACKCAP']._serialized_end=789
-  _globals['_COMPUTECONFIG']._serialized_start=792
-  _globals['_COMPUTECONFIG']._serialized_end=1097
-  _globals['_GETSTATEREQUEST']._serialized_start=1099
-  _globals['_GETSTATEREQUEST']._serialized_end=1116
-  _globals['_GETSTATERESPONSE']._serialized_start=1118
-  _globals['_GETSTATERESPONSE']._serialized_end=1182
-  _globals['_GETCONFIGREQUEST']._serialized_start=1184
-  _globals['_GETCONFIGREQUEST']._serialized_end=1202
-  _globals['_GETCONFIGRESPONSE']._serialized_start=1204
-  _globals['_GETCONFIGRESPONSE']._serialized_end=1271
-  _globals['_SETRACKCAP']._serialized_start=1273
-  _globals['_SETRACKCAP']._serialized_end=1339
-  _globals['_SETALLRACKCAPS']._serialized_start=1341
-  _globals['_SETALLRACKCAPS']._serialized_end=1372
-  _globals['_CLEARRACKCAPS']._serialized_start=1374
-  _globals['_CLEARRACKCAPS']._serialized_end=1389
-  _globals['_UPDATETRAININGJOB']._serialized_start=1392
-  _globals['_UPDATETRAININGJOB']._serialized_end=1651
-  _globals['_APPLYREQUEST']._serialized_start=1654
-  _globals['_APPLYREQUEST']._serialized_end=1920
-  _globals['_APPLYRESPONSE']._serialized_start=1922
-  _globals['_APPLYRESPONSE']._serialized_end=2026
-  _globals['_COMPUTESERVICE']._serialized_start=2029
-  _globals['_COMPUTESERVICE']._serialized_end=2282
+  _globals['_COMPUTESTATE']._serialized_end=569
+  _globals['_COMPUTESTATE_QUANTITIESENTRY']._serialized_start=520
+  _globals['_COMPUTESTATE_QUANTITIESENTRY']._serialized_end=569
+  _globals['_TRAININGJOB']._serialized_start=572
+  _globals['_TRAININGJOB']._serialized_end=777
+  _globals['_RACKCAP']._serialized_start=779
+  _globals['_RACKCAP']._serialized_end=842
+  _globals['_COMPUTECONFIG']._serialized_start=845
+  _globals['_COMPUTECONFIG']._serialized_end=1150
+  _globals['_GETSTATEREQUEST']._serialized_start=1152
+  _globals['_GETSTATEREQUEST']._serialized_end=1169
+  _globals['_GETSTATERESPONSE']._serialized_start=1171
+  _globals['_GETSTATERESPONSE']._serialized_end=1235
+  _globals['_GETCONFIGREQUEST']._serialized_start=1237
+  _globals['_GETCONFIGREQUEST']._serialized_end=1255
+  _globals['_GETCONFIGRESPONSE']._serialized_start=1257
+  _globals['_GETCONFIGRESPONSE']._serialized_end=1324
+  _globals['_SETRACKCAP']._serialized_start=1326
+  _globals['_SETRACKCAP']._serialized_end=1392
+  _globals['_SETALLRACKCAPS']._serialized_start=1394
+  _globals['_SETALLRACKCAPS']._serialized_end=1425
+  _globals['_CLEARRACKCAPS']._serialized_start=1427
+  _globals['_CLEARRACKCAPS']._serialized_end=1442
+  _globals['_UPDATETRAININGJOB']._serialized_start=1445
+  _globals['_UPDATETRAININGJOB']._serialized_end=1704
+  _globals['_APPLYREQUEST']._serialized_start=1707
+  _globals['_APPLYREQUEST']._serialized_end=1973
+  _globals['_APPLYRESPONSE']._serialized_start=1975
+  _globals['_APPLYRESPONSE']._serialized_end=2079
+  _globals['_COMPUTESERVICE']._serialized_start=2082
+  _globals['_COMPUTESERVICE']._serialized_end=2335
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ComputeState(_message.Message):
-    __slots__ = ("run_id", "step", "time_s", "rack_ac_w", "heat_liquid_w", "heat_air_w", "ac_total_w", "gpu_temp_max_c", "gpu_temp_mean_c", "throttled_gpus", "delivered_pflops", "gpu_power_w", "rack_outlet_mean_c", "quantities")
+    __slots__ = ("run_id", "step", "time_s", "rack_ac_w", "heat_liquid_w", "heat_air_w", "ac_total_w", "gpu_temp_max_c", "gpu_temp_mean_c", "throttled_gpus", "delivered_pflops", "gpu_power_w", "rack_outlet_mean_c", "quantities", "rack_ac_model_w")
     class QuantitiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,7 @@ class ComputeState(_message.Message):
     GPU_POWER_W_FIELD_NUMBER: _ClassVar[int]
     RACK_OUTLET_MEAN_C_FIELD_NUMBER: _ClassVar[int]
     QUANTITIES_FIELD_NUMBER: _ClassVar[int]
+    RACK_AC_MODEL_W_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     step: int
     time_s: float
@@ -44,7 +45,8 @@ class ComputeState(_message.Message):
     gpu_power_w: float
     rack_outlet_mean_c: float
     quantities: _containers.ScalarMap[str, float]
-    def __init__(self, run_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., rack_ac_w: _Optional[_Union[_common_pb2.FloatArray, _Mapping]] = ..., heat_liquid_w: _Optional[_Iterable[float]] = ..., heat_air_w: _Optional[float] = ..., ac_total_w: _Optional[float] = ..., gpu_temp_max_c: _Optional[float] = ..., gpu_temp_mean_c: _Optional[float] = ..., throttled_gpus: _Optional[int] = ..., delivered_pflops: _Optional[float] = ..., gpu_power_w: _Optional[float] = ..., rack_outlet_mean_c: _Optional[float] = ..., quantities: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    rack_ac_model_w: _common_pb2.FloatArray
+    def __init__(self, run_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., rack_ac_w: _Optional[_Union[_common_pb2.FloatArray, _Mapping]] = ..., heat_liquid_w: _Optional[_Iterable[float]] = ..., heat_air_w: _Optional[float] = ..., ac_total_w: _Optional[float] = ..., gpu_temp_max_c: _Optional[float] = ..., gpu_temp_mean_c: _Optional[float] = ..., throttled_gpus: _Optional[int] = ..., delivered_pflops: _Optional[float] = ..., gpu_power_w: _Optional[float] = ..., rack_outlet_mean_c: _Optional[float] = ..., quantities: _Optional[_Mapping[str, float]] = ..., rack_ac_model_w: _Optional[_Union[_common_pb2.FloatArray, _Mapping]] = ...) -> None: ...
 
 class TrainingJob(_message.Message):
     __slots__ = ("name", "racks", "iteration_s", "compute_fraction", "compute_util", "comm_util", "checkpoint_every_s", "checkpoint_s", "checkpoint_util")

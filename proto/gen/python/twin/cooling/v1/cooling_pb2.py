@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from twin.common.v1 import common_pb2 as twin_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtwin/cooling/v1/cooling.proto\x12\x0ftwin.cooling.v1\x1a\x1btwin/common/v1/common.proto\"\x95\x04\n\x0c\x43oolingState\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06time_s\x18\x03 \x01(\x01\x12\x14\n\x0ctcs_supply_c\x18\x04 \x03(\x01\x12\x14\n\x0c\x65lectrical_w\x18\x05 \x01(\x01\x12\x0f\n\x07pumps_w\x18\x06 \x01(\x01\x12\x0e\n\x06\x66\x61ns_w\x18\x07 \x01(\x01\x12\x12\n\nchillers_w\x18\x08 \x01(\x01\x12\x16\n\x0e\x61ir_handling_w\x18\t \x01(\x01\x12\x17\n\x0fheat_rejected_w\x18\n \x01(\x01\x12\x18\n\x10\x63hillers_running\x18\x0b \x01(\x01\x12\x16\n\x0e\x63hiller_load_w\x18\x0c \x01(\x01\x12\x11\n\tfan_speed\x18\r \x01(\x01\x12\x14\n\x0c\x66ws_supply_c\x18\x0e \x01(\x01\x12\x14\n\x0c\x66ws_return_c\x18\x0f \x01(\x01\x12\x19\n\x11tcs_supply_mean_c\x18\x10 \x01(\x01\x12\x18\n\x10tcs_supply_max_c\x18\x11 \x01(\x01\x12\x16\n\x0ewater_m3_per_s\x18\x12 \x01(\x01\x12\x11\n\tambient_c\x18\x13 \x01(\x01\x12\x41\n\nquantities\x18\x14 \x03(\x0b\x32-.twin.cooling.v1.CoolingState.QuantitiesEntry\x1a\x31\n\x0fQuantitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb1\x01\n\rCoolingConfig\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x10\n\x08supply_c\x18\x03 \x01(\x01\x12\x0c\n\x04\x63\x64us\x18\x04 \x01(\r\x12\r\n\x05pumps\x18\x05 \x01(\r\x12\x13\n\x0b\x64ry_coolers\x18\x06 \x01(\r\x12\x10\n\x08\x63hillers\x18\x07 \x01(\r\x12,\n\x06\x66\x61iled\x18\x08 \x03(\x0b\x32\x1c.twin.common.v1.EquipmentRef\"\x11\n\x0fGetStateRequest\"@\n\x10GetStateResponse\x12,\n\x05state\x18\x01 \x01(\x0b\x32\x1d.twin.cooling.v1.CoolingState\"\x12\n\x10GetConfigRequest\"C\n\x11GetConfigResponse\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.twin.cooling.v1.CoolingConfig\"%\n\x11SetSupplySetpoint\x12\x10\n\x08supply_c\x18\x01 \x01(\x01\"@\n\rFailEquipment\x12/\n\tequipment\x18\x01 \x01(\x0b\x32\x1c.twin.common.v1.EquipmentRef\"B\n\x0fRepairEquipment\x12/\n\tequipment\x18\x01 \x01(\x0b\x32\x1c.twin.common.v1.EquipmentRef\"\xd4\x01\n\x0c\x41pplyRequest\x12\x41\n\x13set_supply_setpoint\x18\x01 \x01(\x0b\x32\".twin.cooling.v1.SetSupplySetpointH\x00\x12\x38\n\x0e\x66\x61il_equipment\x18\x02 \x01(\x0b\x32\x1e.twin.cooling.v1.FailEquipmentH\x00\x12<\n\x10repair_equipment\x18\x03 \x01(\x0b\x32 .twin.cooling.v1.RepairEquipmentH\x00\x42\t\n\x07\x63ommand\"h\n\rApplyResponse\x12\'\n\teffective\x18\x01 \x01(\x0b\x32\x14.twin.common.v1.Tick\x12.\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1e.twin.cooling.v1.CoolingConfig2\xfd\x01\n\x0e\x43oolingService\x12O\n\x08GetState\x12 .twin.cooling.v1.GetStateRequest\x1a!.twin.cooling.v1.GetStateResponse\x12R\n\tGetConfig\x12!.twin.cooling.v1.GetConfigRequest\x1a\".twin.cooling.v1.GetConfigResponse\x12\x46\n\x05\x41pply\x12\x1d.twin.cooling.v1.ApplyRequest\x1a\x1e.twin.cooling.v1.ApplyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtwin/cooling/v1/cooling.proto\x12\x0ftwin.cooling.v1\x1a\x1btwin/common/v1/common.proto\"\xcd\x04\n\x0c\x43oolingState\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x0e\n\x06time_s\x18\x03 \x01(\x01\x12\x14\n\x0ctcs_supply_c\x18\x04 \x03(\x01\x12\x14\n\x0c\x65lectrical_w\x18\x05 \x01(\x01\x12\x0f\n\x07pumps_w\x18\x06 \x01(\x01\x12\x0e\n\x06\x66\x61ns_w\x18\x07 \x01(\x01\x12\x12\n\nchillers_w\x18\x08 \x01(\x01\x12\x16\n\x0e\x61ir_handling_w\x18\t \x01(\x01\x12\x17\n\x0fheat_rejected_w\x18\n \x01(\x01\x12\x18\n\x10\x63hillers_running\x18\x0b \x01(\x01\x12\x16\n\x0e\x63hiller_load_w\x18\x0c \x01(\x01\x12\x11\n\tfan_speed\x18\r \x01(\x01\x12\x14\n\x0c\x66ws_supply_c\x18\x0e \x01(\x01\x12\x14\n\x0c\x66ws_return_c\x18\x0f \x01(\x01\x12\x19\n\x11tcs_supply_mean_c\x18\x10 \x01(\x01\x12\x18\n\x10tcs_supply_max_c\x18\x11 \x01(\x01\x12\x16\n\x0ewater_m3_per_s\x18\x12 \x01(\x01\x12\x11\n\tambient_c\x18\x13 \x01(\x01\x12\x41\n\nquantities\x18\x14 \x03(\x0b\x32-.twin.cooling.v1.CoolingState.QuantitiesEntry\x12\x1a\n\x12tcs_supply_model_c\x18\x15 \x03(\x01\x12\x1a\n\x12tcs_return_model_c\x18\x16 \x03(\x01\x1a\x31\n\x0fQuantitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xb1\x01\n\rCoolingConfig\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x03\x12\x10\n\x08supply_c\x18\x03 \x01(\x01\x12\x0c\n\x04\x63\x64us\x18\x04 \x01(\r\x12\r\n\x05pumps\x18\x05 \x01(\r\x12\x13\n\x0b\x64ry_coolers\x18\x06 \x01(\r\x12\x10\n\x08\x63hillers\x18\x07 \x01(\r\x12,\n\x06\x66\x61iled\x18\x08 \x03(\x0b\x32\x1c.twin.common.v1.EquipmentRef\"\x11\n\x0fGetStateRequest\"@\n\x10GetStateResponse\x12,\n\x05state\x18\x01 \x01(\x0b\x32\x1d.twin.cooling.v1.CoolingState\"\x12\n\x10GetConfigRequest\"C\n\x11GetConfigResponse\x12.\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1e.twin.cooling.v1.CoolingConfig\"%\n\x11SetSupplySetpoint\x12\x10\n\x08supply_c\x18\x01 \x01(\x01\"@\n\rFailEquipment\x12/\n\tequipment\x18\x01 \x01(\x0b\x32\x1c.twin.common.v1.EquipmentRef\"B\n\x0fRepairEquipment\x12/\n\tequipment\x18\x01 \x01(\x0b\x32\x1c.twin.common.v1.EquipmentRef\"\xd4\x01\n\x0c\x41pplyRequest\x12\x41\n\x13set_supply_setpoint\x18\x01 \x01(\x0b\x32\".twin.cooling.v1.SetSupplySetpointH\x00\x12\x38\n\x0e\x66\x61il_equipment\x18\x02 \x01(\x0b\x32\x1e.twin.cooling.v1.FailEquipmentH\x00\x12<\n\x10repair_equipment\x18\x03 \x01(\x0b\x32 .twin.cooling.v1.RepairEquipmentH\x00\x42\t\n\x07\x63ommand\"h\n\rApplyResponse\x12\'\n\teffective\x18\x01 \x01(\x0b\x32\x14.twin.common.v1.Tick\x12.\n\x06\x63onfig\x18\x02 \x01(\x0b\x32\x1e.twin.cooling.v1.CoolingConfig2\xfd\x01\n\x0e\x43oolingService\x12O\n\x08GetState\x12 .twin.cooling.v1.GetStateRequest\x1a!.twin.cooling.v1.GetStateResponse\x12R\n\tGetConfig\x12!.twin.cooling.v1.GetConfigRequest\x1a\".twin.cooling.v1.GetConfigResponse\x12\x46\n\x05\x41pply\x12\x1d.twin.cooling.v1.ApplyRequest\x1a\x1e.twin.cooling.v1.ApplyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,29 +35,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_COOLINGSTATE_QUANTITIESENTRY']._loaded_options = None
   _globals['_COOLINGSTATE_QUANTITIESENTRY']._serialized_options = b'8\001'
   _globals['_COOLINGSTATE']._serialized_start=80
-  _globals['_COOLINGSTATE']._serialized_end=613
-  _globals['_COOLINGSTATE_QUANTITIESENTRY']._serialized_start=564
-  _globals['_COOLINGSTATE_QUANTITIESENTRY']._serialized_end=613
-  _globals['_COOLINGCONFIG']._serialized_start=616
-  _globals['_COOLINGCONFIG']._serialized_end=793
-  _globals['_GETSTATEREQUEST']._serialized_start=795
-  _globals['_GETSTATEREQUEST']._serialized_end=812
-  _globals['_GETSTATERESPONSE']._serialized_start=814
-  _globals['_GETSTATERESPONSE']._serialized_end=878
-  _globals['_GETCONFIGREQUEST']._serialized_start=880
-  _globals['_GETCONFIGREQUEST']._serialized_end=898
-  _globals['_GETCONFIGRESPONSE']._serialized_start=900
-  _globals['_GETCONFIGRESPONSE']._serialized_end=967
-  _globals['_SETSUPPLYSETPOINT']._serialized_start=969
-  _globals['_SETSUPPLYSETPOINT']._serialized_end=1006
-  _globals['_FAILEQUIPMENT']._serialized_start=1008
-  _globals['_FAILEQUIPMENT']._serialized_end=1072
-  _globals['_REPAIREQUIPMENT']._serialized_start=1074
-  _globals['_REPAIREQUIPMENT']._serialized_end=1140
-  _globals['_APPLYREQUEST']._serialized_start=1143
-  _globals['_APPLYREQUEST']._serialized_end=1355
-  _globals['_APPLYRESPONSE']._serialized_start=1357
-  _globals['_APPLYRESPONSE']._serialized_end=1461
-  _globals['_COOLINGSERVICE']._serialized_start=1464
-  _globals['_COOLINGSERVICE']._serialized_end=1717
+  _globals['_COOLINGSTATE']._serialized_end=669
+  _globals['_COOLINGSTATE_QUANTITIESENTRY']._serialized_start=620
+  _globals['_COOLINGSTATE_QUANTITIESENTRY']._serialized_end=669
+  _globals['_COOLINGCONFIG']._serialized_start=672
+  _globals['_COOLINGCONFIG']._serialized_end=849
+  _globals['_GETSTATEREQUEST']._serialized_start=851
+  _globals['_GETSTATEREQUEST']._serialized_end=868
+  _globals['_GETSTATERESPONSE']._serialized_start=870
+  _globals['_GETSTATERESPONSE']._serialized_end=934
+  _globals['_GETCONFIGREQUEST']._serialized_start=936
+  _globals['_GETCONFIGREQUEST']._serialized_end=954
+  _globals['_GETCONFIGRESPONSE']._serialized_start=956
+  _globals['_GETCONFIGRESPONSE']._serialized_end=1023
+  _globals['_SETSUPPLYSETPOINT']._serialized_start=1025
+  _globals['_SETSUPPLYSETPOINT']._serialized_end=1062
+  _globals['_FAILEQUIPMENT']._serialized_start=1064
+  _globals['_FAILEQUIPMENT']._serialized_end=1128
+  _globals['_REPAIREQUIPMENT']._serialized_start=1130
+  _globals['_REPAIREQUIPMENT']._serialized_end=1196
+  _globals['_APPLYREQUEST']._serialized_start=1199
+  _globals['_APPLYREQUEST']._serialized_end=1411
+  _globals['_APPLYRESPONSE']._serialized_start=1413
+  _globals['_APPLYRESPONSE']._serialized_end=1517
+  _globals['_COOLINGSERVICE']._serialized_start=1520
+  _globals['_COOLINGSERVICE']._serialized_end=1773
 # @@protoc_insertion_point(module_scope)

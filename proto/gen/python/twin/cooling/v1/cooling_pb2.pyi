@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class CoolingState(_message.Message):
-    __slots__ = ("run_id", "step", "time_s", "tcs_supply_c", "electrical_w", "pumps_w", "fans_w", "chillers_w", "air_handling_w", "heat_rejected_w", "chillers_running", "chiller_load_w", "fan_speed", "fws_supply_c", "fws_return_c", "tcs_supply_mean_c", "tcs_supply_max_c", "water_m3_per_s", "ambient_c", "quantities")
+    __slots__ = ("run_id", "step", "time_s", "tcs_supply_c", "electrical_w", "pumps_w", "fans_w", "chillers_w", "air_handling_w", "heat_rejected_w", "chillers_running", "chiller_load_w", "fan_speed", "fws_supply_c", "fws_return_c", "tcs_supply_mean_c", "tcs_supply_max_c", "water_m3_per_s", "ambient_c", "quantities", "tcs_supply_model_c", "tcs_return_model_c")
     class QuantitiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,8 @@ class CoolingState(_message.Message):
     WATER_M3_PER_S_FIELD_NUMBER: _ClassVar[int]
     AMBIENT_C_FIELD_NUMBER: _ClassVar[int]
     QUANTITIES_FIELD_NUMBER: _ClassVar[int]
+    TCS_SUPPLY_MODEL_C_FIELD_NUMBER: _ClassVar[int]
+    TCS_RETURN_MODEL_C_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     step: int
     time_s: float
@@ -56,7 +58,9 @@ class CoolingState(_message.Message):
     water_m3_per_s: float
     ambient_c: float
     quantities: _containers.ScalarMap[str, float]
-    def __init__(self, run_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., tcs_supply_c: _Optional[_Iterable[float]] = ..., electrical_w: _Optional[float] = ..., pumps_w: _Optional[float] = ..., fans_w: _Optional[float] = ..., chillers_w: _Optional[float] = ..., air_handling_w: _Optional[float] = ..., heat_rejected_w: _Optional[float] = ..., chillers_running: _Optional[float] = ..., chiller_load_w: _Optional[float] = ..., fan_speed: _Optional[float] = ..., fws_supply_c: _Optional[float] = ..., fws_return_c: _Optional[float] = ..., tcs_supply_mean_c: _Optional[float] = ..., tcs_supply_max_c: _Optional[float] = ..., water_m3_per_s: _Optional[float] = ..., ambient_c: _Optional[float] = ..., quantities: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    tcs_supply_model_c: _containers.RepeatedScalarFieldContainer[float]
+    tcs_return_model_c: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, run_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., tcs_supply_c: _Optional[_Iterable[float]] = ..., electrical_w: _Optional[float] = ..., pumps_w: _Optional[float] = ..., fans_w: _Optional[float] = ..., chillers_w: _Optional[float] = ..., air_handling_w: _Optional[float] = ..., heat_rejected_w: _Optional[float] = ..., chillers_running: _Optional[float] = ..., chiller_load_w: _Optional[float] = ..., fan_speed: _Optional[float] = ..., fws_supply_c: _Optional[float] = ..., fws_return_c: _Optional[float] = ..., tcs_supply_mean_c: _Optional[float] = ..., tcs_supply_max_c: _Optional[float] = ..., water_m3_per_s: _Optional[float] = ..., ambient_c: _Optional[float] = ..., quantities: _Optional[_Mapping[str, float]] = ..., tcs_supply_model_c: _Optional[_Iterable[float]] = ..., tcs_return_model_c: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class CoolingConfig(_message.Message):
     __slots__ = ("run_id", "step", "supply_c", "cdus", "pumps", "dry_coolers", "chillers", "failed")

@@ -23,53 +23,60 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from twin.twin.v1 import deviation_pb2 as twin_dot_twin_dot_v1_dot_deviation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtwin/history/v1/history.proto\x12\x0ftwin.history.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x01\n\x0cQueryRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07metrics\x18\x03 \x03(\t\x12\x14\n\x07start_s\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x65nd_s\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x08\x62ucket_s\x18\x06 \x01(\x01\x12-\n\taggregate\x18\x07 \x01(\x0e\x32\x1a.twin.history.v1.Aggregate\x12\x12\n\npercentile\x18\x08 \x01(\x01\x12\x11\n\tpage_size\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\tB\n\n\x08_start_sB\x08\n\x06_end_s\"%\n\x03Row\x12\x0e\n\x06time_s\x18\x01 \x01(\x01\x12\x0e\n\x06values\x18\x02 \x03(\x01\"]\n\rQueryResponse\x12\x0f\n\x07metrics\x18\x01 \x03(\t\x12\"\n\x04rows\x18\x02 \x03(\x0b\x32\x14.twin.history.v1.Row\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"I\n\x0fListRunsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xaf\x01\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x10\n\x08scenario\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x64t_s\x18\x05 \x01(\x01\x12\x11\n\thorizon_s\x18\x06 \x01(\x01\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x14\n\x0csteps_stored\x18\x08 \x01(\x03\"O\n\x10ListRunsResponse\x12\"\n\x04runs\x18\x01 \x03(\x0b\x32\x14.twin.history.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa6\x01\n\x12\x43ompareRunsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\r\n\x05run_a\x18\x02 \x01(\t\x12\r\n\x05run_b\x18\x03 \x01(\t\x12\x0f\n\x07metrics\x18\x04 \x03(\t\x12\x14\n\x07start_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x65nd_s\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x08\x62ucket_s\x18\x07 \x01(\x01\x42\n\n\x08_start_sB\x08\n\x06_end_s\"\x7f\n\rMetricSummary\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\x03\x12\x0b\n\x03\x61vg\x18\x03 \x01(\x01\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\x12\x17\n\nenergy_mwh\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\r\n\x0b_energy_mwh\"j\n\nRunSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64t_s\x18\x02 \x01(\x01\x12\r\n\x05steps\x18\x03 \x01(\x03\x12/\n\x07metrics\x18\x04 \x03(\x0b\x32\x1e.twin.history.v1.MetricSummary\"l\n\x0bMetricDelta\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0b\n\x03\x61vg\x18\x02 \x01(\x01\x12\x0b\n\x03min\x18\x03 \x01(\x01\x12\x0b\n\x03max\x18\x04 \x01(\x01\x12\x17\n\nenergy_mwh\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\r\n\x0b_energy_mwh\"2\n\nCompareRow\x12\x0e\n\x06time_s\x18\x01 \x01(\x01\x12\t\n\x01\x61\x18\x02 \x03(\x01\x12\t\n\x01\x62\x18\x03 \x03(\x01\"\xcf\x01\n\x13\x43ompareRunsResponse\x12\x0f\n\x07metrics\x18\x01 \x03(\t\x12&\n\x01\x61\x18\x02 \x01(\x0b\x32\x1b.twin.history.v1.RunSummary\x12&\n\x01\x62\x18\x03 \x01(\x0b\x32\x1b.twin.history.v1.RunSummary\x12,\n\x06\x64\x65ltas\x18\x04 \x03(\x0b\x32\x1c.twin.history.v1.MetricDelta\x12)\n\x04rows\x18\x05 \x03(\x0b\x32\x1b.twin.history.v1.CompareRow\"\xc5\x01\n\rExportRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07metrics\x18\x03 \x03(\t\x12\x14\n\x07start_s\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x65nd_s\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12-\n\x06\x66ormat\x18\x06 \x01(\x0e\x32\x1d.twin.history.v1.ExportFormat\x12\x13\n\x0b\x63hunk_bytes\x18\x07 \x01(\x05\x42\n\n\x08_start_sB\x08\n\x06_end_s\"\x1e\n\x0e\x45xportResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xab\x01\n\x14QueryMeasuredRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12\x14\n\x07start_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x65nd_s\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x08\x62ucket_s\x18\x07 \x01(\x01\x42\n\n\x08_start_sB\x08\n\x06_end_s\"A\n\x0bMeasuredRow\x12\x0e\n\x06time_s\x18\x01 \x01(\x01\x12\x10\n\x08measured\x18\x02 \x01(\x01\x12\x10\n\x08modelled\x18\x03 \x01(\x01\"w\n\x15QueryMeasuredResponse\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x10\n\x08modelled\x18\x03 \x01(\t\x12*\n\x04rows\x18\x04 \x03(\x0b\x32\x1c.twin.history.v1.MeasuredRow*\xa0\x01\n\tAggregate\x12\x19\n\x15\x41GGREGATE_UNSPECIFIED\x10\x00\x12\x11\n\rAGGREGATE_AVG\x10\x01\x12\x11\n\rAGGREGATE_MIN\x10\x02\x12\x11\n\rAGGREGATE_MAX\x10\x03\x12\x12\n\x0e\x41GGREGATE_LAST\x10\x04\x12\x11\n\rAGGREGATE_SUM\x10\x05\x12\x18\n\x14\x41GGREGATE_PERCENTILE\x10\x06*_\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x01\x12\x19\n\x15\x45XPORT_FORMAT_PARQUET\x10\x02\x32\xb0\x03\n\x0eHistoryService\x12\x46\n\x05Query\x12\x1d.twin.history.v1.QueryRequest\x1a\x1e.twin.history.v1.QueryResponse\x12O\n\x08ListRuns\x12 .twin.history.v1.ListRunsRequest\x1a!.twin.history.v1.ListRunsResponse\x12X\n\x0b\x43ompareRuns\x12#.twin.history.v1.CompareRunsRequest\x1a$.twin.history.v1.CompareRunsResponse\x12K\n\x06\x45xport\x12\x1e.twin.history.v1.ExportRequest\x1a\x1f.twin.history.v1.ExportResponse0\x01\x12^\n\rQueryMeasured\x12%.twin.history.v1.QueryMeasuredRequest\x1a&.twin.history.v1.QueryMeasuredResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtwin/history/v1/history.proto\x12\x0ftwin.history.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1ctwin/twin/v1/deviation.proto\"\xfc\x01\n\x0cQueryRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07metrics\x18\x03 \x03(\t\x12\x14\n\x07start_s\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x65nd_s\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x08\x62ucket_s\x18\x06 \x01(\x01\x12-\n\taggregate\x18\x07 \x01(\x0e\x32\x1a.twin.history.v1.Aggregate\x12\x12\n\npercentile\x18\x08 \x01(\x01\x12\x11\n\tpage_size\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\tB\n\n\x08_start_sB\x08\n\x06_end_s\"%\n\x03Row\x12\x0e\n\x06time_s\x18\x01 \x01(\x01\x12\x0e\n\x06values\x18\x02 \x03(\x01\"]\n\rQueryResponse\x12\x0f\n\x07metrics\x18\x01 \x03(\t\x12\"\n\x04rows\x18\x02 \x03(\x0b\x32\x14.twin.history.v1.Row\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"I\n\x0fListRunsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xaf\x01\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x10\n\x08scenario\x18\x03 \x01(\t\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x64t_s\x18\x05 \x01(\x01\x12\x11\n\thorizon_s\x18\x06 \x01(\x01\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x14\n\x0csteps_stored\x18\x08 \x01(\x03\"O\n\x10ListRunsResponse\x12\"\n\x04runs\x18\x01 \x03(\x0b\x32\x14.twin.history.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa6\x01\n\x12\x43ompareRunsRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\r\n\x05run_a\x18\x02 \x01(\t\x12\r\n\x05run_b\x18\x03 \x01(\t\x12\x0f\n\x07metrics\x18\x04 \x03(\t\x12\x14\n\x07start_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x65nd_s\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x08\x62ucket_s\x18\x07 \x01(\x01\x42\n\n\x08_start_sB\x08\n\x06_end_s\"\x7f\n\rMetricSummary\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0f\n\x07samples\x18\x02 \x01(\x03\x12\x0b\n\x03\x61vg\x18\x03 \x01(\x01\x12\x0b\n\x03min\x18\x04 \x01(\x01\x12\x0b\n\x03max\x18\x05 \x01(\x01\x12\x17\n\nenergy_mwh\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\r\n\x0b_energy_mwh\"j\n\nRunSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64t_s\x18\x02 \x01(\x01\x12\r\n\x05steps\x18\x03 \x01(\x03\x12/\n\x07metrics\x18\x04 \x03(\x0b\x32\x1e.twin.history.v1.MetricSummary\"l\n\x0bMetricDelta\x12\x0e\n\x06metric\x18\x01 \x01(\t\x12\x0b\n\x03\x61vg\x18\x02 \x01(\x01\x12\x0b\n\x03min\x18\x03 \x01(\x01\x12\x0b\n\x03max\x18\x04 \x01(\x01\x12\x17\n\nenergy_mwh\x18\x05 \x01(\x01H\x00\x88\x01\x01\x42\r\n\x0b_energy_mwh\"2\n\nCompareRow\x12\x0e\n\x06time_s\x18\x01 \x01(\x01\x12\t\n\x01\x61\x18\x02 \x03(\x01\x12\t\n\x01\x62\x18\x03 \x03(\x01\"\xcf\x01\n\x13\x43ompareRunsResponse\x12\x0f\n\x07metrics\x18\x01 \x03(\t\x12&\n\x01\x61\x18\x02 \x01(\x0b\x32\x1b.twin.history.v1.RunSummary\x12&\n\x01\x62\x18\x03 \x01(\x0b\x32\x1b.twin.history.v1.RunSummary\x12,\n\x06\x64\x65ltas\x18\x04 \x03(\x0b\x32\x1c.twin.history.v1.MetricDelta\x12)\n\x04rows\x18\x05 \x03(\x0b\x32\x1b.twin.history.v1.CompareRow\"\xc5\x01\n\rExportRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07metrics\x18\x03 \x03(\t\x12\x14\n\x07start_s\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x65nd_s\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12-\n\x06\x66ormat\x18\x06 \x01(\x0e\x32\x1d.twin.history.v1.ExportFormat\x12\x13\n\x0b\x63hunk_bytes\x18\x07 \x01(\x05\x42\n\n\x08_start_sB\x08\n\x06_end_s\"\x1e\n\x0e\x45xportResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\xab\x01\n\x14QueryMeasuredRequest\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\t\x12\x14\n\x07start_s\x18\x05 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x65nd_s\x18\x06 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x08\x62ucket_s\x18\x07 \x01(\x01\x42\n\n\x08_start_sB\x08\n\x06_end_s\"A\n\x0bMeasuredRow\x12\x0e\n\x06time_s\x18\x01 \x01(\x01\x12\x10\n\x08measured\x18\x02 \x01(\x01\x12\x10\n\x08modelled\x18\x03 \x01(\x01\"w\n\x15QueryMeasuredResponse\x12\x0e\n\x06\x65ntity\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\t\x12\x10\n\x08modelled\x18\x03 \x01(\t\x12*\n\x04rows\x18\x04 \x03(\x0b\x32\x1c.twin.history.v1.MeasuredRow\"2\n\x11ListEventsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05kinds\x18\x02 \x03(\t\"v\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06time_s\x18\x03 \x01(\x01\x12\x11\n\tbody_json\x18\x04 \x01(\t\x12*\n\tdeviation\x18\x05 \x01(\x0b\x32\x17.twin.twin.v1.Deviation\"<\n\x12ListEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.twin.history.v1.Event*\xa0\x01\n\tAggregate\x12\x19\n\x15\x41GGREGATE_UNSPECIFIED\x10\x00\x12\x11\n\rAGGREGATE_AVG\x10\x01\x12\x11\n\rAGGREGATE_MIN\x10\x02\x12\x11\n\rAGGREGATE_MAX\x10\x03\x12\x12\n\x0e\x41GGREGATE_LAST\x10\x04\x12\x11\n\rAGGREGATE_SUM\x10\x05\x12\x18\n\x14\x41GGREGATE_PERCENTILE\x10\x06*_\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45XPORT_FORMAT_CSV\x10\x01\x12\x19\n\x15\x45XPORT_FORMAT_PARQUET\x10\x02\x32\x87\x04\n\x0eHistoryService\x12\x46\n\x05Query\x12\x1d.twin.history.v1.QueryRequest\x1a\x1e.twin.history.v1.QueryResponse\x12O\n\x08ListRuns\x12 .twin.history.v1.ListRunsRequest\x1a!.twin.history.v1.ListRunsResponse\x12X\n\x0b\x43ompareRuns\x12#.twin.history.v1.CompareRunsRequest\x1a$.twin.history.v1.CompareRunsResponse\x12K\n\x06\x45xport\x12\x1e.twin.history.v1.ExportRequest\x1a\x1f.twin.history.v1.ExportResponse0\x01\x12^\n\rQueryMeasured\x12%.twin.history.v1.QueryMeasuredRequest\x1a&.twin.history.v1.QueryMeasuredResponse\x12U\n\nListEvents\x12\".twin.history.v1.ListEventsRequest\x1a#.twin.history.v1.ListEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'twin.history.v1.history_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AGGREGATE']._serialized_start=2179
-  _globals['_AGGREGATE']._serialized_end=2339
-  _globals['_EXPORTFORMAT']._serialized_start=2341
-  _globals['_EXPORTFORMAT']._serialized_end=2436
-  _globals['_QUERYREQUEST']._serialized_start=84
-  _globals['_QUERYREQUEST']._serialized_end=336
-  _globals['_ROW']._serialized_start=338
-  _globals['_ROW']._serialized_end=375
-  _globals['_QUERYRESPONSE']._serialized_start=377
-  _globals['_QUERYRESPONSE']._serialized_end=470
-  _globals['_LISTRUNSREQUEST']._serialized_start=472
-  _globals['_LISTRUNSREQUEST']._serialized_end=545
-  _globals['_RUN']._serialized_start=548
-  _globals['_RUN']._serialized_end=723
-  _globals['_LISTRUNSRESPONSE']._serialized_start=725
-  _globals['_LISTRUNSRESPONSE']._serialized_end=804
-  _globals['_COMPARERUNSREQUEST']._serialized_start=807
-  _globals['_COMPARERUNSREQUEST']._serialized_end=973
-  _globals['_METRICSUMMARY']._serialized_start=975
-  _globals['_METRICSUMMARY']._serialized_end=1102
-  _globals['_RUNSUMMARY']._serialized_start=1104
-  _globals['_RUNSUMMARY']._serialized_end=1210
-  _globals['_METRICDELTA']._serialized_start=1212
-  _globals['_METRICDELTA']._serialized_end=1320
-  _globals['_COMPAREROW']._serialized_start=1322
-  _globals['_COMPAREROW']._serialized_end=1372
-  _globals['_COMPARERUNSRESPONSE']._serialized_start=1375
-  _globals['_COMPARERUNSRESPONSE']._serialized_end=1582
-  _globals['_EXPORTREQUEST']._serialized_start=1585
-  _globals['_EXPORTREQUEST']._serialized_end=1782
-  _globals['_EXPORTRESPONSE']._serialized_start=1784
-  _globals['_EXPORTRESPONSE']._serialized_end=1814
-  _globals['_QUERYMEASUREDREQUEST']._serialized_start=1817
-  _globals['_QUERYMEASUREDREQUEST']._serialized_end=1988
-  _globals['_MEASUREDROW']._serialized_start=1990
-  _globals['_MEASUREDROW']._serialized_end=2055
-  _globals['_QUERYMEASUREDRESPONSE']._serialized_start=2057
-  _globals['_QUERYMEASUREDRESPONSE']._serialized_end=2176
-  _globals['_HISTORYSERVICE']._serialized_start=2439
-  _globals['_HISTORYSERVICE']._serialized_end=2871
+  _globals['_AGGREGATE']._serialized_start=2443
+  _globals['_AGGREGATE']._serialized_end=2603
+  _globals['_EXPORTFORMAT']._serialized_start=2605
+  _globals['_EXPORTFORMAT']._serialized_end=2700
+  _globals['_QUERYREQUEST']._serialized_start=114
+  _globals['_QUERYREQUEST']._serialized_end=366
+  _globals['_ROW']._serialized_start=368
+  _globals['_ROW']._serialized_end=405
+  _globals['_QUERYRESPONSE']._serialized_start=407
+  _globals['_QUERYRESPONSE']._serialized_end=500
+  _globals['_LISTRUNSREQUEST']._serialized_start=502
+  _globals['_LISTRUNSREQUEST']._serialized_end=575
+  _globals['_RUN']._serialized_start=578
+  _globals['_RUN']._serialized_end=753
+  _globals['_LISTRUNSRESPONSE']._serialized_start=755
+  _globals['_LISTRUNSRESPONSE']._serialized_end=834
+  _globals['_COMPARERUNSREQUEST']._serialized_start=837
+  _globals['_COMPARERUNSREQUEST']._serialized_end=1003
+  _globals['_METRICSUMMARY']._serialized_start=1005
+  _globals['_METRICSUMMARY']._serialized_end=1132
+  _globals['_RUNSUMMARY']._serialized_start=1134
+  _globals['_RUNSUMMARY']._serialized_end=1240
+  _globals['_METRICDELTA']._serialized_start=1242
+  _globals['_METRICDELTA']._serialized_end=1350
+  _globals['_COMPAREROW']._serialized_start=1352
+  _globals['_COMPAREROW']._serialized_end=1402
+  _globals['_COMPARERUNSRESPONSE']._serialized_start=1405
+  _globals['_COMPARERUNSRESPONSE']._serialized_end=1612
+  _globals['_EXPORTREQUEST']._serialized_start=1615
+  _globals['_EXPORTREQUEST']._serialized_end=1812
+  _globals['_EXPORTRESPONSE']._serialized_start=1814
+  _globals['_EXPORTRESPONSE']._serialized_end=1844
+  _globals['_QUERYMEASUREDREQUEST']._serialized_start=1847
+  _globals['_QUERYMEASUREDREQUEST']._serialized_end=2018
+  _globals['_MEASUREDROW']._serialized_start=2020
+  _globals['_MEASUREDROW']._serialized_end=2085
+  _globals['_QUERYMEASUREDRESPONSE']._serialized_start=2087
+  _globals['_QUERYMEASUREDRESPONSE']._serialized_end=2206
+  _globals['_LISTEVENTSREQUEST']._serialized_start=2208
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2258
+  _globals['_EVENT']._serialized_start=2260
+  _globals['_EVENT']._serialized_end=2378
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2380
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2440
+  _globals['_HISTORYSERVICE']._serialized_start=2703
+  _globals['_HISTORYSERVICE']._serialized_end=3222
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from twin.twin.v1 import deviation_pb2 as _deviation_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -263,3 +264,31 @@ class QueryMeasuredResponse(_message.Message):
     modelled: str
     rows: _containers.RepeatedCompositeFieldContainer[MeasuredRow]
     def __init__(self, entity: _Optional[str] = ..., quantity: _Optional[str] = ..., modelled: _Optional[str] = ..., rows: _Optional[_Iterable[_Union[MeasuredRow, _Mapping]]] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("run_id", "kinds")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    KINDS_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    kinds: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_id: _Optional[str] = ..., kinds: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("event_id", "kind", "time_s", "body_json", "deviation")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIME_S_FIELD_NUMBER: _ClassVar[int]
+    BODY_JSON_FIELD_NUMBER: _ClassVar[int]
+    DEVIATION_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    kind: str
+    time_s: float
+    body_json: str
+    deviation: _deviation_pb2.Deviation
+    def __init__(self, event_id: _Optional[str] = ..., kind: _Optional[str] = ..., time_s: _Optional[float] = ..., body_json: _Optional[str] = ..., deviation: _Optional[_Union[_deviation_pb2.Deviation, _Mapping]] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...

@@ -60,6 +60,11 @@ class HistoryServiceStub:
                 request_serializer=twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredRequest.SerializeToString,
                 response_deserializer=twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredResponse.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/twin.history.v1.HistoryService/ListEvents',
+                request_serializer=twin_dot_history_dot_v1_dot_history__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=twin_dot_history_dot_v1_dot_history__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class HistoryServiceServicer:
@@ -107,6 +112,14 @@ class HistoryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListEvents(self, request, context):
+        """The events of one run (the `events` table: deviations raised and cleared by the
+        residual monitor), in time order. NOT_FOUND for an unknown run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HistoryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +147,11 @@ def add_HistoryServiceServicer_to_server(servicer, server):
                     servicer.QueryMeasured,
                     request_deserializer=twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredRequest.FromString,
                     response_serializer=twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=twin_dot_history_dot_v1_dot_history__pb2.ListEventsRequest.FromString,
+                    response_serializer=twin_dot_history_dot_v1_dot_history__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +290,33 @@ class HistoryService:
             '/twin.history.v1.HistoryService/QueryMeasured',
             twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredRequest.SerializeToString,
             twin_dot_history_dot_v1_dot_history__pb2.QueryMeasuredResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twin.history.v1.HistoryService/ListEvents',
+            twin_dot_history_dot_v1_dot_history__pb2.ListEventsRequest.SerializeToString,
+            twin_dot_history_dot_v1_dot_history__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,8 +1,9 @@
+from twin.twin.v1 import deviation_pb2 as _deviation_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -21,7 +22,7 @@ RUN_STATE_STOPPED: RunState
 RUN_STATE_FAILED: RunState
 
 class SiteSnapshot(_message.Message):
-    __slots__ = ("run_id", "site_id", "step", "time_s", "state", "quantities", "totals", "real_time_factor", "reason")
+    __slots__ = ("run_id", "site_id", "step", "time_s", "state", "quantities", "totals", "real_time_factor", "reason", "deviations")
     class QuantitiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +46,7 @@ class SiteSnapshot(_message.Message):
     TOTALS_FIELD_NUMBER: _ClassVar[int]
     REAL_TIME_FACTOR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    DEVIATIONS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     site_id: str
     step: int
@@ -54,4 +56,5 @@ class SiteSnapshot(_message.Message):
     totals: _containers.ScalarMap[str, float]
     real_time_factor: float
     reason: str
-    def __init__(self, run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., state: _Optional[_Union[RunState, str]] = ..., quantities: _Optional[_Mapping[str, float]] = ..., totals: _Optional[_Mapping[str, float]] = ..., real_time_factor: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+    deviations: _containers.RepeatedCompositeFieldContainer[_deviation_pb2.Deviation]
+    def __init__(self, run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., state: _Optional[_Union[RunState, str]] = ..., quantities: _Optional[_Mapping[str, float]] = ..., totals: _Optional[_Mapping[str, float]] = ..., real_time_factor: _Optional[float] = ..., reason: _Optional[str] = ..., deviations: _Optional[_Iterable[_Union[_deviation_pb2.Deviation, _Mapping]]] = ...) -> None: ...
