@@ -284,7 +284,7 @@ def with_measured_weather(p: Params, measured: Measured) -> Params:
     return replace(p, hourly=np.asarray(hourly, hourly.dtype))
 
 
-def calibrate(
+def check(
     site: Site,
     measured: Measured,
     *,
@@ -294,21 +294,22 @@ def calibrate(
     weights: dict[str, float] | None = None,
     stats_s: float = 3600.0,
     max_iterations: int = 20,
-    tolerance: float = 1e-3,
-    granularity: Granularity = "rack",
-    dtype=jnp.float64,
-    drivers: DriverData | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
-) -> Calibration:
-    """Fit the parameters ``fit`` (path -> (lower, upper), site units; paths from
-    ``CALIBRATABLE`` or ``bias.<quantity>``) to ``measured``, rolling the site out at
-    coupling interval ``dt`` over the measured window (recorded at the measurement
-    interval). ``noise``: σ per quantity (default ``noise_scale``); ``weights``: extra
-    weight per quantity (default 1); ``stats_s``: the resolution of the statistics
-    (Guideline 14: hourly); ``tolerance``: stop once an iteration lowers the cost by
-    less than this fraction of one residual's variance (cost / (n - p)): the parameters
-    then move by a few hundredths of their standard error;
-    ``progress(iteration, max_iterations, cost)``."""
+) -> None:
+    """What ``calibrate`` checks before it builds anything (ValueError naming the field),
+    so that a service can refuse a bad request before it accepts it."""
+    _check(site, measured, fit, dt, noise, weights, stats_s, max_iterations)
+
+
+def _check(
+    site: Site,
+    measured: Measured,
+    fit: dict[str, tuple[float, float]],
+    dt: float,
+    noise: dict[str, float] | None,
+    weights: dict[str, float] | None,
+    stats_s: float,
+    max_iterations: int,
+) -> tuple[list[str], list[_Parameter]]:
     fitted = [q for q in measured.series if q not in DRIVEN]
     if not fitted:
         raise ValueError(
@@ -325,6 +326,38 @@ def calibrate(
         raise ValueError(f"stats_s: {stats_s:g} s must be positive")
     if max_iterations < 1:
         raise ValueError("max_iterations: must be at least 1")
+    plan(measured.duration_s, dt, measured.step_s)
+    return fitted, params
+
+
+def calibrate(
+    site: Site,
+    measured: Measured,
+    *,
+    fit: dict[str, tuple[float, float]],
+    dt: float,
+    noise: dict[str, float] | None = None,
+    weights: dict[str, float] | None = None,
+    stats_s: float = 3600.0,
+    max_iterations: int = 20,
+    tolerance: float = 1e-3,
+    granularity: Granularity = "rack",
+    dtype=jnp.float64,
+    drivers: DriverData | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+    on_iteration: Callable[[int, float, dict[str, float]], None] | None = None,
+) -> Calibration:
+    """Fit the parameters ``fit`` (path -> (lower, upper), site units; paths from
+    ``CALIBRATABLE`` or ``bias.<quantity>``) to ``measured``, rolling the site out at
+    coupling interval ``dt`` over the measured window (recorded at the measurement
+    interval). ``noise``: σ per quantity (default ``noise_scale``); ``weights``: extra
+    weight per quantity (default 1); ``stats_s``: the resolution of the statistics
+    (Guideline 14: hourly); ``tolerance``: stop once an iteration lowers the cost by
+    less than this fraction of one residual's variance (cost / (n - p)): the parameters
+    then move by a few hundredths of their standard error;
+    ``progress(iteration, max_iterations, cost)``; ``on_iteration(iteration, cost,
+    values)``: the parameters (site units) after each accepted step."""
+    fitted, params = _check(site, measured, fit, dt, noise, weights, stats_s, max_iterations)
     n_records, every = plan(measured.duration_s, dt, measured.step_s)
 
     drivers = drivers if drivers is not None else load_drivers(site)
@@ -381,8 +414,20 @@ def calibrate(
 
     z0 = np.array([(x.start - x.lower) / (x.upper - x.lower) for x in params])
     dof = int(np.count_nonzero(valid)) - len(params)
+
+    def accepted(k: int, z: np.ndarray, cost: float) -> None:
+        if on_iteration is not None:
+            x = lo + z * span
+            on_iteration(k, cost, {p.path: float(x[j]) for j, p in enumerate(params)})
+
     sol = levenberg_marquardt(
-        at, z0, dof=dof, max_iterations=max_iterations, tolerance=tolerance, progress=progress
+        at,
+        z0,
+        dof=dof,
+        max_iterations=max_iterations,
+        tolerance=tolerance,
+        progress=progress,
+        accepted=accepted,
     )
     z, r, jac, model = sol.z, sol.r, sol.jac, sol.aux
 
