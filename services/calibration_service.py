@@ -101,7 +101,8 @@ def _series(m: pb.MeasuredSeries) -> Measured:
         series = {s.quantity: np.asarray(s.values, np.float64) for s in m.series}
         return Measured(m.step_s, series, start_s=m.start_s)
     except ValueError as exc:
-        raise BadRequest("series." + str(exc).removeprefix("measured.")) from None
+        message = str(exc)  # Measured names ``measured`` or ``measured.<quantity>``
+        raise BadRequest("series" + message.removeprefix("measured")) from None
 
 
 def _fit(items) -> dict[str, tuple[float, float]]:

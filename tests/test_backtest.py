@@ -127,7 +127,7 @@ def test_calibrated_site_predicts_a_held_out_hour_better(truth, tmp_path):
     names = list(held.series)
     rows = ["time_s," + ",".join(names)]
     for k in range(held.n):
-        rows.append(f"{7200 + 60 * k}," + ",".join(repr(held.series[q][k]) for q in names))
+        rows.append(f"{7200 + 60 * k}," + ",".join(repr(float(held.series[q][k])) for q in names))
     table.write_text("\n".join(rows) + "\n")
     calibrated = tmp_path / "cal.yaml"
     doc = load_yaml(SMALL.read_text(), "small")

@@ -121,7 +121,7 @@ def calibrate(
 
     import jax.numpy as jnp
 
-    from twin_core.calibrate import calibrate as run
+    from twin_core.calibrate import calibrate as fit_site
 
     progress = Progress(
         TextColumn("[bold]calibrating[/]"),
@@ -140,7 +140,7 @@ def calibrate(
             progress.update(task, completed=k, cost=f"cost {cost:.6g}")
 
         try:
-            result = run(
+            result = fit_site(
                 base,
                 data,
                 fit=bounds,

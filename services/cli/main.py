@@ -1,9 +1,9 @@
 """The ``twin`` command: its command groups assembled into one typer app.
 
 Each group lives in its own module (``simulate``, ``live``, ``history``, ``db``,
-``whatif``, ``inventory``, ``gateway``, ``calibrate``); heavy imports (JAX, gRPC stubs,
-matplotlib) stay inside the commands, so ``twin --help`` and the light commands start
-fast."""
+``whatif``, ``inventory``, ``gateway``, ``calibrate``, ``calibrations``, ``backtest``);
+heavy imports (JAX, gRPC stubs, matplotlib) stay inside the commands, so ``twin --help``
+and the light commands start fast."""
 
 from __future__ import annotations
 

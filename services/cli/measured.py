@@ -125,12 +125,27 @@ def read_measured(
 ) -> tuple[Measured, list[str]]:
     """The measured series in ``path`` at ``step_s`` (default: the file's own time step),
     and notes on what was left out."""
+    measured, notes, _ = read_measured_at(path, site, step_s)
+    return measured, notes
+
+
+def read_measured_at(
+    path: Path, site: Site, step_s: float | None = None
+) -> tuple[Measured, list[str], float]:
+    """``read_measured`` and where the series start on the site's clock: a table's first
+    ``time_s`` when its times count from the site's start, else 0."""
     table = read_table(path)
     if "time_s" not in table.column_names:
         raise MeasuredFileError(f"--measured {path}: no time_s column")
     if all(c in table.column_names for c in RECORDING_COLUMNS):
-        return from_recording(table, f"--measured {path}", site, step_s)
-    return _from_columns(table, path, step_s), []
+        return (*from_recording(table, f"--measured {path}", site, step_s), 0.0)
+    measured = _from_columns(table, path, step_s)
+    return measured, [], 0.0 if measured.start_s else _first_time(table, path)
+
+
+def _first_time(table: pa.Table, path: Path) -> float:
+    times = _numbers(table, "time_s", f"--measured {path}")
+    return float(np.nanmin(times))
 
 
 def _from_columns(table: pa.Table, path: Path, step_s: float | None) -> Measured:

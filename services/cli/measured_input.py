@@ -23,8 +23,8 @@ DB_HELP = "history database (conninfo or URL) for --run"
 @dataclass(frozen=True)
 class Input:
     """The measured series, where the window starts on the site's clock (the run's
-    simulated seconds; a file's own ``time_s`` when it counts from the site's start,
-    else 0), and the run read (empty for a file)."""
+    simulated seconds; a table's own ``time_s`` when it counts from the site's start;
+    0 for Unix times or a recording), and the run read (empty for a file)."""
 
     measured: Measured
     offset_s: float
@@ -41,7 +41,7 @@ def read_input(
     db: str | None,
     resolution_s: float | None,
 ) -> Input:
-    from services.cli.measured import MeasuredFileError, measured_from_run, read_measured
+    from services.cli.measured import MeasuredFileError, measured_from_run, read_measured_at
 
     if (measured is None) == (run is None):
         fail("give --measured FILE or --run RUN (one of them)")
@@ -49,13 +49,12 @@ def read_input(
         if start is not None or end is not None:
             fail("--from/--to: only with --run (a file's window is the file)")
         try:
-            data, notes = read_measured(measured, site, resolution_s)
+            data, notes, offset = read_measured_at(measured, site, resolution_s)
         except MeasuredFileError as exc:
             fail(str(exc))
         except ValueError as exc:
             fail(f"--measured {measured}: {exc}")
         _notes(notes)
-        offset = data.start_s if data.start_s < 1e8 else 0.0  # Unix times: unknown
         return Input(data, offset, "")
     assert run is not None
     if not db:

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import psycopg
 import pyarrow as pa
+from psycopg import sql
 
 from services.historian.queries import QueryError, RunNotFound, check_id, check_window
 
@@ -65,19 +66,19 @@ def read_run_window(
         site, started, rate = row[0], row[1], row[2]
         rate = float(rate) if rate and math.isfinite(rate) and rate > 0 else 1.0
         params: list[object] = [started, rate, run_id, site]
-        window = ""
+        window = sql.SQL("")
         if start_s is not None:
-            window += " AND time >= %s"
+            window += sql.SQL(" AND time >= %s")
             params.append(_wall(started, start_s / rate))
         if end_s is not None:
-            window += " AND time < %s"
+            window += sql.SQL(" AND time < %s")
             params.append(_wall(started, end_s / rate))
-        cur = conn.execute(
+        statement = sql.SQL(
             "SELECT entity, quantity, extract(epoch FROM time - %s)::float8 * %s, value"
-            " FROM measurements WHERE run_id = %s AND site_id = %s" + window + " ORDER BY time"
-            f" LIMIT {MAX_ROWS + 1}",
-            params,
-        )
+            " FROM measurements WHERE run_id = %s AND site_id = %s{window}"
+            " ORDER BY time LIMIT {limit}"
+        ).format(window=window, limit=sql.Literal(MAX_ROWS + 1))
+        cur = conn.execute(statement, params)
         rows = cur.fetchall()
     if len(rows) > MAX_ROWS:
         raise QueryError("end_s", f"more than {MAX_ROWS} measurements: choose a shorter window")
