@@ -255,7 +255,7 @@ class CalibrationServicer(calibration_pb2_grpc.CalibrationServiceServicer):
         return fit_site(
             job.site, job.measured, fit=job.fit, dt=job.dt, noise=job.noise,
             stats_s=job.stats_s, max_iterations=job.iterations, dtype=dtype,
-            on_iteration=step,
+            offset_s=job.offset_s, on_iteration=step,
         )  # fmt: skip
 
     async def GetCalibration(self, request, context: aio.ServicerContext):

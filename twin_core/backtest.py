@@ -19,26 +19,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from twin_core import compute, energy, power
-from twin_core.calibrate import DRIVEN, Measured, hourly_from_means
+from twin_core.calibrate import DRIVEN, Measured, weather_from
 from twin_core.compress import compress
 from twin_core.contract import SERIES
-from twin_core.coupling import TwinState, coupled_step, init_state
 from twin_core.drivers import DriverData, load_drivers
 from twin_core.fit_stats import FitStats, block_means, fit_stats
-from twin_core.params import Granularity, Params, build_params
-from twin_core.pytree import replace
+from twin_core.params import Granularity, build_params
 from twin_core.rollout import plan, run_jit
 from twin_core.site import Site
+from twin_core.window import INITIALISES, first_values, start_state
 
-# What a measured quantity sets in the state at the window's start (its first interval's
-# mean). Everything else starts from the model's guess, listed in NOT_INITIALISED.
-INITIALISES: dict[str, str] = {
-    "tcs_supply_mean_c": "cooling.tcs_supply_c (every CDU at the measured mean)",
-    "facility_supply_c": "cooling.fws_supply_c and cooling.dc_leaving_c",
-    "gpu_temp_mean_c": "compute.die_c (every GPU at the measured mean)",
-    "soc": "energy.battery_j (the measured state of charge)",
-}
 NOT_INITIALISED: tuple[str, ...] = (
     "compute.storage_j (power-smoothing storage: half full)",
     "compute.dc_out_w (rack DC power: idle, settles in the first step)",
@@ -74,69 +64,6 @@ class Backtest:
             "initialised": self.initialised,
             "not_initialised": list(self.not_initialised),
         }
-
-
-def weather_from(p: Params, measured: Measured, offset_s: float) -> Params:
-    """``p`` with its hourly weather from the hour mark at or before ``offset_s`` on
-    replaced by values whose interpolation gives the measured interval means (the
-    window's own hours only; earlier hours are the site's)."""
-    hourly = np.array(p.hourly)
-    h0 = math.floor(offset_s / 3600.0)
-    lead = round((offset_s - h0 * 3600.0) / measured.step_s)  # intervals before the window
-    hours = hourly.shape[0] - h0
-    for name, column in DRIVEN.items():
-        if name in measured.series:
-            v = np.concatenate([np.full(lead, np.nan), measured.series[name]])
-            hourly[h0:, column] = hourly_from_means(v, measured.step_s, hours)
-    return replace(p, hourly=np.asarray(hourly, hourly.dtype))
-
-
-def _elapsed(clock0, period, t):
-    """A clock that starts at ``clock0`` (negative: not started) and wraps at
-    ``period``, ``t`` seconds later (what ``compute.step`` reaches step by step)."""
-    c = clock0 + t
-    return jnp.where(c >= 0.0, jnp.mod(c, period), c)
-
-
-@jax.jit
-def start_state(p: Params, k0, tcs_c, fws_c, die_c, soc) -> TwinState:
-    """The state at coupling interval ``k0``: the job clocks where the schedule has them,
-    and the given temperatures and state of charge (NaN: the model's guess), with the
-    boundary primed as ``init_state`` primes it."""
-    s = init_state(p)
-    dtype = p.hourly.dtype
-    t = k0.astype(dtype) * p.dt
-    ks = s.cooling
-    tcs = jnp.where(jnp.isnan(tcs_c), ks.tcs_supply_c, tcs_c)
-    fws = jnp.where(jnp.isnan(fws_c), ks.fws_supply_c, fws_c)
-    dc_leaving = jnp.where(jnp.isnan(fws_c), ks.dc_leaving_c, fws_c)
-    ks = replace(ks, tcs_supply_c=tcs, fws_supply_c=fws, dc_leaving_c=dc_leaving)
-    cs = compute.init(p.compute, tcs, dtype)
-    cs = replace(
-        cs,
-        die_c=jnp.where(jnp.isnan(die_c), cs.die_c, jnp.full_like(cs.die_c, die_c)),
-        job_clock_s=_elapsed(-p.compute.job_start_s, p.compute.job_period_s, t),
-        ckpt_clock_s=_elapsed(-p.compute.job_start_s, p.compute.job_ckpt_every_s, t),
-    )
-    soc0 = jnp.where(jnp.isnan(soc), p.battery_soc0, soc)
-    s = replace(s, step=k0, compute=cs, cooling=ks, energy=energy.init(p.energy, soc0, 0.0, dtype))
-    s = replace(s, boundary=replace(s.boundary, tcs_supply_c=tcs))
-
-    def prime(_, s: TwinState) -> TwinState:
-        primed, _ = coupled_step(p, s)
-        return replace(s, boundary=primed.boundary)
-
-    s = jax.lax.fori_loop(0, 2, prime, s)
-    meter = s.boundary.meter_w
-    return replace(
-        s, power=power.init(p.power, meter, dtype), energy=energy.init(p.energy, soc0, meter, dtype)
-    )
-
-
-def _first(measured: Measured, name: str) -> float:
-    """The quantity's first measured value (NaN when not measured or missing there)."""
-    v = measured.series.get(name)
-    return float(v[0]) if v is not None else math.nan
 
 
 def backtest(
@@ -176,7 +103,7 @@ def backtest(
         host=True,
     )
     p = jax.device_put(compress(weather_from(p, measured, offset_s)))
-    values = {q: _first(measured, q) for q in INITIALISES}
+    values = first_values(measured.series)
     s0 = start_state(
         p,
         jnp.asarray(round(k0), jnp.int32),

@@ -150,6 +150,7 @@ def calibrate(
                 max_iterations=iterations,
                 dtype=jnp.float64 if x64 else jnp.float32,
                 progress=advance,
+                offset_s=source.offset_s,
             )
         except (ValueError, SiteError) as exc:
             fail(_option_name(str(exc)))
