@@ -72,7 +72,13 @@ async def twin_setup(svc: Service) -> None:
         except SiteError as exc:
             raise ConfigError("TWIN_SCENARIO", str(exc)) from None
     store = StudyStore(svc.config.database_url)
-    whatif_service.add_to_server(svc.grpc, store, default_site)
+    whatif = whatif_service.add_to_server(svc.grpc, store, default_site)
+    # Calibrations on the same JAX, one model at a time with the studies.
+    from services import calibration_service
+    from services.calibration_store import CalibrationStore
+
+    calibrations = CalibrationStore(svc.config.database_url)
+    calibration_service.add_to_server(svc.grpc, calibrations, default_site, whatif.lock)
     if url := svc.config.database_url:
         # The History API here too, so one address (e.g. a Kubernetes Service) reaches the
         # clock, what-if and history; it only reads, the historian owns the schema.

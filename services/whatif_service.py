@@ -267,6 +267,11 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
         self._one_at_a_time = asyncio.Semaphore(1)
         self._tasks: set[asyncio.Task] = set()
 
+    @property
+    def lock(self) -> asyncio.Semaphore:
+        """One model at a time in this process (calibrations take it too)."""
+        return self._one_at_a_time
+
     async def _invalid(self, context: aio.ServicerContext, exc: Exception) -> None:
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
 

@@ -28,6 +28,8 @@ TABLES = {
     "rack_arrays",
     "events",
     "measurements",
+    "studies",
+    "calibrations",  # 0009: fits stored with the run they were fitted on
     "schema_migrations",
 }
 SERIES = {"site_series", "cdu_series", "rack_arrays"}

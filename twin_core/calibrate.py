@@ -37,6 +37,7 @@ from twin_core.params import Granularity, Params, build_params
 from twin_core.pytree import replace
 from twin_core.rollout import _run, plan
 from twin_core.site import Site, with_overrides
+from twin_core.window import first_values, start_state
 
 # Measured quantities that drive the rollout (drivers column), not fitted against.
 DRIVEN: dict[str, int] = {"ambient_c": COLUMNS.index("ambient_c"), "rh": COLUMNS.index("rh")}
@@ -276,15 +277,25 @@ def hourly_from_means(means: np.ndarray, step_s: float, hours: int) -> np.ndarra
 def with_measured_weather(p: Params, measured: Measured) -> Params:
     """``p`` with its hourly weather columns replaced by values whose interpolation
     reproduces the measured interval means (``hourly_from_means``)."""
+    return weather_from(p, measured, 0.0)
+
+
+def weather_from(p: Params, measured: Measured, offset_s: float) -> Params:
+    """``p`` with its hourly weather from the hour mark at or before ``offset_s`` on
+    replaced by values whose interpolation gives the measured interval means (the
+    window's own hours only; earlier hours are the site's)."""
     hourly = np.array(p.hourly)
+    h0 = math.floor(offset_s / 3600.0)
+    lead = round((offset_s - h0 * 3600.0) / measured.step_s)  # intervals before the window
+    hours = hourly.shape[0] - h0
     for name, column in DRIVEN.items():
         if name in measured.series:
-            v = np.asarray(measured.series[name], np.float64)
-            hourly[:, column] = hourly_from_means(v, measured.step_s, hourly.shape[0])
+            v = np.concatenate([np.full(lead, np.nan), measured.series[name]])
+            hourly[h0:, column] = hourly_from_means(v, measured.step_s, hours)
     return replace(p, hourly=np.asarray(hourly, hourly.dtype))
 
 
-def calibrate(
+def check(
     site: Site,
     measured: Measured,
     *,
@@ -294,21 +305,22 @@ def calibrate(
     weights: dict[str, float] | None = None,
     stats_s: float = 3600.0,
     max_iterations: int = 20,
-    tolerance: float = 1e-3,
-    granularity: Granularity = "rack",
-    dtype=jnp.float64,
-    drivers: DriverData | None = None,
-    progress: Callable[[int, int, float], None] | None = None,
-) -> Calibration:
-    """Fit the parameters ``fit`` (path -> (lower, upper), site units; paths from
-    ``CALIBRATABLE`` or ``bias.<quantity>``) to ``measured``, rolling the site out at
-    coupling interval ``dt`` over the measured window (recorded at the measurement
-    interval). ``noise``: σ per quantity (default ``noise_scale``); ``weights``: extra
-    weight per quantity (default 1); ``stats_s``: the resolution of the statistics
-    (Guideline 14: hourly); ``tolerance``: stop once an iteration lowers the cost by
-    less than this fraction of one residual's variance (cost / (n - p)): the parameters
-    then move by a few hundredths of their standard error;
-    ``progress(iteration, max_iterations, cost)``."""
+) -> None:
+    """What ``calibrate`` checks before it builds anything (ValueError naming the field),
+    so that a service can refuse a bad request before it accepts it."""
+    _check(site, measured, fit, dt, noise, weights, stats_s, max_iterations)
+
+
+def _check(
+    site: Site,
+    measured: Measured,
+    fit: dict[str, tuple[float, float]],
+    dt: float,
+    noise: dict[str, float] | None,
+    weights: dict[str, float] | None,
+    stats_s: float,
+    max_iterations: int,
+) -> tuple[list[str], list[_Parameter]]:
     fitted = [q for q in measured.series if q not in DRIVEN]
     if not fitted:
         raise ValueError(
@@ -325,19 +337,62 @@ def calibrate(
         raise ValueError(f"stats_s: {stats_s:g} s must be positive")
     if max_iterations < 1:
         raise ValueError("max_iterations: must be at least 1")
+    plan(measured.duration_s, dt, measured.step_s)
+    return fitted, params
+
+
+def calibrate(
+    site: Site,
+    measured: Measured,
+    *,
+    fit: dict[str, tuple[float, float]],
+    dt: float,
+    noise: dict[str, float] | None = None,
+    weights: dict[str, float] | None = None,
+    stats_s: float = 3600.0,
+    max_iterations: int = 20,
+    tolerance: float = 1e-3,
+    granularity: Granularity = "rack",
+    dtype=jnp.float64,
+    drivers: DriverData | None = None,
+    offset_s: float = 0.0,
+    progress: Callable[[int, int, float], None] | None = None,
+    on_iteration: Callable[[int, float, dict[str, float]], None] | None = None,
+) -> Calibration:
+    """Fit the parameters ``fit`` (path -> (lower, upper), site units; paths from
+    ``CALIBRATABLE`` or ``bias.<quantity>``) to ``measured``, rolling the site out at
+    coupling interval ``dt`` over the measured window (recorded at the measurement
+    interval). ``noise``: σ per quantity (default ``noise_scale``); ``weights``: extra
+    weight per quantity (default 1); ``stats_s``: the resolution of the statistics
+    (Guideline 14: hourly); ``tolerance``: stop once an iteration lowers the cost by
+    less than this fraction of one residual's variance (cost / (n - p)): the parameters
+    then move by a few hundredths of their standard error;
+    ``offset_s``: where the window starts on the site's clock (a window mid-run: the
+    workload schedule is read from there, and the state starts from the measured one as
+    in ``twin_core.backtest``);
+    ``progress(iteration, max_iterations, cost)``; ``on_iteration(iteration, cost,
+    values)``: the parameters (site units) after each accepted step."""
+    fitted, params = _check(site, measured, fit, dt, noise, weights, stats_s, max_iterations)
+    if (
+        not (math.isfinite(offset_s) and offset_s >= 0)
+        or abs(offset_s / dt - round(offset_s / dt)) > 1e-6
+    ):
+        raise ValueError(f"offset_s: {offset_s:g} s must be a whole number of dt = {dt:g} s, >= 0")
     n_records, every = plan(measured.duration_s, dt, measured.step_s)
 
     drivers = drivers if drivers is not None else load_drivers(site)
     p0 = build_params(
         site,
         drivers,
-        horizon_s=measured.duration_s,
+        horizon_s=offset_s + measured.duration_s,
         dt=dt,
         granularity=granularity,
         dtype=dtype,
         host=True,
     )
-    p0 = jax.device_put(compress(with_measured_weather(p0, measured)))
+    p0 = jax.device_put(compress(weather_from(p0, measured, offset_s)))
+    k0 = jnp.asarray(round(offset_s / dt), jnp.int32)
+    start = [jnp.asarray(v, dtype) for v in first_values(measured.series).values()]
 
     y = np.stack([np.asarray(measured.series[q], np.float64) for q in fitted], axis=1)
     valid = np.isfinite(y)
@@ -360,7 +415,8 @@ def calibrate(
         for j, par in enumerate(params):
             if par.entry is not None:
                 q = par.entry.apply(q, x[j], par.start)
-        _, (means, _) = _run(q, init_state(q), n_records, every)
+        s0 = start_state(q, k0, *start) if offset_s else init_state(q)
+        _, (means, _) = _run(q, s0, n_records, every)
         return means[:, columns] + (x @ bias_column)[None, :]
 
     y_filled = jnp.asarray(np.where(valid, y, 0.0), dtype)
@@ -381,8 +437,20 @@ def calibrate(
 
     z0 = np.array([(x.start - x.lower) / (x.upper - x.lower) for x in params])
     dof = int(np.count_nonzero(valid)) - len(params)
+
+    def accepted(k: int, z: np.ndarray, cost: float) -> None:
+        if on_iteration is not None:
+            x = lo + z * span
+            on_iteration(k, cost, {p.path: float(x[j]) for j, p in enumerate(params)})
+
     sol = levenberg_marquardt(
-        at, z0, dof=dof, max_iterations=max_iterations, tolerance=tolerance, progress=progress
+        at,
+        z0,
+        dof=dof,
+        max_iterations=max_iterations,
+        tolerance=tolerance,
+        progress=progress,
+        accepted=accepted,
     )
     z, r, jac, model = sol.z, sol.r, sol.jac, sol.aux
 

@@ -41,12 +41,15 @@ def levenberg_marquardt(
     max_iterations: int,
     tolerance: float,
     progress: Callable[[int, int, float], None] | None = None,
+    accepted: Callable[[int, np.ndarray, float], None] | None = None,
 ) -> Solution:
     """Minimise ‖r(z)‖² over the unit box from ``z0``: each step solves
     (JᵀJ + λ diag JᵀJ) δ = −Jᵀr, λ divided by 10 after a step that lowers the cost and
     multiplied by 10 (the step retried) after one that does not. Converged when no step
     lowers the cost, the point stops moving, or the cost falls by less than
-    ``tolerance`` × cost / ``dof`` (that share of one residual's variance)."""
+    ``tolerance`` × cost / ``dof`` (that share of one residual's variance).
+    ``progress(iteration, max_iterations, cost)`` and ``accepted(iteration, z, cost)``
+    follow every accepted step."""
     z = np.asarray(z0, np.float64)
     r, jac, aux = evaluate(z)
     cost = start_cost = float(r @ r)
@@ -72,6 +75,8 @@ def levenberg_marquardt(
         lam = max(lam / 10.0, 1e-12)
         if progress:
             progress(iterations, max_iterations, cost)
+        if accepted:
+            accepted(iterations, z, cost)
         if small or moved < 1e-10:
             converged = True
             break

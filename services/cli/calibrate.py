@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from services.cli.errors import console, fail, seconds
+from services.cli.measured_input import DB_HELP, read_input
 from services.cli.tables import print_whole
 
 
@@ -57,15 +58,26 @@ def _site_path(text: str) -> Path:
 
 def calibrate(
     site: Annotated[str, typer.Argument(help="site file (YAML) or seeded scenario name")],
+    fit: Annotated[list[str], typer.Option(help="a parameter to fit with bounds: PATH=LO:HI")],
+    out: Annotated[Path, typer.Option(help="the calibrated site file to write")],
     measured: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             help="measured series: a `twin gateway record` file, or a time_s column and "
             "one column per model quantity (Parquet or CSV)"
         ),
-    ],
-    fit: Annotated[list[str], typer.Option(help="a parameter to fit with bounds: PATH=LO:HI")],
-    out: Annotated[Path, typer.Option(help="the calibrated site file to write")],
+    ] = None,
+    run: Annotated[
+        str | None,
+        typer.Option(help="or a run's measurements in the history database (stored with it)"),
+    ] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", help="with --run: window start, time into the run")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="with --run: window end, time into the run")
+    ] = None,
+    db: Annotated[str | None, typer.Option(help=DB_HELP, envvar="TWIN_DATABASE_URL")] = None,
     dt_: Annotated[str, typer.Option("--dt", help="coupling interval of the rollout")] = "10s",
     resolution: Annotated[
         str | None,
@@ -102,20 +114,14 @@ def calibrate(
     if not out.parent.is_dir():
         fail(f"--out {out}: folder {out.parent} does not exist")
 
-    from services.cli.measured import MeasuredFileError, read_measured
-
-    try:
-        data, notes = read_measured(measured, base, resolution_s)
-    except MeasuredFileError as exc:
-        fail(str(exc))
-    except ValueError as exc:
-        fail(f"--measured {measured}: {exc}")
-    for note in notes:
-        console.print(f"note: {escape(note)}")
+    source = read_input(
+        base, measured=measured, run=run, start=from_, end=to, db=db, resolution_s=resolution_s
+    )
+    data = source.measured
 
     import jax.numpy as jnp
 
-    from twin_core.calibrate import calibrate as run
+    from twin_core.calibrate import calibrate as fit_site
 
     progress = Progress(
         TextColumn("[bold]calibrating[/]"),
@@ -134,7 +140,7 @@ def calibrate(
             progress.update(task, completed=k, cost=f"cost {cost:.6g}")
 
         try:
-            result = run(
+            result = fit_site(
                 base,
                 data,
                 fit=bounds,
@@ -144,6 +150,7 @@ def calibrate(
                 max_iterations=iterations,
                 dtype=jnp.float64 if x64 else jnp.float32,
                 progress=advance,
+                offset_s=source.offset_s,
             )
         except (ValueError, SiteError) as exc:
             fail(_option_name(str(exc)))
@@ -166,6 +173,24 @@ def calibrate(
         fail(f"--out {out}: {exc.strerror or exc}")
     _print(result)
     Console().print(f"wrote {out}" + (f" and {report}" if report else ""))
+    if source.run_id and db:
+        _store(db, base.name, source.run_id, source.offset_s, result, text)
+
+
+def _store(db: str, site_id: str, run_id: str, offset_s: float, result, text: str) -> None:
+    """The result in the database with the run it was fitted on."""
+    import psycopg
+
+    from services.calibration_record import fill, new_record
+    from services.calibration_store import save
+
+    record = new_record(site_id, run_id, offset_s)
+    fill(record, result, text)
+    try:
+        save(db, record)
+    except psycopg.Error as exc:
+        fail(f"--db: the calibration was not stored ({str(exc).strip() or exc!r})")
+    Console().print(f"stored calibration {record.calibration_id} with run {run_id}")
 
 
 def _option_name(message: str) -> str:

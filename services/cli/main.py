@@ -1,9 +1,9 @@
 """The ``twin`` command: its command groups assembled into one typer app.
 
 Each group lives in its own module (``simulate``, ``live``, ``history``, ``db``,
-``whatif``, ``inventory``, ``gateway``, ``calibrate``); heavy imports (JAX, gRPC stubs,
-matplotlib) stay inside the commands, so ``twin --help`` and the light commands start
-fast."""
+``whatif``, ``inventory``, ``gateway``, ``calibrate``, ``calibrations``, ``backtest``);
+heavy imports (JAX, gRPC stubs, matplotlib) stay inside the commands, so ``twin --help``
+and the light commands start fast."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import sys
 
 import typer
 
+from services.cli.backtest import backtest
 from services.cli.calibrate import calibrate
+from services.cli.calibrations import calibrations
 from services.cli.db import db_app
 from services.cli.gateway import gateway_app, replay_cmd
 from services.cli.history import history_app
@@ -35,6 +37,8 @@ app.command("replay")(replay_cmd)
 app.command("plant")(plant)
 app.command("whatif")(whatif)
 app.command("calibrate")(calibrate)
+app.command("calibrations")(calibrations)
+app.command("backtest")(backtest)
 app.add_typer(db_app, name="db")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(gateway_app, name="gateway")

@@ -81,11 +81,11 @@ def read_table(path: Path) -> pa.Table:
         raise MeasuredFileError(f"--measured {path}: not a {kind} file ({exc})") from None
 
 
-def _numbers(table: pa.Table, column: str, path: Path) -> np.ndarray:
+def _numbers(table: pa.Table, column: str, where: str) -> np.ndarray:
     try:
         values = np.asarray(table.column(column).to_numpy(zero_copy_only=False), np.float64)
     except (TypeError, ValueError, pa.ArrowException):
-        raise MeasuredFileError(f"--measured {path}: column {column!r} is not numeric") from None
+        raise MeasuredFileError(f"{where}: column {column!r} is not numeric") from None
     return values
 
 
@@ -101,20 +101,18 @@ def _bin_means(index: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 
 
 def _axis(
-    times: np.ndarray, step_s: float | None, path: Path, aligned: bool = False
+    times: np.ndarray, step_s: float | None, where: str, aligned: bool = False
 ) -> tuple[float, float, int]:
     """(start, step, intervals) of the time axis; ``aligned``: the start on a multiple of
     the step (a recording's samples fall anywhere in their interval)."""
     finite = times[np.isfinite(times)]
     if finite.size == 0:
-        raise MeasuredFileError(f"--measured {path}: no rows with a time")
+        raise MeasuredFileError(f"{where}: no rows with a time")
     t0 = float(finite.min())
     if step_s is None:
         steps = np.diff(np.unique(finite))
         if steps.size == 0:
-            raise MeasuredFileError(
-                f"--measured {path}: one time only; give --resolution for the interval"
-            )
+            raise MeasuredFileError(f"{where}: one time only; give --resolution for the interval")
         step_s = float(np.median(steps))
     if aligned:
         t0 = math.floor(t0 / step_s) * step_s
@@ -127,12 +125,27 @@ def read_measured(
 ) -> tuple[Measured, list[str]]:
     """The measured series in ``path`` at ``step_s`` (default: the file's own time step),
     and notes on what was left out."""
+    measured, notes, _ = read_measured_at(path, site, step_s)
+    return measured, notes
+
+
+def read_measured_at(
+    path: Path, site: Site, step_s: float | None = None
+) -> tuple[Measured, list[str], float]:
+    """``read_measured`` and where the series start on the site's clock: a table's first
+    ``time_s`` when its times count from the site's start, else 0."""
     table = read_table(path)
     if "time_s" not in table.column_names:
         raise MeasuredFileError(f"--measured {path}: no time_s column")
     if all(c in table.column_names for c in RECORDING_COLUMNS):
-        return _from_recording(table, path, site, step_s)
-    return _from_columns(table, path, step_s), []
+        return (*from_recording(table, f"--measured {path}", site, step_s), 0.0)
+    measured = _from_columns(table, path, step_s)
+    return measured, [], 0.0 if measured.start_s else _first_time(table, path)
+
+
+def _first_time(table: pa.Table, path: Path) -> float:
+    times = _numbers(table, "time_s", f"--measured {path}")
+    return float(np.nanmin(times))
 
 
 def _from_columns(table: pa.Table, path: Path, step_s: float | None) -> Measured:
@@ -145,23 +158,26 @@ def _from_columns(table: pa.Table, path: Path, step_s: float | None) -> Measured
                 f"--measured {path}: column {name!r} is not a model quantity "
                 "(e.g. it_w, facility_w, tcs_supply_mean_c, ambient_c, rh)"
             )
-    times = _numbers(table, "time_s", path)
-    t0, step, n = _axis(times, step_s, path)
+    where = f"--measured {path}"
+    times = _numbers(table, "time_s", where)
+    t0, step, n = _axis(times, step_s, where)
     ok = np.isfinite(times)
     index = _bins(times[ok], t0, step)
-    series = {q: _bin_means(index, _numbers(table, q, path)[ok], n) for q in names}
+    series = {q: _bin_means(index, _numbers(table, q, where)[ok], n) for q in names}
     # Unix seconds (after 1973) date the window; small times count from the site's start.
     return Measured(step, series, start_s=t0 if t0 > 1e8 else 0.0)
 
 
-def _from_recording(
-    table: pa.Table, path: Path, site: Site, step_s: float | None
+def from_recording(
+    table: pa.Table, where: str, site: Site, step_s: float | None
 ) -> tuple[Measured, list[str]]:
-    times = _numbers(table, "time_s", path)
-    values = _numbers(table, "value", path)
+    """Rows in the recording columns (a file, or a run's measurements in the database:
+    ``where`` names it in errors) as ``Measured`` at ``step_s`` (default 60 s)."""
+    times = _numbers(table, "time_s", where)
+    values = _numbers(table, "value", where)
     entities = np.asarray(table.column("entity").to_pylist(), dtype=object)
     quantities = np.asarray(table.column("quantity").to_pylist(), dtype=object)
-    t0, step, n = _axis(times, step_s if step_s is not None else 60.0, path, aligned=True)
+    t0, step, n = _axis(times, step_s if step_s is not None else 60.0, where, aligned=True)
     index = _bins(np.where(np.isfinite(times), times, t0), t0, step)
     used = np.zeros(len(times), bool)
     series: dict[str, np.ndarray] = {}
@@ -202,5 +218,41 @@ def _from_recording(
         shown = ", ".join(left[:5]) + (f" and {len(left) - 5} more" if len(left) > 5 else "")
         notes.append(f"not used (no model quantity): {shown}")
     if not series:
-        raise MeasuredFileError(f"--measured {path}: no measurement maps to a model quantity")
+        raise MeasuredFileError(f"{where}: no measurement maps to a model quantity")
     return Measured(step, series, start_s=t0), notes
+
+
+@dataclass(frozen=True)
+class RunMeasured:
+    """A run's measured window as ``Measured`` (``start_s``: its Unix start, for
+    provenance), with ``offset_s``: where the window starts in the run's simulated time
+    (the site's time in a live run), and the mapping's notes."""
+
+    measured: Measured
+    offset_s: float
+    notes: list[str]
+    run_id: str
+    site_id: str
+
+
+def measured_from_run(
+    url: str,
+    run_id: str,
+    site: Site,
+    *,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    step_s: float | None = None,
+    where: str = "--run",
+) -> RunMeasured:
+    """The measurements of ``run_id`` (in [start_s, end_s) s of the run) mapped to model
+    quantities as a recording is. Raises ``QueryError``/``RunNotFound`` (historian),
+    ``MeasuredFileError`` and ``psycopg.Error``."""
+    from services.historian.measured_window import read_run_window
+
+    window = read_run_window(url, run_id, start_s, end_s)
+    measured, notes = from_recording(window.table, f"{where} {run_id}", site, step_s)
+    offset = measured.start_s  # the first interval's start on the run's clock
+    unix = window.started_at_s + offset / window.rate
+    measured = Measured(measured.step_s, measured.series, start_s=unix)
+    return RunMeasured(measured, offset, notes, run_id, window.site_id)
