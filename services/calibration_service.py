@@ -27,8 +27,8 @@ from grpc import aio
 
 from services.calibration_record import fill, new_record
 from services.calibration_store import CalibrationStore
-from services.cli.measured import MeasuredFileError, measured_from_run
 from services.historian.queries import QueryError, RunNotFound
+from services.measured_series import MeasuredFileError, measured_from_run
 from services.scenario import SCENARIOS, check_files, site_from_yaml, trusted_files
 from services.scenario import seeded_site as seeded
 from twin.calibration.v1 import calibration_pb2 as pb

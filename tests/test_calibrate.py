@@ -392,7 +392,7 @@ def test_cli_names_a_column_that_is_no_quantity(tmp_path):
 def test_a_plant_recording_maps_to_site_quantities(tmp_path):
     """`twin plant` entities: rack GPU temperatures (averaged), the racks' GPU power and
     rack power (summed over all 8 racks); a UPS reading has no model quantity."""
-    from services.cli.measured import read_measured
+    from services.measured_series import read_measured
 
     rows: dict[str, list] = {
         k: [] for k in ("batch", "received_s", "source", "entity", "quantity", "time_s", "value")

@@ -21,9 +21,9 @@ from served import served
 
 from services import calibration_service
 from services.calibration_store import CalibrationStore
-from services.cli.measured import measured_from_run
 from services.historian.migrate import migrate
 from services.historian.queries import QueryError, RunNotFound
+from services.measured_series import measured_from_run
 from twin.calibration.v1 import calibration_pb2 as pb
 from twin.calibration.v1 import calibration_pb2_grpc
 from twin.whatif.v1 import whatif_pb2

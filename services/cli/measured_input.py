@@ -41,7 +41,7 @@ def read_input(
     db: str | None,
     resolution_s: float | None,
 ) -> Input:
-    from services.cli.measured import MeasuredFileError, measured_from_run, read_measured_at
+    from services.measured_series import MeasuredFileError, measured_from_run, read_measured_at
 
     if (measured is None) == (run is None):
         fail("give --measured FILE or --run RUN (one of them)")

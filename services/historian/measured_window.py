@@ -1,6 +1,6 @@
 """A run's measured history as calibration input: the ``measurements`` rows of one run
 (optionally a window of it), in the columns of a ``twin gateway record`` file, so that
-``services.cli.measured`` maps them to model quantities exactly as it maps a recording.
+``services.measured_series`` maps them to model quantities exactly as it maps a recording.
 
 Times are put on the run's clock: a measurement at wall time ``t`` is at ``(t -
 runs.started_at) * real_time_factor`` simulated seconds from the run's start (the model's
