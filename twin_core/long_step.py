@@ -10,8 +10,7 @@ it. Such a step (the switch is static: dt is a compile-time constant)
 - advances the facility water node by a linearly implicit exponential update, exact for
   a linear loop and stable at any dt (cooling.py);
 - averages each training job's utilization over the step and reports the hottest die
-  at the peak of its periodic compute/communication cycle (compute.py; this from
-  ``AVERAGED_ABOVE_S``, since a sampled phase aliases at any dt near an iteration).
+  at the peak of its periodic compute/communication cycle (compute.py).
 
 At or below those a step is the explicit one the model always had.
 """
@@ -24,7 +23,7 @@ LONG_STEP_S = 10.0  # a coupling interval above this uses the long-step scheme
 MAX_DT_S = 900.0  # the longest interval, checked against dt = 1 s in tests/test_long_steps.py
 
 
-AVERAGED_ABOVE_S = 1.0  # and above this, workload phases are averaged over the step
+AVERAGED_ABOVE_S = LONG_STEP_S  # and above this, workload phases are averaged over the step
 
 
 def is_long(dt: float) -> bool:
@@ -32,9 +31,8 @@ def is_long(dt: float) -> bool:
 
 
 def is_averaged(dt: float) -> bool:
-    """Whether a step averages workload phases (a sampled phase aliases once dt is a
-    sizeable part of an iteration; at 1 s and below the step samples it, as it always
-    did, so the meter's ramp and band series resolve each iteration)."""
+    """Whether a step averages workload phases: a sampled phase aliases once dt is a
+    sizeable part of an iteration (up to 10 s the step samples it, as it always did)."""
     return dt > AVERAGED_ABOVE_S
 
 
