@@ -81,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--days", type=float, default=7.0, help="days of hourly data")
     parser.add_argument("--hours", type=float, default=24.0, help="hours of 10 s data")
-    # Fairwater's facility loop turns over in 263 s and dt must stay below a fifth of it.
+    # Above 10 s a step is a long one (twin_core/long_step.py), accurate up to 900 s.
     parser.add_argument("--hourly-dt", type=float, default=45.0, help="rollout dt, hourly data")
     args = parser.parse_args()
     device = jax.devices()[0]

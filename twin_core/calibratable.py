@@ -72,9 +72,11 @@ def _value(leaf: str, factor: float) -> Apply:
 
 
 def _r_die(p: Params, x, x0: float) -> Params:
-    """Die thermal resistance, and its RC step decay exp(-dt / (R C)) = decay0^(x0 / x)."""
+    """Die thermal resistance, its RC time constant, and its step decay exp(-dt / (R C)) =
+    decay0^(x0 / x)."""
     ratio = x / x0
     p = set_param(p, "compute.r_die", p.compute.r_die * ratio)
+    p = set_param(p, "compute.die_tau_s", p.compute.die_tau_s * ratio)
     return set_param(p, "compute.die_decay", p.compute.die_decay ** (1.0 / ratio))
 
 

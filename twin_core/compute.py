@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Float, Int
 
+from twin_core import long_step
 from twin_core.curves import loss, output_for_input
 from twin_core.pytree import Array, pytree
 
@@ -29,6 +30,7 @@ class ComputeParams:
     coolant_c_w_per_k: Float[Array, "#R #C"]  # rack coolant capacity rate, m_dot * cp
     r_die: Float[Array, "#R #C G"]  # K/W
     die_decay: Float[Array, "#R #C G"]  # exp(-dt / (R C))
+    die_tau_s: Float[Array, "#R #C G"]  # R C, for long steps
     coolant_position: Float[Array, "#R #C G"]  # share of the rack's coolant rise before the GPU
     throttle_start_c: Float[Array, "#R #C"]
     throttle_span_c: Float[Array, "#R #C"]
@@ -98,6 +100,78 @@ def workload_utilization(
     return jnp.concatenate([train, inference_util.astype(train.dtype), idle])
 
 
+@pytree
+class StepUtilization:
+    """A long step's view of each workload (W): the mean utilization over the step, and
+    the two phases of its periodic cycle (``high`` held for ``high_s``, ``low`` for
+    ``low_s``; equal for a workload without one) and a checkpoint level (0 if none in the
+    step) from which the hottest die temperature follows."""
+
+    mean: Float[Array, " W"]
+    high: Float[Array, " W"]
+    low: Float[Array, " W"]
+    high_s: Float[Array, " W"]
+    low_s: Float[Array, " W"]
+    ckpt: Float[Array, " W"]
+    high_share: Float[Array, " W"]  # share of the step's active time in the high phase
+
+
+def step_utilization(
+    p: ComputeParams, s: ComputeState, inference_util: Float[Array, " P"], dt: float
+) -> StepUtilization:
+    """Utilization of each workload averaged over a long step [t, t + dt]: the time in
+    each phase of a training job (compute, communication, checkpoint) integrated exactly,
+    a checkpoint overriding whichever phase it falls in."""
+    start, end = jnp.maximum(s.job_clock_s, 0.0), jnp.maximum(s.job_clock_s + dt, 0.0)
+    active = end - start
+    window = long_step.time_in_window
+    compute = window(end, p.job_period_s, 0.0, p.job_compute_s) - window(
+        start, p.job_period_s, 0.0, p.job_compute_s
+    )
+    every, ck = p.job_ckpt_every_s, p.job_ckpt_s
+    c0 = jnp.maximum(s.ckpt_clock_s, 0.0)
+    c1 = jnp.maximum(s.ckpt_clock_s + dt, 0.0)
+    in_ckpt = window(c1, every, every - ck, ck) - window(c0, every, every - ck, ck)
+    share = compute / jnp.maximum(active, 1e-9)  # of the active time, in compute
+    rest = active - in_ckpt
+    train = (
+        p.job_ckpt_util * in_ckpt
+        + rest * (share * p.job_compute_util + (1.0 - share) * p.job_comm_util)
+    ) / dt
+    on = active > 0.0
+    hot_compute = p.job_compute_util >= p.job_comm_util
+    high = jnp.where(on, jnp.maximum(p.job_compute_util, p.job_comm_util), 0.0)
+    low = jnp.where(on, jnp.minimum(p.job_compute_util, p.job_comm_util), 0.0)
+    high_s = jnp.where(hot_compute, p.job_compute_s, p.job_period_s - p.job_compute_s)
+    ckpt = jnp.where(in_ckpt > 0.0, p.job_ckpt_util, 0.0)
+    high_share = jnp.where(hot_compute, share, 1.0 - share) * (rest / jnp.maximum(active, 1e-9))
+    rest_w = jnp.concatenate([inference_util.astype(train.dtype), jnp.zeros((1,), train.dtype)])
+    ones = jnp.ones_like(rest_w)
+    return StepUtilization(
+        mean=jnp.concatenate([train, rest_w]),
+        high=jnp.concatenate([high, rest_w]),
+        low=jnp.concatenate([low, rest_w]),
+        high_s=jnp.concatenate([high_s, ones]),
+        low_s=jnp.concatenate([p.job_period_s - high_s, ones]),
+        ckpt=jnp.concatenate([ckpt, 0.0 * ones]),
+        high_share=jnp.concatenate([high_share, 0.0 * ones]),
+    )
+
+
+def peak_utilization(p: ComputeParams, su: StepUtilization) -> Float[Array, "R C G"]:
+    """The utilization whose steady die temperature is the peak of each die's periodic
+    cycle: a first-order node driven high for a, low for b peaks at
+    low + (high - low) (1 - e^(-a/tau)) / (1 - e^(-(a+b)/tau))."""
+    w = p.workload_of_rack
+    tau = p.die_tau_s
+    xa = jnp.exp(-su.high_s[w][..., None] / tau)
+    xb = jnp.exp(-su.low_s[w][..., None] / tau)
+    k = (1.0 - xa) / jnp.maximum(1.0 - xa * xb, 1e-12)
+    low = su.low[w][..., None]
+    periodic = low + (su.high[w][..., None] - low) * k
+    return jnp.maximum(periodic, su.ckpt[w][..., None])
+
+
 def thermal_clock(p: ComputeParams, die_c: Float[Array, "R C G"]) -> Float[Array, "R C G"]:
     """Clock fraction from die temperature: linear derating to ``min_clock`` over the band."""
     over = (die_c - p.throttle_start_c[..., None]) / p.throttle_span_c[..., None]
@@ -123,7 +197,12 @@ def init(p: ComputeParams, tcs_supply_c: Float[Array, " C"], dtype) -> ComputeSt
 def step(
     p: ComputeParams, s: ComputeState, x: ComputeInputs, dt: float
 ) -> tuple[ComputeState, ComputeOutputs]:
-    util_w = workload_utilization(p, s, x.inference_util)
+    long = long_step.is_averaged(dt)
+    if long:  # phases averaged over the step (long_step.py)
+        su = step_utilization(p, s, x.inference_util, dt)
+        util_w = su.mean
+    else:
+        util_w = workload_utilization(p, s, x.inference_util)
     u = util_w[p.workload_of_rack]  # (R, C)
     theta_t = thermal_clock(p, s.die_c)  # (R, C, G)
 
@@ -147,7 +226,13 @@ def step(
     burnt_dc = burnt_dc * p.mask
     storage = s.storage_j + (dc_out - burnt_dc) * dt
 
-    psu_loss = loss(p.psu_loss, dc_out) * p.mask
+    psu_loss = loss(p.psu_loss, dc_out)
+    if long:  # a quadratic loss over a cycling load: the mean of P^2 exceeds the mean^2
+        high_w = su.high_share[p.workload_of_rack]
+        per_util = (dyn_dc / jnp.maximum(u, 1e-9) * theta_c + p.cpu_span_w) * (u > 0.0)
+        swing_dc = per_util * (su.high - su.low)[p.workload_of_rack]
+        psu_loss = psu_loss + p.psu_loss[..., 2] * swing_dc**2 * high_w * (1.0 - high_w)
+    psu_loss = psu_loss * p.mask
     rack_ac = dc_out + psu_loss
     heat_liquid_rack = p.liquid_fraction * burnt_dc
 
@@ -159,7 +244,17 @@ def step(
     rise = heat_liquid_rack / p.coolant_c_w_per_k
     coolant = x.tcs_supply_c[None, :, None] + p.coolant_position * rise[..., None]
     equilibrium = coolant + p.r_die * gpu_w
-    die = equilibrium + (s.die_c - equilibrium) * p.die_decay
+    decay = jnp.exp(-dt / p.die_tau_s) if long else p.die_decay
+    die = equilibrium + (s.die_c - equilibrium) * decay
+    hottest = die
+    if long:  # the peak of each die's cycle over the step, above its mean-power level
+        # equilibrium per unit of utilization: the die's own power and the coolant rise
+        per_util_rise = p.liquid_fraction * per_util / p.coolant_c_w_per_k
+        per_util_eq = p.r_die * p.gpu_span_w[..., None] * clock
+        per_util_eq = per_util_eq + p.coolant_position * per_util_rise[..., None]
+        # (the die itself where a step is short enough for it to follow the phases)
+        peak_eq = equilibrium + per_util_eq * (peak_utilization(p, su) - u[..., None])
+        hottest = jnp.maximum(die, peak_eq)
 
     weights = p.gpu_weight
     racks = p.rack_count * p.cdu_count[None, :]  # site racks each element stands for
@@ -198,12 +293,16 @@ def step(
     throttled, pflops, gpu_power, die_sum, ac, liquid, heat_air, stored, outlet_sum = totals
     residual = ac - liquid - heat_air - stored / dt
 
-    job_clock = s.job_clock_s + dt
-    job_clock = jnp.where(job_clock >= p.job_period_s, job_clock - p.job_period_s, job_clock)
-    ckpt_clock = s.ckpt_clock_s + dt
-    ckpt_clock = jnp.where(
-        ckpt_clock >= p.job_ckpt_every_s, ckpt_clock - p.job_ckpt_every_s, ckpt_clock
-    )
+    if long:
+        job_clock = long_step.wrap(s.job_clock_s, dt, p.job_period_s)
+        ckpt_clock = long_step.wrap(s.ckpt_clock_s, dt, p.job_ckpt_every_s)
+    else:
+        job_clock = s.job_clock_s + dt
+        job_clock = jnp.where(job_clock >= p.job_period_s, job_clock - p.job_period_s, job_clock)
+        ckpt_clock = s.ckpt_clock_s + dt
+        ckpt_clock = jnp.where(
+            ckpt_clock >= p.job_ckpt_every_s, ckpt_clock - p.job_ckpt_every_s, ckpt_clock
+        )
 
     state = ComputeState(
         die_c=die,
@@ -218,7 +317,7 @@ def step(
         heat_liquid_w=jnp.sum(heat_liquid_rack * p.rack_count, axis=0),
         heat_air_w=heat_air,
         rack_outlet_mean_c=outlet_sum / jnp.sum(p.mask * racks),
-        gpu_temp_max_c=jnp.max(jnp.where(weights > 0, die, -jnp.inf)),
+        gpu_temp_max_c=jnp.max(jnp.where(weights > 0, hottest, -jnp.inf)),
         gpu_temp_mean_c=die_sum / n_gpu,
         throttled_gpus=throttled,
         delivered_pflops=pflops,

@@ -8,6 +8,7 @@ The room's air heat reaches the facility water through air handlers.
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from jaxtyping import Float
 
@@ -19,6 +20,7 @@ from twin_core.curves import (
     quadratic,
     wet_bulb_stull,
 )
+from twin_core.long_step import is_long, relax
 from twin_core.pytree import Array, pytree
 
 
@@ -122,18 +124,6 @@ def chiller_capacity(p: CoolingParams, leaving_c, condenser_c):
     return p.ch_capacity_w * biquadratic(p.capft, leaving_c, condenser_c)
 
 
-def _exp_relax(x0, rate, target, dt):
-    """Exact step of dx/dt = rate * (target - x); returns (x1, mean of x over the step)."""
-    kdt = rate * dt
-    small = kdt < 1e-4
-    decay = jnp.exp(-kdt)
-    # (1 - exp(-kdt)) / kdt, with its series where kdt is tiny (a failed exchanger).
-    frac = jnp.where(small, 1.0 - 0.5 * kdt, -jnp.expm1(-kdt) / jnp.where(small, 1.0, kdt))
-    x1 = target + (x0 - target) * decay
-    mean = target + (x0 - target) * frac
-    return x1, mean
-
-
 def init(p: CoolingParams, dtype) -> CoolingState:
     c = p.cdu_mask.shape[0]
     return CoolingState(
@@ -144,16 +134,9 @@ def init(p: CoolingParams, dtype) -> CoolingState:
     )
 
 
-def step(
-    p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float
-) -> tuple[CoolingState, CoolingOutputs]:
-    running_pumps = jnp.minimum(x.pumps_up, p.duty_pumps)
-    fws_c = running_pumps * p.fws_c_per_pump
-    n = p.cdu_mask * p.cdu_count  # site CDUs each column stands for
-    cdus = jnp.maximum(jnp.sum(n), 1.0)
-    fws_c_cdu = fws_c / cdus
-
-    # --- CDU technology loops: M cp dT/dt = Q + P_pump - Q_hx, Q_hx linear in T.
+def _cdu_loops(p: CoolingParams, s: CoolingState, x: CoolingInputs, fws_supply_c, fws_c_cdu, dt):
+    """CDU technology loops, M cp dT/dt = Q + P_pump - Q_hx with Q_hx linear in T, over a
+    step with the facility supply held at ``fws_supply_c``: (new TCS supply, Q_hx)."""
     q_in = x.heat_liquid_w + p.tcs_pump_w * p.cdu_mask
     c_min = jnp.minimum(p.tcs_c, fws_c_cdu)
     c_max = jnp.maximum(jnp.maximum(p.tcs_c, fws_c_cdu), 1e-9)
@@ -163,14 +146,63 @@ def step(
     # dT/dt = (q_in - g (T + rise - T_fws)) / M  ->  rate g/M, target T_fws - rise + q_in/g
     rate = g / p.tcs_heat_capacity
     g_safe = jnp.maximum(g, 1e-6)
-    target = jnp.where(g > 1e-6, s.fws_supply_c - rise + q_in / g_safe, s.tcs_supply_c)
+    target = jnp.where(g > 1e-6, fws_supply_c - rise + q_in / g_safe, s.tcs_supply_c)
     # With no exchange (failed CDU) the loop just heats up: integrate directly.
-    tcs1, tcs_mean = _exp_relax(s.tcs_supply_c, rate, target, dt)
+    tcs1, tcs_mean = relax(s.tcs_supply_c, rate, target, dt)
     heat_up = s.tcs_supply_c + q_in * dt / p.tcs_heat_capacity
     tcs1 = jnp.where(g > 1e-6, tcs1, heat_up)
     tcs_mean = jnp.where(g > 1e-6, tcs_mean, 0.5 * (s.tcs_supply_c + heat_up))
-    q_hx = jnp.where(g > 1e-6, g * (tcs_mean + rise - s.fws_supply_c), 0.0) * p.cdu_mask
+    q_hx = jnp.where(g > 1e-6, g * (tcs_mean + rise - fws_supply_c), 0.0) * p.cdu_mask
     tcs1 = jnp.where(p.cdu_mask > 0, tcs1, s.tcs_supply_c)
+    return tcs1, q_hx
+
+
+def _air_inlet(p: CoolingParams, x: CoolingInputs):
+    """Air entering the dry coolers (after adiabatic pre-cooling), and whether assisted."""
+    wet_bulb = wet_bulb_stull(x.ambient_c, x.rh, jnp)
+    assist = p.adiabatic * (x.ambient_c > p.adiabatic_threshold_c)
+    return x.ambient_c - assist * p.pad_effectiveness * (x.ambient_c - wet_bulb), assist
+
+
+def _dry_cooler_heat(p: CoolingParams, x: CoolingInputs, speed, fws_return, air_in, fws_c_safe):
+    """Heat the running dry coolers pick up at fan ``speed`` (bypassed, none, when the air
+    is warmer than the water), and their air capacity rate."""
+    units = x.dry_coolers_up
+    air_c = units * speed * p.dc_air_c
+    ua = units * p.dc_ua * speed**p.dc_ua_exponent
+    c_min_dc = jnp.minimum(air_c, fws_c_safe)
+    c_max_dc = jnp.maximum(jnp.maximum(air_c, fws_c_safe), 1e-9)
+    eps_dc = eps_crossflow_unmixed(ua / jnp.maximum(c_min_dc, 1e-9), c_min_dc / c_max_dc, jnp)
+    return jnp.maximum(eps_dc * c_min_dc * (fws_return - air_in), 0.0), air_c
+
+
+def _chillers(p: CoolingParams, x: CoolingInputs, enabled, fws_c, dc_leaving):
+    """Trim chillers in series, staged on only once the dry-cooler fans are at full speed;
+    they bring the water down to the setpoint within their capacity: (load, running, W)."""
+    capacity_unit = chiller_capacity(p, p.supply_c, x.ambient_c)
+    needed = enabled * fws_c * jnp.maximum(dc_leaving - p.supply_c, 0.0)
+    q_ch = jnp.minimum(needed, x.chillers_up * capacity_unit)
+    running = jnp.minimum(jnp.ceil(q_ch / jnp.maximum(capacity_unit, 1.0) - 1e-6), x.chillers_up)
+    running = jnp.where(q_ch > 0.0, jnp.maximum(running, 1.0), 0.0)
+    return q_ch, running, chiller_power(p, q_ch, running, p.supply_c, x.ambient_c)
+
+
+def _facility(p: CoolingParams, x: CoolingInputs):
+    """Facility pumps running, their capacity rate, and per CDU."""
+    running_pumps = jnp.minimum(x.pumps_up, p.duty_pumps)
+    fws_c = running_pumps * p.fws_c_per_pump
+    n = p.cdu_mask * p.cdu_count  # site CDUs each column stands for
+    cdus = jnp.maximum(jnp.sum(n), 1.0)
+    return running_pumps, fws_c, n, cdus
+
+
+def step(
+    p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float
+) -> tuple[CoolingState, CoolingOutputs]:
+    if is_long(dt):
+        return _long_step(p, s, x, dt)
+    running_pumps, fws_c, _, cdus = _facility(p, x)
+    tcs1, q_hx = _cdu_loops(p, s, x, s.fws_supply_c, fws_c / cdus, dt)
 
     # --- Air handlers move the room heat into facility water.
     ah_w = p.air_handling_w_per_w * x.heat_air_w
@@ -184,50 +216,114 @@ def step(
     error = s.dc_leaving_c - p.supply_c
     integral = jnp.clip(s.fan_integral + p.fan_ki * error * dt, p.dc_min_speed, 1.0)
     speed = jnp.clip(p.fan_kp * error + integral, p.dc_min_speed, 1.0)
-    units = x.dry_coolers_up
-    wet_bulb = wet_bulb_stull(x.ambient_c, x.rh, jnp)
-    assist = p.adiabatic * (x.ambient_c > p.adiabatic_threshold_c)
-    air_in = x.ambient_c - assist * p.pad_effectiveness * (x.ambient_c - wet_bulb)
-    air_c = units * speed * p.dc_air_c
-    ua = units * p.dc_ua * speed**p.dc_ua_exponent
-    c_min_dc = jnp.minimum(air_c, fws_c_safe)
-    c_max_dc = jnp.maximum(jnp.maximum(air_c, fws_c_safe), 1e-9)
-    eps_dc = eps_crossflow_unmixed(ua / jnp.maximum(c_min_dc, 1e-9), c_min_dc / c_max_dc, jnp)
-    # Bypassed (no heat pick-up) when the air is warmer than the water; at minimum fan
-    # speed in cold weather a three-way valve bypasses enough water to hold the setpoint.
-    q_dc = jnp.maximum(eps_dc * c_min_dc * (fws_return - air_in), 0.0)
+    air_in, assist = _air_inlet(p, x)
+    q_dc, air_c = _dry_cooler_heat(p, x, speed, fws_return, air_in, fws_c_safe)
+    # At minimum fan speed in cold weather a three-way valve bypasses enough water to
+    # hold the setpoint.
     at_min = speed <= p.dc_min_speed + 1e-9
     q_hold = fws_c_safe * jnp.maximum(fws_return - p.supply_c, 0.0)
     q_dc = jnp.where(at_min, jnp.minimum(q_dc, q_hold), q_dc)
     dc_leaving = fws_return - q_dc / fws_c_safe
-    fans_w = units * p.dc_fan_w * speed**3
-    water = assist * (air_c * (x.ambient_c - air_in)) / WATER_LATENT_J_PER_KG / 1000.0
-
-    # --- Trim chillers in series: staged on only once the dry-cooler fans are at full
-    # speed, then they bring the water down to the setpoint within their capacity.
-    capacity_unit = chiller_capacity(p, p.supply_c, x.ambient_c)
-    enabled = speed >= 0.999
-    needed = enabled * fws_c * jnp.maximum(dc_leaving - p.supply_c, 0.0)
-    q_ch = jnp.minimum(needed, x.chillers_up * capacity_unit)
-    running = jnp.minimum(jnp.ceil(q_ch / jnp.maximum(capacity_unit, 1.0) - 1e-6), x.chillers_up)
-    running = jnp.where(q_ch > 0.0, jnp.maximum(running, 1.0), 0.0)
-    ch_w = chiller_power(p, q_ch, running, p.supply_c, x.ambient_c)
+    q_ch, running, ch_w = _chillers(p, x, speed >= 0.999, fws_c, dc_leaving)
 
     # --- Facility loop node (explicit; the loop turnover is validated to be >> dt).
     fws1 = s.fws_supply_c + (fws_in - q_dc - q_ch) * dt / p.fws_heat_capacity
+    state = CoolingState(
+        tcs_supply_c=tcs1, fws_supply_c=fws1, fan_integral=integral, dc_leaving_c=dc_leaving
+    )
+    return state, _outputs(
+        p, s, x, state, dt, speed, air_c, air_in, assist, q_dc, q_ch, running, ch_w,
+        fws_return, ah_w, fws_pump_w,
+    )  # fmt: skip
 
+
+def _long_step(
+    p: CoolingParams, s: CoolingState, x: CoolingInputs, dt: float
+) -> tuple[CoolingState, CoolingOutputs]:
+    """A step long beside the fan loop and the facility loop turnover (long_step.py).
+
+    The fan loop has settled: the dry coolers take what brings the water leaving them to
+    the setpoint, between what they take at minimum speed (a bypass valve holds the
+    setpoint below it) and at full speed (the chillers take the rest). The facility
+    node's net heat N(T) is linearised at the start of the step, dT/dt = (N0 + N' (T -
+    T0)) / C, which relaxes exactly; every flow is then evaluated at the step's mean
+    temperature under that relaxation and the node advanced by their sum, so the step
+    conserves energy and is exact for a linear loop (stable at any dt)."""
+    running_pumps, fws_c, _, cdus = _facility(p, x)
+    fws_c_safe = jnp.maximum(fws_c, 1e-6)
+    ah_w = p.air_handling_w_per_w * x.heat_air_w
+    fws_pump_w = running_pumps * p.fws_pump_w
+    air_in, assist = _air_inlet(p, x)
+
+    def flows(fws_supply_c):
+        tcs1, q_hx = _cdu_loops(p, s, x, fws_supply_c, fws_c / cdus, dt)
+        fws_in = jnp.sum(q_hx * p.cdu_count) + x.heat_air_w + ah_w + fws_pump_w
+        fws_return = fws_supply_c + fws_in / fws_c_safe
+        q_full, _ = _dry_cooler_heat(p, x, 1.0, fws_return, air_in, fws_c_safe)
+        q_want = fws_c_safe * jnp.maximum(fws_return - p.supply_c, 0.0)
+        q_dc = jnp.minimum(q_want, q_full)
+        dc_leaving = fws_return - q_dc / fws_c_safe
+        q_ch, running, ch_w = _chillers(p, x, q_want >= q_full, fws_c, dc_leaving)
+        net = fws_in - q_dc - q_ch
+        return net, (tcs1, fws_return, q_dc, dc_leaving, q_ch, running, ch_w)
+
+    t0 = s.fws_supply_c
+    net0, slope = jax.jvp(lambda t: flows(t)[0], (t0,), (jnp.ones_like(t0),))
+    rate = jnp.maximum(-slope, 0.0) / p.fws_heat_capacity
+    shift = jnp.where(
+        rate > 0.0, net0 / (jnp.where(rate > 0.0, rate, 1.0) * p.fws_heat_capacity), 0.0
+    )
+    _, t_mean = relax(t0, rate, t0 + shift, dt)
+    t_mean = jnp.where(rate > 0.0, t_mean, t0)
+    net, (tcs1, fws_return, q_dc, dc_leaving, q_ch, running, ch_w) = flows(t_mean)
+    fws1 = t0 + net * dt / p.fws_heat_capacity
+    speed = _settled_speed(p, x, q_dc, fws_return, air_in, fws_c_safe)
+    _, air_c = _dry_cooler_heat(p, x, speed, fws_return, air_in, fws_c_safe)
+    state = CoolingState(
+        tcs_supply_c=tcs1, fws_supply_c=fws1, fan_integral=speed, dc_leaving_c=dc_leaving
+    )
+    return state, _outputs(
+        p, s, x, state, dt, speed, air_c, air_in, assist, q_dc, q_ch, running, ch_w,
+        fws_return, ah_w, fws_pump_w,
+    )  # fmt: skip
+
+
+SPEED_BISECTIONS = 24  # fan speed to ~5e-8 of its range
+
+
+def _settled_speed(p: CoolingParams, x: CoolingInputs, q_dc, fws_return, air_in, fws_c_safe):
+    """The fan speed at which the dry coolers pick up ``q_dc`` (heat rises with speed),
+    clamped to [min_speed, 1]; found by bisection (it sets only the fan power)."""
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = 0.5 * (lo + hi)
+        q, _ = _dry_cooler_heat(p, x, mid, fws_return, air_in, fws_c_safe)
+        return jnp.where(q < q_dc, mid, lo), jnp.where(q < q_dc, hi, mid)
+
+    lo, hi = jax.lax.fori_loop(
+        0, SPEED_BISECTIONS, halve, (jnp.asarray(p.dc_min_speed, q_dc.dtype), jnp.ones_like(q_dc))
+    )
+    return jax.lax.stop_gradient(0.5 * (lo + hi))
+
+
+def _outputs(
+    p: CoolingParams, s: CoolingState, x: CoolingInputs, s1: CoolingState, dt: float,
+    speed, air_c, air_in, assist, q_dc, q_ch, running, ch_w, fws_return, ah_w, fws_pump_w,
+) -> CoolingOutputs:  # fmt: skip
+    _, _, n, cdus = _facility(p, x)
+    fans_w = x.dry_coolers_up * p.dc_fan_w * speed**3
+    water = assist * (air_c * (x.ambient_c - air_in)) / WATER_LATENT_J_PER_KG / 1000.0
     pumps_w = jnp.sum(p.tcs_pump_w * n) + fws_pump_w
     electrical = pumps_w + fans_w + ch_w + ah_w
     rejected = q_dc + q_ch + ch_w + fans_w
     stored = (
-        jnp.sum((tcs1 - s.tcs_supply_c) * p.tcs_heat_capacity * n)
-        + (fws1 - s.fws_supply_c) * p.fws_heat_capacity
+        jnp.sum((s1.tcs_supply_c - s.tcs_supply_c) * p.tcs_heat_capacity * n)
+        + (s1.fws_supply_c - s.fws_supply_c) * p.fws_heat_capacity
     ) / dt
     heat_in = jnp.sum(x.heat_liquid_w * p.cdu_count) + x.heat_air_w
-    state = CoolingState(
-        tcs_supply_c=tcs1, fws_supply_c=fws1, fan_integral=integral, dc_leaving_c=dc_leaving
-    )
-    out = CoolingOutputs(
+    tcs1 = s1.tcs_supply_c
+    return CoolingOutputs(
         electrical_w=electrical,
         pumps_w=pumps_w,
         fans_w=fans_w,
@@ -238,10 +334,9 @@ def step(
         chiller_load_w=q_ch,
         fan_speed=speed,
         fws_return_c=fws_return,
-        fws_supply_c=fws1,
+        fws_supply_c=s1.fws_supply_c,
         tcs_supply_mean_c=jnp.sum(tcs1 * n) / cdus,
         tcs_supply_max_c=jnp.max(jnp.where(p.cdu_mask > 0, tcs1, -jnp.inf)),
         water_m3_per_s=water,
         residual_w=heat_in + electrical - rejected - stored,
     )
-    return state, out
