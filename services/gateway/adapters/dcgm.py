@@ -18,7 +18,7 @@ import logging
 import re
 import time
 
-import httpx
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.gateway.pointmap import DcgmSource
@@ -161,14 +161,19 @@ class DcgmAdapter:
         self.scrapes = 0
 
     async def run(self, emit: Emit) -> None:
-        timeout = httpx.Timeout(self.cfg.timeout_s)
-        async with httpx.AsyncClient(timeout=timeout) as client:
+        # aiohttp, not httpx: it reads a 1,728-sample page in ~1/7 of the CPU (~2 µs a
+        # sample less), which at a site's scale is a large part of the gateway's core.
+        # ``total``: one bound on the whole request (connect, headers and body).
+        timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as client:
             n = len(self.cfg.urls)
             await asyncio.gather(
                 *(self._poll(client, url, emit, i / n) for i, url in enumerate(self.cfg.urls))
             )
 
-    async def _poll(self, client: httpx.AsyncClient, url: str, emit: Emit, phase: float) -> None:
+    async def _poll(
+        self, client: aiohttp.ClientSession, url: str, emit: Emit, phase: float
+    ) -> None:
         """Scrape ``url`` every interval, starting ``phase`` of an interval late: the
         endpoints are spread over the interval, not all scraped (and all their samples
         checked) in one burst."""
@@ -185,19 +190,19 @@ class DcgmAdapter:
                 wait = min(max(wait, self.cfg.interval_s) * 2, self.cfg.max_backoff_s)
             await asyncio.sleep(max(0.0, wait - (time.monotonic() - started)))
 
-    async def _scrape(self, client: httpx.AsyncClient, url: str, emit: Emit) -> str | None:
+    async def _scrape(self, client: aiohttp.ClientSession, url: str, emit: Emit) -> str | None:
         try:
-            response = await client.get(url)
-            response.raise_for_status()
-        except httpx.TimeoutException:
+            async with client.get(url, raise_for_status=True) as response:
+                body = await response.read()
+        except TimeoutError:  # aiohttp's timeouts are TimeoutErrors (some ClientErrors too)
             return "timeout"
-        except httpx.HTTPError:
+        except (aiohttp.ClientError, ValueError):  # ValueError: a URL aiohttp cannot use
             return "unreachable"
         now = time.time()
-        text = response.text
         try:
+            text = body.decode()  # the exposition format is UTF-8
             read = self.parser.read(text, now)
-        except ValueError:
+        except ValueError:  # UnicodeDecodeError is one
             return "malformed"
         self.scrapes += 1
         energy = ENERGY + "/"
