@@ -31,6 +31,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from services.gateway.pointmap import PointRule, Resolver
 from services.gateway.reading import Reading, Scan
@@ -113,9 +114,8 @@ class _Entity:
     newest_time: float = -math.inf
 
 
-@dataclass(frozen=True, slots=True)
-class Aligned:
-    """One entity's value for a tick."""
+class Aligned(NamedTuple):
+    """One entity's value for a tick (a named tuple: ~10^4 a tick at a site's size)."""
 
     source: str
     entity: str

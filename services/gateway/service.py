@@ -165,21 +165,19 @@ class Gateway:
 
     async def _publish(self, aligned: list[Aligned]) -> int:
         """``aligned`` as one MeasurementBatch per source."""
-        batches: dict[str, telemetry_pb2.MeasurementBatch] = {}
-        for a in aligned:
-            batch = batches.get(a.source)
-            if batch is None:
-                batch = batches[a.source] = telemetry_pb2.MeasurementBatch(
-                    site_id=self.site, source=a.source
-                )
-            batch.measurements.add(
-                site_id=self.site, entity=a.entity, quantity=a.quantity, time_s=a.time_s,
-                value=a.value,
-            )  # fmt: skip
-        for source, batch in batches.items():
-            await self.nc.publish(
-                bus.telemetry_subject(self.site, source), batch.SerializeToString()
+        site, measurement = self.site, telemetry_pb2.Measurement
+        by_source: dict[str, list[telemetry_pb2.Measurement]] = {}
+        for source, entity, quantity, value, time_s in aligned:
+            m = measurement(
+                site_id=site, entity=entity, quantity=quantity, time_s=time_s, value=value
             )
+            if (ms := by_source.get(source)) is None:
+                by_source[source] = [m]
+            else:
+                ms.append(m)
+        for source, ms in by_source.items():
+            batch = telemetry_pb2.MeasurementBatch(site_id=site, source=source, measurements=ms)
+            await self.nc.publish(bus.telemetry_subject(site, source), batch.SerializeToString())
             self.batches += 1
         return len(aligned)
 

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.gateway.pointmap import DcgmSource
 from services.gateway.reading import Emit, Reading, Scan
+from services.gateway.turns import Turns
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ class DcgmAdapter:
         self.name, self.cfg = name, cfg
         self._energy: dict[str, tuple[float, float]] = {}  # point -> (mJ, time)
         self.parser = DcgmParser(name)
+        self.turns = Turns()
         self.scrapes = 0
 
     async def run(self, emit: Emit) -> None:
@@ -217,6 +219,7 @@ class DcgmAdapter:
         except (aiohttp.ClientError, ValueError):  # ValueError: a URL aiohttp cannot use
             return "unreachable"
         now = time.time()
+        await self.turns.wait()  # one page a loop iteration (services/gateway/turns.py)
         try:
             text = body.decode()  # the exposition format is UTF-8
             read = self.parser.read(text, now)
