@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import Any, cast
 
 from google.protobuf import struct_pb2
 from nats.aio.client import Client as NATS
@@ -169,8 +170,9 @@ class Gateway:
         by_source: dict[str, list[telemetry_pb2.Measurement]] = {}
         for source, entity, quantity, value, time_s in aligned:
             m = measurement(
-                site_id=site, entity=entity, quantity=quantity, time_s=time_s, value=value
-            )
+                site_id=site, entity=entity, quantity=cast(Any, quantity), time_s=time_s,
+                value=value,
+            )  # fmt: skip  (quantity: a Quantity number, which the stubs type as an enum)
             if (ms := by_source.get(source)) is None:
                 by_source[source] = [m]
             else:
