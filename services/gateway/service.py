@@ -169,10 +169,11 @@ class Gateway:
         site, measurement = self.site, telemetry_pb2.Measurement
         by_source: dict[str, list[telemetry_pb2.Measurement]] = {}
         for source, entity, quantity, value, time_s in aligned:
+            # quantity: a Quantity number, which the stubs type as the enum
             m = measurement(
                 site_id=site, entity=entity, quantity=cast(Any, quantity), time_s=time_s,
                 value=value,
-            )  # fmt: skip  (quantity: a Quantity number, which the stubs type as an enum)
+            )  # fmt: skip
             if (ms := by_source.get(source)) is None:
                 by_source[source] = [m]
             else:
