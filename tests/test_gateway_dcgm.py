@@ -238,3 +238,49 @@ def test_a_bad_line_after_cached_ones_makes_the_page_malformed():
     for bad in (page.replace("} 600.0", "} 6_00"), page + "DCGM_FI_DEV_GPU_TEMP{gpu=0} 1\n"):
         with pytest.raises(ValueError):
             parser.parse(bad, 100.0)
+
+
+POWER = 'DCGM_FI_DEV_POWER_USAGE{gpu="0",Hostname="a"}'
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [
+        f"  {POWER} 5  \r\n",  # blanks and a CR around a line
+        f"{POWER}\t5\n",  # a tab before the value
+        f"{POWER} 5\n# HELP DCGM_FI_DEV_POWER_USAGE other words\n# TYPE X counter\n",
+        f"{POWER} 5\n#\n# just a remark\n\n",
+        f'{POWER} 5\nDCGM_FI_DEV_SM_CLOCK{{gpu="0",Hostname="a"}} NaN\n',  # unread: NaN
+        f"{POWER} 5e-1\n{POWER.replace('0', '1')} -Inf\n",
+    ],
+)
+def test_every_line_form_reads_as_prometheus_client_reads_it(variant):
+    """Each page twice: its lines first unseen, then from the cache."""
+    from services.gateway.adapters.dcgm import DcgmParser
+
+    parser = DcgmParser("gpus")
+    page = exposition("node-a", [600.0], 1e6) + variant
+    expected = [(r.point, str(r.value)) for r in _full(page)]
+    for _ in range(2):
+        assert [(r.point, str(r.value)) for r in parser.parse(page, 100.0)] == expected
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "DCGM_FI_DEV_GPU_TEMP\n",  # no value
+        "5\n",  # no name
+        'DCGM_FI_DEV_SM_CLOCK{gpu="0",Hostname="a"} 1e\n',  # an unread sample's bad value
+        f"{POWER} 1.2.3\n",
+        f"{POWER} --1\n",
+        "# HELP 123 not a name\n",
+    ],
+)
+def test_a_bad_line_in_a_cached_page_is_malformed(bad):
+    from services.gateway.adapters.dcgm import DcgmParser
+
+    parser = DcgmParser("gpus")
+    page = exposition("node-a", [600.0], 1e6)
+    assert len(parser.parse(page, 100.0)) == 4
+    with pytest.raises(ValueError):
+        parser.parse(page + bad, 100.0)

@@ -96,7 +96,7 @@ def test_each_reason_counted_exactly():
             "bad_quality": 1, "non_finite": 3,
             "unit": 2, "out_of_range": 1, "duplicate": 1, "late": 1, "stale": 1,
         },
-        "published": 0, "held": 0, "substituted": 0, "ticks": 0,
+        "published": 0, "held": 0, "substituted": 0, "ticks": 0, "ahead": 0,
     }  # fmt: skip
 
 
@@ -118,6 +118,34 @@ def test_hold_then_substitute():
     assert a.flush() == []
     s = a.stats
     assert (s.accepted, s.published, s.held, s.substituted, s.ticks) == (2, 3, 2, 2, 5)
+
+
+def test_ahead_sends_what_changed_since_the_last_send():
+    clock = Clock()
+    a = aligner(clock)
+    assert a.ahead() == []
+    assert a.offer(bms(1, 86.0, clock.t)) is None  # 30 degC
+    gpu = "DCGM_FI_DEV_POWER_USAGE/node-a/{}"
+    assert a.offer(Reading("gpus", gpu.format(0), 100.0, clock.t)) is None
+    ahead = {(m.source, m.entity): m.value for m in a.ahead()}
+    assert ahead == {("bms", "cdu/1"): pytest.approx(30.0), ("gpus", "rack/0/1"): 1150.0}
+    assert a.ahead() == []  # nothing new since
+    clock.t += 0.5
+    assert a.offer(Reading("gpus", gpu.format(1), 300.0, clock.t)) is None
+    (rack,) = a.ahead()  # the rack's sum with both GPUs; the CDU did not change
+    assert (rack.entity, rack.value, rack.time_s) == ("rack/0/1", 1600.0, clock.t)
+    assert a.offer(bms(1, 95.0, clock.t)) is None  # 35 degC
+    # The tick sends every entity, sent ahead or not, and what it sent is not sent ahead
+    # again.
+    tick = {m.entity: m.value for m in a.flush()}
+    assert tick == {"cdu/1": pytest.approx(35.0), "rack/0/1": 1600.0}
+    assert a.ahead() == []
+    clock.t += 31  # both GPUs stale: the rack is left to the model
+    assert a.offer(bms(1, 96.8, clock.t)) is None  # 36 degC
+    assert [(m.entity, m.value) for m in a.ahead()] == [("cdu/1", pytest.approx(36.0))]
+    assert [(m.entity, m.value) for m in a.flush()] == [("cdu/1", pytest.approx(36.0))]
+    s = a.stats
+    assert (s.accepted, s.ahead, s.published, s.substituted, s.ticks) == (5, 4, 3, 1, 2)
 
 
 def test_sum_drops_stale_gpus():

@@ -30,6 +30,7 @@ def stats_message(gateway: Gateway) -> gateway_pb2.GetStatsResponse:
         held=stats.held,
         substituted=stats.substituted,
         ticks=stats.ticks,
+        ahead=stats.ahead,
         batches=gateway.batches,
         restarts=gateway.restarts,
     )

@@ -249,13 +249,19 @@ class Resolver:
         self._cache_size = cache_size
         self._unknown = 0  # cached misses: a flood of made-up ids must not fill memory
         self._unknown_size = unknown_cache_size
-        self._patterns = [
-            (i, r, pattern)
-            for i, r in enumerate(pointmap.points)
-            if (pattern := r.pattern) is not None
-        ]
+        # Per source, its pattern rules with the groups their entity template uses: a
+        # point's Target is then shared by every point with the same such groups and
+        # host (a host's GPUs all go to its rack), built once.
+        self._patterns: dict[str, list[tuple[int, PointRule, re.Pattern[str], tuple]]] = {}
+        for i, r in enumerate(pointmap.points):
+            if (pattern := r.pattern) is not None:
+                used = tuple(sorted(_template_fields(r.entity) & set(pattern.groupindex)))
+                self._patterns.setdefault(r.source, []).append((i, r, pattern, used))
+        self._targets: dict[tuple, Target] = {}
 
-    def resolve(self, source: str, point: str) -> Target | None:
+    def resolve(self, source: str, point: str, *, remember: bool = True) -> Target | None:
+        """``remember=False``: for a caller that keeps what it resolved itself; only the
+        misses are cached then (a flood of unknown ids is answered from the cache)."""
         key = (source, point)
         try:
             return self._cache[key]
@@ -266,6 +272,8 @@ class Resolver:
             if self._unknown >= self._unknown_size:
                 return None
             self._unknown += 1
+        elif not remember:
+            return target
         if len(self._cache) < self._cache_size:
             self._cache[key] = target
         return target
@@ -274,15 +282,22 @@ class Resolver:
         if (i := self.map.exact.get((source, point))) is not None:
             rule = self.map.points[i]
             return Target(i, rule.entity, QUANTITIES[rule.quantity])
-        for i, rule, pattern in self._patterns:
-            if rule.source != source or (m := pattern.fullmatch(point)) is None:
+        for i, rule, pattern, used in self._patterns.get(source, ()):
+            if (m := pattern.fullmatch(point)) is None:
                 continue
-            fields: dict[str, Any] = dict(m.groupdict())
-            if (host := fields.get("host")) is not None:
-                if host not in self.map.hosts:
-                    continue  # a host the table does not place: not mapped
-                fields.update(self.map.hosts[host])
-            return Target(i, rule.entity.format(**fields), QUANTITIES[rule.quantity])
+            groups = m.groupdict()
+            if (host := groups.get("host")) is not None and host not in self.map.hosts:
+                continue  # a host the table does not place: not mapped
+            key = (i, host, *(groups[g] for g in used))
+            if (target := self._targets.get(key)) is None:
+                fields: dict[str, Any] = dict(groups)
+                if host is not None:
+                    fields.update(self.map.hosts[host])
+                entity = rule.entity.format(**fields)
+                target = Target(i, entity, QUANTITIES[rule.quantity])
+                if len(self._targets) < self._cache_size:
+                    self._targets[key] = target
+            return target
         return None
 
     def conversion(self, rule: int, unit: str | None) -> Unit:

@@ -24,8 +24,10 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from nats.aio.client import Client as NATS
 
 from services.gateway.pointmap import BmsSource
@@ -33,6 +35,7 @@ from services.gateway.reading import Emit, Reading
 
 log = logging.getLogger(__name__)
 RETAINED_STREAM = "$MQTT_rmsgs"  # nats-server's store of retained MQTT messages
+TOPIC_CACHE = 200_000  # NATS subject -> MQTT topic, cached (a site's points, with room)
 
 # BMS (BACnet-style) engineering unit names -> the gateway's unit table.
 ENG_UNITS = {
@@ -60,9 +63,15 @@ class BmsPayloads:
         elif topic.startswith(self.value_prefix) and not retained:
             emit(self._value(topic, payload))
 
+    def on_messages(self, messages: Iterable[tuple[str, bytes]], emit: Emit) -> None:
+        """``on_message`` of each (topic, payload), in order."""
+        on_message = self.on_message
+        for topic, payload in messages:
+            on_message(topic, payload, emit)
+
     def _metadata(self, value_topic: str, payload: bytes) -> None:
         try:
-            doc = json.loads(payload)
+            doc = _loads(payload)
         except (ValueError, UnicodeDecodeError):
             log.warning("BMS metadata is not JSON", extra={"topic": value_topic})
             return
@@ -72,7 +81,7 @@ class BmsPayloads:
 
     def _value(self, topic: str, payload: bytes) -> Reading:
         try:
-            doc: Any = json.loads(payload)
+            doc: Any = _loads(payload)
             value, stamp, quality = doc["value"], doc["timestamp"], doc["quality"]
             ok = (value is None or _number(value)) and _number(stamp) and isinstance(quality, int)
         except (ValueError, UnicodeDecodeError, TypeError, KeyError):
@@ -87,6 +96,15 @@ class BmsPayloads:
             good=quality == 1,
             unit=self.units.get(topic),
         )
+
+
+def _loads(payload: bytes) -> Any:
+    """JSON: orjson (~10x faster than json), or json for what only json reads (``NaN``,
+    ``Infinity``, integers beyond 64 bits), which the checks then judge as before."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
 
 
 def _number(x: Any) -> bool:
@@ -107,9 +125,27 @@ class BmsNatsAdapter:
 
     async def run(self, emit: Emit) -> None:
         base = self.cfg.prefix.replace("/", ".")
+        loop = asyncio.get_running_loop()
+        pending: list[tuple[str, bytes]] = []
+        topics: dict[str, str] = {}  # subject -> topic: a site has a fixed set of points
+
+        def drain() -> None:
+            """Every message that arrived since the last drain, decoded in one go: the
+            NATS callbacks only queue (one BMS message per point, ~10^3 a second)."""
+            batch = pending.copy()
+            pending.clear()
+            for i, (subject, data) in enumerate(batch):
+                if (topic := topics.get(subject)) is None:
+                    topic = subject_to_topic(subject)
+                    if len(topics) < TOPIC_CACHE:  # made-up subjects must not fill memory
+                        topics[subject] = topic
+                batch[i] = (topic, data)
+            self.payloads.on_messages(batch, emit)
 
         async def on_msg(msg) -> None:
-            self.payloads.on_message(subject_to_topic(msg.subject), msg.data, emit)
+            if not pending:
+                loop.call_soon(drain)
+            pending.append((msg.subject, msg.data))
 
         subs = [
             await self.nc.subscribe(f"{base}.Metadata.>", cb=on_msg),

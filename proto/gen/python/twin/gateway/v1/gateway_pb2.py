@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtwin/gateway/v1/gateway.proto\x12\x0ftwin.gateway.v1\"\x11\n\x0fGetStatsRequest\"\x91\x02\n\x10GetStatsResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x04\x12\x41\n\x08rejected\x18\x03 \x03(\x0b\x32/.twin.gateway.v1.GetStatsResponse.RejectedEntry\x12\x11\n\tpublished\x18\x04 \x01(\x04\x12\x0c\n\x04held\x18\x05 \x01(\x04\x12\x13\n\x0bsubstituted\x18\x06 \x01(\x04\x12\r\n\x05ticks\x18\x07 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x08 \x01(\x04\x12\x10\n\x08restarts\x18\t \x01(\x04\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x32\x61\n\x0eGatewayService\x12O\n\x08GetStats\x12 .twin.gateway.v1.GetStatsRequest\x1a!.twin.gateway.v1.GetStatsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtwin/gateway/v1/gateway.proto\x12\x0ftwin.gateway.v1\"\x11\n\x0fGetStatsRequest\"\xa0\x02\n\x10GetStatsResponse\x12\x0f\n\x07site_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x04\x12\x41\n\x08rejected\x18\x03 \x03(\x0b\x32/.twin.gateway.v1.GetStatsResponse.RejectedEntry\x12\x11\n\tpublished\x18\x04 \x01(\x04\x12\x0c\n\x04held\x18\x05 \x01(\x04\x12\x13\n\x0bsubstituted\x18\x06 \x01(\x04\x12\r\n\x05ticks\x18\x07 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x08 \x01(\x04\x12\x10\n\x08restarts\x18\t \x01(\x04\x12\r\n\x05\x61head\x18\n \x01(\x04\x1a/\n\rRejectedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x32\x61\n\x0eGatewayService\x12O\n\x08GetStats\x12 .twin.gateway.v1.GetStatsRequest\x1a!.twin.gateway.v1.GetStatsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,9 +36,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATSREQUEST']._serialized_start=50
   _globals['_GETSTATSREQUEST']._serialized_end=67
   _globals['_GETSTATSRESPONSE']._serialized_start=70
-  _globals['_GETSTATSRESPONSE']._serialized_end=343
-  _globals['_GETSTATSRESPONSE_REJECTEDENTRY']._serialized_start=296
-  _globals['_GETSTATSRESPONSE_REJECTEDENTRY']._serialized_end=343
-  _globals['_GATEWAYSERVICE']._serialized_start=345
-  _globals['_GATEWAYSERVICE']._serialized_end=442
+  _globals['_GETSTATSRESPONSE']._serialized_end=358
+  _globals['_GETSTATSRESPONSE_REJECTEDENTRY']._serialized_start=311
+  _globals['_GETSTATSRESPONSE_REJECTEDENTRY']._serialized_end=358
+  _globals['_GATEWAYSERVICE']._serialized_start=360
+  _globals['_GATEWAYSERVICE']._serialized_end=457
 # @@protoc_insertion_point(module_scope)

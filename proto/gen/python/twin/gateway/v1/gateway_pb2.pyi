@@ -11,7 +11,7 @@ class GetStatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetStatsResponse(_message.Message):
-    __slots__ = ("site_id", "accepted", "rejected", "published", "held", "substituted", "ticks", "batches", "restarts")
+    __slots__ = ("site_id", "accepted", "rejected", "published", "held", "substituted", "ticks", "batches", "restarts", "ahead")
     class RejectedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -28,6 +28,7 @@ class GetStatsResponse(_message.Message):
     TICKS_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
     RESTARTS_FIELD_NUMBER: _ClassVar[int]
+    AHEAD_FIELD_NUMBER: _ClassVar[int]
     site_id: str
     accepted: int
     rejected: _containers.ScalarMap[str, int]
@@ -37,4 +38,5 @@ class GetStatsResponse(_message.Message):
     ticks: int
     batches: int
     restarts: int
-    def __init__(self, site_id: _Optional[str] = ..., accepted: _Optional[int] = ..., rejected: _Optional[_Mapping[str, int]] = ..., published: _Optional[int] = ..., held: _Optional[int] = ..., substituted: _Optional[int] = ..., ticks: _Optional[int] = ..., batches: _Optional[int] = ..., restarts: _Optional[int] = ...) -> None: ...
+    ahead: int
+    def __init__(self, site_id: _Optional[str] = ..., accepted: _Optional[int] = ..., rejected: _Optional[_Mapping[str, int]] = ..., published: _Optional[int] = ..., held: _Optional[int] = ..., substituted: _Optional[int] = ..., ticks: _Optional[int] = ..., batches: _Optional[int] = ..., restarts: _Optional[int] = ..., ahead: _Optional[int] = ...) -> None: ...
