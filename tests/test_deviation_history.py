@@ -13,6 +13,7 @@ import math
 import grpc
 import psycopg
 import pytest
+from nats.js.errors import NotFoundError
 
 from services.historian.history_service import HistoryServicer
 from services.historian.migrate import migrate
@@ -81,11 +82,14 @@ def stored(postgres_url):
                 await nc.flush()
                 writer = HistorianWriter(js, WriterConfig(site=SITE, database_url=postgres_url))
                 task = asyncio.create_task(writer.run())
-                for _ in range(200):
-                    info = await js.consumer_info(bus.stream_name(SITE), bus.HISTORIAN_DURABLE)
+                for _ in range(600):
+                    await asyncio.sleep(0.05)
+                    try:  # the writer declares its durable once it runs
+                        info = await js.consumer_info(bus.stream_name(SITE), bus.HISTORIAN_DURABLE)
+                    except NotFoundError:
+                        continue
                     if (info.num_pending, info.num_ack_pending) == (0, 0) and info.delivered:
                         break
-                    await asyncio.sleep(0.05)
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
