@@ -15,16 +15,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from twin_core.calibrate import DRIVEN, Measured, weather_from
-from twin_core.compress import compress
+from twin_core.calibrate import DRIVEN, Measured, window_params
 from twin_core.contract import SERIES
-from twin_core.drivers import DriverData, load_drivers
+from twin_core.drivers import DriverData
 from twin_core.fit_stats import FitStats, block_means, fit_stats
-from twin_core.params import Granularity, build_params
+from twin_core.params import Granularity
 from twin_core.rollout import plan, run_jit
 from twin_core.site import Site
 from twin_core.window import INITIALISES, first_values, start_state
@@ -92,17 +90,10 @@ def backtest(
     if not (math.isfinite(stats_s) and stats_s > 0):
         raise ValueError(f"stats_s: {stats_s:g} s must be positive")
     n_records, every = plan(measured.duration_s, dt, measured.step_s)
-    drivers = drivers if drivers is not None else load_drivers(site)
-    p = build_params(
-        site,
-        drivers,
-        horizon_s=offset_s + measured.duration_s,
-        dt=dt,
-        granularity=granularity,
-        dtype=dtype,
-        host=True,
-    )
-    p = jax.device_put(compress(weather_from(p, measured, offset_s)))
+    p = window_params(
+        site, measured, offset_s=offset_s, dt=dt, granularity=granularity, dtype=dtype,
+        drivers=drivers,
+    )  # fmt: skip
     values = first_values(measured.series)
     s0 = start_state(
         p,

@@ -280,6 +280,31 @@ def with_measured_weather(p: Params, measured: Measured) -> Params:
     return weather_from(p, measured, 0.0)
 
 
+def window_params(
+    site: Site,
+    measured: Measured,
+    *,
+    offset_s: float,
+    dt: float,
+    granularity: Granularity,
+    dtype,
+    drivers: DriverData | None,
+) -> Params:
+    """Params reaching the end of the measured window (``offset_s`` into the site's time),
+    driven by the measured weather, identical racks merged, on the device."""
+    drivers = drivers if drivers is not None else load_drivers(site)
+    p = build_params(
+        site,
+        drivers,
+        horizon_s=offset_s + measured.duration_s,
+        dt=dt,
+        granularity=granularity,
+        dtype=dtype,
+        host=True,
+    )
+    return jax.device_put(compress(weather_from(p, measured, offset_s)))
+
+
 def weather_from(p: Params, measured: Measured, offset_s: float) -> Params:
     """``p`` with its hourly weather from the hour mark at or before ``offset_s`` on
     replaced by values whose interpolation gives the measured interval means (the
@@ -380,17 +405,10 @@ def calibrate(
         raise ValueError(f"offset_s: {offset_s:g} s must be a whole number of dt = {dt:g} s, >= 0")
     n_records, every = plan(measured.duration_s, dt, measured.step_s)
 
-    drivers = drivers if drivers is not None else load_drivers(site)
-    p0 = build_params(
-        site,
-        drivers,
-        horizon_s=offset_s + measured.duration_s,
-        dt=dt,
-        granularity=granularity,
-        dtype=dtype,
-        host=True,
-    )
-    p0 = jax.device_put(compress(weather_from(p0, measured, offset_s)))
+    p0 = window_params(
+        site, measured, offset_s=offset_s, dt=dt, granularity=granularity, dtype=dtype,
+        drivers=drivers,
+    )  # fmt: skip
     k0 = jnp.asarray(round(offset_s / dt), jnp.int32)
     start = [jnp.asarray(v, dtype) for v in first_values(measured.series).values()]
 
