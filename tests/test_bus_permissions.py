@@ -372,14 +372,14 @@ def test_telemetry_publishes_telemetry_only(server: NatsServer) -> None:
             assert await gateway.denied(f"twin.{SITE}.clock", "subscription")
             await observer.nc.publish(f"telemetry.{SITE}.bms.cdu", b"x")
             assert await observer.denied(f"telemetry.{SITE}.bms.cdu")
-            assert await until(lambda: bool(got))
+            assert await until(lambda: bool(got), timeout_s=30), cooling.errors_text
             await settle()
             assert got == [b"reading"]
         finally:
             for c in (gateway, cooling, observer):
                 await c.nc.close()
 
-    arun(main())
+    arun(main(), timeout=60)
 
 
 GATEWAY_MAP = r"""

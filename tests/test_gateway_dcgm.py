@@ -7,10 +7,11 @@ import asyncio
 import math
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import nats
 import pytest
+from quiet_http import QuietThreadingHTTPServer
 
 from services.gateway.adapters.dcgm import parse_dcgm
 from services.gateway.pointmap import parse_pointmap
@@ -82,8 +83,7 @@ class Exporter:
             def log_message(self, *args) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = QuietThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 

@@ -52,10 +52,10 @@ def test_twin_gateway_hosts_prints_the_table():
         app, ["gateway", "hosts", "--nodes-json", str(CLUSTER), "--skip-unknown"]
     )
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = result.stdout.splitlines()
     assert lines[:3] == [
         f"# host -> rack slot and CDU, from file {CLUSTER}",
         "hosts:",
         "  gb200-a1-t01: {slot: 0, cdu: 0}",
     ]
-    assert yaml.safe_load(result.output)["hosts"]["gb200-b2-t10"] == {"slot": 0, "cdu": 1}
+    assert yaml.safe_load(result.stdout)["hosts"]["gb200-b2-t10"] == {"slot": 0, "cdu": 1}
