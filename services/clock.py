@@ -26,7 +26,7 @@ from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
 from services.messages import STATE_TYPES, StateMessage, state_problem
-from services.runtime import bus
+from services.runtime import bus, metrics
 from services.runtime.codec import DecodeStats, decode_msg, reject
 from services.scenario import site_from_spec
 from twin.twin.v1 import clock_pb2, deviation_pb2, snapshot_pb2
@@ -69,6 +69,7 @@ class Clock:
         self.latest: dict[str, StateMessage] = {}
         # Run totals (cost_usd, ...): the rates of the contract integrated over the steps.
         self.totals = dict.fromkeys(contract.TOTALS, 0.0)
+        self.limits: metrics.Limits | None = None  # the run's site's, for the alerts
         self.stats = DecodeStats()
         self._changed = asyncio.Condition()
         self._runner: asyncio.Task | None = None
@@ -129,8 +130,9 @@ class Clock:
     ) -> str:
         """Start a run (raises SiteError for a bad scenario); returns its id once every
         domain has built its model."""
-        site_from_spec(spec)  # validate before anyone builds anything
+        site = site_from_spec(spec)  # validate before anyone builds anything
         await self.stop()
+        self.limits = metrics.Limits.of(site)
         self.run_id = uuid.uuid4().hex[:12]
         self.reason = ""
         self.step, self.dt = 0, spec.dt_s or 1.0
@@ -278,7 +280,10 @@ class Clock:
                 time_s=k * self.dt,
                 command=clock_pb2.CLOCK_COMMAND_TICK,
             )
+            started = time.perf_counter()
             await self._send_until_done(tick, k)
+            metrics.clock_tick_seconds.labels(self.site_id).observe(time.perf_counter() - started)
+            metrics.clock_ticks.labels(self.site_id).inc()
             # The model holds each rate over its interval: the integral is exact.
             for total, rate in contract.TOTALS.items():
                 state = self.latest[contract.QUANTITY[rate].domain]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from typing import TYPE_CHECKING
 
-from services.runtime import bus, compilation_cache, run
+from services.runtime import bus, compilation_cache, metrics, run
 from services.runtime.config import ConfigError, RuntimeConfig
 from twin_core.contract import DOMAINS
 
@@ -57,6 +58,9 @@ async def twin_setup(svc: Service) -> None:
     monitor = MonitorNode(svc.nats, svc.config.site, lambda: clock.run_id, config)
     await monitor.start()
     clock.deviations = monitor.monitor.open_deviations
+    # Prometheus reads the snapshot GetSnapshot returns, at each scrape.
+    svc.add_metrics(lambda: metrics.snapshot_samples(clock.snapshot(), clock.limits))
+    svc.add_metrics(lambda: [(metrics.MONITOR_EVENTS, {"site": clock.site_id}, monitor.published)])
     svc.grpc.add_servicer(twin_pb2_grpc.add_TwinServiceServicer_to_server, TwinServicer(clock))
     # What-if studies run on this process's JAX; stored in history when a database is set.
     from services import whatif_service
@@ -100,10 +104,14 @@ async def historian_setup(svc: Service) -> None:
     await asyncio.to_thread(migrate, url)  # idempotent: applies only what is pending
     await bus.declare_stream(svc.js, svc.config.site)
     config = WriterConfig(site=svc.config.site, database_url=url)
-    svc.create_task(HistorianWriter(svc.js, config).run())
+    writer = HistorianWriter(svc.js, config)
+    svc.create_task(writer.run())
     # The site's telemetry -> measurements, on its own durable consumer.
     measured = MeasurementConfig(site=svc.config.site, database_url=url)
-    svc.create_task(MeasurementWriter(svc.js, measured).run())
+    measurements = MeasurementWriter(svc.js, measured)
+    svc.create_task(measurements.run())
+    stats = {"states": writer.stats, "measurements": measurements.stats}
+    svc.add_metrics(lambda: metrics.historian_samples(stats, time.time()))
     history_service.add_to_server(svc.grpc, url)  # the History API (twin history ...)
 
 

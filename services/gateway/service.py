@@ -12,7 +12,8 @@ Statistics: gRPC ``twin.gateway.v1.GatewayService/GetStats`` (accepted, rejected
 reason, published, held, substituted, ticks, ahead, batches, adapter restarts); the same
 numbers answer a NATS request on ``twin.<site>.gateway.stats`` (a
 ``google.protobuf.Struct``, for clients on the bus only), and are logged every minute and
-at shutdown. ``twin gateway stats`` prints them.
+at shutdown. ``twin gateway stats`` prints them; Prometheus reads the same counters
+(``twin_gateway_*``, services/runtime/metrics.py).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from services.gateway.grpc_api import GatewayServicer
 from services.gateway.pointmap import PointMap, PointMapError, Resolver, load_pointmap
 from services.gateway.quality import Aligned, Aligner
 from services.gateway.reading import Adapter
-from services.runtime import bus, run
+from services.runtime import bus, metrics, run
 from services.runtime.codec import decode_msg
 from services.runtime.config import ConfigError, RuntimeConfig
 from services.runtime.service import Service
@@ -213,6 +214,7 @@ async def gateway_setup(svc: Service) -> None:
     )
     await gateway.start()
     svc.create_task(gateway.log_stats(), name="gateway-stats")
+    svc.add_metrics(lambda: metrics.gateway_samples(gateway.stats()))  # GetStats' counters
     svc.on_shutdown(gateway.stop)
     svc.gateway = gateway  # type: ignore[attr-defined]  # for tests
 

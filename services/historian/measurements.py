@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -52,7 +53,7 @@ from services.historian.schema import (
     MEASUREMENT_TYPES,
     QUANTITY_NAMES,
 )
-from services.runtime import bus
+from services.runtime import bus, metrics
 from services.runtime.codec import DecodeStats, reject
 from twin.telemetry.v1 import telemetry_pb2
 
@@ -96,6 +97,8 @@ class MeasurementStats:
     bad_messages: int = 0  # messages refused whole
     bad_measurements: int = 0  # measurements refused within a stored message
     rejected: DecodeStats = field(default_factory=DecodeStats)
+    pending: int = 0  # the durable's messages not delivered yet (at the last fetch)
+    newest_committed_s: float | None = None  # stream time of the newest message written
 
 
 Row = tuple[str, str, str, str, datetime, float]
@@ -126,6 +129,7 @@ class MeasurementWriter:
         try:
             while True:
                 msgs = await bus.fetch(sub, cfg.fetch_batch, cfg.fetch_timeout_s)
+                self.stats.pending = bus.pending_after(msgs)
                 rows: list[Row] = []
                 stored: list[Msg] = []
                 for msg in msgs:
@@ -145,9 +149,13 @@ class MeasurementWriter:
             await self.close()
 
     async def _store(self, rows: list[Row], msgs: list[Msg]) -> None:
+        started = time.perf_counter()
         await self._write(rows)
         await self._ack(msgs)
         self.stats.messages += len(msgs)
+        seconds = time.perf_counter() - started
+        metrics.historian_batch_seconds.labels("measurements").observe(seconds)
+        self.stats.newest_committed_s = bus.stream_time_s(msgs) or self.stats.newest_committed_s
 
     async def close(self) -> None:
         if self._conn is not None:

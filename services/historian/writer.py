@@ -88,7 +88,7 @@ from services.historian.schema import (
 )
 from services.messages import STATE_TYPES, StateMessage, state_problem
 from services.monitor.wire import is_deviation
-from services.runtime import bus
+from services.runtime import bus, metrics
 from services.runtime.codec import DecodeStats, PayloadError, reject
 from twin.compute.v1 import compute_pb2
 from twin.cooling.v1 import cooling_pb2
@@ -186,6 +186,8 @@ class WriterStats:
     bad_messages: int = 0  # refused messages, all reasons (``rejected`` has them by reason)
     events: int = 0  # deviations stored in ``events``
     rejected: DecodeStats = field(default_factory=DecodeStats)
+    pending: int = 0  # the durable's messages not delivered yet (at the last fetch)
+    newest_committed_s: float | None = None  # stream time of the newest message written
 
 
 @dataclass
@@ -254,6 +256,7 @@ class HistorianWriter:
                 msgs: list[Msg] = []
                 if room > 0:
                     msgs = await bus.fetch(sub, min(cfg.fetch_batch, room), cfg.fetch_timeout_s)
+                    self.stats.pending = bus.pending_after(msgs)
                     for msg in msgs:
                         await self._add_safely(msg)
                 ready = self._complete()
@@ -525,6 +528,7 @@ class HistorianWriter:
 
     async def _write(self, steps: list[_Step]) -> None:
         rows = self.rows([s.states for s in steps])
+        started = time.perf_counter()
         delay = self.config.backoff_initial_s
         while True:
             try:
@@ -538,6 +542,8 @@ class HistorianWriter:
                 delay = min(2 * delay, self.config.backoff_max_s)
         msgs = [m for s in steps for m in s.msgs]
         await self._ack(msgs)
+        metrics.historian_batch_seconds.labels("states").observe(time.perf_counter() - started)
+        self.stats.newest_committed_s = bus.stream_time_s(msgs) or self.stats.newest_committed_s
         for s in steps:
             self._held -= len(s.msgs)
             if len(s.states) < len(DOMAINS):

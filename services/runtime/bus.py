@@ -17,7 +17,7 @@ import asyncio
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
@@ -382,3 +382,23 @@ async def fetch(
         return await sub.fetch(batch, timeout=timeout_s)
     except TimeoutError:
         return []
+
+
+def pending_after(msgs: Sequence[Msg]) -> int:
+    """The consumer's messages not delivered yet after the last of ``msgs`` (JetStream's
+    ``num_pending``, read from the ack subject: no round trip); 0 for no messages."""
+    if not msgs:
+        return 0
+    with suppress(Exception):  # not a JetStream message
+        return msgs[-1].metadata.num_pending
+    return 0
+
+
+def stream_time_s(msgs: Iterable[Msg]) -> float | None:
+    """The newest stream timestamp (s since 1970) of ``msgs``; None when none has one."""
+    newest = None
+    for msg in msgs:
+        with suppress(Exception):
+            t = msg.metadata.timestamp.timestamp()
+            newest = t if newest is None else max(newest, t)
+    return newest

@@ -17,6 +17,8 @@ from typing import Protocol, TypeVar
 from google.protobuf.message import DecodeError as _ProtobufDecodeError
 from google.protobuf.message import Message
 
+from services.runtime import metrics
+
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
@@ -66,13 +68,15 @@ def reject(
 ) -> None:
     """Count a decoded message refused by a check, and log one line saying why."""
     (stats or decode_errors).record(reason)
+    metrics.bus_rejected.labels(reason).inc()
     log.warning(
         "rejected bus message",
         extra={"subject": subject, "reason": reason, "detail": detail, **extra},
     )
 
 
-# One per process: what a metrics endpoint would export as twin_decode_errors_total{type}.
+# One per process, for rejections no component counts itself (Prometheus counts them all:
+# twin_bus_messages_garbled_total, twin_bus_messages_rejected_total).
 decode_errors = DecodeStats()
 
 
@@ -103,6 +107,7 @@ def decode(
         return decode_or_raise(message_type, data, subject=subject)
     except PayloadError as exc:
         (stats or decode_errors).record(exc.type_name)
+        metrics.bus_garbled.labels(exc.type_name).inc()
         log.warning(
             "skipping undecodable payload",
             extra={

@@ -197,6 +197,10 @@ class RuntimeConfig(EnvConfig):
     health_address: str | None = Field(
         default=None, description="host:port for plaintext grpc.health.v1 only (kubelet probes)"
     )
+    metrics_address: str | None = Field(
+        default=None,
+        description="host:port for Prometheus /metrics (plain HTTP); None: no endpoint",
+    )
     instance_id: str | None = Field(
         default=None,
         description="the twin instance this service belongs to (set by `twin up`): reported "
@@ -241,6 +245,7 @@ class RuntimeConfig(EnvConfig):
         "nats_user",
         "nats_password",
         "health_address",
+        "metrics_address",
         "instance_id",
         "database_url",
         "compilation_cache_dir",
@@ -281,7 +286,7 @@ class RuntimeConfig(EnvConfig):
             raise ValueError(f"{str(path)!r} is not a folder")
         return path
 
-    @field_validator("health_address")
+    @field_validator("health_address", "metrics_address")
     @classmethod
     def _health_address(cls, value: str | None) -> str | None:
         return None if value is None else host_port(value)
@@ -303,11 +308,15 @@ class RuntimeConfig(EnvConfig):
                 f"requires {self.env_name('grpc_tls_cert_file')} and "
                 f"{self.env_name('grpc_tls_key_file')} (mutual TLS is TLS first)",
             )
-        same = self.health_address == self.grpc_address
-        if same and self.health_address is not None and not self.health_address.endswith(":0"):
-            raise self.invalid(
-                "health_address", f"must differ from {self.env_name('grpc_address')}"
-            )
+        taken = {"grpc_address": self.grpc_address}
+        for field in ("health_address", "metrics_address"):
+            address = getattr(self, field)
+            if address is None or address.endswith(":0"):  # port 0: a free one each
+                continue
+            for other, used in taken.items():
+                if address == used:
+                    raise self.invalid(field, f"must differ from {self.env_name(other)}")
+            taken[field] = address
         return self
 
     @field_validator("instance_id")

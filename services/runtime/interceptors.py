@@ -1,5 +1,5 @@
-"""``grpc.aio`` server interceptors: request ids, the twin instance id, and one access-log
-line per RPC.
+"""``grpc.aio`` server interceptors: request ids, the twin instance id, one access-log
+line per RPC, and Prometheus metrics per method.
 
 Both wrap the method handler's behaviour rather than the call details, because only the
 behaviour sees the servicer context (to send metadata and read the final status code).
@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 from grpc import aio
 
+from services.runtime import metrics
 from services.runtime.log import request_id_var
 
 log = logging.getLogger("twin.runtime.grpc")
@@ -213,6 +214,45 @@ class LoggingInterceptor(_WrappingInterceptor):
         return finish
 
 
+def rpc_type(handler: grpc.RpcMethodHandler) -> str:
+    """The RPC's shape, as grpc-prometheus names it (``grpc_type``)."""
+    if handler.unary_unary:
+        return "unary"
+    if handler.unary_stream:
+        return "server_stream"
+    return "client_stream" if handler.stream_unary else "bidi_stream"
+
+
+class MetricsInterceptor(_WrappingInterceptor):
+    """Prometheus, per method: RPCs started, RPCs handled by final status code, and the
+    latency to that status (the grpc_server_* families of services/runtime/metrics.py)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        service, _, name = method.lstrip("/").rpartition("/")
+        labels = (service, name, rpc_type(handler))
+
+        async def around(context: aio.ServicerContext, method: str) -> Finish:
+            start = time.perf_counter()
+            metrics.grpc_started.labels(*labels).inc()
+
+            def finish(error: BaseException | None) -> None:
+                code = status_of(context, error)
+                metrics.grpc_handled.labels(*labels, code.name).inc()
+                metrics.grpc_seconds.labels(*labels).observe(time.perf_counter() - start)
+
+            return finish
+
+        return _wrap(handler, method, around, self.on_error)
+
+
 class InstanceInterceptor(_WrappingInterceptor):
     """Refuse (FAILED_PRECONDITION, naming both ids) a call whose ``x-twin-instance``
     names another twin instance than this one; calls that name none pass."""
@@ -257,10 +297,15 @@ class InternalErrorInterceptor(_WrappingInterceptor):
 
 
 def default_interceptors(instance_id: str | None = None) -> list[aio.ServerInterceptor]:
-    """Request ids outermost, so the access-log line carries the id; then the instance
-    check, so refused calls are logged too; unexpected errors become INTERNAL innermost, so
+    """Request ids outermost, so the access-log line carries the id; metrics beside the
+    access log (the same status); then the instance check, so refused calls are logged and
+    counted too; unexpected errors become INTERNAL innermost, so
     the access log shows the status the client saw."""
-    chain: list[aio.ServerInterceptor] = [RequestIdInterceptor(instance_id), LoggingInterceptor()]
+    chain: list[aio.ServerInterceptor] = [
+        RequestIdInterceptor(instance_id),
+        LoggingInterceptor(),
+        MetricsInterceptor(),
+    ]
     if instance_id is not None:
         chain.append(InstanceInterceptor(instance_id))
     chain.append(InternalErrorInterceptor())

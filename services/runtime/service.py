@@ -24,7 +24,7 @@ from typing import Any, Self
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 
-from services.runtime import bus
+from services.runtime import bus, metrics
 from services.runtime.config import ConfigError, RuntimeConfig
 from services.runtime.grpc_server import GrpcServer
 from services.runtime.log import setup_logging
@@ -106,6 +106,7 @@ class Service:
             instance_id=self.config.instance_id,
         )
         self.nc: NATS | None = None
+        self.metrics: metrics.MetricsServer | None = None  # TWIN_METRICS_ADDRESS
         self.failure: BaseException | None = None
         self._setup = setup
         self._use_nats = use_nats
@@ -136,6 +137,21 @@ class Service:
         if self.grpc.port is None:
             raise RuntimeError(f"{self.name}: gRPC server not started")
         return self.grpc.port
+
+    @property
+    def metrics_port(self) -> int:
+        if self.metrics is None:
+            raise RuntimeError(f"{self.name}: no metrics server (TWIN_METRICS_ADDRESS)")
+        return self.metrics.port
+
+    def add_metrics(self, provider: metrics.Provider) -> None:
+        """Export what ``provider`` returns at every scrape, until shutdown."""
+        remove = metrics.pulled.add(provider)
+
+        async def removed() -> None:
+            remove()
+
+        self.on_shutdown(removed)
 
     def on_shutdown(self, callback: Callback) -> None:
         """Run ``callback`` at shutdown: after the gRPC server stopped, before the drain
@@ -196,6 +212,13 @@ class Service:
         if self._setup is not None:
             await self._setup(self)
         ready = self.nc is None or self.nc.is_connected
+        if self.config.metrics_address is not None:
+            self.metrics = metrics.MetricsServer(self.config.metrics_address)
+            self._stack.callback(self.metrics.close)
+            log.info("metrics listening", extra={"port": self.metrics.port})
+        labels = (self.name, self.config.site, self.config.instance_id or "")
+        metrics.service_info.labels(*labels).set(1)
+        self._stack.callback(metrics.service_info.remove, *labels)
         await self.grpc.start(serving=ready)
         self._install_signal_handlers()
         log.info(
