@@ -21,6 +21,8 @@ run: $(STAMP)
 test: $(STAMP)
 	@# A real MQTT broker for the gateway's external-broker tests (they skip without it).
 	@command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto; } >/dev/null 2>&1 || echo "mosquitto not installed: the external MQTT broker tests skip"
+	@# Prometheus and promtool for the alert rule and scrape tests (they skip without them).
+	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus; } >/dev/null 2>&1 || echo "prometheus not installed: the alert rule and scrape tests skip"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports

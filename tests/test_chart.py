@@ -243,6 +243,7 @@ def test_service_deployments(rendered: dict, case: str) -> None:
         env = env_of(c)
         assert env["TWIN_GRPC_ADDRESS"]["value"] == "0.0.0.0:50051"
         assert env["TWIN_HEALTH_ADDRESS"]["value"] == "0.0.0.0:8081"
+        assert env["TWIN_METRICS_ADDRESS"]["value"] == "0.0.0.0:9090"
         assert env["TWIN_SITE"]["value"] == "fairwater-wi"
         assert env["TWIN_INSTANCE_ID"]["value"] == f"{NAMESPACE}.{RELEASE}"  # one per release
         assert env["TWIN_SCENARIO"]["value"] == "/etc/twin/site.yaml"
@@ -263,7 +264,7 @@ def test_grpc_probes_on_the_health_port(rendered: dict, case: str) -> None:
     for name in SERVICES:
         c = container(deployment(rendered[case], name))
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-        assert ports == {"grpc": 50051, "health": 8081}, name
+        assert ports == {"grpc": 50051, "health": 8081, "metrics": 9090}, name
         for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
             # Kubelet gRPC probes speak plaintext only: always the health port.
             assert c[probe]["grpc"]["port"] == ports["health"], (name, probe)
@@ -729,13 +730,14 @@ def test_gateway_deployment(rendered: dict) -> None:
     cm = one(docs, "ConfigMap", f"{PREFIX}-gateway-point-map")
     assert cm["data"] == {"point-map.yaml": POINT_MAP}
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    assert ports == {"grpc": 50051, "health": 8081}
+    assert ports == {"grpc": 50051, "health": 8081, "metrics": 9090}
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert c[probe]["grpc"]["port"] == 8081, probe
     svc = one(docs, "Service", f"{PREFIX}-gateway")
     assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [
         ("grpc", 50051),
         ("health", 8081),
+        ("metrics", 9090),
     ]
     assert one(docs, "ServiceAccount", f"{PREFIX}-gateway")["automountServiceAccountToken"] is False
 
@@ -868,6 +870,7 @@ def test_schema_rejects_a_bad_value(helm: Helm, setting: str, field: str) -> Non
 # Free-form maps (label and annotation maps, extra environment) are the only objects
 # whose keys the schema cannot list.
 MAPS = {"nodeSelector", "extraEnv", "matchLabels", "annotations", "podAnnotations", "podLabels"}
+MAPS |= {"labels"}  # metrics.serviceMonitor.labels, metrics.prometheusRule.labels
 
 
 def test_schema_is_closed_at_every_level() -> None:
@@ -914,3 +917,104 @@ def test_notes_say_how_secure_the_release_is(helm: Helm, tmp_path: Path) -> None
     text = notes(helm, tmp_path, CASES["insecure"])
     assert "NATS: NO AUTHENTICATION (nats.auth.type=none)" in text
     assert "gRPC: PLAINTEXT (grpc.tls.enabled=false)." in text
+
+
+# -- Prometheus: scrape annotations, ServiceMonitors, the alert rules ------------------
+
+MONITORING_API = ("--api-versions", "monitoring.coreos.com/v1")
+ALERTS = CHART / "files" / "alerts.yaml"
+
+
+@pytest.mark.parametrize("case", ["defaults", "gateway", "insecure"])
+def test_metrics_port_and_scrape_annotations(rendered: dict, case: str) -> None:
+    docs = rendered[case]
+    names = [*SERVICES, *(["gateway"] if case == "gateway" else [])]
+    for name in names:
+        dep = deployment(docs, name)
+        annotations = dep["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/port"] == "9090", name
+        assert annotations["prometheus.io/path"] == "/metrics", name
+        c = container(dep)
+        assert env_of(c)["TWIN_METRICS_ADDRESS"]["value"] == "0.0.0.0:9090", name
+        assert {"name": "metrics", "containerPort": 9090, "protocol": "TCP"} in c["ports"]
+        ports = {p["name"]: p for p in one(docs, "Service", f"{PREFIX}-{name}")["spec"]["ports"]}
+        assert (ports["metrics"]["port"], ports["metrics"]["targetPort"]) == (9090, "metrics")
+    # Without the prometheus-operator API (and "auto"): no ServiceMonitor, no PrometheusRule.
+    assert not objects(docs, "ServiceMonitor") and not objects(docs, "PrometheusRule")
+
+
+def test_metrics_off(helm: Helm, tmp_path: Path) -> None:
+    values = {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}}
+    docs = render(helm, tmp_path, values, *MONITORING_API)
+    for name in SERVICES:
+        dep = deployment(docs, name)
+        assert "prometheus.io/scrape" not in dep["spec"]["template"]["metadata"]["annotations"]
+        assert "TWIN_METRICS_ADDRESS" not in env_of(container(dep))
+        assert [p["name"] for p in container(dep)["ports"]] == ["grpc", "health"]
+    assert not objects(docs, "ServiceMonitor") and not objects(docs, "PrometheusRule")
+
+
+def test_service_monitors_and_rules_with_the_operator_api(helm: Helm, tmp_path: Path) -> None:
+    values = {"metrics": {"serviceMonitor": {"labels": {"release": "kps"}, "interval": "15s"}}}
+    docs = render(helm, tmp_path, values, *MONITORING_API)
+    monitors = objects(docs, "ServiceMonitor")
+    assert sorted(monitors) == sorted(f"{PREFIX}-{name}" for name in SERVICES)
+    for name in SERVICES:
+        monitor = monitors[f"{PREFIX}-{name}"]
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "kps"
+        service = one(docs, "Service", f"{PREFIX}-{name}")
+        # It selects exactly its own Service, in the release's namespace, on `metrics`.
+        assert monitor["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+        (endpoint,) = monitor["spec"]["endpoints"]
+        assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == (
+            "metrics", "/metrics", "15s"
+        )  # fmt: skip
+        assert endpoint["relabelings"] == [
+            {
+                "sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"],
+                "targetLabel": "twin_service",
+            }
+        ]
+        assert service["spec"]["selector"]["app.kubernetes.io/component"] == name
+    (rule,) = objects(docs, "PrometheusRule").values()
+    assert rule["metadata"]["name"] == f"{PREFIX}-alerts"
+    # The rules file as it is: Prometheus' {{ $labels }} templates untouched by Helm.
+    assert rule["spec"] == yaml.safe_load(ALERTS.read_text())
+    assert (
+        "{{ $labels.twin_service }}"
+        in rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
+    )
+
+
+def test_monitoring_objects_forced_on_or_off(helm: Helm, tmp_path: Path) -> None:
+    on = {"metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}}}
+    docs = render(helm, tmp_path, {**on, "gateway": {"enabled": True, "pointMap": POINT_MAP}})
+    assert f"{PREFIX}-gateway" in objects(docs, "ServiceMonitor")
+    assert len(objects(docs, "ServiceMonitor")) == len(SERVICES) + 1
+    assert len(objects(docs, "PrometheusRule")) == 1
+    off = {"metrics": {"serviceMonitor": {"enabled": False}, "prometheusRule": {"enabled": False}}}
+    docs = render(helm, tmp_path, off, *MONITORING_API)
+    assert not objects(docs, "ServiceMonitor") and not objects(docs, "PrometheusRule")
+
+
+def test_metrics_scrapers_network_policy(helm: Helm, tmp_path: Path) -> None:
+    scrapers = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}]
+    docs = render(helm, tmp_path, {"networkPolicy": {"metricsScrapers": scrapers}})
+    ingress = objects(docs, "NetworkPolicy")[f"{PREFIX}-grpc"]["spec"]["ingress"]
+    assert {"ports": [{"port": "metrics", "protocol": "TCP"}], "from": scrapers} in ingress
+    # By default nobody may: no rule names the metrics port.
+    default = objects(render(helm, tmp_path, {}), "NetworkPolicy")[f"{PREFIX}-grpc"]
+    assert all(r["ports"][0]["port"] != "metrics" for r in default["spec"]["ingress"])
+
+
+def test_schema_refuses_a_bad_monitoring_setting(helm: Helm, tmp_path: Path) -> None:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump({"metrics": {"serviceMonitor": {"enabled": "sometimes"}}}))
+    result = helm.run("template", RELEASE, str(CHART), "-f", str(path), check=False)
+    assert result.returncode != 0
+    assert "at '/metrics/serviceMonitor/enabled': value must be one of 'auto', true, false" in (
+        result.stderr
+    )
