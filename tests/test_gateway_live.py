@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 
 import aiomqtt
 import grpc
@@ -20,6 +21,7 @@ import pytest
 import typed_stubs
 from conftest import ROOT
 from grpc_health.v1 import health_pb2
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.gateway.adapters.bms import BmsNatsAdapter
 from services.gateway.quality import Reason
@@ -75,7 +77,9 @@ def test_mqtt_point_reaches_the_cooling_domain_and_garbage_is_counted(tmp_path, 
         def step(n: int) -> None:
             clock.Step(twin_pb2.StepRequest(run_id=run_id, ticks=n), timeout=60)
 
-        config = GatewayConfig(site="small", nats_url=server.url, point_map=map_path)
+        config = GatewayConfig(
+            site="small", nats_url=server.url, point_map=map_path, metrics_address="127.0.0.1:0"
+        )
         asyncio.run(scenario(server, config, run_id, step))
         channel.close()
         # The historian stored what the gateway sent, once (the held 41.5 was re-sent at
@@ -184,6 +188,18 @@ async def scenario(server: NatsServer, config: GatewayConfig, run_id: str, step)
             }
             assert (got.rejected["unit"], got.rejected["stale"]) == (1, 0)
             assert got.batches == gateway.batches >= 1
+        # Prometheus reads the same counters on the gateway's /metrics port.
+        url = f"http://127.0.0.1:{svc.metrics_port}/metrics"
+        text = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+        exported = {
+            (s.name, tuple(s.labels.items())): s.value
+            for f in text_string_to_metric_families(text.decode())
+            for s in f.samples
+        }
+        assert exported[("twin_gateway_points_accepted_total", ())] == got.accepted
+        for reason, n in got.rejected.items():
+            assert exported[("twin_gateway_points_rejected_total", (("reason", reason),))] == n
+        assert exported[("twin_gateway_batches_total", ())] >= got.batches
         done = await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "services.cli", "gateway", "stats", "--site", "small"],
