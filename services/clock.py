@@ -67,6 +67,7 @@ class Clock:
         self.horizon_steps: int | None = None
         self.real_time_factor: float | None = None  # None: as fast as possible
         self.latest: dict[str, StateMessage] = {}
+        self.halls: list[tuple[str, int]] = []  # (name, CDUs) of the run's site, in order
         # Run totals (cost_usd, ...): the rates of the contract integrated over the steps.
         self.totals = dict.fromkeys(contract.TOTALS, 0.0)
         self.limits: metrics.Limits | None = None  # the run's site's, for the alerts
@@ -134,6 +135,7 @@ class Clock:
         await self.stop()
         self.limits = metrics.Limits.of(site)
         self.run_id = uuid.uuid4().hex[:12]
+        self.halls = [(hall.name, hall.cdus) for hall in site.halls]
         self.reason = ""
         self.step, self.dt = 0, spec.dt_s or 1.0
         self.horizon_steps = round(spec.horizon_s / self.dt) if spec.horizon_s > 0 else None
@@ -354,4 +356,9 @@ class Clock:
             s.quantities.update(self.latest[domain].quantities)
         s.totals.update(self.totals)
         s.real_time_factor = self._measured_rate
+        supply = list(self.latest["cooling"].tcs_supply_c)  # type: ignore[attr-defined]
+        first = 0
+        for name, cdus in self.halls:  # CDU rows are in hall order (twin_core/params.py)
+            s.halls.add(name=name, tcs_supply_c=supply[first : first + cdus])
+            first += cdus
         return s

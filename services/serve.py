@@ -18,8 +18,9 @@ if TYPE_CHECKING:
 # loads them, and six processes starting on a small machine share its cores.
 
 SERVICES = (*DOMAINS, "twin", "historian")
-# Served on request, not started by `twin up`: the field gateway needs a point map.
-OPTIONAL = ("gateway",)
+# Served on request, not by LocalTwin: the field gateway needs a point map; the web
+# console (HTTP, no gRPC) is started by `twin up` beside the others.
+OPTIONAL = ("gateway", "console")
 # The services that compile the model (the twin: what-if studies); not the historian.
 MODEL_SERVICES = (*DOMAINS, "twin")
 
@@ -125,6 +126,10 @@ def serve(name: str) -> int:
         from services.gateway.service import main
 
         return main()
+    if name == "console":  # HTTP over the twin's gRPC APIs, no JAX
+        from services.console.service import main as console_main
+
+        return console_main()
     try:  # before any array exists; read alone, as the whole config is read only in run()
         x64 = RuntimeConfig.read("x64")
     except ConfigError:

@@ -102,6 +102,14 @@ CASES: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "console": {
+        "console": {
+            "enabled": True,
+            "tokenSecret": "twin-console",
+            "allowFrom": [{"namespaceSelector": {"matchLabels": {"team": "ops"}}}],
+        },
+        "grpc": {"tls": {"enabled": True, "secretName": "twin-grpc", "mutual": True}},
+    },
 }
 
 
@@ -233,7 +241,8 @@ def test_service_accounts_without_token_or_rbac(rendered: dict, case: str) -> No
 def test_service_deployments(rendered: dict, case: str) -> None:
     docs = rendered[case]
     gateway = CASES[case].get("gateway", {}).get("enabled", False)
-    assert len(objects(docs, "Deployment")) == len(SERVICES) + gateway
+    console = CASES[case].get("console", {}).get("enabled", False)
+    assert len(objects(docs, "Deployment")) == len(SERVICES) + gateway + console
     for name in SERVICES:
         dep = deployment(docs, name)
         assert dep["spec"]["replicas"] == 1
@@ -793,6 +802,55 @@ def test_no_gateway_by_default(rendered: dict) -> None:
     assert "mqtt" not in nats_conf(docs)
     ports = one(docs, "Service", f"{PREFIX}-nats")["spec"]["ports"]
     assert [p["name"] for p in ports] == ["client"]
+
+
+def test_console_deployment(rendered: dict) -> None:
+    docs = rendered["console"]
+    dep = deployment(docs, "console")
+    pod = dep["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert labels["ai-factory-twin.io/grpc-client"] == "true"  # NetworkPolicy: to the APIs
+    assert "ai-factory-twin.io/nats-client" not in labels  # no bus, no database
+    assert "ai-factory-twin.io/database-client" not in labels
+    c = container(dep)
+    assert c["args"] == ["console"]  # `twin serve console`
+    env = env_of(c)
+    assert env["TWIN_CONSOLE_ADDRESS"]["value"] == "0.0.0.0:8080"
+    assert env["TWIN_CONSOLE_TWIN_ADDRESS"]["value"] == f"{PREFIX}-twin:50051"
+    assert env["TWIN_CONSOLE_HISTORY_ADDRESS"]["value"] == f"{PREFIX}-historian:50051"
+    assert env["TWIN_INSTANCE_ID"]["value"] == f"{NAMESPACE}.{RELEASE}"
+    ref = env["TWIN_CONSOLE_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "twin-console", "key": "token"}
+    # A mutual-TLS client of the twin, as the helm test pod.
+    assert env["TWIN_GRPC_TLS_CA_FILE"]["value"] == "/etc/twin/grpc-tls/ca.crt"
+    assert env["TWIN_GRPC_TLS_CLIENT_CERT_FILE"]["value"] == "/etc/twin/grpc-tls/tls.crt"
+    assert not {"TWIN_NATS_URL", "TWIN_DATABASE_URL"} & set(env)
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+    svc = one(docs, "Service", f"{PREFIX}-console")
+    assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", 8080)]
+    policy = objects(docs, "NetworkPolicy")[f"{PREFIX}-console"]["spec"]
+    assert policy["ingress"] == [
+        {
+            "ports": [{"port": "http", "protocol": "TCP"}],
+            "from": [{"namespaceSelector": {"matchLabels": {"team": "ops"}}}],
+        }
+    ]
+
+
+def test_no_console_by_default(rendered: dict) -> None:
+    for kind in ("Deployment", "Service", "ServiceAccount", "NetworkPolicy"):
+        assert f"{PREFIX}-console" not in objects(rendered["defaults"], kind)
+
+
+def test_a_console_without_a_token_or_clients_is_read_only_and_closed(
+    helm: Helm, tmp_path: Path
+) -> None:
+    docs = render(helm, tmp_path, {"console": {"enabled": True}})
+    assert "TWIN_CONSOLE_TOKEN" not in env_of(container(deployment(docs, "console")))
+    # No allowFrom: no rule of its own; the default-deny policy leaves port-forward only.
+    assert f"{PREFIX}-console" not in objects(docs, "NetworkPolicy")
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -22,7 +23,8 @@ from services.runtime.redact import redact
 
 def serve(
     service: Annotated[
-        str, typer.Argument(help="compute, cooling, power, energy, twin, historian or gateway")
+        str,
+        typer.Argument(help="compute, cooling, power, energy, twin, historian, gateway or console"),
     ],
 ):
     """Run one service (configured by TWIN_* environment variables)."""
@@ -30,6 +32,10 @@ def serve(
         from services.gateway.service import main as gateway_main
 
         raise typer.Exit(gateway_main())
+    if service == "console":  # the web console: no model in it either
+        from services.console.service import main as console_main
+
+        raise typer.Exit(console_main())
     from services.serve import OPTIONAL, SERVICES
     from services.serve import serve as run_service
 
@@ -75,6 +81,12 @@ def up(
         ),
     ] = False,
     truth: Annotated[Path | None, typer.Option(help="with --plant: the plant's truth file")] = None,
+    web: Annotated[
+        bool, typer.Option("--console/--no-console", help="serve the web console")
+    ] = True,
+    console_port: Annotated[
+        int, typer.Option(help="the web console's port on 127.0.0.1; 0 = a free port")
+    ] = 0,
 ) -> None:
     """Start a local twin: nats-server, PostgreSQL, every service, and a run; the twin is
     supervised (a dead service or server is restarted); Ctrl-C stops it all.
@@ -115,6 +127,8 @@ def up(
         fail("--plant: the plant runs in real time: give --speed > 0")
     if plant and os.environ.get("TWIN_NATS_URL"):
         fail("--plant: needs the twin's own nats-server (TWIN_NATS_URL is set)")
+    if not 0 <= console_port <= 65535:
+        fail(f"--console-port: {console_port} is not 0 or a port from 1 to 65535")
     if not 0 <= base_port <= 65535 - 5:
         fail(f"--base-port: {base_port} is not 0 or a port from 1 to {65535 - 5}")
     path = Path(scenario)
@@ -180,6 +194,7 @@ def up(
         if isinstance(exc, KeyboardInterrupt):
             fail("interrupted while starting; everything stopped")
         fail(f"twin did not start: {exc}")
+    stack = ExitStack()  # the web console, stopped before the twin
     try:  # entered above: `with twin` would start it a second time
         started.set()
         threading.Thread(target=lambda: twin.failed.wait() and stop.set(), daemon=True).start()
@@ -191,11 +206,15 @@ def up(
             start.speed.as_fast_as_possible = True
         run_id = _start_run(address, start, instance)
         ports = ", ".join(f"{name} {a}" for name, a in twin.addresses.items())
+        if web:
+            web_console = _console(twin, console_port, logs)
+            stack.callback(web_console.stop)
         if duration is None:
             Console().print(
                 f"twin {site.name} up (instance {instance}): run {run_id}\n"
                 f"  gRPC: {ports}\n  nats: {redact(twin.nats_url or '')}\n"
-                f"  grpcurl -plaintext {address} list\n"
+                + (f"  console: {web_console.url}#token={web_console.token}\n" if web else "")
+                + f"  grpcurl -plaintext {address} list\n"
                 f"  grpcurl -plaintext {address} twin.twin.v1.TwinService/GetSnapshot\n"
                 + (_plant_lines(emulator, site.name, twin.nats_url or "") if emulator else "")
                 + "Ctrl-C stops everything.",
@@ -205,6 +224,8 @@ def up(
             stop.wait()
         else:
             console.print(f"  gRPC: {ports}", highlight=False, soft_wrap=True)
+            if web:
+                console.print(f"  console: {web_console.url}", highlight=False, soft_wrap=True)
             console.print(f"twin {site.name}: run {run_id}, {duration} at dt {dt} ({steps} steps)")
             # A paced run may legitimately take a while per step: never stall-fail faster.
             patience = max(stall_s, 3 * step_s / speed) if speed > 0 else stall_s
@@ -213,10 +234,32 @@ def up(
         if twin.failure:
             fail(twin.failure)
     finally:
+        stack.close()
         if emulator is not None:  # first: it publishes to the twin's nats-server
             emulator.stop()
         twin.close()
     Console().print("stopped")
+
+
+def _console(twin, port: int, logs: Path):
+    """The web console over this twin's gRPC APIs, its operator token from
+    TWIN_CONSOLE_TOKEN or new (printed in the console's URL, after the '#': the browser
+    keeps it, no server logs it)."""
+    from services.console.process import ConsoleProcess, ConsoleStartError, new_token
+
+    console_process = ConsoleProcess(
+        twin.addresses["twin"],
+        history_address=twin.addresses.get("historian"),
+        instance_id=twin.instance_id,
+        token=os.environ.get("TWIN_CONSOLE_TOKEN") or new_token(),
+        port=port,
+        log_path=str(logs / "console.log"),
+    )
+    try:
+        console_process.start()
+    except ConsoleStartError as exc:
+        fail(f"console did not start: {exc}")
+    return console_process
 
 
 def _plant(scenario: str, logs: Path, truth: Path | None, dt_s: float, speed: float,

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from twin.twin.v1 import deviation_pb2 as twin_dot_twin_dot_v1_dot_deviation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btwin/twin/v1/snapshot.proto\x12\x0ctwin.twin.v1\x1a\x1ctwin/twin/v1/deviation.proto\"\xad\x05\n\x0cSiteSnapshot\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x0e\n\x06time_s\x18\x04 \x01(\x01\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.twin.twin.v1.RunState\x12>\n\nquantities\x18\x1b \x03(\x0b\x32*.twin.twin.v1.SiteSnapshot.QuantitiesEntry\x12\x36\n\x06totals\x18\x1c \x03(\x0b\x32&.twin.twin.v1.SiteSnapshot.TotalsEntry\x12\x18\n\x10real_time_factor\x18\x19 \x01(\x01\x12\x0e\n\x06reason\x18\x1a \x01(\t\x12+\n\ndeviations\x18\x1d \x03(\x0b\x32\x17.twin.twin.v1.Deviation\x1a\x31\n\x0fQuantitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bTotalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01J\x04\x08\x06\x10\x19R\x03pueR\x05it_mwR\x0b\x66\x61\x63ility_mwR\ncooling_mwR\tlosses_mwR\x11tcs_supply_mean_cR\x10tcs_supply_max_cR\x11\x66\x61\x63ility_supply_cR\x0egpu_temp_max_cR\x0fgpu_temp_mean_cR\x0ethrottled_gpusR\x07grid_mwR\nbattery_mwR\x06ppa_mwR\rgeneration_mwR\x08\x63ost_usdR\x0b\x65missions_tR\x12market_emissions_tR\x10\x64\x65livered_pflops*\x7f\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_RUNNING\x10\x01\x12\x14\n\x10RUN_STATE_PAUSED\x10\x02\x12\x15\n\x11RUN_STATE_STOPPED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btwin/twin/v1/snapshot.proto\x12\x0ctwin.twin.v1\x1a\x1ctwin/twin/v1/deviation.proto\"\xd4\x05\n\x0cSiteSnapshot\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x03\x12\x0e\n\x06time_s\x18\x04 \x01(\x01\x12%\n\x05state\x18\x05 \x01(\x0e\x32\x16.twin.twin.v1.RunState\x12>\n\nquantities\x18\x1b \x03(\x0b\x32*.twin.twin.v1.SiteSnapshot.QuantitiesEntry\x12\x36\n\x06totals\x18\x1c \x03(\x0b\x32&.twin.twin.v1.SiteSnapshot.TotalsEntry\x12\x18\n\x10real_time_factor\x18\x19 \x01(\x01\x12\x0e\n\x06reason\x18\x1a \x01(\t\x12+\n\ndeviations\x18\x1d \x03(\x0b\x32\x17.twin.twin.v1.Deviation\x12%\n\x05halls\x18\x1e \x03(\x0b\x32\x16.twin.twin.v1.HallCdus\x1a\x31\n\x0fQuantitiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bTotalsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01J\x04\x08\x06\x10\x19R\x03pueR\x05it_mwR\x0b\x66\x61\x63ility_mwR\ncooling_mwR\tlosses_mwR\x11tcs_supply_mean_cR\x10tcs_supply_max_cR\x11\x66\x61\x63ility_supply_cR\x0egpu_temp_max_cR\x0fgpu_temp_mean_cR\x0ethrottled_gpusR\x07grid_mwR\nbattery_mwR\x06ppa_mwR\rgeneration_mwR\x08\x63ost_usdR\x0b\x65missions_tR\x12market_emissions_tR\x10\x64\x65livered_pflops\".\n\x08HallCdus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0ctcs_supply_c\x18\x02 \x03(\x01*\x7f\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_RUNNING\x10\x01\x12\x14\n\x10RUN_STATE_PAUSED\x10\x02\x12\x15\n\x11RUN_STATE_STOPPED\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SITESNAPSHOT_QUANTITIESENTRY']._serialized_options = b'8\001'
   _globals['_SITESNAPSHOT_TOTALSENTRY']._loaded_options = None
   _globals['_SITESNAPSHOT_TOTALSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATE']._serialized_start=763
-  _globals['_RUNSTATE']._serialized_end=890
+  _globals['_RUNSTATE']._serialized_start=850
+  _globals['_RUNSTATE']._serialized_end=977
   _globals['_SITESNAPSHOT']._serialized_start=76
-  _globals['_SITESNAPSHOT']._serialized_end=761
-  _globals['_SITESNAPSHOT_QUANTITIESENTRY']._serialized_start=401
-  _globals['_SITESNAPSHOT_QUANTITIESENTRY']._serialized_end=450
-  _globals['_SITESNAPSHOT_TOTALSENTRY']._serialized_start=452
-  _globals['_SITESNAPSHOT_TOTALSENTRY']._serialized_end=497
+  _globals['_SITESNAPSHOT']._serialized_end=800
+  _globals['_SITESNAPSHOT_QUANTITIESENTRY']._serialized_start=440
+  _globals['_SITESNAPSHOT_QUANTITIESENTRY']._serialized_end=489
+  _globals['_SITESNAPSHOT_TOTALSENTRY']._serialized_start=491
+  _globals['_SITESNAPSHOT_TOTALSENTRY']._serialized_end=536
+  _globals['_HALLCDUS']._serialized_start=802
+  _globals['_HALLCDUS']._serialized_end=848
 # @@protoc_insertion_point(module_scope)

@@ -22,7 +22,7 @@ RUN_STATE_STOPPED: RunState
 RUN_STATE_FAILED: RunState
 
 class SiteSnapshot(_message.Message):
-    __slots__ = ("run_id", "site_id", "step", "time_s", "state", "quantities", "totals", "real_time_factor", "reason", "deviations")
+    __slots__ = ("run_id", "site_id", "step", "time_s", "state", "quantities", "totals", "real_time_factor", "reason", "deviations", "halls")
     class QuantitiesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,6 +47,7 @@ class SiteSnapshot(_message.Message):
     REAL_TIME_FACTOR_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     DEVIATIONS_FIELD_NUMBER: _ClassVar[int]
+    HALLS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     site_id: str
     step: int
@@ -57,4 +58,13 @@ class SiteSnapshot(_message.Message):
     real_time_factor: float
     reason: str
     deviations: _containers.RepeatedCompositeFieldContainer[_deviation_pb2.Deviation]
-    def __init__(self, run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., state: _Optional[_Union[RunState, str]] = ..., quantities: _Optional[_Mapping[str, float]] = ..., totals: _Optional[_Mapping[str, float]] = ..., real_time_factor: _Optional[float] = ..., reason: _Optional[str] = ..., deviations: _Optional[_Iterable[_Union[_deviation_pb2.Deviation, _Mapping]]] = ...) -> None: ...
+    halls: _containers.RepeatedCompositeFieldContainer[HallCdus]
+    def __init__(self, run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., state: _Optional[_Union[RunState, str]] = ..., quantities: _Optional[_Mapping[str, float]] = ..., totals: _Optional[_Mapping[str, float]] = ..., real_time_factor: _Optional[float] = ..., reason: _Optional[str] = ..., deviations: _Optional[_Iterable[_Union[_deviation_pb2.Deviation, _Mapping]]] = ..., halls: _Optional[_Iterable[_Union[HallCdus, _Mapping]]] = ...) -> None: ...
+
+class HallCdus(_message.Message):
+    __slots__ = ("name", "tcs_supply_c")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TCS_SUPPLY_C_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tcs_supply_c: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., tcs_supply_c: _Optional[_Iterable[float]] = ...) -> None: ...
