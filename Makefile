@@ -23,6 +23,8 @@ test: $(STAMP)
 	@command -v mosquitto >/dev/null || { apt-get update -qq && apt-get install -y -qq mosquitto; } >/dev/null 2>&1 || echo "mosquitto not installed: the external MQTT broker tests skip"
 	@# Prometheus and promtool for the alert rule and scrape tests (they skip without them).
 	@command -v promtool >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus; } >/dev/null 2>&1 || echo "prometheus not installed: the alert rule and scrape tests skip"
+	@# A headless browser for the web console's tests (they skip without it).
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } >/dev/null 2>&1 || echo "chromium not installed: the console's browser tests skip"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports

@@ -4,7 +4,6 @@ one upstream ``Watch``."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from functools import cache
@@ -27,7 +26,6 @@ from services.console.upstream import Upstream
 HERE = Path(__file__).parent
 PAGES = {"/": "overview", "/control": "control", "/history": "history", "/whatif": "whatif"}
 TITLES = {"overview": "Site", "control": "Run control", "history": "History", "whatif": "What-if"}
-KEEPALIVE_S = 15.0
 # Everything from this origin: no CDN, no inline script (the browser tests would see a
 # violation as a console error).
 CSP = (
@@ -60,26 +58,8 @@ async def live(request: Request) -> Response:
     """Server-Sent Events: one ``snapshot`` event per published update."""
     hub: Hub = request.app.state.console.hub
 
-    async def events() -> AsyncIterator[bytes]:
-        yield b"retry: 2000\n\n"
-        frames = hub.frames()
-        next_frame: asyncio.Task | None = None
-        try:
-            while True:
-                next_frame = next_frame or asyncio.ensure_future(anext(frames))
-                done, _ = await asyncio.wait({next_frame}, timeout=KEEPALIVE_S)
-                if done:
-                    yield next_frame.result()
-                    next_frame = None
-                else:
-                    yield b": keepalive\n\n"
-        finally:
-            if next_frame is not None:
-                next_frame.cancel()
-            await frames.aclose()
-
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(hub.frames(), media_type="text/event-stream", headers=headers)
 
 
 async def healthz(request: Request) -> Response:

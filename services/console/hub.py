@@ -1,12 +1,14 @@
 """One upstream ``Watch`` stream, fanned out to every live viewer as Server-Sent Events.
 
 The reader keeps only the newest snapshot; the publisher turns it into one SSE frame (one
-JSON encoding, whatever the number of viewers) at most every ``min_interval_s`` (a
-browser shows no more than that) and puts the frame on every viewer's queue. A viewer
-whose queue is full (a stalled browser) loses its oldest frame, never blocks the others.
+JSON encoding, whatever the number of viewers) at most every ``min_interval_s`` (4 a
+second: what a person reads off a page; each frame costs the server per viewer) and puts
+the frame on every viewer's queue. A viewer whose queue is full (a stalled browser) loses
+its oldest frame, never blocks the others.
 
 ``Watch`` says nothing while a run is paused, and ends with the run: the hub then asks
-``GetSnapshot`` every ``poll_s`` (a pause, a new run) and opens the stream again.
+``GetSnapshot`` every ``poll_s`` (a pause, a new run) and opens the stream again once a
+run is running or paused.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ from twin.twin.v1 import snapshot_pb2, twin_pb2
 log = logging.getLogger("twin.console")
 
 EVENTS_KEPT = 50
+EVENTS_SHOWN = 15  # in each frame: what the overview lists
+RATE_WINDOW_S = 2.0  # the run's pace is measured over this long
+KEEPALIVE_S = 15.0  # a comment line to every viewer when nothing else was sent
+KEEPALIVE = b": keepalive\n\n"
+LIVE = (snapshot_pb2.RUN_STATE_RUNNING, snapshot_pb2.RUN_STATE_PAUSED)
 
 
 @dataclass
@@ -48,7 +55,7 @@ class Hub:
         self,
         upstream: Upstream,
         *,
-        min_interval_s: float = 0.1,
+        min_interval_s: float = 0.25,
         poll_s: float = 1.0,
         queue_size: int = 32,
     ) -> None:
@@ -64,6 +71,8 @@ class Hub:
         self._pending: snapshot_pb2.SiteSnapshot | None = None
         self._key: tuple | None = None  # what the last published snapshot was
         self._new = asyncio.Event()
+        self._live = asyncio.Event()  # a run is running or paused (a stream to open)
+        self._live.set()  # until the first snapshot says otherwise
         self._viewers: set[asyncio.Queue[bytes]] = set()
         self._tasks: list[asyncio.Task] = []
         self._last_message = 0.0
@@ -93,6 +102,10 @@ class Hub:
     def offer(self, snapshot: snapshot_pb2.SiteSnapshot) -> None:
         """A snapshot from anywhere (Watch, a poll, a control call's reply): published
         when it differs from the last one."""
+        if snapshot.state in LIVE:
+            self._live.set()
+        else:
+            self._live.clear()
         key = (snapshot.run_id, snapshot.step, snapshot.state, len(snapshot.deviations))
         if key == self._key and self._pending is None:
             return
@@ -100,19 +113,45 @@ class Hub:
         self._new.set()
 
     async def _read(self) -> None:
+        every = 1
         while True:
+            stream = self.upstream.twin.Watch(
+                twin_pb2.WatchRequest(every_steps=every), metadata=self.upstream.metadata
+            )
             try:
-                stream = self.upstream.twin.Watch(
-                    twin_pb2.WatchRequest(), metadata=self.upstream.metadata
-                )
-                async for message in stream:
-                    self.connected = True
-                    self._last_message = time.monotonic()
-                    self.stats.received += 1
-                    self.offer(message.snapshot)
+                paced = await self._follow(stream, every)
             except grpc.RpcError as exc:
                 self._down(exc)
-            await asyncio.sleep(self.poll_s)  # the run ended (or the twin is away)
+                paced = None
+            finally:
+                stream.cancel()
+            if paced is None:  # the run ended (or the twin is away)
+                every = 1
+                await asyncio.sleep(self.poll_s)
+                await self._live.wait()  # a run to watch, as the polls see it
+            else:
+                every = paced
+
+    async def _follow(self, stream: Any, every: int) -> int | None:
+        """Offer each snapshot of the stream until it ends (None), or until the run's
+        pace calls for another ``every_steps`` (returned): the twin builds and sends, and
+        this process reads, about one snapshot per published frame, however fast the run."""
+        mark: tuple[float, int] | None = None  # (when, step) the rate is measured from
+        async for message in stream:
+            self.connected = True
+            now, step = time.monotonic(), message.snapshot.step
+            self._last_message = now
+            self.stats.received += 1
+            self.offer(message.snapshot)
+            if mark is None or step < mark[1]:
+                mark = (now, step)
+            elif now - mark[0] >= RATE_WINDOW_S:
+                rate = (step - mark[1]) / (now - mark[0])
+                wanted = max(1, int(rate * self.min_interval_s))
+                if wanted >= 2 * every or wanted <= every // 2:
+                    return wanted
+                mark = (now, step)
+        return None
 
     async def _poll(self) -> None:
         """GetSnapshot when Watch has been quiet for ``poll_s``: pauses and new runs."""
@@ -138,20 +177,27 @@ class Hub:
 
     # -- viewers -----------------------------------------------------------------------
 
+    def _fan_out(self, frame: bytes) -> None:
+        for queue in self._viewers:
+            if queue.full():
+                queue.get_nowait()
+                self.stats.dropped += 1
+            queue.put_nowait(frame)
+
     async def _publish(self) -> None:
         while True:
-            await self._new.wait()
+            try:
+                await asyncio.wait_for(self._new.wait(), KEEPALIVE_S)
+            except TimeoutError:  # proxies close a stream that stays silent
+                self._fan_out(KEEPALIVE)
+                continue
             self._new.clear()
             snapshot, self._pending = self._pending, None
             if snapshot is None:
                 continue
             started = time.perf_counter()
             self._frame = self._make_frame(snapshot)
-            for queue in self._viewers:
-                if queue.full():
-                    queue.get_nowait()
-                    self.stats.dropped += 1
-                queue.put_nowait(self._frame)
+            self._fan_out(self._frame)
             self.stats.published += 1
             self.stats.publish_s += time.perf_counter() - started
             await asyncio.sleep(self.min_interval_s)
@@ -162,7 +208,7 @@ class Hub:
         view = snapshot_view(snapshot)
         view["seq"] = self.stats.published + 1  # viewers check that none is missing
         view["sent_at"] = time.time()  # wall clock: viewers measure their delay
-        view["events"] = list(self.events)
+        view["events"] = list(self.events)[:EVENTS_SHOWN]
         self.latest = view
         data = json.dumps(view, separators=(",", ":"), allow_nan=False)
         return f"event: snapshot\nid: {view['seq']}\ndata: {data}\n\n".encode()
@@ -196,10 +242,12 @@ class Hub:
                 add(f"deviation raised: {v['entity']} {v['quantity']} ({v['cause']})")
 
     async def frames(self) -> AsyncGenerator[bytes, None]:
-        """The frames for one viewer: the latest at once, then each new one."""
+        """The SSE body for one viewer: the reconnection delay, the latest frame at once,
+        then each new one (and keep-alive comments)."""
         queue: asyncio.Queue[bytes] = asyncio.Queue(self.queue_size)
         self._viewers.add(queue)
         try:
+            yield b"retry: 2000\n\n"
             if self._frame is not None:
                 yield self._frame
             while True:

@@ -101,7 +101,7 @@ const Console = (() => {
       label: name, stroke: colors[i % colors.length], width: 1.5, spanGaps: true,
       scale: scaleNames[i] })));
     const axes = [{ label: "simulated time, h" }].concat([...new Set(scaleNames)].slice(0, 2)
-      .map((s, i) => ({ scale: s, label: scaleOf ? s : (unit || ""), side: i ? 1 : 3,
+      .map((s, i) => ({ scale: s, label: scaleOf ? s : (unit || ""), side: i ? 1 : 3, size: 80,
         grid: { show: i === 0 } })));
     return new uPlot({
       title, width: Math.max(el.clientWidth, 400), height: 260, series,
