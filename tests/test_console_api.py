@@ -36,7 +36,9 @@ def _closed_port() -> str:
 
 
 def _client(token: str | None) -> TestClient:
-    config = ConsoleConfig(console_twin_address=_closed_port(), console_token=token)
+    config = ConsoleConfig.from_env(
+        {"TWIN_CONSOLE_TWIN_ADDRESS": _closed_port(), "TWIN_CONSOLE_TOKEN": token or ""}
+    )
     return TestClient(create_app(config, poll_s=0.2))
 
 

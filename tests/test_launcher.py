@@ -420,3 +420,41 @@ def test_supervisor_restarts_a_service_and_nats_then_gives_up_in_one_line() -> N
 async def _streams(js):
     for info in await js.streams_info():
         yield info
+
+
+def test_twin_up_serves_the_console(tmp_path: Path) -> None:
+    """`twin up` prints the web console's address with a fresh operator token; the console
+    shows this run, acts with the token only, and stops with the twin."""
+    import httpx
+
+    up = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", str(SMALL), "--base-port", "0",
+         "--speed", "5", "--log-dir", str(tmp_path / "logs")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "COLUMNS": "200", "TWIN_CONSOLE_TOKEN": ""},
+    )  # fmt: skip
+    try:
+        assert up.stdout is not None
+        lines = [up.stdout.readline() for _ in range(4)]
+        run_id = re.fullmatch(r"twin small up \(instance \w+\): run (\w+)\n", lines[0])
+        assert run_id, lines
+        console = re.fullmatch(r"  console: (http://127\.0\.0\.1:\d+/)#token=(\S{32})\n", lines[3])
+        assert console, lines
+        url, token = console[1], console[2]
+        with httpx.Client(base_url=url, timeout=30) as client:
+            assert client.get("/healthz").json()["status"] == "SERVING"
+            deadline = time.monotonic() + 30
+            while (snapshot := client.get("/api/snapshot").json())["run_id"] != run_id[1]:
+                assert time.monotonic() < deadline, snapshot
+                time.sleep(0.2)
+            assert client.post("/api/run/pause").status_code == 403
+            paused = client.post("/api/run/pause", headers={"authorization": f"Bearer {token}"})
+            assert paused.status_code == 200 and paused.json()["snapshot"]["state"] == "paused"
+        up.send_signal(signal.SIGINT)
+        out, _ = up.communicate(timeout=120)
+    finally:
+        up.kill()
+    assert up.returncode == 0
+    assert out.strip().splitlines()[-1] == "stopped"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url + "healthz", timeout=5)
