@@ -7,6 +7,11 @@ table with targets and ratios. Batched what-if throughput is bench/whatif.py.
 
 Compile time is measured on its own (lower + compile); the timed run re-uses the
 compiled rollout, so figures are steady-state simulation speed.
+
+The floor of a step is the memory traffic it cannot avoid: the carried state read and
+written once (its pytree's bytes, twice) at the memory bandwidth, measured in the same
+run with a large NumPy copy on a CPU (datasheet figures on an accelerator). A step far
+above its floor is bound by kernel launches and arithmetic, not by memory.
 """
 
 from __future__ import annotations
@@ -61,9 +66,23 @@ def tree_bytes(tree) -> int:
     return sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree))
 
 
+def copy_bandwidth(mib: int = 256, rounds: int = 5) -> float:
+    """Memory bandwidth of this host (bytes read + written per second): the best of
+    ``rounds`` copies of a ``mib`` MiB array, far larger than any cache."""
+    src = np.ones(mib * 2**20 // 8)
+    dst = np.empty_like(src)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.nbytes / best
+
+
 def time_single(site, granularity: Granularity, seconds: int, merged: bool, dt: float = 1.0):
-    """(compile s, wall s, simulated s per wall s, bytes touched per step, elements) for one
-    rollout; ``merged``: identical racks and CDUs advanced once (compress.py)."""
+    """(compile s, wall s, simulated s per wall s, state bytes read and written per step,
+    elements) for one rollout; ``merged``: identical racks and CDUs advanced once
+    (compress.py)."""
     every = 60
     n_records = seconds // every
     drivers = load_drivers(site)
@@ -78,9 +97,8 @@ def time_single(site, granularity: Granularity, seconds: int, merged: bool, dt: 
     start = time.perf_counter()
     jax.block_until_ready(compiled(p, s0))
     wall = time.perf_counter() - start
-    # Lower bound on memory traffic per step: read every parameter, read+write the state.
-    touched = tree_bytes(p) - np.asarray(p.hourly).nbytes + 2 * tree_bytes(s0)
-    return compile_s, wall, seconds / wall, touched, elements
+    # Lower bound on memory traffic per step: the carried state read once and written once.
+    return compile_s, wall, seconds / wall, 2 * tree_bytes(s0), elements
 
 
 def main() -> None:
@@ -94,11 +112,14 @@ def main() -> None:
     accelerator = device.platform != "cpu"
     kind = getattr(device, "device_kind", device.platform)
     site = fairwater(args.gpus)
-    console = Console(width=160)
+    console = Console(width=180)
+    bandwidth = BANDWIDTH_BYTES_PER_S.get(kind) if accelerator else copy_bandwidth()
     console.print(
         f"device: {kind} ({device.platform}) x{len(jax.devices())}, jax {jax.__version__}; "
         f"site {site.name}: "
-        f"{site.rack_count:,} racks, {site.gpu_count:,} GPUs"
+        f"{site.rack_count:,} racks, {site.gpu_count:,} GPUs; memory bandwidth "
+        + (f"{bandwidth / 1e9:,.1f} GB/s" if bandwidth else "unknown")
+        + (" (datasheet)" if accelerator else " (measured: NumPy copy)")
     )
 
     single = Table(title="Fairwater rollout at dt = 1 s (float32)")
@@ -112,12 +133,12 @@ def main() -> None:
         "target",
         "ratio",
         "vs every rack",
+        "state kB r+w",
         "floor µs",
         "step/floor",
     ):
         single.add_column(col, justify="right")
     targets = {"rack": 20_000, "gpu": 5_000 if accelerator else 200}
-    bandwidth = BANDWIDTH_BYTES_PER_S.get(kind)
     baseline = None
     runs: tuple[tuple[Granularity, int, bool], ...] = (
         ("rack", args.rack_seconds, False),
@@ -140,8 +161,9 @@ def main() -> None:
             f"{targets[granularity]:,}",
             f"{speed / targets[granularity]:.2f}",
             f"{speed / baseline:.2f}×" if granularity == "rack" and baseline else "-",
+            f"{touched / 1e3:,.1f}",
             f"{floor_us:.2f}" if bandwidth else "-",
-            f"{step_us / floor_us:.1f}" if bandwidth else "-",
+            f"{step_us / floor_us:,.0f}" if bandwidth else "-",
         )
     console.print(single)
 

@@ -86,6 +86,23 @@ class ComputeOutputs:
     residual_w: Float[Array, ""]  # AC in - heat - d(storage)/dt
 
 
+FOLD_ROWS = 64  # rack slots per CDU up to which a per-CDU reduction is unrolled
+
+
+def fold_racks(x: Float[Array, "R C"], op=jnp.add) -> Float[Array, " C"]:
+    """``x`` reduced over its rack slots (axis 0) with ``op``, one slot after another.
+
+    The same additions in the same order as XLA's reduction, but written as whole-row
+    elementwise operations they are vectorised across the CDUs; XLA's CPU reduction over
+    a leading axis adds element by element (17 of ~100 µs of a Fairwater step)."""
+    if x.shape[0] > FOLD_ROWS:
+        return jnp.sum(x, axis=0) if op is jnp.add else jnp.max(x, axis=0)
+    acc = x[0]
+    for i in range(1, x.shape[0]):
+        acc = op(acc, x[i])
+    return acc
+
+
 def workload_utilization(
     p: ComputeParams, s: ComputeState, inference_util: Float[Array, " P"]
 ) -> Float[Array, " W"]:
@@ -311,13 +328,14 @@ def step(
         job_clock_s=job_clock,
         ckpt_clock_s=ckpt_clock,
     )
+    masked_hottest = jnp.where(weights > 0, hottest, -jnp.inf)
     out = ComputeOutputs(
         rack_ac_w=rack_ac,
         ac_total_w=ac,
-        heat_liquid_w=jnp.sum(heat_liquid_rack * p.rack_count, axis=0),
+        heat_liquid_w=fold_racks(heat_liquid_rack * p.rack_count),
         heat_air_w=heat_air,
         rack_outlet_mean_c=outlet_sum / jnp.sum(p.mask * racks),
-        gpu_temp_max_c=jnp.max(jnp.where(weights > 0, hottest, -jnp.inf)),
+        gpu_temp_max_c=jnp.max(fold_racks(jnp.max(masked_hottest, axis=-1), jnp.maximum)),
         gpu_temp_mean_c=die_sum / n_gpu,
         throttled_gpus=throttled,
         delivered_pflops=pflops,
