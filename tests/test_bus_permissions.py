@@ -25,6 +25,8 @@ import yaml
 from google.protobuf import struct_pb2
 from helm_binary import Helm
 from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.js.errors import NotFoundError
 from pg_rows import one
 from started_twin import database_url
 from test_security import user_nkey
@@ -90,7 +92,30 @@ def auth_conf(helm: Helm, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(auth_conf: Path) -> Iterator[NatsServer]:
     with NatsServer(extra_args=["-c", str(auth_conf)], env=ENV, start_timeout_s=30) as srv:
+        arun(_jetstream_ready(srv.url))
         yield srv
+
+
+async def _jetstream_ready(url: str, timeout_s: float = 30.0) -> None:
+    """The client port opens before the account's JetStream API answers; on a loaded
+    machine a first request in that gap gets "no responders"."""
+    nc = await nats.connect(
+        url, user="twin", password=PASSWORDS["twin"], inbox_prefix="_INBOX.twin"
+    )
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:  # an answer, "not found" included, means the API is up
+                await nc.jetstream().stream_info(f"twin-{SITE}")
+                return
+            except NotFoundError:
+                return
+            except NoRespondersError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
 
 
 # ------------------------------------------------------------------ one source, no drift
@@ -365,16 +390,21 @@ def test_telemetry_publishes_telemetry_only(server: NatsServer) -> None:
         observer = await Client.open(server.url, "observer")
         try:
             got = await _collect(cooling.nc, f"telemetry.{SITE}.>")
-            await gateway.nc.publish(f"telemetry.{SITE}.bms.cdu", b"reading")
             await gateway.nc.publish("telemetry.other.bms.cdu", b"elsewhere")
             assert await gateway.denied("telemetry.other.bms.cdu")
             await gateway.nc.subscribe(f"twin.{SITE}.clock")
             assert await gateway.denied(f"twin.{SITE}.clock", "subscription")
             await observer.nc.publish(f"telemetry.{SITE}.bms.cdu", b"x")
             assert await observer.denied(f"telemetry.{SITE}.bms.cdu")
-            assert await until(lambda: bool(got), timeout_s=30), cooling.errors_text
+            # Core NATS is at-most-once: on a loaded machine a first reading has been seen
+            # to go missing, so the gateway repeats it (as it does at every tick).
+            for _ in range(30):
+                await gateway.nc.publish(f"telemetry.{SITE}.bms.cdu", b"reading")
+                await gateway.nc.flush()
+                if await until(lambda: bool(got), timeout_s=1):
+                    break
             await settle()
-            assert got == [b"reading"]
+            assert got and set(got) == {b"reading"}, (got, cooling.errors_text)
         finally:
             for c in (gateway, cooling, observer):
                 await c.nc.close()

@@ -109,8 +109,8 @@ def test_every_response_names_the_instance_and_other_instances_are_refused() -> 
             # The error still says whose service answered.
             assert isinstance(info.value, grpc.Call)  # a sync call's error is its Call too
             assert ("x-twin-instance", "twin-a") in info.value.initial_metadata()
-        assert probe(address, instance_id="twin-a") == Probe("SERVING", "twin-a")
-        assert probe(address, instance_id="twin-b") == Probe("OTHER_TWIN", "twin-a")
+        assert probe(address, timeout_s=10, instance_id="twin-a") == Probe("SERVING", "twin-a")
+        assert probe(address, timeout_s=10, instance_id="twin-b") == Probe("OTHER_TWIN", "twin-a")
     finally:
         stop()
     # A service without an instance id (no `twin up`) is not this twin's either.
