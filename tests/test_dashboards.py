@@ -20,7 +20,9 @@ import grpc
 import psycopg
 import pytest
 from grafana_sql import expand, interval_text
+from pg_rows import one
 from promql import PROMETHEUS_OWN, PROMTOOL, check_expressions, metric_names
+from psycopg.sql import SQL, Identifier
 
 from services.dashboards import DASHBOARDS, FOLDER, _sql, render
 from services.historian import events
@@ -253,9 +255,7 @@ def stored(postgres_url: str) -> dict[str, Any]:
     row = events.deviation_row(deviation.SerializeToString())
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(events.INSERT, (row.event_id, row.run_id, row.time, row.kind, row.body))
-        (started,) = conn.execute(
-            "SELECT started_at FROM runs WHERE run_id = %s", (run_id,)
-        ).fetchone()
+        (started,) = one(conn.execute("SELECT started_at FROM runs WHERE run_id = %s", (run_id,)))
     return {
         "url": postgres_url,
         "run": run_id,
@@ -303,11 +303,11 @@ def test_every_sql_query_returns_rows_for_the_stored_run(stored: dict, interval_
 
 def site_rows(stored: dict, column: str) -> list[tuple[float, float]]:
     with psycopg.connect(stored["url"], autocommit=True) as conn:
-        rows = conn.execute(
-            f"SELECT extract(epoch from time - TIMESTAMPTZ '2000-01-01 00:00:00+00'), {column}"
-            " FROM site_series WHERE run_id = %s ORDER BY step",
-            (stored["run"],),
-        ).fetchall()
+        query = SQL(
+            "SELECT extract(epoch from time - TIMESTAMPTZ '2000-01-01 00:00:00+00'), {}"
+            " FROM site_series WHERE run_id = %s ORDER BY step"
+        ).format(Identifier(column))
+        rows = conn.execute(query, (stored["run"],)).fetchall()
     return [(float(t), float(v)) for t, v in rows]
 
 
@@ -354,9 +354,11 @@ def test_raw_series_and_cdu_panels_match_the_rows(stored: dict) -> None:
     columns, rows = run_query(stored, _sql.cdu_series("tcs_supply_c", "supply"), 3600.0)
     assert columns == ["time", "metric", "supply"]
     with psycopg.connect(stored["url"], autocommit=True) as conn:
-        (cdus,) = conn.execute(
-            "SELECT count(DISTINCT cdu) FROM cdu_series WHERE run_id = %s", (stored["run"],)
-        ).fetchone()
+        (cdus,) = one(
+            conn.execute(
+                "SELECT count(DISTINCT cdu) FROM cdu_series WHERE run_id = %s", (stored["run"],)
+            )
+        )
     assert {r[1] for r in rows} == {f"CDU {i}" for i in range(cdus)} and cdus >= 2
 
 

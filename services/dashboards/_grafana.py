@@ -92,14 +92,14 @@ def sql(query: str, table: bool = False, ref: str = "A") -> dict[str, Any]:
     }
 
 
-def stat(title: str, expr: str, unit: str, **kw: Any) -> Panel:
-    """The latest value of one PromQL expression."""
+def stat(title: str, expr: str, unit: str, legend: str = "", **kw: Any) -> Panel:
+    """The latest value of one PromQL expression (``legend``: its series' name)."""
     options = {"reduceOptions": {"calcs": ["lastNotNull"]}, "graphMode": "area"}
     options.update(kw.pop("options", {}))
     return Panel(
         "stat",
         title,
-        [prom(expr, instant=True)],
+        [prom(expr, legend, instant=True)],
         w=kw.pop("w", 4),
         h=kw.pop("h", 4),
         unit=unit,

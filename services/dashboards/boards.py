@@ -60,10 +60,8 @@ def overview() -> dict[str, Any]:
                         "Run state",
                         state,
                         "none",
-                        options={
-                            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "/^state$/"},
-                            "textMode": "value",
-                        },
+                        legend="{{state}}",  # the series of the state that is 1, by name
+                        options={"textMode": "name", "graphMode": "none"},
                     ),
                     stat("Simulated time", live("twin_run_time_seconds"), "s"),
                     stat(
