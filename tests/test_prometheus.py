@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from services import scrape_targets
+from services.dashboards import DASHBOARDS
 from services.launcher import LocalTwin, free_addresses
 from services.runtime import metrics
 from services.serve import SERVICES
@@ -217,3 +218,37 @@ def check_scrape(twin: LocalTwin, prometheus: Prometheus, services: set[str]) ->
     # A healthy paused small site: nothing fires (the run is paused, not stalled).
     firing = [r["name"] for r in evaluated if r["state"] != "inactive"]
     assert firing == []
+    check_dashboard_expressions(prometheus, run_id)
+
+
+# Panels with nothing to show here: no call failed, no what-if study ran.
+QUIET = {("site-overview", "gRPC errors"), ("what-if", "Calls by method and code"),
+         ("what-if", "Latency (p95)")}  # fmt: skip
+
+
+def check_dashboard_expressions(prometheus: Prometheus, run_id: str) -> None:
+    """Every live expression of the Grafana dashboards (services/dashboards), with the
+    panel's variables set to this run, is answered by Prometheus, with series (a rate
+    has them once two scrapes hold the counter: waited for)."""
+    exprs = []
+    for board, build in DASHBOARDS.items():
+        for panel in build()["panels"]:
+            for target in panel.get("targets", []):
+                if target["datasource"]["type"] == "prometheus":
+                    expr = target["expr"].replace("$__rate_interval", "1m")
+                    expr = expr.replace("$site", "small").replace("$run", run_id)
+                    exprs.append((f"{board}/{panel['title']}", expr, (board, panel["title"])))
+    assert len(exprs) >= 80  # the four dashboards hold 86 today
+
+    def unanswered() -> list[str]:
+        empty = []
+        for where, expr, key in exprs:
+            result = prometheus.api("query", query=expr)["result"]  # asserts success
+            if not result and key not in QUIET:
+                empty.append(f"{where}: {expr}")
+        return empty
+
+    deadline = time.monotonic() + 60
+    while (empty := unanswered()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not empty, "no series:\n" + "\n".join(empty)
