@@ -227,9 +227,10 @@ def up(
         if duration is None:
             Console().print(
                 f"twin {site.name} up (instance {instance}): run {run_id}\n"
-                f"  gRPC: {ports}\n  metrics: {scrape}\n  nats: {redact(twin.nats_url or '')}\n"
+                f"  gRPC: {ports}\n  nats: {redact(twin.nats_url or '')}\n"
                 + (f"  console: {web_console.url}#token={web_console.token}\n" if web else "")
-                + f"  grpcurl -plaintext {address} list\n"
+                + f"  metrics: {scrape}\n"
+                f"  grpcurl -plaintext {address} list\n"
                 f"  grpcurl -plaintext {address} twin.twin.v1.TwinService/GetSnapshot\n"
                 + (_plant_lines(emulator, site.name, twin.nats_url or "") if emulator else "")
                 + "Ctrl-C stops everything.",
