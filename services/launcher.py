@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -69,11 +69,12 @@ def default_addresses(host: str = "127.0.0.1", base: int = BASE_PORT) -> dict[st
     return {name: f"{host}:{base + i}" for i, name in enumerate(ORDER)}
 
 
-def free_addresses(host: str = "127.0.0.1") -> dict[str, str]:
-    """A free loopback port per service (tests and benchmarks run several twins at once)."""
+def free_addresses(host: str = "127.0.0.1", names: Sequence[str] = ORDER) -> dict[str, str]:
+    """A free loopback port per service name (tests and benchmarks run several twins at
+    once), all held open together so that no two names get the same port."""
     sockets = []
     try:
-        for _ in SERVICES:
+        for _ in names:
             sock = socket.socket()
             sock.bind((host, 0))
             sockets.append(sock)
@@ -81,7 +82,7 @@ def free_addresses(host: str = "127.0.0.1") -> dict[str, str]:
     finally:
         for sock in sockets:
             sock.close()
-    return {name: f"{host}:{port}" for name, port in zip(ORDER, ports, strict=True)}
+    return {name: f"{host}:{port}" for name, port in zip(names, ports, strict=True)}
 
 
 def check_ports(addresses: dict[str, str]) -> None:
@@ -164,6 +165,8 @@ class LocalTwin:
     env: dict[str, str] = field(default_factory=dict)
     # Per service, on top of ``env``: e.g. each service's own NATS identity.
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Per service, its Prometheus /metrics address (TWIN_METRICS_ADDRESS); absent: none.
+    metrics_addresses: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 120.0
     log_path: str | None = None  # the services' log lines go there (default: this stderr)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -191,7 +194,8 @@ class LocalTwin:
 
     def __enter__(self) -> LocalTwin:
         try:
-            check_ports(self.addresses)  # before anything starts: nothing to undo
+            metrics = {f"{name} metrics": a for name, a in self.metrics_addresses.items()}
+            check_ports({**self.addresses, **metrics})  # before anything starts
             if self.log_path:
                 self._log = self._stack.enter_context(open(self.log_path, "ab"))
             self.nats_url = self.nats_url or _setting("nats_url")
@@ -252,6 +256,7 @@ class LocalTwin:
             **os.environ,
             **self.env,
             **self.service_env.get(name, {}),
+            **({"TWIN_METRICS_ADDRESS": m} if (m := self.metrics_addresses.get(name)) else {}),
             "TWIN_SITE": self.site,
             "TWIN_NATS_URL": self.nats_url or "",
             "TWIN_GRPC_ADDRESS": self.addresses[name],

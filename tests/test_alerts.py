@@ -4,13 +4,14 @@ services export (services/runtime/metrics.py) or Prometheus itself (``up``)."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from promql import PROMETHEUS_OWN, PROMTOOL, metric_names
+from promql import promtool as run_promtool
 
 from services.runtime import metrics
 
@@ -18,37 +19,15 @@ ROOT = Path(__file__).resolve().parent.parent
 FILES = ROOT / "charts" / "ai-factory-twin" / "files"
 RULES = FILES / "alerts.yaml"
 RULE_TESTS = FILES / "alerts_test.yaml"
-PROMETHEUS_OWN = {"up"}  # series Prometheus writes for every target
-PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian prometheus)")
-
-# PromQL words that are not metric names.
-KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring"}
-KEYWORDS |= {"group_left", "group_right", "inf", "nan"}
 
 
 def promtool(*args: str, cwd: Path = FILES) -> subprocess.CompletedProcess:
-    assert PROMTOOL is not None
-    return subprocess.run(
-        [PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-    )
+    return run_promtool(*args, cwd=cwd)
 
 
 def rules() -> list[dict]:
     return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression selects: what is left once strings, label
-    matchers, ranges, label lists of by/on/..., function names, keywords and numbers are
-    taken out."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', "", expr)
-    text = re.sub(r"\{[^}]*\}", " ", text)
-    text = re.sub(r"\[[^\]]*\]", " ", text)
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
-    text = re.sub(r"\b[a-zA-Z_][a-zA-Z0-9_]*\s*\(", " (", text)  # functions, aggregations
-    words = re.findall(r"(?<![\w.])[a-zA-Z_:][a-zA-Z0-9_:]*", text)
-    return {w for w in words if w.lower() not in KEYWORDS}
 
 
 def test_metric_names_parser() -> None:

@@ -518,15 +518,21 @@ def test_commands_are_kept_in_the_live_configuration_bucket(local_twin):
 
 def test_twin_up_serves_until_interrupted_and_status_reports_health(tmp_path):
     """`twin up --base-port 0`: free ports, printed with the instance id; `twin status` on
-    them sees every service SERVING for that instance; its nats-server, killed, is
-    restarted on its port and said so; Ctrl-C stops everything."""
+    them sees every service SERVING for that instance; each service serves /metrics on
+    its own port, listed in the --prometheus-targets file until the twin stops; its
+    nats-server, killed, is restarted on its port and said so; Ctrl-C stops everything."""
+    import json
     import re
     import signal
     import subprocess
     import sys
     import time
+    import urllib.request
 
     import psutil
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from services.launcher import ORDER
 
     command = [
         sys.executable,
@@ -538,6 +544,8 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health(tmp_path):
         "0",
         "--base-port",
         "0",
+        "--prometheus-targets",
+        str(tmp_path / "targets.json"),
     ]
     err = tmp_path / "stderr"
     up = subprocess.Popen(
@@ -575,6 +583,25 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health(tmp_path):
         )
         assert status.stdout.count("SERVING") == 6, status.stdout  # with the historian
         assert status.stdout.count(instance) == 6, status.stdout
+        # Every service's /metrics on its own loopback port, printed and in the file_sd file.
+        groups = json.loads((tmp_path / "targets.json").read_text())
+        assert [g["labels"] for g in groups] == [
+            {"twin_service": name, "twin_instance": instance} for name in ORDER
+        ]
+        scraped = [g["targets"][0] for g in groups]
+        assert len(set(scraped)) == 6 and not set(scraped) & set(addresses)
+        listed = ", ".join(f"{n} {a}" for n, a in zip(ORDER, scraped, strict=True))
+        assert f"metrics: {listed} (Prometheus file_sd: {tmp_path / 'targets.json'})" in printed
+        for name, address in zip(ORDER, scraped, strict=True):
+            with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
+                body = reply.read().decode()
+            infos = [
+                (sample.labels, sample.value)
+                for family in text_string_to_metric_families(body)
+                if family.name == "twin_service_info"
+                for sample in family.samples
+            ]
+            assert infos == [({"service": name, "site": "small", "instance_id": instance}, 1.0)]
         (nats_server,) = [p for p in psutil.Process(up.pid).children() if p.name() == "nats-server"]
         port = nats_server.net_connections("tcp")[0].laddr.port
         nats_server.kill()
@@ -599,6 +626,7 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health(tmp_path):
         up.send_signal(signal.SIGINT)
         out, _ = up.communicate(timeout=60)
     assert up.returncode == 0 and "stopped" in out
+    assert not (tmp_path / "targets.json").exists()  # its targets leave with the twin
     after = subprocess.run(
         [sys.executable, "-m", "services.cli", "status", *addresses],
         cwd=ROOT,

@@ -20,6 +20,8 @@ import grpc
 import pytest
 import yaml
 
+from services import scrape_targets
+from services.dashboards import DASHBOARDS
 from services.launcher import LocalTwin, free_addresses
 from services.runtime import metrics
 from services.serve import SERVICES
@@ -51,23 +53,18 @@ def free_ports(n: int) -> list[int]:
 
 
 class Prometheus:
-    """prometheus on 127.0.0.1:<free port>, scraping ``targets`` (service -> port) every
-    second, with ``RULES`` loaded; its HTTP API through ``api``."""
+    """prometheus on 127.0.0.1:<free port>, scraping the targets of a file_sd ``targets``
+    file (as ``twin up --prometheus-targets`` writes it) every second, with ``RULES``
+    loaded; its HTTP API through ``api``."""
 
-    def __init__(self, tmp: Path, targets: dict[str, int]) -> None:
+    def __init__(self, tmp: Path, targets: Path) -> None:
         (port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{port}"
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(RULES)],
             "scrape_configs": [
-                {
-                    "job_name": "twin",
-                    "static_configs": [
-                        {"targets": [f"127.0.0.1:{p}"], "labels": {"twin_service": name}}
-                        for name, p in targets.items()
-                    ],
-                }
+                {"job_name": "twin", "file_sd_configs": [{"files": [str(targets)]}]}
             ],
         }
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -120,17 +117,24 @@ class Prometheus:
 
 
 def test_prometheus_scrapes_a_running_twin(tmp_path: Path) -> None:
-    ports: dict[str, int] = dict(zip(SERVICES, free_ports(len(SERVICES)), strict=True))
-    env = {name: {"TWIN_METRICS_ADDRESS": f"127.0.0.1:{p}"} for name, p in ports.items()}
-    with LocalTwin("small", free_addresses(), service_env=env, ready_timeout_s=240) as twin:
-        prometheus = Prometheus(tmp_path, ports)
+    """Each service on its own /metrics port, as ``twin up`` starts them (the launcher's
+    ``metrics_addresses``), found by Prometheus through the file ``twin up
+    --prometheus-targets`` writes."""
+    metrics_at = free_addresses(names=SERVICES)
+    assert len(set(metrics_at.values())) == len(SERVICES)
+    with LocalTwin(
+        "small", free_addresses(), metrics_addresses=metrics_at, ready_timeout_s=240
+    ) as twin:
+        targets = tmp_path / "targets.json"
+        scrape_targets.write(targets, twin.metrics_addresses, twin.instance_id)
+        prometheus = Prometheus(tmp_path, targets)
         try:
-            check_scrape(twin, prometheus, ports)
+            check_scrape(twin, prometheus, set(metrics_at))
         finally:
             prometheus.close()
 
 
-def check_scrape(twin: LocalTwin, prometheus: Prometheus, ports: dict[str, int]) -> None:
+def check_scrape(twin: LocalTwin, prometheus: Prometheus, services: set[str]) -> None:
     meta = (("x-twin-instance", twin.instance_id),)
     spec = clock_pb2.RunSpec(scenario_yaml=SMALL.read_text(), dt_s=10, horizon_s=3600)
     with grpc.insecure_channel(twin.addresses["twin"]) as channel:
@@ -147,7 +151,9 @@ def check_scrape(twin: LocalTwin, prometheus: Prometheus, ports: dict[str, int])
     def all_up() -> dict[str, str]:
         targets = prometheus.api("targets")["activeTargets"]
         health = {t["labels"]["twin_service"]: t["health"] for t in targets}
-        return health if set(health) == set(ports) and set(health.values()) == {"up"} else {}
+        instances = {t["labels"]["twin_instance"] for t in targets}
+        assert instances <= {twin.instance_id}, instances
+        return health if set(health) == services and set(health.values()) == {"up"} else {}
 
     prometheus.wait("every target up", all_up)
 
@@ -212,3 +218,37 @@ def check_scrape(twin: LocalTwin, prometheus: Prometheus, ports: dict[str, int])
     # A healthy paused small site: nothing fires (the run is paused, not stalled).
     firing = [r["name"] for r in evaluated if r["state"] != "inactive"]
     assert firing == []
+    check_dashboard_expressions(prometheus, run_id)
+
+
+# Panels with nothing to show here: no call failed, no what-if study ran.
+QUIET = {("site-overview", "gRPC errors"), ("what-if", "Calls by method and code"),
+         ("what-if", "Latency (p95)")}  # fmt: skip
+
+
+def check_dashboard_expressions(prometheus: Prometheus, run_id: str) -> None:
+    """Every live expression of the Grafana dashboards (services/dashboards), with the
+    panel's variables set to this run, is answered by Prometheus, with series (a rate
+    has them once two scrapes hold the counter: waited for)."""
+    exprs = []
+    for board, build in DASHBOARDS.items():
+        for panel in build()["panels"]:
+            for target in panel.get("targets", []):
+                if target["datasource"]["type"] == "prometheus":
+                    expr = target["expr"].replace("$__rate_interval", "1m")
+                    expr = expr.replace("$site", "small").replace("$run", run_id)
+                    exprs.append((f"{board}/{panel['title']}", expr, (board, panel["title"])))
+    assert len(exprs) >= 80  # the four dashboards hold 86 today
+
+    def unanswered() -> list[str]:
+        empty = []
+        for where, expr, key in exprs:
+            result = prometheus.api("query", query=expr)["result"]  # asserts success
+            if not result and key not in QUIET:
+                empty.append(f"{where}: {expr}")
+        return empty
+
+    deadline = time.monotonic() + 60
+    while (empty := unanswered()) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert not empty, "no series:\n" + "\n".join(empty)

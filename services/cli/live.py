@@ -87,6 +87,13 @@ def up(
     console_port: Annotated[
         int, typer.Option(help="the web console's port on 127.0.0.1; 0 = a free port")
     ] = 0,
+    prometheus_targets: Annotated[
+        Path | None,
+        typer.Option(
+            help="write the services' /metrics addresses here (Prometheus file_sd JSON) "
+            "while the twin is up"
+        ),
+    ] = None,
 ) -> None:
     """Start a local twin: nats-server, PostgreSQL, every service, and a run; the twin is
     supervised (a dead service or server is restarted); Ctrl-C stops it all.
@@ -96,6 +103,7 @@ def up(
     import tempfile
     import threading
 
+    from services import scrape_targets
     from services.launcher import (
         LocalTwin,
         TwinStartError,
@@ -129,6 +137,8 @@ def up(
         fail("--plant: needs the twin's own nats-server (TWIN_NATS_URL is set)")
     if not 0 <= console_port <= 65535:
         fail(f"--console-port: {console_port} is not 0 or a port from 1 to 65535")
+    if prometheus_targets is not None and not prometheus_targets.resolve().parent.is_dir():
+        fail(f"--prometheus-targets: {prometheus_targets.resolve().parent} is not a folder")
     if not 0 <= base_port <= 65535 - 5:
         fail(f"--base-port: {base_port} is not 0 or a port from 1 to {65535 - 5}")
     path = Path(scenario)
@@ -173,6 +183,7 @@ def up(
     twin = LocalTwin(
         site.name,
         addresses,
+        metrics_addresses=free_addresses(names=list(addresses)),  # each its own /metrics
         env=data_env,
         log_path=str(logs / "services.log"),
         nats_log_path=str(logs / "nats-server.log"),
@@ -206,6 +217,10 @@ def up(
             start.speed.as_fast_as_possible = True
         run_id = _start_run(address, start, instance)
         ports = ", ".join(f"{name} {a}" for name, a in twin.addresses.items())
+        scrape = ", ".join(f"{name} {a}" for name, a in twin.metrics_addresses.items())
+        if prometheus_targets is not None:
+            scrape_targets.write(prometheus_targets, twin.metrics_addresses, instance)
+            scrape += f" (Prometheus file_sd: {prometheus_targets})"
         if web:
             web_console = _console(twin, console_port, logs)
             stack.callback(web_console.stop)
@@ -214,7 +229,8 @@ def up(
                 f"twin {site.name} up (instance {instance}): run {run_id}\n"
                 f"  gRPC: {ports}\n  nats: {redact(twin.nats_url or '')}\n"
                 + (f"  console: {web_console.url}#token={web_console.token}\n" if web else "")
-                + f"  grpcurl -plaintext {address} list\n"
+                + f"  metrics: {scrape}\n"
+                f"  grpcurl -plaintext {address} list\n"
                 f"  grpcurl -plaintext {address} twin.twin.v1.TwinService/GetSnapshot\n"
                 + (_plant_lines(emulator, site.name, twin.nats_url or "") if emulator else "")
                 + "Ctrl-C stops everything.",
@@ -223,7 +239,7 @@ def up(
             )
             stop.wait()
         else:
-            console.print(f"  gRPC: {ports}", highlight=False, soft_wrap=True)
+            console.print(f"  gRPC: {ports}\n  metrics: {scrape}", highlight=False, soft_wrap=True)
             if web:
                 console.print(f"  console: {web_console.url}", highlight=False, soft_wrap=True)
             console.print(f"twin {site.name}: run {run_id}, {duration} at dt {dt} ({steps} steps)")
@@ -235,6 +251,8 @@ def up(
             fail(twin.failure)
     finally:
         stack.close()
+        if prometheus_targets is not None:  # its targets leave Prometheus with the twin
+            prometheus_targets.unlink(missing_ok=True)
         if emulator is not None:  # first: it publishes to the twin's nats-server
             emulator.stop()
         twin.close()
