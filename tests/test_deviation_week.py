@@ -32,7 +32,6 @@ MONITOR = MonitorConfig(
     noise={"supply_temperature_c": 0.05, "return_temperature_c": 0.05, "rack_power_w": 300.0}
 )
 QUANTITY = {"cdu_supply_c": SUPPLY, "cdu_return_c": RETURN, "rack_power_w": RACK_POWER}
-DOMAIN = {"cdu_supply_c": "cooling", "cdu_return_c": "cooling", "rack_power_w": "compute"}
 
 
 def test_a_clean_emulated_week_raises_no_deviation():
@@ -48,8 +47,8 @@ def test_a_clean_emulated_week_raises_no_deviation():
         true = plant.advance()
         t = plant.time_s
         read = sensors.read(true, t)
-        model = {
-            (entity, QUANTITY[s]): float(v)
+        model: dict[tuple[str, int], float] = {
+            (entity, int(QUANTITY[s])): float(v)
             for s in QUANTITY
             for entity, v in zip(entities[s], true[s], strict=True)
         }
