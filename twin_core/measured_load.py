@@ -5,7 +5,7 @@ The workload keeps its shape (training phases, inference pools, job starts): the
 ``it_scale`` column, which multiplies every workload's utilization, is set over the window
 so that the modelled IT power has the measured interval means. IT power is affine in the
 scale but for the PSU losses (quadratic) and throttling: two rollouts (scale 0 and 1)
-give the scale to first order, two secant steps the rest. It is solved once, at the
+give the scale to first order, three more rollouts correct the rest. It is solved once, at the
 site's own parameters, before a fit (a fitted PSU loss then changes the IT power the
 scale was solved for; fit it against the meter, not it_w).
 """
@@ -28,7 +28,7 @@ from twin_core.rollout import run_jit
 
 IT = "it_w"
 IT_SCALE = COLUMNS.index("it_scale")
-CORRECTIONS = 2  # secant steps (rollouts) after the first-order solve
+CORRECTIONS = 3  # rollouts correcting the first-order solve
 
 
 def with_measured_it(
@@ -68,17 +68,13 @@ def with_measured_it(
         means = np.concatenate([np.full(lead, np.nan), np.where(ok, scale, np.nan)])
         return np.maximum(hourly_from_means(means, step_s, hours), 0.0)
 
-    # First order from scale 0 and 1, then secant steps (IT power is nearly affine).
+    # First order from scale 0 and 1, then fixed-slope corrections: the model sees the
+    # hourly values, not each interval's scale, so a per-interval secant would divide
+    # noise by noise; the slope's error (PSU curvature) only slows the convergence.
     scale = np.where(ok, (y - idle) / np.where(ok, slope, 1.0), np.nan)
-    last_scale, last = np.ones_like(y), full
     values = hourly(scale)
     for _ in range(CORRECTIONS):
-        now = modelled(values)
-        step = scale - last_scale
-        secant = np.where(np.abs(step) > 1e-9, (now - last) / np.where(step == 0, 1.0, step), slope)
-        secant = np.where(ok & (secant > 0), secant, np.where(ok, slope, 1.0))
-        last_scale, last = scale, now
-        scale = scale + np.where(ok, (y - now) / secant, 0.0)
+        scale = scale + np.where(ok, (y - modelled(values)) / np.where(ok, slope, 1.0), 0.0)
         values = hourly(scale)
     hourly_all = jnp.asarray(p.hourly).at[h0:, IT_SCALE].set(jnp.asarray(values, p.hourly.dtype))
     return replace(p, hourly=hourly_all)
