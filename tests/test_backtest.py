@@ -38,21 +38,24 @@ QUANTITIES = (
 
 
 def test_statistics_by_hand_on_a_steady_site():
-    """A steady site models a constant IT power M; measured M·(1.02, 0.98, 1.02, 0.98)
-    over four 30-minute intervals gives, at 30-minute resolution with p = 0:
+    """A steady site models a constant GPU power M (the IT power would follow a measured
+    one, measured_load.py, so it is not the quantity for this); measured
+    M·(1.02, 0.98, 1.02, 0.98) over four 30-minute intervals gives, at 30-minute resolution
+    with p = 0:
     ȳ = M, residuals ±0.02 M: CV(RMSE) = 100·sqrt(4·(0.02 M)²/4)/M = 2 %, NMBE = 0,
     R² = 1 − SSE/SST = 1 − 1 = 0. The measured supply temperature is the start state."""
     site = small_site(steady_load(0.8), constant_weather(20.0))
-    probe = Measured(1800.0, {"it_w": np.full(4, 1e6), "tcs_supply_mean_c": np.full(4, 31.5)})
+    start = np.full(4, 31.5)
+    probe = Measured(1800.0, {"gpu_power_w": np.full(4, 1e6), "tcs_supply_mean_c": start})
     first = backtest(site, probe, dt=DT, stats_s=1800.0)
-    m = first.modelled["it_w"]
+    m = first.modelled["gpu_power_w"]
     assert np.ptp(m) <= 1e-9 * m[0]  # constant: the hand figures hold
     y = m[0] * np.array([1.02, 0.98, 1.02, 0.98])
     b = backtest(
-        site, Measured(1800.0, {"it_w": y, "tcs_supply_mean_c": np.full(4, 31.5)}), dt=DT,
+        site, Measured(1800.0, {"gpu_power_w": y, "tcs_supply_mean_c": np.full(4, 31.5)}), dt=DT,
         stats_s=1800.0,
     )  # fmt: skip
-    s = b.stats["it_w"]
+    s = b.stats["gpu_power_w"]
     assert s.n == 4
     assert s.cv_rmse_pct == pytest.approx(2.0, rel=1e-9)
     assert s.nmbe_pct == pytest.approx(0.0, abs=1e-9)
@@ -60,9 +63,9 @@ def test_statistics_by_hand_on_a_steady_site():
     assert b.initialised == {INITIALISES["tcs_supply_mean_c"]: 31.5}
     # at 1 h: two points, both means M, so CV(RMSE) = NMBE = 0
     hourly = backtest(
-        site, Measured(1800.0, {"it_w": y, "tcs_supply_mean_c": np.full(4, 31.5)}), dt=DT
+        site, Measured(1800.0, {"gpu_power_w": y, "tcs_supply_mean_c": np.full(4, 31.5)}), dt=DT
     )
-    assert hourly.stats["it_w"].n == 2 and hourly.stats["it_w"].cv_rmse_pct < 1e-9
+    assert hourly.stats["gpu_power_w"].n == 2 and hourly.stats["gpu_power_w"].cv_rmse_pct < 1e-9
 
 
 def test_restart_from_the_measured_state_mid_run_reproduces_the_run():

@@ -51,6 +51,9 @@ def cooling_inputs(p, heat_liquid_w: float) -> CoolingInputs:
         pumps_up=f(2.0),
         dry_coolers_up=f(4.0),
         cdu_up=f(np.ones(cdus)),
+        swing_liquid_w=f(np.zeros(cdus)),  # a steady load
+        swing_air_w=f(0.0),
+        swing_share=f(0.0),
     )
 
 

@@ -5,8 +5,8 @@ The window starts ``offset_s`` seconds after the site's start (its workload sche
 and failures are read at those times) and the rollout starts there from the measured
 state (``start_state``): what was measured at the window's first interval is set, the
 rest is the model's own initial guess. Measured weather drives the rollout as in
-calibration; IT load follows the site's workload. Nothing was fitted on the window, so
-the statistics use its n points (p = 0).
+calibration, and a measured IT power its IT load (measured_load.py). Nothing was fitted
+on the window, so the statistics use its n points (p = 0).
 """
 
 from __future__ import annotations

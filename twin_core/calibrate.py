@@ -10,7 +10,8 @@ one tangent per parameter through the scan), each step solves
 same JᵀJ gives the parameters' covariance and identifiability (``fit_stats``).
 
 Measured weather (``ambient_c``, ``rh``) drives the rollout in place of the site's
-weather; IT load still follows the site's workload.
+weather, and a measured IT power (``it_w``) its IT load: the site's workload scaled to it
+(measured_load.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from twin_core.drivers import COLUMNS, DriverData, load_drivers
 from twin_core.fit_stats import FitStats, Identifiability, block_means, covariance, fit_stats
 from twin_core.fit_stats import identifiability as identify
 from twin_core.gauss_newton import levenberg_marquardt
+from twin_core.hourly_means import SMOOTHING as SMOOTHING
+from twin_core.hourly_means import hourly_from_means
+from twin_core.measured_load import IT, with_measured_it
 from twin_core.params import Granularity, Params, build_params
 from twin_core.pytree import replace
 from twin_core.rollout import _run, plan
@@ -245,35 +249,6 @@ def noise_scale(name: str, values: np.ndarray) -> float:
     return RELATIVE_NOISE * mean if mean > 0 else 1.0
 
 
-# Weight of the smoothness term (second differences of the hourly values) against the
-# interval means: it only picks among hourly values that reproduce the means equally well
-# (hourly means leave one zig-zag free), so it is small.
-SMOOTHING = 1e-3
-
-
-def hourly_from_means(means: np.ndarray, step_s: float, hours: int) -> np.ndarray:
-    """Values at ``hours`` hour marks whose linear interpolation (the model's drivers)
-    has the given interval means: least squares, the smoothest among equals. An interval
-    within an hour averages a linear piece, so its midpoint gives its mean exactly; a
-    longer one is split into hours. NaN means are left out."""
-    piece = min(step_s, 3600.0)
-    pieces = max(round(step_s / piece), 1)
-    mids = np.arange(len(means))[:, None] * step_s + (np.arange(pieces)[None, :] + 0.5) * piece
-    hour = np.minimum(np.floor(mids / 3600.0).astype(int), hours - 2)
-    frac = mids / 3600.0 - hour
-    rows = np.zeros((len(means), hours))
-    for k in range(pieces):
-        np.add.at(rows, (np.arange(len(means)), hour[:, k]), (1.0 - frac[:, k]) / pieces)
-        np.add.at(rows, (np.arange(len(means)), hour[:, k] + 1), frac[:, k] / pieces)
-    ok = np.isfinite(means)
-    curvature = SMOOTHING * (
-        np.eye(hours)[:-2] - 2 * np.eye(hours, k=1)[:-2] + np.eye(hours, k=2)[:-2]
-    )
-    a = np.vstack([rows[ok], curvature])
-    b = np.concatenate([means[ok], np.zeros(hours - 2)])
-    return np.linalg.lstsq(a, b, rcond=None)[0]
-
-
 def with_measured_weather(p: Params, measured: Measured) -> Params:
     """``p`` with its hourly weather columns replaced by values whose interpolation
     reproduces the measured interval means (``hourly_from_means``)."""
@@ -291,7 +266,8 @@ def window_params(
     drivers: DriverData | None,
 ) -> Params:
     """Params reaching the end of the measured window (``offset_s`` into the site's time),
-    driven by the measured weather, identical racks merged, on the device."""
+    driven by the measured weather and, where measured, IT load (measured_load.py),
+    identical racks merged, on the device."""
     drivers = drivers if drivers is not None else load_drivers(site)
     p = build_params(
         site,
@@ -302,7 +278,19 @@ def window_params(
         dtype=dtype,
         host=True,
     )
-    return jax.device_put(compress(weather_from(p, measured, offset_s)))
+    p = jax.device_put(compress(weather_from(p, measured, offset_s)))
+    if IT not in measured.series:
+        return p
+    k0 = jnp.asarray(round(offset_s / dt), jnp.int32)
+    first = [jnp.asarray(v, dtype) for v in first_values(measured.series).values()]
+    n_records, every = plan(measured.duration_s, dt, measured.step_s)
+
+    def state0(q: Params):
+        return start_state(q, k0, *first) if offset_s else init_state(q)
+
+    return with_measured_it(
+        p, measured.series[IT], measured.step_s, offset_s, state0, n_records, every
+    )
 
 
 def weather_from(p: Params, measured: Measured, offset_s: float) -> Params:

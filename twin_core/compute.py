@@ -69,6 +69,7 @@ class ComputeInputs:
     tcs_supply_c: Float[Array, " C"]  # from cooling
     rack_cap_w: Float[Array, "R C"]  # from power
     inference_util: Float[Array, " P"]  # from the drivers
+    it_scale: Float[Array, ""]  # from the drivers: scales every workload's utilization
 
 
 @pytree
@@ -175,6 +176,19 @@ def step_utilization(
     )
 
 
+def scaled(su: StepUtilization, it_scale) -> StepUtilization:
+    """``su`` with every utilization level multiplied by ``it_scale``."""
+    return StepUtilization(
+        mean=su.mean * it_scale,
+        high=su.high * it_scale,
+        low=su.low * it_scale,
+        high_s=su.high_s,
+        low_s=su.low_s,
+        ckpt=su.ckpt * it_scale,
+        high_share=su.high_share,
+    )
+
+
 def peak_utilization(p: ComputeParams, su: StepUtilization) -> Float[Array, "R C G"]:
     """The utilization whose steady die temperature is the peak of each die's periodic
     cycle: a first-order node driven high for a, low for b peaks at
@@ -187,6 +201,53 @@ def peak_utilization(p: ComputeParams, su: StepUtilization) -> Float[Array, "R C
     low = su.low[w][..., None]
     periodic = low + (su.high[w][..., None] - low) * k
     return jnp.maximum(periodic, su.ckpt[w][..., None])
+
+
+@pytree
+class HeatSwing:
+    """How the heat into the cooling swings with the training jobs' compute/communication
+    cycle, for a long step's cooling (cooling.py) and power (power.py): per CDU column the
+    liquid heat of the high phase above the low one, the same for the room air and the
+    rack AC input (site totals), and the share of time in the high phase (swing-weighted
+    over the jobs). At full clock and no cap."""
+
+    liquid_w: Float[Array, " C"]
+    air_w: Float[Array, ""]
+    share: Float[Array, ""]
+    ac_w: Float[Array, ""]  # the site's rack AC input (the IT power), PSU losses included
+
+
+def heat_swing(p: ComputeParams, t, it_scale) -> HeatSwing:
+    """The swing of the jobs running at time ``t`` (site seconds), their utilization
+    scaled by ``it_scale``; the burnt power is held at the smoothing floor where there is
+    one, as ``step`` holds it."""
+    running = t >= p.job_start_s
+    high = jnp.where(running, jnp.maximum(p.job_compute_util, p.job_comm_util), 0.0) * it_scale
+    low = jnp.where(running, jnp.minimum(p.job_compute_util, p.job_comm_util), 0.0) * it_scale
+    high_s = jnp.where(
+        p.job_compute_util >= p.job_comm_util, p.job_compute_s, p.job_period_s - p.job_compute_s
+    )
+    w = p.workload_of_rack  # jobs first; inference pools and idle (past J) do not swing
+
+    def of_rack(v):
+        return jnp.take(v, w, mode="fill", fill_value=0.0)
+
+    gpus = jnp.sum(p.gpu_weight, axis=-1)
+
+    def burnt(u):
+        dc = p.fixed_dc_w + p.cpu_span_w * u + p.gpus * p.gpu_idle_w + p.gpu_span_w * u * gpus
+        return jnp.maximum(dc, p.floor_w)
+
+    high_dc, low_dc = burnt(of_rack(high)), burnt(of_rack(low))
+    swing = (high_dc - low_dc) * p.mask * p.rack_count  # (R, C)
+    ac = high_dc + loss(p.psu_loss, high_dc) - low_dc - loss(p.psu_loss, low_dc)
+    liquid = jnp.sum(p.liquid_fraction * swing, axis=0)
+    air = jnp.sum((1.0 - p.liquid_fraction) * swing * p.cdu_count[None, :])
+    share_r = of_rack(high_s / p.job_period_s)
+    total = jnp.sum(swing * p.cdu_count[None, :])
+    share = jnp.sum(swing * share_r * p.cdu_count[None, :]) / jnp.maximum(total, 1e-9)
+    ac_w = jnp.sum(ac * p.mask * p.rack_count * p.cdu_count[None, :])
+    return HeatSwing(liquid_w=liquid, air_w=air, share=share, ac_w=ac_w)
 
 
 def thermal_clock(p: ComputeParams, die_c: Float[Array, "R C G"]) -> Float[Array, "R C G"]:
@@ -216,10 +277,10 @@ def step(
 ) -> tuple[ComputeState, ComputeOutputs]:
     long = long_step.is_averaged(dt)
     if long:  # phases averaged over the step (long_step.py)
-        su = step_utilization(p, s, x.inference_util, dt)
+        su = scaled(step_utilization(p, s, x.inference_util, dt), x.it_scale)
         util_w = su.mean
     else:
-        util_w = workload_utilization(p, s, x.inference_util)
+        util_w = workload_utilization(p, s, x.inference_util) * x.it_scale
     u = util_w[p.workload_of_rack]  # (R, C)
     theta_t = thermal_clock(p, s.die_c)  # (R, C, G)
 

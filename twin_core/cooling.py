@@ -79,6 +79,11 @@ class CoolingInputs:
     pumps_up: Float[Array, ""]
     dry_coolers_up: Float[Array, ""]
     cdu_up: Float[Array, " C"]  # 1 for a working CDU heat exchanger
+    # How the heat swings with the training jobs' phases (compute.HeatSwing), for long
+    # steps only: high phase above low per CDU, the same for the room air, high share.
+    swing_liquid_w: Float[Array, " C"]
+    swing_air_w: Float[Array, ""]
+    swing_share: Float[Array, ""]
 
 
 @pytree
@@ -138,10 +143,7 @@ def _cdu_loops(p: CoolingParams, s: CoolingState, x: CoolingInputs, fws_supply_c
     """CDU technology loops, M cp dT/dt = Q + P_pump - Q_hx with Q_hx linear in T, over a
     step with the facility supply held at ``fws_supply_c``: (new TCS supply, Q_hx)."""
     q_in = x.heat_liquid_w + p.tcs_pump_w * p.cdu_mask
-    c_min = jnp.minimum(p.tcs_c, fws_c_cdu)
-    c_max = jnp.maximum(jnp.maximum(p.tcs_c, fws_c_cdu), 1e-9)
-    ntu = p.cdu_ua * x.cdu_up / jnp.maximum(c_min, 1e-9)
-    g = eps_counterflow(ntu, c_min / c_max, jnp) * c_min  # W/K, exchanger conductance
+    g = _conductance(p, x, fws_c_cdu)
     rise = x.heat_liquid_w / p.tcs_c
     # dT/dt = (q_in - g (T + rise - T_fws)) / M  ->  rate g/M, target T_fws - rise + q_in/g
     rate = g / p.tcs_heat_capacity
@@ -155,6 +157,14 @@ def _cdu_loops(p: CoolingParams, s: CoolingState, x: CoolingInputs, fws_supply_c
     q_hx = jnp.where(g > 1e-6, g * (tcs_mean + rise - fws_supply_c), 0.0) * p.cdu_mask
     tcs1 = jnp.where(p.cdu_mask > 0, tcs1, s.tcs_supply_c)
     return tcs1, q_hx
+
+
+def _conductance(p: CoolingParams, x: CoolingInputs, fws_c_cdu):
+    """Each CDU exchanger's conductance eps C_min (W/K)."""
+    c_min = jnp.minimum(p.tcs_c, fws_c_cdu)
+    c_max = jnp.maximum(jnp.maximum(p.tcs_c, fws_c_cdu), 1e-9)
+    ntu = p.cdu_ua * x.cdu_up / jnp.maximum(c_min, 1e-9)
+    return eps_counterflow(ntu, c_min / c_max, jnp) * c_min
 
 
 def _air_inlet(p: CoolingParams, x: CoolingInputs):
@@ -255,17 +265,46 @@ def _long_step(
     fws_pump_w = running_pumps * p.fws_pump_w
     air_in, assist = _air_inlet(p, x)
 
+    # The training jobs' compute/communication cycle (seconds) reaches the facility water
+    # through the CDU exchangers at once (the share g / C_tcs of a change in the loop's
+    # rise; the loop's mass smooths the rest). The fan loop's integrator does not follow
+    # it (its integral time is longer than a phase, and the proportional swing small), so
+    # the fans hold the speed that settles the mean; the chillers do follow it: staged on
+    # in each phase in which the fans' proportional kick reaches full speed, they take
+    # that phase's excess. At the mean alone a chiller that runs only in the compute
+    # phases would run all the time at a lower part load, where its curve costs more.
+    g = _conductance(p, x, fws_c / cdus)
+    swing_w = jnp.sum(g / jnp.maximum(p.tcs_c, 1e-9) * x.swing_liquid_w * p.cdu_count)
+    swing_k = (swing_w + (1.0 + p.air_handling_w_per_w) * x.swing_air_w) / fws_c_safe
+    share = x.swing_share
+
     def flows(fws_supply_c):
         tcs1, q_hx = _cdu_loops(p, s, x, fws_supply_c, fws_c / cdus, dt)
         fws_in = jnp.sum(q_hx * p.cdu_count) + x.heat_air_w + ah_w + fws_pump_w
         fws_return = fws_supply_c + fws_in / fws_c_safe
         q_full, _ = _dry_cooler_heat(p, x, 1.0, fws_return, air_in, fws_c_safe)
         q_want = fws_c_safe * jnp.maximum(fws_return - p.supply_c, 0.0)
-        q_dc = jnp.minimum(q_want, q_full)
-        dc_leaving = fws_return - q_dc / fws_c_safe
-        q_ch, running, ch_w = _chillers(p, x, q_want >= q_full, fws_c, dc_leaving)
+        settled = jnp.minimum(q_want, q_full)
+        speed = _settled_speed(p, x, settled, fws_return, air_in, fws_c_safe)
+        at_min = speed <= p.dc_min_speed + 1e-9  # a bypass valve holds the setpoint
+        # (the settled heat itself at the mean, whatever the speed's last digits)
+        q_at_mean, _ = _dry_cooler_heat(p, x, speed, fws_return, air_in, fws_c_safe)
+
+        def phase(ret):
+            q_dc, _ = _dry_cooler_heat(p, x, speed, ret, air_in, fws_c_safe)
+            q_dc = q_dc - q_at_mean + settled
+            want = fws_c_safe * jnp.maximum(ret - p.supply_c, 0.0)
+            q_dc = jnp.where(at_min, jnp.minimum(q_dc, want), q_dc)
+            dc_leaving = ret - q_dc / fws_c_safe
+            kick = speed + p.fan_kp * (dc_leaving - p.supply_c)
+            q_ch, running, ch_w = _chillers(p, x, kick >= 0.999, fws_c, dc_leaving)
+            return jnp.stack([q_dc, dc_leaving, q_ch, running, ch_w])
+
+        high = phase(fws_return + (1.0 - share) * swing_k)
+        low = phase(fws_return - share * swing_k)
+        q_dc, dc_leaving, q_ch, running, ch_w = share * high + (1.0 - share) * low
         net = fws_in - q_dc - q_ch
-        return net, (tcs1, fws_return, q_dc, dc_leaving, q_ch, running, ch_w)
+        return net, (tcs1, fws_return, q_dc, dc_leaving, q_ch, running, ch_w, speed)
 
     t0 = s.fws_supply_c
     net0, slope = jax.jvp(lambda t: flows(t)[0], (t0,), (jnp.ones_like(t0),))
@@ -275,9 +314,8 @@ def _long_step(
     )
     _, t_mean = relax(t0, rate, t0 + shift, dt)
     t_mean = jnp.where(rate > 0.0, t_mean, t0)
-    net, (tcs1, fws_return, q_dc, dc_leaving, q_ch, running, ch_w) = flows(t_mean)
+    net, (tcs1, fws_return, q_dc, dc_leaving, q_ch, running, ch_w, speed) = flows(t_mean)
     fws1 = t0 + net * dt / p.fws_heat_capacity
-    speed = _settled_speed(p, x, q_dc, fws_return, air_in, fws_c_safe)
     _, air_c = _dry_cooler_heat(p, x, speed, fws_return, air_in, fws_c_safe)
     state = CoolingState(
         tcs_supply_c=tcs1, fws_supply_c=fws1, fan_integral=speed, dc_leaving_c=dc_leaving
@@ -293,7 +331,10 @@ SPEED_BISECTIONS = 24  # fan speed to ~5e-8 of its range
 
 def _settled_speed(p: CoolingParams, x: CoolingInputs, q_dc, fws_return, air_in, fws_c_safe):
     """The fan speed at which the dry coolers pick up ``q_dc`` (heat rises with speed),
-    clamped to [min_speed, 1]; found by bisection (it sets only the fan power)."""
+    clamped to [min_speed, 1]; found by bisection, then one Newton step, which leaves the
+    value where it is but gives the speed its derivative (the implicit function theorem:
+    ds = (dq_dc - dq) / (dq/ds)), so that the fans' power responds to the dry coolers' UA
+    and the heat in a gradient, as it does in the step-by-step loop."""
 
     def halve(_, bounds):
         lo, hi = bounds
@@ -301,10 +342,17 @@ def _settled_speed(p: CoolingParams, x: CoolingInputs, q_dc, fws_return, air_in,
         q, _ = _dry_cooler_heat(p, x, mid, fws_return, air_in, fws_c_safe)
         return jnp.where(q < q_dc, mid, lo), jnp.where(q < q_dc, hi, mid)
 
-    lo, hi = jax.lax.fori_loop(
-        0, SPEED_BISECTIONS, halve, (jnp.asarray(p.dc_min_speed, q_dc.dtype), jnp.ones_like(q_dc))
-    )
-    return jax.lax.stop_gradient(0.5 * (lo + hi))
+    bounds = (jnp.asarray(p.dc_min_speed, q_dc.dtype), jnp.ones_like(q_dc))
+    lo, hi = jax.lax.stop_gradient(jax.lax.fori_loop(0, SPEED_BISECTIONS, halve, bounds))
+    s0 = 0.5 * (lo + hi)
+
+    def heat(speed):
+        return _dry_cooler_heat(p, x, speed, fws_return, air_in, fws_c_safe)[0]
+
+    q, dq_ds = jax.jvp(heat, (s0,), (jnp.ones_like(s0),))
+    span = 1.0 - p.dc_min_speed
+    inside = (s0 > p.dc_min_speed + 1e-6 * span) & (s0 < 1.0 - 1e-6 * span) & (dq_ds > 0.0)
+    return jnp.where(inside, s0 - (q - q_dc) / jnp.where(inside, dq_ds, 1.0), s0)
 
 
 def _outputs(

@@ -15,6 +15,7 @@ from jaxtyping import Float, Int
 
 from twin_core import compute, contract, cooling, drivers, energy, power
 from twin_core.contract import Equipment
+from twin_core.long_step import is_long
 from twin_core.params import Failures, Params
 from twin_core.pytree import Array, pytree, replace
 
@@ -51,6 +52,7 @@ class Drivers:
     carbon: Float[Array, ""]
     grid_cfe: Float[Array, ""]
     ppa_w: Float[Array, ""]
+    it_scale: Float[Array, ""]
     inference_util: Float[Array, " P"]
 
 
@@ -103,13 +105,16 @@ def time_of(p: Params, k):
 
 def compute_node(p: Params, s: compute.ComputeState, b: Boundary, k):
     d = drivers_at(p, k)
-    inputs = compute.ComputeInputs(b.tcs_supply_c, b.rack_cap_w, d.inference_util)
+    inputs = compute.ComputeInputs(b.tcs_supply_c, b.rack_cap_w, d.inference_util, d.it_scale)
     return compute.step(p.compute, s, inputs, p.dt)
 
 
 def cooling_node(p: Params, s: cooling.CoolingState, b: Boundary, k):
     d = drivers_at(p, k)
-    up, cdu_up = availability(p, time_of(p, k))
+    t = time_of(p, k)
+    up, cdu_up = availability(p, t)
+    swing = compute.heat_swing(p.compute, t, d.it_scale) if is_long(p.dt) else None
+    zero = jnp.zeros_like(b.heat_air_w)
     inputs = cooling.CoolingInputs(
         heat_liquid_w=b.heat_liquid_w,
         heat_air_w=b.heat_air_w,
@@ -119,13 +124,26 @@ def cooling_node(p: Params, s: cooling.CoolingState, b: Boundary, k):
         pumps_up=up[Equipment.PUMP],
         dry_coolers_up=up[Equipment.DRY_COOLER],
         cdu_up=cdu_up,
+        swing_liquid_w=swing.liquid_w if swing is not None else jnp.zeros_like(b.heat_liquid_w),
+        swing_air_w=swing.air_w if swing is not None else zero,
+        swing_share=swing.share if swing is not None else zero,
     )
     return cooling.step(p.cooling, s, inputs, p.dt)
 
 
 def power_node(p: Params, s: power.PowerState, b: Boundary, k):
-    up, _ = availability(p, time_of(p, k))
-    inputs = power.PowerInputs(b.rack_ac_w, b.cooling_w, b.supply_limit_w, up[Equipment.FEEDER])
+    t = time_of(p, k)
+    up, _ = availability(p, t)
+    zero = jnp.zeros_like(b.cooling_w)
+    swing = compute.heat_swing(p.compute, t, drivers_at(p, k).it_scale) if is_long(p.dt) else None
+    inputs = power.PowerInputs(
+        b.rack_ac_w,
+        b.cooling_w,
+        b.supply_limit_w,
+        up[Equipment.FEEDER],
+        it_swing_w=swing.ac_w if swing is not None else zero,
+        swing_share=swing.share if swing is not None else zero,
+    )
     return power.step(p.power, s, inputs, p.dt)
 
 

@@ -22,8 +22,10 @@ from twin_core.inputs import clip
 from twin_core.site import Series, Site, SiteError, resolve_file
 
 HOURS_PER_YEAR = 8760
-# Column order of the hourly driver matrix; inference pools follow.
-COLUMNS = ("ambient_c", "rh", "price", "carbon", "grid_cfe", "ppa_w")
+# Column order of the hourly driver matrix; inference pools follow. ``it_scale``
+# multiplies every workload's utilization: 1, except where a measured IT load drives a
+# rollout (calibrate.it_scale_from).
+COLUMNS = ("ambient_c", "rh", "price", "carbon", "grid_cfe", "ppa_w", "it_scale")
 
 
 def _ar1(n: int, rho: float, rng: np.random.Generator) -> np.ndarray:
@@ -250,6 +252,7 @@ def load_drivers(site: Site) -> DriverData:
         np.maximum(series(grid.carbon_g_per_kwh, "energy.grid.carbon_g_per_kwh", site), 0.0),
         np.clip(series(grid.cfe_fraction, "energy.grid.cfe_fraction", site), 0.0, 1.0),
         ppa_output_w(site, w["ghi"]),
+        np.ones(HOURS_PER_YEAR),
         *inference_utilization(site),
     ]
     return DriverData(np.stack(columns, axis=1))

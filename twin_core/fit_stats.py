@@ -144,6 +144,20 @@ def identifiability(jac: np.ndarray, names: list[str], rcond: float = RCOND) -> 
     return Identifiability(tuple(float(x) for x in s), tuple(groups), insensitive)
 
 
+MAX_AUTOCORRELATION = 0.99  # keeps the scale (1 + ρ) / (1 − ρ) finite (at most 199)
+
+
+def lag1_autocorrelation(r: np.ndarray) -> float:
+    """Σ r_t r_(t+1) / Σ r_t² of a series in time order, clipped to [0,
+    ``MAX_AUTOCORRELATION``] (a negative value would only shrink an uncertainty by chance);
+    0 for fewer than three points."""
+    r = np.asarray(r, np.float64)
+    total = float(np.sum(r**2))
+    if r.size < 3 or total <= 0.0:
+        return 0.0
+    return min(max(float(np.sum(r[:-1] * r[1:])) / total, 0.0), MAX_AUTOCORRELATION)
+
+
 def covariance(jac: np.ndarray, residuals: np.ndarray, group: np.ndarray) -> np.ndarray:
     """Covariance of the parameters of a weighted least-squares fit.
 
@@ -159,8 +173,11 @@ def covariance(jac: np.ndarray, residuals: np.ndarray, group: np.ndarray) -> np.
     guessed right up to one common factor, and stays right when the guessed noise of one
     quantity is off. Directions of the column-normalised A below ``RCOND``² (relative)
     are left out (a pseudo-inverse); the caller reports those parameters as
-    unidentifiable. Residuals are taken as independent: autocorrelated model error makes
-    the figures optimistic."""
+    unidentifiable. Residuals in time order that are autocorrelated (model error is
+    smooth in time) carry fewer independent points than they number: each quantity's
+    term is scaled by (1 + ρ_q) / (1 − ρ_q), ρ_q its residuals' lag-1 autocorrelation
+    (≥ 0; the effective number of points n' = n (1 − ρ) / (1 + ρ) of ASHRAE Guideline 14,
+    Annex B), so that a fit limited by model error rather than noise says so."""
     jac = np.asarray(jac, np.float64)
     r = np.asarray(residuals, np.float64)
     group = np.asarray(group)
@@ -174,7 +191,8 @@ def covariance(jac: np.ndarray, residuals: np.ndarray, group: np.ndarray) -> np.
         if dof <= 0:
             continue
         s2 = float(np.sum(r[rows] ** 2)) / dof
-        meat += s2 * jac[rows].T @ jac[rows]
+        rho = lag1_autocorrelation(r[rows])
+        meat += s2 * (1.0 + rho) / (1.0 - rho) * jac[rows].T @ jac[rows]
     norms = np.linalg.norm(jac, axis=0)
     d = np.where(norms > 0, 1.0 / np.where(norms > 0, norms, 1.0), 0.0)
     a = (jac.T @ jac) * d[:, None] * d[None, :]

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jaxtyping import Float
 
 from twin_core.curves import loss
+from twin_core.long_step import is_long
 from twin_core.pytree import Array, pytree
 
 
@@ -53,6 +54,9 @@ class PowerInputs:
     cooling_w: Float[Array, ""]  # from cooling
     supply_limit_w: Float[Array, ""]  # from energy
     feeders_up: Float[Array, ""]  # failures
+    # long steps only: the IT power's swing with the jobs' phases (compute.HeatSwing)
+    it_swing_w: Float[Array, ""]
+    swing_share: Float[Array, ""]
 
 
 @pytree
@@ -96,7 +100,15 @@ def step(
     p: PowerParams, s: PowerState, x: PowerInputs, dt: float
 ) -> tuple[PowerState, PowerOutputs]:
     it_w = jnp.sum(x.rack_ac_w * p.rack_weight)
-    meter, losses, misc = meter_power(p, it_w, x.cooling_w)
+    if is_long(dt):
+        # The losses grow with the square of the load: over a step in which the IT power
+        # swings with the jobs' phases, their mean is the phases' mean, not the mean's.
+        w, swing = x.swing_share, x.it_swing_w
+        high = meter_power(p, it_w + (1.0 - w) * swing, x.cooling_w)
+        low = meter_power(p, it_w - w * swing, x.cooling_w)
+        meter, losses, misc = (w * h + (1.0 - w) * lo for h, lo in zip(high, low, strict=True))
+    else:
+        meter, losses, misc = meter_power(p, it_w, x.cooling_w)
     grid_limit = p.interconnect_w * x.feeders_up / p.feeders
     limit = jnp.minimum(grid_limit, x.supply_limit_w)
     # Integral cap control, normalised by the design IT load; clipping is the anti-windup.
