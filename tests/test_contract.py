@@ -76,6 +76,7 @@ from services.historian.migrate import MigrationError, migrate
 from services.historian.queries import METRICS
 from services.historian.writer import HistorianWriter, WriterConfig
 from services.historian.schema import SITE_COLUMNS
+from services.runtime.metrics import QUANTITY_METRICS
 from services.messages import sources_of, state_message
 from twin_core.rollout import simulate
 
@@ -95,21 +96,22 @@ try:
     refused = None
 except MigrationError as exc:
     refused = str(exc)
-open(f"{migrations}/0099_it_kw.sql", "w").write(
-    "ALTER TABLE site_series ADD COLUMN IF NOT EXISTS it_kw double precision;\\n"
+open(f"{migrations}/0099_it_scaled_w.sql", "w").write(
+    "ALTER TABLE site_series ADD COLUMN IF NOT EXISTS it_scaled_w double precision;\\n"
 )
 migrate(db_a)  # the new version only
 migrate(db_b)  # a fresh database, every version
 print(json.dumps({
-    "series": [float(result.means["it_kw"][0]), float(result.means["it_w"][0])],
-    "message": [message.quantities["it_kw"], message.it_w],
-    "row": row[SITE_COLUMNS.index("it_kw")],
-    "metric": "it_kw" in METRICS,
+    "series": [float(result.means["it_scaled_w"][0]), float(result.means["it_w"][0])],
+    "message": [message.quantities["it_scaled_w"], message.it_w],
+    "row": row[SITE_COLUMNS.index("it_scaled_w")],
+    "metric": "it_scaled_w" in METRICS,
+    "prometheus": [m.metric.name for m in QUANTITY_METRICS if m.key == "it_scaled_w"],
     "refused": refused,
 }))
 """
 NEW_QUANTITY = (
-    '    _q("it_kw", "kW", "power", lambda o, d, p: o.it_w * 1e-3, "IT power in kW", sql=F8),\n'
+    '    _q("it_scaled_w", "W", "power", lambda o, d, p: o.it_w * 1e-3, "IT / 1000", sql=F8),\n'
 )
 
 
@@ -145,14 +147,15 @@ def test_a_quantity_added_to_the_contract_reaches_every_layer(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     got = json.loads(done.stdout.strip().splitlines()[-1])
-    series_kw, series_w = got["series"]
-    assert series_kw == pytest.approx(series_w * 1e-3, rel=1e-6)  # recorded by the rollout
-    message_kw, message_w = got["message"]
-    assert message_kw == pytest.approx(message_w * 1e-3, rel=1e-6)  # on the bus
-    assert got["row"] == message_kw  # in the historian's row
+    series_scaled, series_w = got["series"]
+    assert series_scaled == pytest.approx(series_w * 1e-3, rel=1e-6)  # recorded by the rollout
+    message_scaled, message_w = got["message"]
+    assert message_scaled == pytest.approx(message_w * 1e-3, rel=1e-6)  # on the bus
+    assert got["row"] == message_scaled  # in the historian's row
     assert got["metric"]  # a History API metric
+    assert got["prometheus"] == ["twin_site_it_scaled_watts"]  # a gauge on /metrics
     assert got["refused"] == (  # and the migration check names what is missing
-        "site_series.it_kw: no column for the stored quantity 'it_kw' of"
+        "site_series.it_scaled_w: no column for the stored quantity 'it_scaled_w' of"
         " twin_core/contract.py (double precision); add a migration"
     )
 
