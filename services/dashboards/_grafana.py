@@ -72,8 +72,8 @@ class Panel:
         return out
 
 
-def prom(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict[str, Any]:
-    target: dict[str, Any] = {"refId": ref, "datasource": PROM, "expr": expr}
+def prom(expr: str, legend: str = "", instant: bool = False) -> dict[str, Any]:
+    target: dict[str, Any] = {"refId": "A", "datasource": PROM, "expr": expr}
     if legend:
         target["legendFormat"] = legend
     if instant:
@@ -81,9 +81,9 @@ def prom(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> 
     return target
 
 
-def sql(query: str, table: bool = False, ref: str = "A") -> dict[str, Any]:
+def sql(query: str, table: bool = False) -> dict[str, Any]:
     return {
-        "refId": ref,
+        "refId": "A",
         "datasource": SQL,
         "editorMode": "code",
         "rawQuery": True,
@@ -109,6 +109,8 @@ def stat(title: str, expr: str, unit: str, legend: str = "", **kw: Any) -> Panel
 
 
 def graph(title: str, targets: list[dict[str, Any]], unit: str, **kw: Any) -> Panel:
+    """A time series panel; its targets get the refIds A, B, C, ... in order."""
+    targets = [{**t, "refId": chr(ord("A") + i)} for i, t in enumerate(targets)]
     return Panel("timeseries", title, targets, w=kw.pop("w", 12), unit=unit, **kw)
 
 

@@ -89,27 +89,19 @@ def overview() -> dict[str, Any]:
                     graph(
                         "Power",
                         [
-                            prom(live("twin_site_facility_watts"), "facility", "A"),
-                            prom(live("twin_site_it_watts"), "IT", "B"),
-                            prom(live("twin_site_cooling_watts"), "cooling", "C"),
-                            prom(
-                                live("twin_site_interconnect_limit_watts"),
-                                "interconnect limit",
-                                "D",
-                            ),
+                            prom(live("twin_site_facility_watts"), "facility"),
+                            prom(live("twin_site_it_watts"), "IT"),
+                            prom(live("twin_site_cooling_watts"), "cooling"),
+                            prom(live("twin_site_interconnect_limit_watts"), "interconnect limit"),
                         ],
                         "watt",
                     ),
                     graph(
                         "Hottest GPU",
                         [
-                            prom(live("twin_site_gpu_temp_max_celsius"), "hottest GPU", "A"),
-                            prom(
-                                live("twin_site_gpu_throttle_start_celsius"), "throttle start", "B"
-                            ),
-                            prom(
-                                live("twin_site_tcs_supply_max_celsius"), "hottest CDU supply", "C"
-                            ),
+                            prom(live("twin_site_gpu_temp_max_celsius"), "hottest GPU"),
+                            prom(live("twin_site_gpu_throttle_start_celsius"), "throttle start"),
+                            prom(live("twin_site_tcs_supply_max_celsius"), "hottest CDU supply"),
                         ],
                         "celsius",
                     ),
@@ -137,9 +129,8 @@ def overview() -> dict[str, Any]:
                                 f"{metric('twin_clock_tick_duration_seconds_bucket')}"
                                 f'{{site="$site"}}[{RATE}])))',
                                 f"p{round(q * 100)}",
-                                ref,
                             )
-                            for q, ref in ((0.5, "A"), (0.95, "B"))
+                            for q in (0.5, 0.95)
                         ],
                         "s",
                         w=8,
@@ -147,11 +138,10 @@ def overview() -> dict[str, Any]:
                     graph(
                         "Historian",
                         [
-                            prom(metric("twin_historian_lag_seconds"), "lag {{writer}}", "A"),
+                            prom(metric("twin_historian_lag_seconds"), "lag {{writer}}"),
                             prom(
                                 f"rate({metric('twin_historian_rows_total')}[{RATE}])",
                                 "rows/s {{writer}}",
-                                "B",
                             ),
                         ],
                         "s",
@@ -258,26 +248,22 @@ def cooling() -> dict[str, Any]:
                     graph(
                         "Temperatures",
                         [
-                            prom(live("twin_site_facility_supply_celsius"), "facility supply", "A"),
-                            prom(live("twin_site_facility_return_celsius"), "facility return", "B"),
-                            prom(
-                                live("twin_site_facility_supply_setpoint_celsius"), "setpoint", "C"
-                            ),
-                            prom(
-                                live("twin_site_tcs_supply_mean_celsius"), "CDU supply (mean)", "D"
-                            ),
-                            prom(live("twin_site_tcs_supply_max_celsius"), "CDU supply (max)", "E"),
-                            prom(live("twin_site_ambient_celsius"), "ambient", "F"),
+                            prom(live("twin_site_facility_supply_celsius"), "facility supply"),
+                            prom(live("twin_site_facility_return_celsius"), "facility return"),
+                            prom(live("twin_site_facility_supply_setpoint_celsius"), "setpoint"),
+                            prom(live("twin_site_tcs_supply_mean_celsius"), "CDU supply (mean)"),
+                            prom(live("twin_site_tcs_supply_max_celsius"), "CDU supply (max)"),
+                            prom(live("twin_site_ambient_celsius"), "ambient"),
                         ],
                         "celsius",
                     ),
                     graph(
                         "Cooling loads",
                         [
-                            prom(live("twin_site_pumps_watts"), "pumps", "A"),
-                            prom(live("twin_site_dry_cooler_fans_watts"), "dry cooler fans", "B"),
-                            prom(live("twin_site_chillers_watts"), "chillers", "C"),
-                            prom(live("twin_site_air_handling_watts"), "air handling", "D"),
+                            prom(live("twin_site_pumps_watts"), "pumps"),
+                            prom(live("twin_site_dry_cooler_fans_watts"), "dry cooler fans"),
+                            prom(live("twin_site_chillers_watts"), "chillers"),
+                            prom(live("twin_site_air_handling_watts"), "air handling"),
                         ],
                         "watt",
                         options={"stacking": {"mode": "normal"}},
@@ -285,18 +271,18 @@ def cooling() -> dict[str, Any]:
                     graph(
                         "Heat",
                         [
-                            prom(live("twin_site_heat_liquid_watts"), "to liquid", "A"),
-                            prom(live("twin_site_heat_air_watts"), "to air", "B"),
-                            prom(live("twin_site_heat_rejected_watts"), "rejected outdoors", "C"),
-                            prom(live("twin_site_chiller_load_watts"), "taken by chillers", "D"),
+                            prom(live("twin_site_heat_liquid_watts"), "to liquid"),
+                            prom(live("twin_site_heat_air_watts"), "to air"),
+                            prom(live("twin_site_heat_rejected_watts"), "rejected outdoors"),
+                            prom(live("twin_site_chiller_load_watts"), "taken by chillers"),
                         ],
                         "watt",
                     ),
                     graph(
                         "Chillers and fans",
                         [
-                            prom(live("twin_site_chillers_running"), "chillers running", "A"),
-                            prom(live("twin_site_fan_speed_ratio"), "fan speed", "B"),
+                            prom(live("twin_site_chillers_running"), "chillers running"),
+                            prom(live("twin_site_fan_speed_ratio"), "fan speed"),
                         ],
                         "none",
                     ),
@@ -372,10 +358,10 @@ def electrical() -> dict[str, Any]:
                     graph(
                         "Where the meter's power goes",
                         [
-                            prom(live("twin_site_it_watts"), "IT", "A"),
-                            prom(live("twin_site_cooling_watts"), "cooling", "B"),
-                            prom(live("twin_site_losses_watts"), "losses", "C"),
-                            prom(live("twin_site_misc_watts"), "misc", "D"),
+                            prom(live("twin_site_it_watts"), "IT"),
+                            prom(live("twin_site_cooling_watts"), "cooling"),
+                            prom(live("twin_site_losses_watts"), "losses"),
+                            prom(live("twin_site_misc_watts"), "misc"),
                         ],
                         "watt",
                         options={"stacking": {"mode": "normal"}},
@@ -383,25 +369,25 @@ def electrical() -> dict[str, Any]:
                     graph(
                         "Meter against its limits",
                         [
-                            prom(live("twin_site_facility_watts"), "facility meter", "A"),
-                            prom(live("twin_site_supply_limit_watts"), "supply limit", "B"),
-                            prom(live("twin_site_interconnect_limit_watts"), "interconnect", "C"),
+                            prom(live("twin_site_facility_watts"), "facility meter"),
+                            prom(live("twin_site_supply_limit_watts"), "supply limit"),
+                            prom(live("twin_site_interconnect_limit_watts"), "interconnect"),
                         ],
                         "watt",
                     ),
                     graph(
                         "Racks",
                         [
-                            prom(live("twin_site_rack_ac_watts"), "rack AC", "A"),
-                            prom(live("twin_site_gpu_power_watts"), "GPUs", "B"),
+                            prom(live("twin_site_rack_ac_watts"), "rack AC"),
+                            prom(live("twin_site_gpu_power_watts"), "GPUs"),
                         ],
                         "watt",
                     ),
                     graph(
                         "Ramps",
                         [
-                            prom(live("twin_site_ramp_watts_per_second"), "meter", "A"),
-                            prom(live("twin_site_grid_ramp_watts_per_second"), "grid", "B"),
+                            prom(live("twin_site_ramp_watts_per_second"), "meter"),
+                            prom(live("twin_site_grid_ramp_watts_per_second"), "grid"),
                         ],
                         "suffix: W/s",
                     ),
@@ -413,26 +399,24 @@ def electrical() -> dict[str, Any]:
                     graph(
                         "Sources",
                         [
-                            prom(live("twin_site_grid_watts"), "grid", "A"),
-                            prom(live("twin_site_ppa_watts"), "PPA", "B"),
-                            prom(live("twin_site_battery_watts"), "battery", "C"),
-                            prom(live("twin_site_generation_watts"), "on-site generation", "D"),
+                            prom(live("twin_site_grid_watts"), "grid"),
+                            prom(live("twin_site_ppa_watts"), "PPA"),
+                            prom(live("twin_site_battery_watts"), "battery"),
+                            prom(live("twin_site_generation_watts"), "on-site generation"),
                         ],
                         "watt",
                     ),
                     graph(
                         "Cost and emissions rates",
                         [
-                            prom(live("twin_site_cost_usd_per_second", 3600), "USD/h", "A"),
+                            prom(live("twin_site_cost_usd_per_second", 3600), "USD/h"),
                             prom(
                                 live("twin_site_emissions_grams_per_second", 3.6e-3),
                                 "t CO2/h (location)",
-                                "B",
                             ),
                             prom(
                                 live("twin_site_market_emissions_grams_per_second", 3.6e-3),
                                 "t CO2/h (market)",
-                                "C",
                             ),
                         ],
                         "short",
