@@ -100,6 +100,8 @@ class Probe:
         self.measurements = 0
         self.batches = 0
         self.latencies: list[float] = []
+        self.received: list[float] = []  # when each latency was seen (for its slices)
+        self.from_bms: list[bool] = []
         self.recording = False
         self._newest: dict[tuple[str, int], float] = {}
 
@@ -115,6 +117,8 @@ class Probe:
                 newest[key] = m.time_s
                 if self.recording:
                     self.latencies.append(now - m.time_s)
+                    self.received.append(now)
+                    self.from_bms.append(not m.entity.startswith("rack/"))
 
 
 async def gateway_stats(nc, site: str) -> dict:
@@ -267,6 +271,8 @@ async def drive(args, field: Field, nats: NatsServer, db: str, work: Path) -> di
         "latency_p50_s": float(np.percentile(probe.latencies, 50)),
         "latency_p99_s": float(np.percentile(probe.latencies, 99)),
         "latency_values": len(probe.latencies),
+        "latency_p99_slices_s": slices(probe, t0, 10.0),
+        "latency_p99_by_source_s": by_source(probe),
         "generated": generated,
         "generated_bad": counts["dcgm_bad"] + counts["bms_bad"],
         "generated_bad_power": counts["dcgm_bad"],
@@ -279,6 +285,22 @@ async def drive(args, field: Field, nats: NatsServer, db: str, work: Path) -> di
         },
         "published_total": probe.measurements,
         "stored_total": stored(db),
+    }
+
+
+def slices(probe: Probe, t0: float, width: float) -> list[float]:
+    """The latency p99 of each ``width``-second slice of the window: a falling series
+    says the gateway was still catching up with its first scans."""
+    at = (np.asarray(probe.received) - t0) // width
+    lat = np.asarray(probe.latencies)
+    return [float(np.percentile(lat[at == k], 99)) for k in np.unique(at)]
+
+
+def by_source(probe: Probe) -> dict[str, float]:
+    lat, bms = np.asarray(probe.latencies), np.asarray(probe.from_bms, dtype=bool)
+    return {
+        name: float(np.percentile(lat[sel], 99)) if sel.any() else float("nan")
+        for name, sel in (("dcgm", ~bms), ("bms", bms))
     }
 
 
@@ -321,6 +343,18 @@ def table(r: dict) -> Table:
         f"{p99:.3f}",
         f"{TARGET_P99_S:g}",
         f"{TARGET_P99_S / p99:.2f}",
+    )
+    t.add_row(
+        "  p99 by source: DCGM / BMS (s)",
+        " / ".join(f"{v:.3f}" for v in r["latency_p99_by_source_s"].values()),
+        "-",
+        "-",
+    )
+    t.add_row(
+        "  p99 of each 10 s of the window (s)",
+        " ".join(f"{v:.2f}" for v in r["latency_p99_slices_s"]),
+        "-",
+        "-",
     )
     g = r["gateway"]
     rejected = ", ".join(f"{k} {v:,}" for k, v in sorted(g["rejected"].items())) or "none"

@@ -157,6 +157,7 @@ class Aligner:
         self._new: set[_Entity] = set()  # with a new sample since the last flush
         self._ahead: set[_Entity] = set()  # ... since the last flush or ``ahead()``
         self._rules = [_Rule.of(resolver, i) for i in range(len(resolver.map.points))]
+        self.known_points = 0  # points seen and mapped so far
 
     def reject(self, reason: Reason) -> Reason:
         self.stats.rejected[reason.value] += 1
@@ -178,6 +179,7 @@ class Aligner:
             max(low, -sys.float_info.max), min(high, sys.float_info.max),
         )  # fmt: skip
         self._points.setdefault(source, {})[point_id] = point
+        self.known_points += 1
         return point
 
     def _conversion(self, p: _Point, unit: str | None) -> Unit | None:

@@ -29,6 +29,7 @@ from pydantic import Field, field_validator
 
 from services.gateway.adapters import make_adapter
 from services.gateway.grpc_api import GatewayServicer
+from services.gateway.heap import FrozenHeap
 from services.gateway.pointmap import PointMap, PointMapError, Resolver, load_pointmap
 from services.gateway.quality import Aligned, Aligner
 from services.gateway.reading import Adapter
@@ -107,6 +108,7 @@ class Gateway:
         self.nc, self.site, self.map = nc, site, pointmap
         self.ahead_s = ahead_s
         self.aligner = Aligner(Resolver(pointmap))
+        self.heap = FrozenHeap()
         if adapters is None:
             adapters = [make_adapter(name, cfg, nc) for name, cfg in pointmap.sources.items()]
         self.adapters = adapters
@@ -115,6 +117,7 @@ class Gateway:
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
+        self.heap.settle(1)  # the point map and its host table
         await self.nc.subscribe(bus.clock_subject(self.site), cb=self._on_clock)
         await self.nc.subscribe(stats_subject(self.site), cb=self._on_stats)
         for adapter in self.adapters:
@@ -158,7 +161,9 @@ class Gateway:
 
     async def publish_tick(self) -> int:
         """Publish this tick's values; the number of measurements sent."""
-        return await self._publish(self.aligner.flush())
+        sent = await self._publish(self.aligner.flush())
+        self.heap.settle(1 + self.aligner.known_points)  # while new points are being seen
+        return sent
 
     async def _send_ahead(self) -> None:
         while True:
