@@ -38,6 +38,7 @@ def fill(c: pb.Calibration, result: Calibration, site_yaml: str) -> None:
         c.estimates.add(
             path=e.path, start=e.start, value=e.value, std_error=e.std_error if ok else 0.0,
             identifiable=ok, lower=e.lower, upper=e.upper, at_bound=e.at_bound,
+            step_correction=e.step_correction,
         )  # fmt: skip
     for q, after in result.after.items():
         c.fits.add(quantity=q, before=_stats(result.before[q]), after=_stats(after))

@@ -65,6 +65,7 @@ class Job:
     stats_s: float
     noise: dict[str, float]
     iterations: int
+    reference_dt: float | None
 
 
 def _duration(text: str, default: str, field: str) -> float:
@@ -127,6 +128,9 @@ def check_request(
     site, doc, base_name = _site(request, trusted)
     step = _duration(request.dt, "10s", "dt")
     stats_s = _duration(request.stats, "1h", "stats")
+    reference = (
+        _duration(request.reference_dt, "", "reference_dt") if request.reference_dt else None
+    )
     if not 0 <= request.max_iterations <= MAX_ITERATIONS:
         raise BadRequest(f"max_iterations: must be 0..{MAX_ITERATIONS}")
     fit = _fit(request.fit)
@@ -158,11 +162,11 @@ def check_request(
     iterations = request.max_iterations or 20
     try:
         check(site, measured, fit=fit, dt=step, noise=noise, stats_s=stats_s,
-              max_iterations=iterations)  # fmt: skip
+              max_iterations=iterations, reference_dt=reference)  # fmt: skip
     except ValueError as exc:
         raise BadRequest(_field(str(exc))) from None
     return Job(site, doc, base_name, measured, offset, run_id, fit, step, stats_s, noise,
-               iterations)  # fmt: skip
+               iterations, reference)  # fmt: skip
 
 
 def _field(message: str) -> str:
@@ -255,7 +259,7 @@ class CalibrationServicer(calibration_pb2_grpc.CalibrationServiceServicer):
         return fit_site(
             job.site, job.measured, fit=job.fit, dt=job.dt, noise=job.noise,
             stats_s=job.stats_s, max_iterations=job.iterations, dtype=dtype,
-            offset_s=job.offset_s, on_iteration=step,
+            offset_s=job.offset_s, reference_dt=job.reference_dt, on_iteration=step,
         )  # fmt: skip
 
     async def GetCalibration(self, request, context: aio.ServicerContext):

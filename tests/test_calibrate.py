@@ -215,6 +215,25 @@ def test_noise_free_series_give_the_truth_exactly(truth):
     assert cal.after["gpu_temp_mean_c"].cv_rmse_pct < 1e-8
 
 
+def test_a_coarse_fit_corrected_to_the_plant_step_lands_on_the_truth(truth):
+    """The truth's noise-free series at 10 s, fitted at 60 s: the coarse step's own
+    error biases the estimates; ``reference_dt`` takes it out (deferred correction)."""
+    site, values, _, result = truth
+    minute = {q: block_means(np.asarray(result.means[q]), RECORD, 60.0) for q in FITTED}
+    measured = Measured(60.0, minute)
+    coarse = calibrate(site, measured, fit=BOUNDS, dt=60.0, stats_s=600.0)
+    fixed = calibrate(site, measured, fit=BOUNDS, dt=60.0, stats_s=600.0, reference_dt=DT)
+    assert fixed.reference_dt == DT and coarse.reference_dt is None
+    for path, true in values.items():
+        before, after = coarse.estimates[path], fixed.estimates[path]
+        assert before.step_correction == 0.0
+        assert after.value == pytest.approx(before.value + after.step_correction)
+        assert abs(after.value - true) < 0.2 * abs(before.value - true), (path, before, after)
+        assert after.std_error == before.std_error
+    with pytest.raises(ValueError, match=r"^reference_dt: 60 s must be positive and finer "):
+        calibrate(site, measured, fit=BOUNDS, dt=60.0, reference_dt=60.0)
+
+
 def test_a_pair_entering_only_as_a_ratio_is_reported_unidentifiable(truth):
     site, _, measured, _ = truth
     eff, head = "cooling.cdu.pump.efficiency", "cooling.cdu.pump.rated_head_kpa"
@@ -356,11 +375,16 @@ def test_cli_calibrates_a_recording_and_writes_the_site(truth, tmp_path):
             f"error: --fit {CDU_UA}: lower bound 400000 must be below upper 100000",
         ),
         (f"{CDU_UA}=1e5", f"error: --fit '{CDU_UA}=1e5': expected PATH=LO:HI"),
+        (
+            f"{CDU_UA}=1e5:4e5 --reference-dt 1m",
+            "error: --reference-dt: 60 s must be positive and finer than dt = 10 s\n",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line(tmp_path, fit, message):
     table = tmp_path / "m.csv"
     table.write_text("time_s,facility_w,ambient_c\n0,1e6,20\n60,1e6,20\n")
+    fit, *more = fit.split(" ")
     done = twin(
         "calibrate",
         str(SMALL),
@@ -368,6 +392,7 @@ def test_cli_bad_input_is_one_line(tmp_path, fit, message):
         str(table),
         "--fit",
         fit,
+        *more,
         "--out",
         str(tmp_path / "o.yaml"),
     )

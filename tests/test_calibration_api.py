@@ -231,6 +231,11 @@ def test_a_window_mid_run_is_fitted_from_where_it_starts(stub):
         ({"dt": "ten"}, "INVALID_ARGUMENT", "dt: "),
         ({"dt": "7s"}, "INVALID_ARGUMENT", "dt: 7200 s is not a whole number of dt = 7 s"),
         ({"max_iterations": 500}, "INVALID_ARGUMENT", "max_iterations: must be 0..200"),
+        (
+            {"reference_dt": "1m"},
+            "INVALID_ARGUMENT",
+            "reference_dt: 60 s must be positive and finer than dt = 10 s",
+        ),
         ({"scenario": whatif_pb2.Scenario()}, "INVALID_ARGUMENT", "scenario: give name or yaml"),
         (
             {"scenario": whatif_pb2.Scenario(name="atlantis")},

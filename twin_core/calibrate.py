@@ -51,6 +51,7 @@ BIAS = "bias."
 # else 1 % of the measured mean (a revenue meter is 0.2-0.5 %, a CT-based one 1-2 %).
 TEMPERATURE_NOISE_C = 0.1
 RELATIVE_NOISE = 0.01
+REFERENCE_ROUNDS = 4  # most rollouts at ``reference_dt`` (calibrate)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ class Estimate:
     std_error: float
     lower: float
     upper: float
+    step_correction: float = 0.0  # of ``value``: the rollout step's own error, removed
 
     @property
     def at_bound(self) -> bool:
@@ -121,6 +123,7 @@ class Estimate:
             "lower": self.lower,
             "upper": self.upper,
             "at_bound": self.at_bound,
+            "step_correction": self.step_correction,
         }
 
 
@@ -144,6 +147,7 @@ class Calibration:
     stats_s: float
     noise: dict[str, float]
     modelled: dict[str, np.ndarray] = field(repr=False)
+    reference_dt: float | None = None  # the step the estimates were corrected to
 
     @property
     def biases(self) -> dict[str, float]:
@@ -187,6 +191,7 @@ class Calibration:
             },
             "stats_s": self.stats_s,
             "noise": self.noise,
+            "reference_dt": self.reference_dt,
         }
 
 
@@ -318,10 +323,13 @@ def check(
     weights: dict[str, float] | None = None,
     stats_s: float = 3600.0,
     max_iterations: int = 20,
+    reference_dt: float | None = None,
 ) -> None:
     """What ``calibrate`` checks before it builds anything (ValueError naming the field),
     so that a service can refuse a bad request before it accepts it."""
     _check(site, measured, fit, dt, noise, weights, stats_s, max_iterations)
+    if reference_dt is not None:
+        _check_reference(reference_dt, dt, 0.0, measured)
 
 
 def _check(
@@ -369,6 +377,7 @@ def calibrate(
     dtype=jnp.float64,
     drivers: DriverData | None = None,
     offset_s: float = 0.0,
+    reference_dt: float | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     on_iteration: Callable[[int, float, dict[str, float]], None] | None = None,
 ) -> Calibration:
@@ -383,6 +392,12 @@ def calibrate(
     ``offset_s``: where the window starts on the site's clock (a window mid-run: the
     workload schedule is read from there, and the state starts from the measured one as
     in ``twin_core.backtest``);
+    ``reference_dt``: a finer step (e.g. 1 s) to correct the estimates to: the fit runs
+    at ``dt`` (fast), then one rollout at ``reference_dt`` measures what the coarse
+    step itself adds to the modelled series, and one Gauss-Newton step on the same
+    Jacobian takes it out of the estimates (``step_correction``), so they describe the
+    plant and not the step (a deferred correction; the statistics stay those of the fit
+    at ``dt``);
     ``progress(iteration, max_iterations, cost)``; ``on_iteration(iteration, cost,
     values)``: the parameters (site units) after each accepted step."""
     fitted, params = _check(site, measured, fit, dt, noise, weights, stats_s, max_iterations)
@@ -391,14 +406,31 @@ def calibrate(
         or abs(offset_s / dt - round(offset_s / dt)) > 1e-6
     ):
         raise ValueError(f"offset_s: {offset_s:g} s must be a whole number of dt = {dt:g} s, >= 0")
-    n_records, every = plan(measured.duration_s, dt, measured.step_s)
-
-    p0 = window_params(
-        site, measured, offset_s=offset_s, dt=dt, granularity=granularity, dtype=dtype,
-        drivers=drivers,
-    )  # fmt: skip
-    k0 = jnp.asarray(round(offset_s / dt), jnp.int32)
+    if reference_dt is not None:
+        _check_reference(reference_dt, dt, offset_s, measured)
+    drivers = drivers if drivers is not None else load_drivers(site)
     start = [jnp.asarray(v, dtype) for v in first_values(measured.series).values()]
+
+    def rollout_at(step: float) -> Callable[[np.ndarray], jnp.ndarray]:
+        """The modelled series at coupling interval ``step`` as a function of the
+        parameters (site units), biases included."""
+        p0 = window_params(
+            site, measured, offset_s=offset_s, dt=step, granularity=granularity,
+            dtype=dtype, drivers=drivers,
+        )  # fmt: skip
+        k0 = jnp.asarray(round(offset_s / step), jnp.int32)
+        n_records, every = plan(measured.duration_s, step, measured.step_s)
+
+        def model(x):
+            q = p0
+            for j, par in enumerate(params):
+                if par.entry is not None:
+                    q = par.entry.apply(q, x[j], par.start)
+            s0 = start_state(q, k0, *start) if offset_s else init_state(q)
+            _, (means, _) = _run(q, s0, n_records, every)
+            return means[:, columns] + (x @ bias_column)[None, :]
+
+        return model
 
     y = np.stack([np.asarray(measured.series[q], np.float64) for q in fitted], axis=1)
     valid = np.isfinite(y)
@@ -415,15 +447,10 @@ def calibrate(
         if x.entry is None:
             bias_column[j, fitted.index(x.path.removeprefix(BIAS))] = 1.0
 
+    coarse = rollout_at(dt)
+
     def predict(z):
-        x = lo + z * span
-        q = p0
-        for j, par in enumerate(params):
-            if par.entry is not None:
-                q = par.entry.apply(q, x[j], par.start)
-        s0 = start_state(q, k0, *start) if offset_s else init_state(q)
-        _, (means, _) = _run(q, s0, n_records, every)
-        return means[:, columns] + (x @ bias_column)[None, :]
+        return coarse(lo + z * span)
 
     y_filled = jnp.asarray(np.where(valid, y, 0.0), dtype)
     mask = jnp.asarray(valid, dtype)
@@ -465,7 +492,24 @@ def calibrate(
     group = np.where(valid, np.arange(len(fitted))[None, :], -1).reshape(-1)
     cov = covariance(jac, r, group) * span[:, None] * span[None, :]
     weak = set(ident.unidentifiable)
-    x_hat = lo + z * span
+    correction = np.zeros(len(params))
+    if reference_dt is not None:
+        fine_at = jax.jit(rollout_at(reference_dt))
+        keep = [x.path not in weak for x in params]
+        zc, coarse = z, model
+        # The step's error depends on the parameters a little: taken out where the
+        # corrected estimates are, until they stop moving (a tenth of a standard error).
+        for _ in range(REFERENCE_ROUNDS):
+            fine = np.asarray(fine_at(jnp.asarray(lo + zc * span, dtype)))
+            defect = (np.where(valid, fine - coarse, 0.0) * scale).reshape(-1)
+            moved = np.clip(z + step_correction(jac, defect, keep), 0.0, 1.0)
+            settled = np.all(np.abs(moved - zc) * span <= 0.1 * np.sqrt(np.diag(cov)))
+            zc = moved
+            if settled:
+                break
+            coarse = at(zc)[2]
+        correction = (zc - z) * span
+    x_hat = lo + z * span + correction
     estimates = {
         x.path: Estimate(
             x.path,
@@ -474,6 +518,7 @@ def calibrate(
             math.inf if x.path in weak else math.sqrt(max(float(cov[j, j]), 0.0)),
             x.lower,
             x.upper,
+            float(correction[j]),
         )
         for j, x in enumerate(params)
     }
@@ -506,4 +551,29 @@ def calibrate(
         stats_s=stats_s,
         noise={q: float(s) for q, s in zip(fitted, sigma, strict=True)},
         modelled={q: model[:, i] for i, q in enumerate(fitted)},
+        reference_dt=reference_dt,
     )
+
+
+def _check_reference(reference_dt: float, dt: float, offset_s: float, measured: Measured) -> None:
+    if not (math.isfinite(reference_dt) and 0 < reference_dt < dt):
+        raise ValueError(
+            f"reference_dt: {reference_dt:g} s must be positive and finer than dt = {dt:g} s"
+        )
+    if abs(offset_s / reference_dt - round(offset_s / reference_dt)) > 1e-6:
+        raise ValueError(
+            f"offset_s: {offset_s:g} s must be a whole number of reference_dt = {reference_dt:g} s"
+        )
+    plan(measured.duration_s, reference_dt, measured.step_s)
+
+
+def step_correction(jac: np.ndarray, defect: np.ndarray, identifiable: list[bool]) -> np.ndarray:
+    """The Gauss-Newton step (scaled coordinates) that takes the step's ``defect`` (the
+    fine rollout minus the coarse one, as scaled residuals) out of the fit: the coarse
+    model plus the defect stands for the fine one, so its optimum moves by
+    -(JᵀJ)⁻¹Jᵀ·defect. Parameters the data cannot identify keep their value."""
+    keep = np.flatnonzero(identifiable)
+    dz = np.zeros(jac.shape[1])
+    if keep.size:
+        dz[keep] = np.linalg.lstsq(jac[:, keep], -defect, rcond=None)[0]
+    return dz

@@ -38,6 +38,11 @@ def provenance(c: Calibration, *, base: str, date: dt.date) -> list[str]:
         f"Data window: {_window(c)}.",
         "Estimates (value ± standard error; the base value):",
     ]
+    if c.reference_dt is not None:
+        lines[-1] = (
+            f"Estimates, corrected to a {c.reference_dt:g} s step (value ± standard error; "
+            "the base value):"
+        )
     for path, e in c.estimates.items():
         lines.append(f"  {path}: {e.value:.6g} ± {_g(e.std_error)} (base {e.start:.6g})")
     lines.append(

@@ -79,6 +79,12 @@ def calibrate(
     ] = None,
     db: Annotated[str | None, typer.Option(help=DB_HELP, envvar="TWIN_DATABASE_URL")] = None,
     dt_: Annotated[str, typer.Option("--dt", help="coupling interval of the rollout")] = "10s",
+    reference_dt: Annotated[
+        str | None,
+        typer.Option(
+            help="a finer step (e.g. 1s) the estimates are corrected to after the fit at --dt"
+        ),
+    ] = None,
     resolution: Annotated[
         str | None,
         typer.Option(help="measurement interval (default: the file's, 1m for a recording)"),
@@ -99,6 +105,7 @@ def calibrate(
 
     step = seconds("--dt", dt_)
     stats_s = seconds("--stats", stats)
+    reference_s = seconds("--reference-dt", reference_dt) if reference_dt else None
     resolution_s = seconds("--resolution", resolution)
     bounds = _bounds(fit)
     sigma = _noise(noise or [])
@@ -151,6 +158,7 @@ def calibrate(
                 dtype=jnp.float64 if x64 else jnp.float32,
                 progress=advance,
                 offset_s=source.offset_s,
+                reference_dt=reference_s,
             )
         except (ValueError, SiteError) as exc:
             fail(_option_name(str(exc)))
@@ -195,7 +203,11 @@ def _store(db: str, site_id: str, run_id: str, offset_s: float, result, text: st
 
 def _option_name(message: str) -> str:
     """``fit.PATH: ...`` -> ``--fit PATH: ...`` (the option the user typed)."""
-    for field, option in (("fit.", "--fit "), ("noise.", "--noise ")):
+    for field, option in (
+        ("fit.", "--fit "),
+        ("noise.", "--noise "),
+        ("reference_dt:", "--reference-dt:"),
+    ):
         if message.startswith(field):
             return option + message.removeprefix(field)
     return message
@@ -217,12 +229,18 @@ def _f(x: float, digits: int = 3) -> str:
 
 
 def _print(result) -> None:
-    params = Table(title=f"estimates ({result.iterations} iterations)")
-    for col in ("parameter", "site value", "estimate", "± std error", "bounds"):
+    corrected = result.reference_dt is not None
+    title = f"estimates ({result.iterations} iterations"
+    title += f", corrected to a {result.reference_dt:g} s step)" if corrected else ")"
+    params = Table(title=title)
+    columns = ["parameter", "site value", "estimate", "± std error", "bounds"]
+    columns += ["step correction"] if corrected else []
+    for col in columns:
         params.add_column(col, justify="left" if col == "parameter" else "right")
     for path, e in result.estimates.items():
         se = "unidentifiable" if not math.isfinite(e.std_error) else f"{e.std_error:.4g}"
-        params.add_row(path, f"{e.start:.6g}", f"{e.value:.6g}", se, f"{e.lower:g} … {e.upper:g}")
+        row = [path, f"{e.start:.6g}", f"{e.value:.6g}", se, f"{e.lower:g} … {e.upper:g}"]
+        params.add_row(*row, *([f"{e.step_correction:+.4g}"] if corrected else []))
     print_whole(params)
     fit = Table(title=f"fit at {result.stats_s:g} s (ASHRAE Guideline 14): before → after")
     for col in ("quantity", "n", "CV(RMSE) %", "NMBE %", "R²"):

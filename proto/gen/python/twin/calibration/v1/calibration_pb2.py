@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from twin.whatif.v1 import whatif_pb2 as twin_dot_whatif_dot_v1_dot_whatif__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%twin/calibration/v1/calibration.proto\x12\x13twin.calibration.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1btwin/whatif/v1/whatif.proto\"7\n\tParameter\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05lower\x18\x02 \x01(\x01\x12\r\n\x05upper\x18\x03 \x01(\x01\"[\n\tRunWindow\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x07start_s\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x65nd_s\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\n\n\x08_start_sB\x08\n\x06_end_s\"*\n\x06Series\x12\x10\n\x08quantity\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\"^\n\x0eMeasuredSeries\x12\x0e\n\x06step_s\x18\x01 \x01(\x01\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12+\n\x06series\x18\x03 \x03(\x0b\x32\x1b.twin.calibration.v1.Series\"\x93\x03\n\x10\x43\x61librateRequest\x12*\n\x08scenario\x18\x01 \x01(\x0b\x32\x18.twin.whatif.v1.Scenario\x12-\n\x03run\x18\x02 \x01(\x0b\x32\x1e.twin.calibration.v1.RunWindowH\x00\x12\x35\n\x06series\x18\x03 \x01(\x0b\x32#.twin.calibration.v1.MeasuredSeriesH\x00\x12+\n\x03\x66it\x18\x04 \x03(\x0b\x32\x1e.twin.calibration.v1.Parameter\x12\n\n\x02\x64t\x18\x05 \x01(\t\x12\x12\n\nresolution\x18\x06 \x01(\t\x12\r\n\x05stats\x18\x07 \x01(\t\x12?\n\x05noise\x18\x08 \x03(\x0b\x32\x30.twin.calibration.v1.CalibrateRequest.NoiseEntry\x12\x16\n\x0emax_iterations\x18\t \x01(\x05\x1a,\n\nNoiseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\n\n\x08measured\"\xcc\x01\n\x11\x43\x61librateResponse\x12<\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32(.twin.calibration.v1.CalibrationAcceptedH\x00\x12<\n\x08progress\x18\x02 \x01(\x0b\x32(.twin.calibration.v1.CalibrationProgressH\x00\x12\x32\n\x06result\x18\x03 \x01(\x0b\x32 .twin.calibration.v1.CalibrationH\x00\x42\x07\n\x05\x65vent\"-\n\x13\x43\x61librationAccepted\x12\x16\n\x0e\x63\x61libration_id\x18\x01 \x01(\t\"\xfa\x01\n\x13\x43\x61librationProgress\x12\x16\n\x0e\x63\x61libration_id\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12\x16\n\x0emax_iterations\x18\x03 \x01(\x05\x12\x0c\n\x04\x63ost\x18\x04 \x01(\x01\x12L\n\nparameters\x18\x05 \x03(\x0b\x32\x38.twin.calibration.v1.CalibrationProgress.ParametersEntry\x12\x11\n\telapsed_s\x18\x06 \x01(\x01\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x8f\x01\n\x08\x45stimate\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x01\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x11\n\tstd_error\x18\x04 \x01(\x01\x12\x14\n\x0cidentifiable\x18\x05 \x01(\x08\x12\r\n\x05lower\x18\x06 \x01(\x01\x12\r\n\x05upper\x18\x07 \x01(\x01\x12\x10\n\x08\x61t_bound\x18\x08 \x01(\x08\"H\n\x08\x46itStats\x12\t\n\x01n\x18\x01 \x01(\x05\x12\x13\n\x0b\x63v_rmse_pct\x18\x02 \x01(\x01\x12\x10\n\x08nmbe_pct\x18\x03 \x01(\x01\x12\n\n\x02r2\x18\x04 \x01(\x01\"|\n\x0bQuantityFit\x12\x10\n\x08quantity\x18\x01 \x01(\t\x12-\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0b\x32\x1d.twin.calibration.v1.FitStats\x12,\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32\x1d.twin.calibration.v1.FitStats\"\x88\x04\n\x0b\x43\x61libration\x12\x16\n\x0e\x63\x61libration_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x34\n\x05state\x18\x04 \x01(\x0e\x32%.twin.calibration.v1.CalibrationState\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_start_s\x18\x06 \x01(\x01\x12\x17\n\x0fwindow_offset_s\x18\x07 \x01(\x01\x12\x0e\n\x06step_s\x18\x08 \x01(\x01\x12\x12\n\nduration_s\x18\t \x01(\x01\x12\x0f\n\x07stats_s\x18\n \x01(\x01\x12\x30\n\testimates\x18\x0b \x03(\x0b\x32\x1d.twin.calibration.v1.Estimate\x12.\n\x04\x66its\x18\x0c \x03(\x0b\x32 .twin.calibration.v1.QuantityFit\x12\x10\n\x08warnings\x18\r \x03(\t\x12\x12\n\niterations\x18\x0e \x01(\x05\x12\x11\n\tconverged\x18\x0f \x01(\x08\x12\x13\n\x0b\x63ost_before\x18\x10 \x01(\x01\x12\x12\n\ncost_after\x18\x11 \x01(\x01\x12\x11\n\tsite_yaml\x18\x12 \x01(\t\x12\x0e\n\x06wall_s\x18\x13 \x01(\x01\x12\r\n\x05\x65rror\x18\x14 \x01(\t\"/\n\x15GetCalibrationRequest\x12\x16\n\x0e\x63\x61libration_id\x18\x01 \x01(\t\"O\n\x16GetCalibrationResponse\x12\x35\n\x0b\x63\x61libration\x18\x01 \x01(\x0b\x32 .twin.calibration.v1.Calibration\"8\n\x17ListCalibrationsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"R\n\x18ListCalibrationsResponse\x12\x36\n\x0c\x63\x61librations\x18\x01 \x03(\x0b\x32 .twin.calibration.v1.Calibration*\x8e\x01\n\x10\x43\x61librationState\x12!\n\x1d\x43\x41LIBRATION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LIBRATION_STATE_RUNNING\x10\x01\x12\x1a\n\x16\x43\x41LIBRATION_STATE_DONE\x10\x02\x12\x1c\n\x18\x43\x41LIBRATION_STATE_FAILED\x10\x03\x32\xce\x02\n\x12\x43\x61librationService\x12\\\n\tCalibrate\x12%.twin.calibration.v1.CalibrateRequest\x1a&.twin.calibration.v1.CalibrateResponse0\x01\x12i\n\x0eGetCalibration\x12*.twin.calibration.v1.GetCalibrationRequest\x1a+.twin.calibration.v1.GetCalibrationResponse\x12o\n\x10ListCalibrations\x12,.twin.calibration.v1.ListCalibrationsRequest\x1a-.twin.calibration.v1.ListCalibrationsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%twin/calibration/v1/calibration.proto\x12\x13twin.calibration.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1btwin/whatif/v1/whatif.proto\"7\n\tParameter\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05lower\x18\x02 \x01(\x01\x12\r\n\x05upper\x18\x03 \x01(\x01\"[\n\tRunWindow\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x14\n\x07start_s\x18\x02 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\x05\x65nd_s\x18\x03 \x01(\x01H\x01\x88\x01\x01\x42\n\n\x08_start_sB\x08\n\x06_end_s\"*\n\x06Series\x12\x10\n\x08quantity\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\x01\"^\n\x0eMeasuredSeries\x12\x0e\n\x06step_s\x18\x01 \x01(\x01\x12\x0f\n\x07start_s\x18\x02 \x01(\x01\x12+\n\x06series\x18\x03 \x03(\x0b\x32\x1b.twin.calibration.v1.Series\"\xa9\x03\n\x10\x43\x61librateRequest\x12*\n\x08scenario\x18\x01 \x01(\x0b\x32\x18.twin.whatif.v1.Scenario\x12-\n\x03run\x18\x02 \x01(\x0b\x32\x1e.twin.calibration.v1.RunWindowH\x00\x12\x35\n\x06series\x18\x03 \x01(\x0b\x32#.twin.calibration.v1.MeasuredSeriesH\x00\x12+\n\x03\x66it\x18\x04 \x03(\x0b\x32\x1e.twin.calibration.v1.Parameter\x12\n\n\x02\x64t\x18\x05 \x01(\t\x12\x12\n\nresolution\x18\x06 \x01(\t\x12\r\n\x05stats\x18\x07 \x01(\t\x12?\n\x05noise\x18\x08 \x03(\x0b\x32\x30.twin.calibration.v1.CalibrateRequest.NoiseEntry\x12\x16\n\x0emax_iterations\x18\t \x01(\x05\x12\x14\n\x0creference_dt\x18\n \x01(\t\x1a,\n\nNoiseEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\n\n\x08measured\"\xcc\x01\n\x11\x43\x61librateResponse\x12<\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x0b\x32(.twin.calibration.v1.CalibrationAcceptedH\x00\x12<\n\x08progress\x18\x02 \x01(\x0b\x32(.twin.calibration.v1.CalibrationProgressH\x00\x12\x32\n\x06result\x18\x03 \x01(\x0b\x32 .twin.calibration.v1.CalibrationH\x00\x42\x07\n\x05\x65vent\"-\n\x13\x43\x61librationAccepted\x12\x16\n\x0e\x63\x61libration_id\x18\x01 \x01(\t\"\xfa\x01\n\x13\x43\x61librationProgress\x12\x16\n\x0e\x63\x61libration_id\x18\x01 \x01(\t\x12\x11\n\titeration\x18\x02 \x01(\x05\x12\x16\n\x0emax_iterations\x18\x03 \x01(\x05\x12\x0c\n\x04\x63ost\x18\x04 \x01(\x01\x12L\n\nparameters\x18\x05 \x03(\x0b\x32\x38.twin.calibration.v1.CalibrationProgress.ParametersEntry\x12\x11\n\telapsed_s\x18\x06 \x01(\x01\x1a\x31\n\x0fParametersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa8\x01\n\x08\x45stimate\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\r\n\x05start\x18\x02 \x01(\x01\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x11\n\tstd_error\x18\x04 \x01(\x01\x12\x14\n\x0cidentifiable\x18\x05 \x01(\x08\x12\r\n\x05lower\x18\x06 \x01(\x01\x12\r\n\x05upper\x18\x07 \x01(\x01\x12\x10\n\x08\x61t_bound\x18\x08 \x01(\x08\x12\x17\n\x0fstep_correction\x18\t \x01(\x01\"H\n\x08\x46itStats\x12\t\n\x01n\x18\x01 \x01(\x05\x12\x13\n\x0b\x63v_rmse_pct\x18\x02 \x01(\x01\x12\x10\n\x08nmbe_pct\x18\x03 \x01(\x01\x12\n\n\x02r2\x18\x04 \x01(\x01\"|\n\x0bQuantityFit\x12\x10\n\x08quantity\x18\x01 \x01(\t\x12-\n\x06\x62\x65\x66ore\x18\x02 \x01(\x0b\x32\x1d.twin.calibration.v1.FitStats\x12,\n\x05\x61\x66ter\x18\x03 \x01(\x0b\x32\x1d.twin.calibration.v1.FitStats\"\x88\x04\n\x0b\x43\x61libration\x12\x16\n\x0e\x63\x61libration_id\x18\x01 \x01(\t\x12\x0f\n\x07site_id\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x34\n\x05state\x18\x04 \x01(\x0e\x32%.twin.calibration.v1.CalibrationState\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0ewindow_start_s\x18\x06 \x01(\x01\x12\x17\n\x0fwindow_offset_s\x18\x07 \x01(\x01\x12\x0e\n\x06step_s\x18\x08 \x01(\x01\x12\x12\n\nduration_s\x18\t \x01(\x01\x12\x0f\n\x07stats_s\x18\n \x01(\x01\x12\x30\n\testimates\x18\x0b \x03(\x0b\x32\x1d.twin.calibration.v1.Estimate\x12.\n\x04\x66its\x18\x0c \x03(\x0b\x32 .twin.calibration.v1.QuantityFit\x12\x10\n\x08warnings\x18\r \x03(\t\x12\x12\n\niterations\x18\x0e \x01(\x05\x12\x11\n\tconverged\x18\x0f \x01(\x08\x12\x13\n\x0b\x63ost_before\x18\x10 \x01(\x01\x12\x12\n\ncost_after\x18\x11 \x01(\x01\x12\x11\n\tsite_yaml\x18\x12 \x01(\t\x12\x0e\n\x06wall_s\x18\x13 \x01(\x01\x12\r\n\x05\x65rror\x18\x14 \x01(\t\"/\n\x15GetCalibrationRequest\x12\x16\n\x0e\x63\x61libration_id\x18\x01 \x01(\t\"O\n\x16GetCalibrationResponse\x12\x35\n\x0b\x63\x61libration\x18\x01 \x01(\x0b\x32 .twin.calibration.v1.Calibration\"8\n\x17ListCalibrationsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"R\n\x18ListCalibrationsResponse\x12\x36\n\x0c\x63\x61librations\x18\x01 \x03(\x0b\x32 .twin.calibration.v1.Calibration*\x8e\x01\n\x10\x43\x61librationState\x12!\n\x1d\x43\x41LIBRATION_STATE_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x43\x41LIBRATION_STATE_RUNNING\x10\x01\x12\x1a\n\x16\x43\x41LIBRATION_STATE_DONE\x10\x02\x12\x1c\n\x18\x43\x41LIBRATION_STATE_FAILED\x10\x03\x32\xce\x02\n\x12\x43\x61librationService\x12\\\n\tCalibrate\x12%.twin.calibration.v1.CalibrateRequest\x1a&.twin.calibration.v1.CalibrateResponse0\x01\x12i\n\x0eGetCalibration\x12*.twin.calibration.v1.GetCalibrationRequest\x1a+.twin.calibration.v1.GetCalibrationResponse\x12o\n\x10ListCalibrations\x12,.twin.calibration.v1.ListCalibrationsRequest\x1a-.twin.calibration.v1.ListCalibrationsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,8 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CALIBRATEREQUEST_NOISEENTRY']._serialized_options = b'8\001'
   _globals['_CALIBRATIONPROGRESS_PARAMETERSENTRY']._loaded_options = None
   _globals['_CALIBRATIONPROGRESS_PARAMETERSENTRY']._serialized_options = b'8\001'
-  _globals['_CALIBRATIONSTATE']._serialized_start=2469
-  _globals['_CALIBRATIONSTATE']._serialized_end=2611
+  _globals['_CALIBRATIONSTATE']._serialized_start=2516
+  _globals['_CALIBRATIONSTATE']._serialized_end=2658
   _globals['_PARAMETER']._serialized_start=124
   _globals['_PARAMETER']._serialized_end=179
   _globals['_RUNWINDOW']._serialized_start=181
@@ -48,33 +48,33 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MEASUREDSERIES']._serialized_start=318
   _globals['_MEASUREDSERIES']._serialized_end=412
   _globals['_CALIBRATEREQUEST']._serialized_start=415
-  _globals['_CALIBRATEREQUEST']._serialized_end=818
-  _globals['_CALIBRATEREQUEST_NOISEENTRY']._serialized_start=762
-  _globals['_CALIBRATEREQUEST_NOISEENTRY']._serialized_end=806
-  _globals['_CALIBRATERESPONSE']._serialized_start=821
-  _globals['_CALIBRATERESPONSE']._serialized_end=1025
-  _globals['_CALIBRATIONACCEPTED']._serialized_start=1027
-  _globals['_CALIBRATIONACCEPTED']._serialized_end=1072
-  _globals['_CALIBRATIONPROGRESS']._serialized_start=1075
-  _globals['_CALIBRATIONPROGRESS']._serialized_end=1325
-  _globals['_CALIBRATIONPROGRESS_PARAMETERSENTRY']._serialized_start=1276
-  _globals['_CALIBRATIONPROGRESS_PARAMETERSENTRY']._serialized_end=1325
-  _globals['_ESTIMATE']._serialized_start=1328
-  _globals['_ESTIMATE']._serialized_end=1471
-  _globals['_FITSTATS']._serialized_start=1473
-  _globals['_FITSTATS']._serialized_end=1545
-  _globals['_QUANTITYFIT']._serialized_start=1547
-  _globals['_QUANTITYFIT']._serialized_end=1671
-  _globals['_CALIBRATION']._serialized_start=1674
-  _globals['_CALIBRATION']._serialized_end=2194
-  _globals['_GETCALIBRATIONREQUEST']._serialized_start=2196
-  _globals['_GETCALIBRATIONREQUEST']._serialized_end=2243
-  _globals['_GETCALIBRATIONRESPONSE']._serialized_start=2245
-  _globals['_GETCALIBRATIONRESPONSE']._serialized_end=2324
-  _globals['_LISTCALIBRATIONSREQUEST']._serialized_start=2326
-  _globals['_LISTCALIBRATIONSREQUEST']._serialized_end=2382
-  _globals['_LISTCALIBRATIONSRESPONSE']._serialized_start=2384
-  _globals['_LISTCALIBRATIONSRESPONSE']._serialized_end=2466
-  _globals['_CALIBRATIONSERVICE']._serialized_start=2614
-  _globals['_CALIBRATIONSERVICE']._serialized_end=2948
+  _globals['_CALIBRATEREQUEST']._serialized_end=840
+  _globals['_CALIBRATEREQUEST_NOISEENTRY']._serialized_start=784
+  _globals['_CALIBRATEREQUEST_NOISEENTRY']._serialized_end=828
+  _globals['_CALIBRATERESPONSE']._serialized_start=843
+  _globals['_CALIBRATERESPONSE']._serialized_end=1047
+  _globals['_CALIBRATIONACCEPTED']._serialized_start=1049
+  _globals['_CALIBRATIONACCEPTED']._serialized_end=1094
+  _globals['_CALIBRATIONPROGRESS']._serialized_start=1097
+  _globals['_CALIBRATIONPROGRESS']._serialized_end=1347
+  _globals['_CALIBRATIONPROGRESS_PARAMETERSENTRY']._serialized_start=1298
+  _globals['_CALIBRATIONPROGRESS_PARAMETERSENTRY']._serialized_end=1347
+  _globals['_ESTIMATE']._serialized_start=1350
+  _globals['_ESTIMATE']._serialized_end=1518
+  _globals['_FITSTATS']._serialized_start=1520
+  _globals['_FITSTATS']._serialized_end=1592
+  _globals['_QUANTITYFIT']._serialized_start=1594
+  _globals['_QUANTITYFIT']._serialized_end=1718
+  _globals['_CALIBRATION']._serialized_start=1721
+  _globals['_CALIBRATION']._serialized_end=2241
+  _globals['_GETCALIBRATIONREQUEST']._serialized_start=2243
+  _globals['_GETCALIBRATIONREQUEST']._serialized_end=2290
+  _globals['_GETCALIBRATIONRESPONSE']._serialized_start=2292
+  _globals['_GETCALIBRATIONRESPONSE']._serialized_end=2371
+  _globals['_LISTCALIBRATIONSREQUEST']._serialized_start=2373
+  _globals['_LISTCALIBRATIONSREQUEST']._serialized_end=2429
+  _globals['_LISTCALIBRATIONSRESPONSE']._serialized_start=2431
+  _globals['_LISTCALIBRATIONSRESPONSE']._serialized_end=2513
+  _globals['_CALIBRATIONSERVICE']._serialized_start=2661
+  _globals['_CALIBRATIONSERVICE']._serialized_end=2995
 # @@protoc_insertion_point(module_scope)

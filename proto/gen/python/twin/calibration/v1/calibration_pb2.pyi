@@ -61,7 +61,7 @@ class MeasuredSeries(_message.Message):
     def __init__(self, step_s: _Optional[float] = ..., start_s: _Optional[float] = ..., series: _Optional[_Iterable[_Union[Series, _Mapping]]] = ...) -> None: ...
 
 class CalibrateRequest(_message.Message):
-    __slots__ = ("scenario", "run", "series", "fit", "dt", "resolution", "stats", "noise", "max_iterations")
+    __slots__ = ("scenario", "run", "series", "fit", "dt", "resolution", "stats", "noise", "max_iterations", "reference_dt")
     class NoiseEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -78,6 +78,7 @@ class CalibrateRequest(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     NOISE_FIELD_NUMBER: _ClassVar[int]
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_DT_FIELD_NUMBER: _ClassVar[int]
     scenario: _whatif_pb2.Scenario
     run: RunWindow
     series: MeasuredSeries
@@ -87,7 +88,8 @@ class CalibrateRequest(_message.Message):
     stats: str
     noise: _containers.ScalarMap[str, float]
     max_iterations: int
-    def __init__(self, scenario: _Optional[_Union[_whatif_pb2.Scenario, _Mapping]] = ..., run: _Optional[_Union[RunWindow, _Mapping]] = ..., series: _Optional[_Union[MeasuredSeries, _Mapping]] = ..., fit: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., dt: _Optional[str] = ..., resolution: _Optional[str] = ..., stats: _Optional[str] = ..., noise: _Optional[_Mapping[str, float]] = ..., max_iterations: _Optional[int] = ...) -> None: ...
+    reference_dt: str
+    def __init__(self, scenario: _Optional[_Union[_whatif_pb2.Scenario, _Mapping]] = ..., run: _Optional[_Union[RunWindow, _Mapping]] = ..., series: _Optional[_Union[MeasuredSeries, _Mapping]] = ..., fit: _Optional[_Iterable[_Union[Parameter, _Mapping]]] = ..., dt: _Optional[str] = ..., resolution: _Optional[str] = ..., stats: _Optional[str] = ..., noise: _Optional[_Mapping[str, float]] = ..., max_iterations: _Optional[int] = ..., reference_dt: _Optional[str] = ...) -> None: ...
 
 class CalibrateResponse(_message.Message):
     __slots__ = ("accepted", "progress", "result")
@@ -129,7 +131,7 @@ class CalibrationProgress(_message.Message):
     def __init__(self, calibration_id: _Optional[str] = ..., iteration: _Optional[int] = ..., max_iterations: _Optional[int] = ..., cost: _Optional[float] = ..., parameters: _Optional[_Mapping[str, float]] = ..., elapsed_s: _Optional[float] = ...) -> None: ...
 
 class Estimate(_message.Message):
-    __slots__ = ("path", "start", "value", "std_error", "identifiable", "lower", "upper", "at_bound")
+    __slots__ = ("path", "start", "value", "std_error", "identifiable", "lower", "upper", "at_bound", "step_correction")
     PATH_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -138,6 +140,7 @@ class Estimate(_message.Message):
     LOWER_FIELD_NUMBER: _ClassVar[int]
     UPPER_FIELD_NUMBER: _ClassVar[int]
     AT_BOUND_FIELD_NUMBER: _ClassVar[int]
+    STEP_CORRECTION_FIELD_NUMBER: _ClassVar[int]
     path: str
     start: float
     value: float
@@ -146,7 +149,8 @@ class Estimate(_message.Message):
     lower: float
     upper: float
     at_bound: bool
-    def __init__(self, path: _Optional[str] = ..., start: _Optional[float] = ..., value: _Optional[float] = ..., std_error: _Optional[float] = ..., identifiable: _Optional[bool] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., at_bound: _Optional[bool] = ...) -> None: ...
+    step_correction: float
+    def __init__(self, path: _Optional[str] = ..., start: _Optional[float] = ..., value: _Optional[float] = ..., std_error: _Optional[float] = ..., identifiable: _Optional[bool] = ..., lower: _Optional[float] = ..., upper: _Optional[float] = ..., at_bound: _Optional[bool] = ..., step_correction: _Optional[float] = ...) -> None: ...
 
 class FitStats(_message.Message):
     __slots__ = ("n", "cv_rmse_pct", "nmbe_pct", "r2")
