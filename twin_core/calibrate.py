@@ -447,10 +447,10 @@ def calibrate(
         if x.entry is None:
             bias_column[j, fitted.index(x.path.removeprefix(BIAS))] = 1.0
 
-    coarse = rollout_at(dt)
+    coarse_at = rollout_at(dt)
 
     def predict(z):
-        return coarse(lo + z * span)
+        return coarse_at(lo + z * span)
 
     y_filled = jnp.asarray(np.where(valid, y, 0.0), dtype)
     mask = jnp.asarray(valid, dtype)
