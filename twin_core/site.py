@@ -344,6 +344,21 @@ class SyntheticWeather(Strict):
     monthly_rh: Annotated[list[Frac], Field(min_length=12, max_length=12)]
     noise_std_c: NonNeg = 0.0
     seed: Seed = 0
+    # ASHRAE annual cooling design conditions of the nearest station (Handbook of
+    # Fundamentals, ch. 14): the generated year's hot tail is fitted to them.
+    cooling_design_db_c: Celsius | None = Field(
+        None, description="0.4 % cooling dry bulb: the year's 35th-hottest hour is set to it"
+    )
+    cooling_design_mcwb_c: Celsius | None = Field(
+        None, description="mean coincident wet bulb at that dry bulb"
+    )
+
+    @model_validator(mode="after")
+    def _design(self) -> SyntheticWeather:
+        db, mcwb = self.cooling_design_db_c, self.cooling_design_mcwb_c
+        if mcwb is not None and (db is None or mcwb > db):
+            raise ValueError("cooling_design_mcwb_c needs cooling_design_db_c at or above it")
+        return self
 
 
 class Weather(Strict):
