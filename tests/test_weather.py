@@ -8,6 +8,7 @@ import csv
 import numpy as np
 import pytest
 from conftest import ROOT, SMALL
+from pandas import DatetimeIndex
 from pvlib.iotools import read_epw
 
 from twin_core import drivers
@@ -44,9 +45,9 @@ def test_reader_agrees_with_pvlib_one_hour_after_its_labels(ohare):
     # pvlib labels a record with the start of its hour; the observation is at its end.
     frame, meta = read_epw(OHARE, coerce_year=2001)
     assert meta["TZ"] == -6.0 and len(frame) == 8760
-    hours = (frame.index.tz_localize(None) - np.datetime64("2001-01-01T00:00")) // np.timedelta64(
-        1, "h"
-    )
+    hours = (
+        DatetimeIndex(frame.index).tz_localize(None) - np.datetime64("2001-01-01T00:00")
+    ) // np.timedelta64(1, "h")
     rows = (np.asarray(hours) + 1) % 8760
     np.testing.assert_array_equal(ohare["ambient_c"][rows], frame["temp_air"].to_numpy())
     np.testing.assert_array_equal(ohare["rh"][rows], frame["relative_humidity"].to_numpy() / 100)

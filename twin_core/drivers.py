@@ -84,11 +84,14 @@ def parse_epw(path: Path, name: str | None = None) -> dict[str, np.ndarray]:
     # Checked before pvlib parses anything, so that an error never quotes the file.
     if len(rows) != HOURS_PER_YEAR or any(len(r) < 22 for r in rows):
         raise SiteError(f"weather.epw: {clip(name)!r} does not hold 8760 hourly EPW records")
-    from pvlib.iotools import read_epw  # pandas behind it: imported only when a file is read
+    # pandas behind them: imported only when a file is read.
+    from pandas import DatetimeIndex
+    from pvlib.iotools import read_epw
 
     try:
         frame, _ = read_epw(io.StringIO(text), coerce_year=_EPW_YEAR)
-        start = frame.index.tz_localize(None) - np.datetime64(f"{_EPW_YEAR}-01-01T00:00")
+        local = DatetimeIndex(frame.index).tz_localize(None)  # local standard time
+        start = local - np.datetime64(f"{_EPW_YEAR}-01-01T00:00")
         labels = np.asarray(start // np.timedelta64(1, "h"), dtype=np.int64)
         temp = frame["temp_air"].to_numpy(dtype=float)
         rh = frame["relative_humidity"].to_numpy(dtype=float)

@@ -145,10 +145,12 @@ class Fluid(Strict):
     the loop's design temperature when params are built, or fixed properties."""
 
     coolprop: CoolPropName | None = Field(
-        None, description='e.g. "Water" or "INCOMP::MPG[0.25]" (propylene glycol, 25 % by mass)'
+        default=None,
+        description='e.g. "Water" or "INCOMP::MPG[0.25]" (propylene glycol, 25 % by mass)',
     )
     at_c: Celsius | None = Field(
-        None, description="where CoolProp is evaluated; default: the facility supply setpoint"
+        default=None,
+        description="where CoolProp is evaluated; default: the facility supply setpoint",
     )
     cp_j_per_kg_k: Pos | None = None
     density_kg_per_m3: Pos | None = None
@@ -378,10 +380,11 @@ class SyntheticWeather(Strict):
     # ASHRAE annual cooling design conditions of the nearest station (Handbook of
     # Fundamentals, ch. 14): the generated year's hot tail is fitted to them.
     cooling_design_db_c: Celsius | None = Field(
-        None, description="0.4 % cooling dry bulb: the year's 35th-hottest hour is set to it"
+        default=None,
+        description="0.4 % cooling dry bulb: the year's 35th-hottest hour is set to it",
     )
     cooling_design_mcwb_c: Celsius | None = Field(
-        None, description="mean coincident wet bulb at that dry bulb"
+        default=None, description="mean coincident wet bulb at that dry bulb"
     )
 
     @model_validator(mode="after")
