@@ -46,6 +46,24 @@ def test_short_epw_is_rejected(tmp_path):
         drivers.load_drivers(site)
 
 
+@pytest.mark.parametrize(
+    ("first_record", "error"),
+    [
+        ("1999,1,1,2,", "does not hold one record for each hour of a 365-day year"),  # twice
+        ("1999,2,30,1,", "holds a value that is not valid"),  # no such date
+    ],
+)
+def test_epw_records_must_cover_the_year_once(tmp_path, first_record, error):
+    write_epw(tmp_path / "bad.epw", [10.0] * 8760)
+    lines = (tmp_path / "bad.epw").read_text().splitlines()
+    lines[8] = first_record + lines[8].split(",", 4)[4]
+    (tmp_path / "bad.epw").write_text("\n".join(lines) + "\n")
+    site = load_site(SMALL, {"weather": {"epw": str(tmp_path / "bad.epw")}})
+    with pytest.raises(SiteError) as info:
+        drivers.load_drivers(site)
+    assert str(info.value) == f"weather.epw: {str(tmp_path / 'bad.epw')!r} {error}"
+
+
 def test_synthetic_weather_follows_monthly_normals(small):
     w = drivers.synthetic_weather(small.model_copy(update={}))
     temps = w["ambient_c"]
