@@ -8,7 +8,7 @@ import numpy as np
 # (gpu idle W, gpu TDP W, fixed DC W = switches + other + CPU idle, CPU span W, PSU rated W)
 RACKS = {
     "GB200_NVL72": (160.0, 1200.0, 9 * 1400 + 20000 + 36 * 100, 36 * 200.0, 198000.0),
-    "GB300_NVL72": (180.0, 1400.0, 9 * 1400 + 22000 + 36 * 100, 36 * 200.0, 231000.0),
+    "GB300_NVL72": (180.0, 1400.0, 9 * 400 + 15500 + 36 * 100, 36 * 200.0, 264000.0),
 }
 TITANIUM = (0.94, 0.96, 0.91)
 

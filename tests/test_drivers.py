@@ -14,8 +14,9 @@ def write_epw(path, temps, rh=50.0, ghi=0.0):
     header = ["LOCATION,Test,WI,USA,TMY3,726400,42.95,-87.90,-6.0,211.0"] + ["X"] * 7
     rows = []
     for i, temp in enumerate(temps):
-        month, day, hour = 1 + i // 744 % 12, 1 + i // 24 % 31, 1 + i % 24
-        fields = [1999, month, day, hour, 0, "A7", temp, 0.0, rh, 101325, 0, 0, 300, ghi]
+        date = np.datetime64("1999-01-01") + np.timedelta64(i // 24, "D")
+        month, day = int(str(date)[5:7]), int(str(date)[8:10])
+        fields = [1999, month, day, 1 + i % 24, 0, "A7", temp, 0.0, rh, 101325, 0, 0, 300, ghi]
         fields += [0] * 21
         rows.append(",".join(str(f) for f in fields))
     path.write_text("\n".join(header + rows) + "\n")
@@ -29,8 +30,10 @@ def test_epw_weather_is_read_and_sliced_from_the_start(tmp_path):
         {"weather": {"epw": str(tmp_path / "site.epw")}, "start": {"day_of_year": 2, "hour": 5}},
     )
     matrix = drivers.hourly_matrix(site, drivers.load_drivers(site), 48)
+    # Record i is stamped at the end of its hour (2 January 05:00 is record 24 + 4), and
+    # the twin's row for an instant holds what was observed then.
     start = 24 + 5
-    np.testing.assert_array_equal(matrix[:, 0], temps[start : start + 49])
+    np.testing.assert_array_equal(matrix[:, 0], temps[start - 1 : start + 48])
     assert matrix[0, 1] == 0.5  # RH in 0..1
 
 
@@ -41,6 +44,24 @@ def test_short_epw_is_rejected(tmp_path):
         SiteError, match=r"^weather\.epw: .* does not hold 8760 hourly EPW records$"
     ):
         drivers.load_drivers(site)
+
+
+@pytest.mark.parametrize(
+    ("first_record", "error"),
+    [
+        ("1999,1,1,2,", "does not hold one record for each hour of a 365-day year"),  # twice
+        ("1999,2,30,1,", "holds a value that is not valid"),  # no such date
+    ],
+)
+def test_epw_records_must_cover_the_year_once(tmp_path, first_record, error):
+    write_epw(tmp_path / "bad.epw", [10.0] * 8760)
+    lines = (tmp_path / "bad.epw").read_text().splitlines()
+    lines[8] = first_record + lines[8].split(",", 4)[4]
+    (tmp_path / "bad.epw").write_text("\n".join(lines) + "\n")
+    site = load_site(SMALL, {"weather": {"epw": str(tmp_path / "bad.epw")}})
+    with pytest.raises(SiteError) as info:
+        drivers.load_drivers(site)
+    assert str(info.value) == f"weather.epw: {str(tmp_path / 'bad.epw')!r} {error}"
 
 
 def test_synthetic_weather_follows_monthly_normals(small):

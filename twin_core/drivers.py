@@ -1,9 +1,10 @@
 """Exogenous drivers: weather (EPW or synthetic from monthly normals), grid price, carbon
 intensity, carbon-free share, PPA output and inference load.
 
-Every driver is an hourly series for a whole year (hour 0 = 1 January 00:00 local
-standard time, as in EPW files), sliced from the run's start and interpolated inside the
-step, never expanded to per-step arrays.
+Every driver is an hourly series for a whole year: row k is the instant k hours after
+1 January 00:00 local standard time (the start of hour k), sliced from the run's start and
+interpolated linearly inside the step, never expanded to per-step arrays. EPW records are
+stamped at the hour's end and are moved onto this grid when read (``parse_epw``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from twin_core.curves import wet_bulb_stull
 from twin_core.inputs import clip
 from twin_core.site import Series, Site, SiteError, resolve_file
 
@@ -65,26 +67,58 @@ def _read_text(path: Path, field: str, name: str) -> str:
 
 def parse_epw(path: Path, name: str | None = None) -> dict[str, np.ndarray]:
     """Dry bulb (C), relative humidity (0..1) and global horizontal irradiance (W/m2) of an
-    EnergyPlus weather file (8 header lines, then 8760 hourly records)."""
+    EnergyPlus weather file, read with pvlib's ``read_epw``, on the twin's hourly grid.
+
+    EPW record ``hour = h`` holds the dry bulb and humidity observed at h:00 and the
+    irradiance received during the hour ending then (EnergyPlus Auxiliary Programs,
+    "Weather Converter Program", hour field: the period from hour - 1 to hour). pvlib labels
+    that record with the hour's start, (h - 1):00. The twin's samples are instants at the
+    start of each hour (row k = k hours after 1 January 00:00 local standard time,
+    interpolated linearly in between), so the observation goes to row k = label + 1 h (the
+    last record, 31 December 24:00, becomes row 0 of the wrapping year) and the irradiance,
+    an hourly mean, becomes the mean of the two hours either side of row k (the annual
+    total unchanged)."""
     name = str(path) if name is None else name
-    lines = _read_text(path, "weather.epw", name).splitlines()[8:]
-    rows = [line.split(",") for line in lines if line.strip()]
-    if len(rows) < HOURS_PER_YEAR or any(len(r) < 22 for r in rows[:HOURS_PER_YEAR]):
+    text = _read_text(path, "weather.epw", name)
+    rows = [line.split(",") for line in text.splitlines()[8:] if line.strip()]
+    # Checked before pvlib parses anything, so that an error never quotes the file.
+    if len(rows) != HOURS_PER_YEAR or any(len(r) < 22 for r in rows):
         raise SiteError(f"weather.epw: {clip(name)!r} does not hold 8760 hourly EPW records")
-    rows = rows[:HOURS_PER_YEAR]
+    # pandas behind them: imported only when a file is read.
+    from pandas import DatetimeIndex
+    from pvlib.iotools import read_epw
+
     try:
-        data = {
-            "ambient_c": np.array([float(r[6]) for r in rows]),
-            "rh": np.clip(np.array([float(r[8]) for r in rows]) / 100.0, 0.0, 1.0),
-            "ghi": np.maximum(np.array([float(r[13]) for r in rows]), 0.0),
-        }
-    except ValueError:
-        raise SiteError(f"weather.epw: {clip(name)!r} holds a value that is not a number") from None
-    if not all(np.isfinite(v).all() for v in data.values()):
+        frame, _ = read_epw(io.StringIO(text), coerce_year=_EPW_YEAR)
+        local = DatetimeIndex(frame.index).tz_localize(None)  # local standard time
+        start = local - np.datetime64(f"{_EPW_YEAR}-01-01T00:00")
+        labels = np.asarray(start // np.timedelta64(1, "h"), dtype=np.int64)
+        temp = frame["temp_air"].to_numpy(dtype=float)
+        rh = frame["relative_humidity"].to_numpy(dtype=float)
+        ghi = frame["ghi"].to_numpy(dtype=float)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError):
+        raise SiteError(f"weather.epw: {clip(name)!r} holds a value that is not valid") from None
+    if not np.array_equal(np.sort(labels), np.arange(HOURS_PER_YEAR)):
+        raise SiteError(
+            f"weather.epw: {clip(name)!r} does not hold one record for each hour of a 365-day year"
+        )
+    if not all(np.isfinite(v).all() for v in (temp, rh, ghi)):
         raise SiteError(f"weather.epw: {clip(name)!r} holds a value that is not finite")
-    if not (data["ambient_c"].min() >= -90 and data["ambient_c"].max() <= 70):
+    if not (temp.min() >= -90 and temp.max() <= 70):
         raise SiteError(f"weather.epw: {clip(name)!r} holds a dry bulb outside -90..70 C")
-    return data
+    rows_at = (labels + 1) % HOURS_PER_YEAR  # observed at the hour's end
+    hourly_ghi = np.empty(HOURS_PER_YEAR)
+    hourly_ghi[labels] = np.maximum(ghi, 0.0)  # the hour starting at each label
+    out = {"ambient_c": np.empty(HOURS_PER_YEAR), "rh": np.empty(HOURS_PER_YEAR)}
+    out["ambient_c"][rows_at] = temp
+    out["rh"][rows_at] = np.clip(rh / 100.0, 0.0, 1.0)
+    out["ghi"] = 0.5 * (np.roll(hourly_ghi, 1) + hourly_ghi)
+    return out
+
+
+# Any non-leap year: TMY files splice months of different years, and a typical year has
+# 365 days.
+_EPW_YEAR = 2001
 
 
 def _monthly_to_hourly(values: list[float]) -> np.ndarray:
@@ -106,7 +140,69 @@ def synthetic_weather(site: Site) -> dict[str, np.ndarray]:
     temp = mean + diurnal * swing + w.noise_std_c * _ar1(HOURS_PER_YEAR, 0.97, rng)
     rh = np.clip(_monthly_to_hourly(w.monthly_rh) - 0.15 * swing, 0.05, 1.0)
     ghi = clear_sky_ghi(site) * np.clip(0.75 + 0.2 * _ar1(HOURS_PER_YEAR, 0.9, rng), 0.2, 1.0)
+    if w.cooling_design_db_c is not None:
+        temp, rh = _fit_hot_tail(temp, rh, w.cooling_design_db_c, w.cooling_design_mcwb_c)
     return {"ambient_c": temp, "rh": rh, "ghi": ghi}
+
+
+# ASHRAE's annual 0.4 % design dry bulb is exceeded 35 h of 8760; the stretch starts at
+# the 2 % value (175 h), so the year below it (and its monthly means) stays as generated.
+DESIGN_HOURS = 35
+TAIL_HOURS = 175
+
+
+def design_dry_bulb(temp: np.ndarray, hours: int = DESIGN_HOURS) -> float:
+    """The dry bulb equalled or exceeded in ``hours`` hours of the year: the
+    ``hours``-th hottest (ASHRAE's 0.4 % value by default)."""
+    return float(np.sort(temp)[-hours])
+
+
+def _fit_hot_tail(
+    temp: np.ndarray, rh: np.ndarray, design_db: float, mcwb: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raise the hours above the 2 % dry bulb so that the 0.4 % dry bulb equals
+    ``design_db``: by a share of the gap that grows linearly from 0 at the 2 % value to all
+    of it at the 0.4 % value, and all of it above (a monotone map, so the hours keep their
+    order and the fit is exact; the hottest hours shift rather than stretch). The raised
+    hours get the design's absolute humidity, so that the wet bulb at ``design_db`` equals
+    the mean coincident wet bulb ``mcwb``."""
+    q, base = design_dry_bulb(temp), design_dry_bulb(temp, TAIL_HOURS)
+    if design_db <= base:
+        raise SiteError(
+            f"weather.synthetic.cooling_design_db_c: {design_db:g} C is not above the "
+            f"generated year's 2 % dry bulb ({base:.1f} C); the monthly normals are too warm"
+        )
+    share = np.clip((temp - base) / max(q - base, 1e-9), 0.0, 1.0)
+    temp = temp + (design_db - q) * share
+    if mcwb is None:
+        return temp, rh
+    e_design = _rh_at_wet_bulb(design_db, mcwb) * _saturation_kpa(design_db)
+    weight = np.clip((temp - base) / (design_db - base), 0.0, 1.0)
+    held = np.clip(e_design / _saturation_kpa(temp), 0.05, 1.0)
+    return temp, (1.0 - weight) * rh + weight * held
+
+
+def _saturation_kpa(t_c):
+    """Saturation vapour pressure over water (Alduchov & Eskridge 1996, Magnus form)."""
+    return 0.61094 * np.exp(17.625 * t_c / (t_c + 243.04))
+
+
+def _rh_at_wet_bulb(t_c: float, wet_bulb_c: float) -> float:
+    """The relative humidity at which Stull's wet bulb of ``t_c`` is ``wet_bulb_c``."""
+
+    def gap(rh: float) -> float:
+        return float(wet_bulb_stull(t_c, rh)) - wet_bulb_c
+
+    low, high = 0.05, 0.99
+    if gap(low) >= 0 or gap(high) <= 0:
+        raise SiteError(
+            f"weather.synthetic.cooling_design_mcwb_c: {wet_bulb_c:g} C is not a wet bulb "
+            f"of {t_c:g} C dry bulb at 5-99 % relative humidity"
+        )
+    for _ in range(60):  # bisection: the wet bulb rises with humidity
+        mid = 0.5 * (low + high)
+        low, high = (mid, high) if gap(mid) < 0 else (low, mid)
+    return 0.5 * (low + high)
 
 
 def clear_sky_ghi(site: Site) -> np.ndarray:
@@ -115,9 +211,8 @@ def clear_sky_ghi(site: Site) -> np.ndarray:
     lat = math.radians(site.location.latitude)
     day = _day_of_year()
     decl = np.radians(23.45) * np.sin(2 * np.pi * (284 + day) / 365)
-    solar_time = (
-        _hour_of_day() + 0.5 + (site.location.longitude - 15 * site.location.utc_offset_h) / 15
-    )
+    # At each sample's instant, the start of its hour (see parse_epw).
+    solar_time = _hour_of_day() + (site.location.longitude - 15 * site.location.utc_offset_h) / 15
     hour_angle = np.radians(15 * (solar_time - 12))
     cos_z = np.sin(lat) * np.sin(decl) + np.cos(lat) * np.cos(decl) * np.cos(hour_angle)
     safe = np.maximum(cos_z, 1e-3)

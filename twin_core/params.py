@@ -23,6 +23,7 @@ from twin_core.cooling import CoolingParams
 from twin_core.curves import fit_loss_model, loss
 from twin_core.drivers import DriverData, hourly_matrix
 from twin_core.energy import ARBITRAGE, OFF, PEAK_SHAVE, SWING_FIRMING, EnergyParams
+from twin_core.fluids import fluid_properties
 from twin_core.long_step import MAX_DT_S, is_long
 from twin_core.power import PowerParams
 from twin_core.pytree import Array, pytree, static
@@ -163,9 +164,16 @@ def _workload_of_rack(site: Site, mask: np.ndarray, lay: Layout) -> np.ndarray:
     return flat.reshape(mask.shape)
 
 
+def tcs_properties(site: Site) -> tuple[float, float]:
+    """(density, specific heat) of the TCS coolant; CoolProp fluids at ``at_c``, else at
+    the facility supply setpoint (the coolant runs a few K above it)."""
+    c = site.cooling
+    return fluid_properties(c.tcs_fluid, "cooling.tcs_fluid", c.supply_c)
+
+
 def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
     grid, mask = _rack_types_grid(site, lay)
-    fluid = site.cooling.tcs_fluid
+    rho, cp = tcs_properties(site)
     speed = site.cooling.cdu.pump.speed
     smoothing_on = site.controls.smoothing_enabled
 
@@ -253,13 +261,7 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
         coolant_c_w_per_k=g(
             _per_rack(
                 grid,
-                lambda rt: (
-                    rt.coolant_flow_lpm
-                    / 60000.0
-                    * speed
-                    * fluid.density_kg_per_m3
-                    * fluid.cp_j_per_kg_k
-                ),
+                lambda rt: rt.coolant_flow_lpm / 60000.0 * speed * rho * cp,
                 1.0,
             )
         ),
@@ -300,13 +302,15 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
 
 def _cooling_params(site: Site, cp: ComputeParams, lay: Layout, dt: float, dtype) -> CoolingParams:
     c = site.cooling
-    tcs = c.tcs_fluid
-    fw = c.facility_water.fluid
+    tcs_rho, tcs_cp = tcs_properties(site)
+    fw_rho, fw_cp = fluid_properties(
+        c.facility_water.fluid, "cooling.facility_water.fluid", c.supply_c
+    )
     cdu_mask = np.zeros(lay.cdus)
     cdu_mask[: site.cdu_count] = 1.0
     rack_c = np.asarray(cp.coolant_c_w_per_k) * np.asarray(cp.mask)
     tcs_c = np.maximum(rack_c.sum(axis=0), 1.0)
-    tcs_flow_m3s = tcs_c / (tcs.density_kg_per_m3 * tcs.cp_j_per_kg_k)
+    tcs_flow_m3s = tcs_c / (tcs_rho * tcs_cp)
     pump = c.cdu.pump
     tcs_pump_w = pump.rated_head_kpa * 1e3 * pump.speed**2 * tcs_flow_m3s / pump.efficiency
     fp = c.facility_water.pump
@@ -324,15 +328,11 @@ def _cooling_params(site: Site, cp: ComputeParams, lay: Layout, dt: float, dtype
         cdu_mask=f(cdu_mask),
         cdu_ua=f(np.full(lay.cdus, c.cdu.ua_w_per_k)),
         tcs_c=f(tcs_c),
-        tcs_heat_capacity=f(
-            np.full(lay.cdus, c.cdu.loop_volume_m3 * tcs.density_kg_per_m3 * tcs.cp_j_per_kg_k)
-        ),
+        tcs_heat_capacity=f(np.full(lay.cdus, c.cdu.loop_volume_m3 * tcs_rho * tcs_cp)),
         tcs_pump_w=f(tcs_pump_w * cdu_mask),
         cdu_count=f(np.ones(1)),
-        fws_c_per_pump=f(flow_per_pump * fw.density_kg_per_m3 * fw.cp_j_per_kg_k),
-        fws_heat_capacity=f(
-            c.facility_water.loop_volume_m3 * fw.density_kg_per_m3 * fw.cp_j_per_kg_k
-        ),
+        fws_c_per_pump=f(flow_per_pump * fw_rho * fw_cp),
+        fws_heat_capacity=f(c.facility_water.loop_volume_m3 * fw_rho * fw_cp),
         fws_pump_w=f(
             fp.rated_head_kpa * fp.rated_flow_lps / 1000.0 * fp.speed**3 / fp.efficiency * 1e3
         ),

@@ -129,9 +129,42 @@ class Hall(Strict):
 # --------------------------------------------------------------------------- cooling
 
 
+# A CoolProp fluid name: the HEOS (pure fluids) or INCOMP (brines, glycols) backend, with an
+# optional mass fraction; no other backend, since REFPROP would load a library from a path.
+CoolPropName = Annotated[
+    str,
+    Field(
+        max_length=64,
+        pattern=r"^(?:(?:HEOS|INCOMP)::)?[A-Za-z][A-Za-z0-9-]*(?:\[(?:0?\.\d+|0|1)\])?$",
+    ),
+]
+
+
 class Fluid(Strict):
-    cp_j_per_kg_k: Pos
-    density_kg_per_m3: Pos
+    """A loop's coolant: a CoolProp fluid whose density and specific heat are evaluated at
+    the loop's design temperature when params are built, or fixed properties."""
+
+    coolprop: CoolPropName | None = Field(
+        default=None,
+        description='e.g. "Water" or "INCOMP::MPG[0.25]" (propylene glycol, 25 % by mass)',
+    )
+    at_c: Celsius | None = Field(
+        default=None,
+        description="where CoolProp is evaluated; default: the facility supply setpoint",
+    )
+    cp_j_per_kg_k: Pos | None = None
+    density_kg_per_m3: Pos | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Fluid:
+        fixed = (self.cp_j_per_kg_k, self.density_kg_per_m3)
+        if self.coolprop is None and None in fixed:
+            raise ValueError("give coolprop, or both cp_j_per_kg_k and density_kg_per_m3")
+        if self.coolprop is not None and fixed != (None, None):
+            raise ValueError("give coolprop or fixed properties, not both")
+        if self.coolprop is None and self.at_c is not None:
+            raise ValueError("at_c applies only to a coolprop fluid")
+        return self
 
 
 class Pump(Strict):
@@ -344,6 +377,22 @@ class SyntheticWeather(Strict):
     monthly_rh: Annotated[list[Frac], Field(min_length=12, max_length=12)]
     noise_std_c: NonNeg = 0.0
     seed: Seed = 0
+    # ASHRAE annual cooling design conditions of the nearest station (Handbook of
+    # Fundamentals, ch. 14): the generated year's hot tail is fitted to them.
+    cooling_design_db_c: Celsius | None = Field(
+        default=None,
+        description="0.4 % cooling dry bulb: the year's 35th-hottest hour is set to it",
+    )
+    cooling_design_mcwb_c: Celsius | None = Field(
+        default=None, description="mean coincident wet bulb at that dry bulb"
+    )
+
+    @model_validator(mode="after")
+    def _design(self) -> SyntheticWeather:
+        db, mcwb = self.cooling_design_db_c, self.cooling_design_mcwb_c
+        if mcwb is not None and (db is None or mcwb > db):
+            raise ValueError("cooling_design_mcwb_c needs cooling_design_db_c at or above it")
+        return self
 
 
 class Weather(Strict):
