@@ -128,7 +128,10 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("chillers_running", "units", "cooling", "chillers_running", "trim chillers running"),
     _q("chiller_load_w", "W", "cooling", "chiller_load_w", "heat taken by the chillers"),
     _q("fan_speed", "1", "cooling", "fan_speed", "dry cooler fan speed, fraction of full"),
-    _q("water_m3_per_s", "m3/s", "cooling", "water_m3_per_s", "water consumed (adiabatic assist)", total="water_m3"),
+    _q("water_m3_per_s", "m3/s", "cooling", "water_m3_per_s", "water consumed (adiabatic assist, cooling tower make-up)", total="water_m3"),
+    _q("tower_fans_w", "W", "cooling", "tower_fans_w", "cooling tower fans (water-cooled chillers)"),
+    _q("tower_heat_w", "W", "cooling", "tower_heat_w", "heat the cooling towers reject from the condenser water"),
+    _q("condenser_c", "C", "cooling", "condenser_c", "entering the chiller condensers: outdoor air or tower water"),
     _q("residual_cooling_w", "W", "cooling", lambda o, d, p: abs(o.residual_w), "energy balance residual, cooling domain"),
     # ---- compute: racks and GPUs
     _q("gpu_temp_max_c", "C", "compute", "gpu_temp_max_c", "hottest GPU die", sql=F8, rollup=True),

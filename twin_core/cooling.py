@@ -2,7 +2,9 @@
 
 Heat path: cold plates -> TCS loop of each CDU -> CDU plate heat exchanger (eps-NTU,
 counterflow) -> facility water -> dry coolers (eps-NTU, crossflow, fan PI control) ->
-trim chillers (DOE-2 EIR curves) when the dry coolers cannot reach the setpoint.
+trim chillers (DOE-2 EIR curves) when the dry coolers cannot reach the setpoint. The
+chillers reject their condenser heat to the outdoor air (air-cooled) or to a condenser
+water loop and cooling towers (water-cooled, tower.py).
 The room's air heat reaches the facility water through air handlers.
 """
 
@@ -22,6 +24,7 @@ from twin_core.curves import (
 )
 from twin_core.long_step import is_long, relax
 from twin_core.pytree import Array, pytree
+from twin_core.tower import make_up_water, tower
 
 
 @pytree
@@ -56,6 +59,19 @@ class CoolingParams:
     ch_min_plr: Float[Array, ""]
     curve_leaving_c: Float[Array, " 2"]  # fitted range of the curves' first variable
     curve_condenser_c: Float[Array, " 2"]  # and of the second
+    curve_plr: Float[Array, " 2"]  # and of EIRFPLR's part-load ratio
+    # Water-cooled chillers: condenser water loop and cooling towers (0/1 and per cell).
+    water_cooled: Float[Array, ""]
+    ct_cells: Float[Array, ""]
+    ct_heat_w: Float[Array, ""]  # per cell at full speed and the design approach
+    ct_approach_k: Float[Array, ""]
+    ct_wet_bulb_c: Float[Array, ""]  # design wet bulb
+    ct_fan_w: Float[Array, ""]  # per cell at full speed
+    ct_min_speed: Float[Array, ""]
+    ct_drift: Float[Array, ""]  # share of the circulating flow
+    ct_cycles: Float[Array, ""]  # cycles of concentration
+    cw_flow_m3s: Float[Array, ""]  # condenser water per running chiller
+    cw_pump_w: Float[Array, ""]  # condenser pump per running chiller
     air_handling_w_per_w: Float[Array, ""]
     fan_kp: Float[Array, ""]
     fan_ki: Float[Array, ""]
@@ -102,7 +118,25 @@ class CoolingOutputs:
     tcs_supply_mean_c: Float[Array, ""]
     tcs_supply_max_c: Float[Array, ""]
     water_m3_per_s: Float[Array, ""]
+    tower_fans_w: Float[Array, ""]
+    tower_heat_w: Float[Array, ""]  # heat the condenser water gives up in the towers
+    condenser_c: Float[Array, ""]  # entering the condensers: outdoor air, or tower water
     residual_w: Float[Array, ""]  # heat in + electrical - rejected - d(stored)/dt
+
+
+@pytree
+class Plant:
+    """The chiller plant over a step: chillers with, when water-cooled, their condenser
+    pumps and cooling towers."""
+
+    load_w: Float[Array, ""]  # heat the chillers take from the facility water
+    running: Float[Array, ""]
+    chillers_w: Float[Array, ""]
+    pumps_w: Float[Array, ""]  # condenser water pumps
+    tower_fans_w: Float[Array, ""]
+    tower_heat_w: Float[Array, ""]
+    water_m3_per_s: Float[Array, ""]  # tower make-up
+    condenser_c: Float[Array, ""]
 
 
 def chiller_power(p: CoolingParams, load_w, running, leaving_c, condenser_c):
@@ -111,7 +145,9 @@ def chiller_power(p: CoolingParams, load_w, running, leaving_c, condenser_c):
     available = chiller_capacity(p, leaving_c, condenser_c)
     leaving_c, condenser_c = curve_inputs(p, leaving_c, condenser_c)
     plr = load_w / jnp.maximum(running * available, 1.0)
-    plr_eval = jnp.maximum(plr, p.ch_min_plr)
+    # Below the minimum part load the chiller cycles: it runs at the minimum for the
+    # share of the time that delivers the load (EnergyPlus's cycling ratio).
+    plr_eval = jnp.clip(jnp.maximum(plr, p.ch_min_plr), p.curve_plr[0], p.curve_plr[1])
     cycling = jnp.minimum(plr / jnp.maximum(p.ch_min_plr, 1e-9), 1.0)
     eir = biquadratic(p.eirft, leaving_c, condenser_c) * quadratic(p.eirfplr, plr_eval)
     return running * available / p.ch_cop * eir * cycling
@@ -186,15 +222,68 @@ def _dry_cooler_heat(p: CoolingParams, x: CoolingInputs, speed, fws_return, air_
     return jnp.maximum(eps_dc * c_min_dc * (fws_return - air_in), 0.0), air_c
 
 
-def _chillers(p: CoolingParams, x: CoolingInputs, enabled, fws_c, dc_leaving):
-    """Trim chillers in series, staged on only once the dry-cooler fans are at full speed;
-    they bring the water down to the setpoint within their capacity: (load, running, W)."""
-    capacity_unit = chiller_capacity(p, p.supply_c, x.ambient_c)
-    needed = enabled * fws_c * jnp.maximum(dc_leaving - p.supply_c, 0.0)
+def stage(load_w, capacity_w, units_up):
+    """Chillers running for ``load_w`` (lead/lag): the lead unit takes the load first and
+    each lag unit starts only once those running are fully loaded; the running units
+    share the load equally. The rest, the standby (N+1) units among them, stay off and
+    draw nothing; a lead unit below its minimum part load cycles (chiller_power)."""
+    running = jnp.maximum(jnp.ceil(load_w / jnp.maximum(capacity_w, 1.0) - 1e-6), 1.0)
+    return jnp.where(load_w > 0.0, jnp.minimum(running, units_up), 0.0)
+
+
+def _staged(p: CoolingParams, x: CoolingInputs, needed, condenser_c):
+    """(load, running, W) of the chillers bringing ``needed`` within their capacity."""
+    capacity_unit = chiller_capacity(p, p.supply_c, condenser_c)
     q_ch = jnp.minimum(needed, x.chillers_up * capacity_unit)
-    running = jnp.minimum(jnp.ceil(q_ch / jnp.maximum(capacity_unit, 1.0) - 1e-6), x.chillers_up)
-    running = jnp.where(q_ch > 0.0, jnp.maximum(running, 1.0), 0.0)
-    return q_ch, running, chiller_power(p, q_ch, running, p.supply_c, x.ambient_c)
+    running = stage(q_ch, capacity_unit, x.chillers_up)
+    return q_ch, running, chiller_power(p, q_ch, running, p.supply_c, condenser_c)
+
+
+def _towers(p: CoolingParams, heat_w, wet_bulb):
+    """(approach K, fan W) of the cooling towers rejecting ``heat_w``."""
+    approach, _, fans_w = tower(
+        heat_w, wet_bulb, p.ct_cells, p.ct_heat_w, p.ct_approach_k, p.ct_wet_bulb_c,
+        p.ct_fan_w, p.ct_min_speed, jnp,
+    )  # fmt: skip
+    return approach, fans_w
+
+
+def _chillers(p: CoolingParams, x: CoolingInputs, enabled, fws_c, dc_leaving) -> Plant:
+    """Trim chillers in series, staged on only once the dry-cooler fans are at full speed;
+    they bring the water down to the setpoint within their capacity.
+
+    A water-cooled chiller's condenser sees the towers' water, which depends on the heat
+    the towers reject, which depends on the chillers' power: one pass at an estimate of
+    that heat (the load at the reference COP), a second at the heat of the first pass.
+    The towers then reject exactly the second pass's load + power + condenser pumps."""
+    needed = enabled * fws_c * jnp.maximum(dc_leaving - p.supply_c, 0.0)
+    wet = p.water_cooled
+    wet_bulb = wet_bulb_stull(x.ambient_c, x.rh, jnp)
+
+    def condenser_c(tower_heat_w):
+        approach, _ = _towers(p, wet * tower_heat_w, wet_bulb)
+        return jnp.where(wet > 0.0, wet_bulb + approach, x.ambient_c)
+
+    guess = jnp.minimum(needed, x.chillers_up * p.ch_capacity_w) * (1.0 + 1.0 / p.ch_cop)
+    q0, running0, ch_w0 = _staged(p, x, needed, condenser_c(guess))
+    heat0 = q0 + ch_w0 + running0 * p.cw_pump_w
+    q_ch, running, ch_w = _staged(p, x, needed, condenser_c(heat0))
+    pumps_w = wet * running * p.cw_pump_w
+    tower_heat = wet * (q_ch + ch_w + pumps_w)
+    approach, tower_fans_w = _towers(p, tower_heat, wet_bulb)
+    water, _, _, _ = make_up_water(
+        tower_heat, wet * running * p.cw_flow_m3s, p.ct_drift, p.ct_cycles, jnp
+    )
+    return Plant(
+        load_w=q_ch,
+        running=running,
+        chillers_w=ch_w,
+        pumps_w=pumps_w,
+        tower_fans_w=tower_fans_w,
+        tower_heat_w=tower_heat,
+        water_m3_per_s=water,
+        condenser_c=jnp.where(wet > 0.0, wet_bulb + approach, x.ambient_c),
+    )
 
 
 def _facility(p: CoolingParams, x: CoolingInputs):
@@ -234,16 +323,16 @@ def step(
     q_hold = fws_c_safe * jnp.maximum(fws_return - p.supply_c, 0.0)
     q_dc = jnp.where(at_min, jnp.minimum(q_dc, q_hold), q_dc)
     dc_leaving = fws_return - q_dc / fws_c_safe
-    q_ch, running, ch_w = _chillers(p, x, speed >= 0.999, fws_c, dc_leaving)
+    plant = _chillers(p, x, speed >= 0.999, fws_c, dc_leaving)
 
     # --- Facility loop node (explicit; the loop turnover is validated to be >> dt).
-    fws1 = s.fws_supply_c + (fws_in - q_dc - q_ch) * dt / p.fws_heat_capacity
+    fws1 = s.fws_supply_c + (fws_in - q_dc - plant.load_w) * dt / p.fws_heat_capacity
     state = CoolingState(
         tcs_supply_c=tcs1, fws_supply_c=fws1, fan_integral=integral, dc_leaving_c=dc_leaving
     )
     return state, _outputs(
-        p, s, x, state, dt, speed, air_c, air_in, assist, q_dc, q_ch, running, ch_w,
-        fws_return, ah_w, fws_pump_w,
+        p, s, x, state, dt, speed, air_c, air_in, assist, q_dc, plant, fws_return, ah_w,
+        fws_pump_w,
     )  # fmt: skip
 
 
@@ -297,14 +386,15 @@ def _long_step(
             q_dc = jnp.where(at_min, jnp.minimum(q_dc, want), q_dc)
             dc_leaving = ret - q_dc / fws_c_safe
             kick = speed + p.fan_kp * (dc_leaving - p.supply_c)
-            q_ch, running, ch_w = _chillers(p, x, kick >= 0.999, fws_c, dc_leaving)
-            return jnp.stack([q_dc, dc_leaving, q_ch, running, ch_w])
+            return q_dc, dc_leaving, _chillers(p, x, kick >= 0.999, fws_c, dc_leaving)
 
         high = phase(fws_return + (1.0 - share) * swing_k)
         low = phase(fws_return - share * swing_k)
-        q_dc, dc_leaving, q_ch, running, ch_w = share * high + (1.0 - share) * low
-        net = fws_in - q_dc - q_ch
-        return net, (tcs1, fws_return, q_dc, dc_leaving, q_ch, running, ch_w, speed)
+        q_dc, dc_leaving, plant = jax.tree.map(
+            lambda h, lo: share * h + (1.0 - share) * lo, high, low
+        )
+        net = fws_in - q_dc - plant.load_w
+        return net, (tcs1, fws_return, q_dc, dc_leaving, plant, speed)
 
     t0 = s.fws_supply_c
     net0, slope = jax.jvp(lambda t: flows(t)[0], (t0,), (jnp.ones_like(t0),))
@@ -314,15 +404,15 @@ def _long_step(
     )
     _, t_mean = relax(t0, rate, t0 + shift, dt)
     t_mean = jnp.where(rate > 0.0, t_mean, t0)
-    net, (tcs1, fws_return, q_dc, dc_leaving, q_ch, running, ch_w, speed) = flows(t_mean)
+    net, (tcs1, fws_return, q_dc, dc_leaving, plant, speed) = flows(t_mean)
     fws1 = t0 + net * dt / p.fws_heat_capacity
     _, air_c = _dry_cooler_heat(p, x, speed, fws_return, air_in, fws_c_safe)
     state = CoolingState(
         tcs_supply_c=tcs1, fws_supply_c=fws1, fan_integral=speed, dc_leaving_c=dc_leaving
     )
     return state, _outputs(
-        p, s, x, state, dt, speed, air_c, air_in, assist, q_dc, q_ch, running, ch_w,
-        fws_return, ah_w, fws_pump_w,
+        p, s, x, state, dt, speed, air_c, air_in, assist, q_dc, plant, fws_return, ah_w,
+        fws_pump_w,
     )  # fmt: skip
 
 
@@ -357,14 +447,17 @@ def _settled_speed(p: CoolingParams, x: CoolingInputs, q_dc, fws_return, air_in,
 
 def _outputs(
     p: CoolingParams, s: CoolingState, x: CoolingInputs, s1: CoolingState, dt: float,
-    speed, air_c, air_in, assist, q_dc, q_ch, running, ch_w, fws_return, ah_w, fws_pump_w,
+    speed, air_c, air_in, assist, q_dc, plant: Plant, fws_return, ah_w, fws_pump_w,
 ) -> CoolingOutputs:  # fmt: skip
     _, _, n, cdus = _facility(p, x)
     fans_w = x.dry_coolers_up * p.dc_fan_w * speed**3
-    water = assist * (air_c * (x.ambient_c - air_in)) / WATER_LATENT_J_PER_KG / 1000.0
-    pumps_w = jnp.sum(p.tcs_pump_w * n) + fws_pump_w
-    electrical = pumps_w + fans_w + ch_w + ah_w
-    rejected = q_dc + q_ch + ch_w + fans_w
+    pads = assist * (air_c * (x.ambient_c - air_in)) / WATER_LATENT_J_PER_KG / 1000.0
+    pumps_w = jnp.sum(p.tcs_pump_w * n) + fws_pump_w + plant.pumps_w
+    ch_w = plant.chillers_w
+    electrical = pumps_w + fans_w + ch_w + ah_w + plant.tower_fans_w
+    # Condenser heat goes to the outdoor air directly or through the towers (whose fans'
+    # power ends up in their exhaust air).
+    rejected = q_dc + plant.load_w + ch_w + fans_w + plant.pumps_w + plant.tower_fans_w
     stored = (
         jnp.sum((s1.tcs_supply_c - s.tcs_supply_c) * p.tcs_heat_capacity * n)
         + (s1.fws_supply_c - s.fws_supply_c) * p.fws_heat_capacity
@@ -378,13 +471,16 @@ def _outputs(
         chillers_w=ch_w,
         air_handling_w=ah_w,
         heat_rejected_w=rejected,
-        chillers_running=running,
-        chiller_load_w=q_ch,
+        chillers_running=plant.running,
+        chiller_load_w=plant.load_w,
         fan_speed=speed,
         fws_return_c=fws_return,
         fws_supply_c=s1.fws_supply_c,
         tcs_supply_mean_c=jnp.sum(tcs1 * n) / cdus,
         tcs_supply_max_c=jnp.max(jnp.where(p.cdu_mask > 0, tcs1, -jnp.inf)),
-        water_m3_per_s=water,
+        water_m3_per_s=pads + plant.water_m3_per_s,
+        tower_fans_w=plant.tower_fans_w,
+        tower_heat_w=plant.tower_heat_w,
+        condenser_c=plant.condenser_c,
         residual_w=heat_in + electrical - rejected - stored,
     )

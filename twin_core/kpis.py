@@ -26,6 +26,7 @@ KPI_UNITS: dict[str, str] = {
     "throttled_gpu_hours": "GPU h",
     "chiller_hours": "unit h",
     "water_m3": "m3",
+    "wue_l_per_kwh": "L/kWh",
     "cost_usd": "USD",
     "emissions_tco2": "t",
     "market_emissions_tco2": "t",
@@ -73,6 +74,8 @@ def kpi_table(
         "throttled_gpu_hours": jnp.sum(means["throttled_gpus"]) * hours,
         "chiller_hours": jnp.sum(means["chillers_running"]) * hours,
         "water_m3": integral("water_m3_per_s"),
+        # Water usage effectiveness (The Green Grid): site water per IT energy, L/kWh.
+        "wue_l_per_kwh": integral("water_m3_per_s") / jnp.maximum(it, 1e-12),
         "cost_usd": integral("cost_usd_per_s"),
         "emissions_tco2": integral("emissions_t_per_s"),
         "market_emissions_tco2": integral("market_emissions_t_per_s"),

@@ -27,7 +27,7 @@ from twin_core.fluids import fluid_properties
 from twin_core.long_step import MAX_DT_S, is_long
 from twin_core.power import PowerParams
 from twin_core.pytree import Array, pytree, static
-from twin_core.site import RackType, Site, SiteError
+from twin_core.site import Chillers, RackType, Site, SiteError
 
 Granularity = Literal["rack", "gpu"]
 # "No limit" in params (caps, limits, schedules): finite so that gradients never meet
@@ -357,9 +357,39 @@ def _cooling_params(site: Site, cp: ComputeParams, lay: Layout, dt: float, dtype
         ch_min_plr=f(ch.min_plr),
         curve_leaving_c=f(ch.curve_leaving_c),
         curve_condenser_c=f(ch.curve_condenser_c),
+        curve_plr=f(ch.curve_plr),
+        **{k: f(v) for k, v in _tower_params(ch).items()},
         air_handling_w_per_w=f(c.air_handling_w_per_w),
         fan_kp=f(site.controls.fan_kp),
         fan_ki=f(site.controls.fan_ki),
+    )
+
+
+def _tower_params(ch: Chillers) -> dict[str, float]:
+    """The condenser water loop and cooling towers of water-cooled chillers; for
+    air-cooled ones, harmless finite values behind ``water_cooled = 0``."""
+    t = ch.cooling_tower
+    if ch.condenser == "air" or t is None:
+        return dict(
+            water_cooled=0.0, ct_cells=0.0, ct_heat_w=1.0, ct_approach_k=1.0,
+            ct_wet_bulb_c=20.0, ct_fan_w=0.0, ct_min_speed=0.2, ct_drift=0.0,
+            ct_cycles=2.0, cw_flow_m3s=0.0, cw_pump_w=0.0,
+        )  # fmt: skip
+    pump = t.condenser_pump
+    flow_m3s = pump.rated_flow_lps / 1000.0 * pump.speed
+    return dict(
+        water_cooled=1.0,
+        ct_cells=float(t.cells),
+        ct_heat_w=t.design_heat_kw_per_cell * 1e3,
+        ct_approach_k=t.design_approach_k,
+        ct_wet_bulb_c=t.design_wet_bulb_c,
+        ct_fan_w=t.fan_power_kw_per_cell * 1e3,
+        ct_min_speed=t.min_speed,
+        ct_drift=t.drift_fraction,
+        ct_cycles=t.cycles_of_concentration,
+        cw_flow_m3s=flow_m3s,
+        # affinity laws, as for the facility pumps: flow ~ speed, head ~ speed^2
+        cw_pump_w=pump.rated_head_kpa * 1e3 * pump.speed**2 * flow_m3s / pump.efficiency,
     )
 
 

@@ -38,6 +38,7 @@ PosCount = Annotated[int, Field(ge=1, le=100_000)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
 # DOE-2 / EnergyPlus chiller curve coefficients are of order 1 (temperatures in C).
 Coef = Annotated[float, Field(ge=-100, le=100)]
+PlrValue = Annotated[float, Field(ge=0, le=2)]  # part-load ratio
 MAX_RACKS = 200_000  # ~14 million GPUs in NVL72 racks
 MAX_FILE_NAME = 1024
 FileName = Annotated[str, Field(min_length=1, max_length=MAX_FILE_NAME)]
@@ -218,8 +219,32 @@ class DryCoolers(Strict):
     adiabatic: Adiabatic = Adiabatic()
 
 
+class CoolingTower(Strict):
+    """Open cooling tower cells on the condenser water loop of water-cooled chillers.
+
+    Variable-speed fans hold the design approach to the wet bulb while they can; the
+    water needed is evaporation + drift + blowdown (cooling.py, tower.py)."""
+
+    cells: PosCount
+    design_heat_kw_per_cell: Pos = Field(
+        description="heat a cell rejects at full fan speed with the design approach"
+    )
+    design_approach_k: Annotated[float, Field(gt=0, le=30)]
+    design_wet_bulb_c: Celsius = Field(description="wet bulb of the design rating")
+    fan_power_kw_per_cell: Pos = Field(description="at full speed; affinity law: speed^3")
+    min_speed: PosFrac = 0.2
+    condenser_pump: Pump = Field(description="one per chiller, running with it")
+    drift_fraction: Annotated[float, Field(ge=0, le=0.01)] = Field(
+        description="drift loss, share of the circulating water flow"
+    )
+    cycles_of_concentration: Annotated[float, Field(ge=1.1, le=50)]
+
+
 class Chillers(Strict):
-    """Air-cooled trim chillers after the dry coolers, DOE-2 / EnergyPlus EIR model."""
+    """Trim chillers after the dry coolers, DOE-2 / EnergyPlus EIR model: air-cooled
+    (condenser fans, the curves' condenser variable is the outdoor dry bulb) or
+    water-cooled (condenser water from cooling towers, the variable is the water entering
+    the condensers)."""
 
     units: Count
     capacity_kw: Pos
@@ -232,6 +257,21 @@ class Chillers(Strict):
     # with a curve's minimum/maximum values: a biquadratic must not be extrapolated.
     curve_leaving_c: tuple[Celsius, Celsius] = (-50.0, 120.0)
     curve_condenser_c: tuple[Celsius, Celsius] = (-60.0, 120.0)
+    curve_plr: tuple[PlrValue, PlrValue] = (0.0, 1.0)  # the EIRFPLR curve's range
+    condenser: Literal["air", "water"] = "air"
+    cooling_tower: CoolingTower | None = None
+
+    @model_validator(mode="after")
+    def _ranges_and_condenser(self) -> Chillers:
+        for name in ("curve_leaving_c", "curve_condenser_c", "curve_plr"):
+            low, high = getattr(self, name)
+            if low >= high:
+                raise ValueError(f"{name}: minimum {low:g} must be below maximum {high:g}")
+        if self.condenser == "water" and self.cooling_tower is None:
+            raise ValueError("condenser 'water' needs a cooling_tower section")
+        if self.condenser == "air" and self.cooling_tower is not None:
+            raise ValueError("cooling_tower: only for condenser 'water' (this one is 'air')")
+        return self
 
 
 class Cooling(Strict):
