@@ -1,7 +1,8 @@
 """Resolve a run's scenario: a seeded site by name, or YAML text, plus overrides.
 
 Sites that reach a server from a client may name weather and series files only inside
-the allow-listed data directories (the seeded ``scenarios/`` folder and ``TWIN_DATA_DIR``),
+the allow-listed data directories (the seeded ``scenarios/`` folder, the bundled weather
+library and ``TWIN_DATA_DIR``),
 checked on the fully merged site: a client never makes a server read another file.
 """
 
@@ -14,6 +15,7 @@ from services.runtime.config import RuntimeConfig
 from twin.twin.v1 import clock_pb2
 from twin_core.inputs import clip, load_yaml
 from twin_core.site import (
+    WEATHER_LIBRARY,
     Site,
     SiteError,
     build_site,
@@ -31,7 +33,7 @@ def data_dirs() -> tuple[Path, ...]:
     """The folders a client's site may name files in: seeded scenarios, TWIN_DATA_DIR
     (read now, not at import: the CLI sets it for the services it starts)."""
     extra: Path | None = RuntimeConfig.read("data_dir")
-    return (SCENARIOS, extra.resolve()) if extra else (SCENARIOS,)
+    return (SCENARIOS, WEATHER_LIBRARY, extra.resolve()) if extra else (SCENARIOS, WEATHER_LIBRARY)
 
 
 def inline_base_dir() -> Path:

@@ -3,6 +3,9 @@ params are built, checked against CoolProp itself and a textbook table."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import SMALL
@@ -85,3 +88,26 @@ def test_unknown_fluid_and_steam_name_the_field():
     with pytest.raises(SiteError) as info:
         fluid_properties(Fluid(coolprop="Water", at_c=110.0), "cooling.tcs_fluid", 30.0)
     assert str(info.value) == "cooling.tcs_fluid.coolprop: 'Water' is not a liquid at 110 C"
+
+
+def test_the_table_is_coolprop_and_spares_its_import():
+    """The seeded fluids come from the table written from CoolProp (exact on its 1 K
+    points, within 1e-5 between), so building params does not import CoolProp."""
+    from twin_core import fluids
+
+    for name in fluids.TABULATED:
+        entry = fluids._table()[name]
+        for k in range(len(entry["density_kg_per_m3"]) - 1):
+            t = entry["from_c"] + k * entry["step_c"]
+            assert fluids._tabulated(name, t) == fluids._evaluate(name, t, "f"), (name, t)
+            mid = fluids._tabulated(name, t + 0.5)
+            assert mid is not None
+            for got, want in zip(mid, fluids._evaluate(name, t + 0.5, "f"), strict=True):
+                assert got == pytest.approx(want, rel=1e-5), (name, t + 0.5)
+    code = (
+        "import sys; from twin_core.site import Fluid; from twin_core.fluids import "
+        "fluid_properties as f; f(Fluid(coolprop='INCOMP::MPG[0.25]'), 'f', 30.0); "
+        "f(Fluid(coolprop='Water'), 'f', 32.5); print('CoolProp' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -15,7 +15,7 @@ from twin_core import drivers
 from twin_core.curves import wet_bulb_stull
 from twin_core.site import SiteError, load_site
 
-OHARE = ROOT / "scenarios" / "weather" / "USA_IL_Chicago.OHare.Intl.AP.725300_TMY3.epw"
+OHARE = ROOT / "twin_core" / "catalog" / "weather" / "USA_IL_Chicago.OHare.Intl.AP.725300_TMY3.epw"
 LOUGHTON = ROOT / "scenarios" / "loughton-uk.yaml"
 
 
@@ -136,3 +136,21 @@ def test_clear_sky_samples_are_instants_at_the_hour_start(small):
     day = drivers.clear_sky_ghi(site)[171 * 24 : 172 * 24]
     assert int(np.argmax(day)) == 12
     np.testing.assert_allclose(day[12 - np.arange(1, 8)], day[12 + np.arange(1, 8)], rtol=1e-12)
+
+
+def test_a_site_names_a_bundled_year_by_its_file_name_from_anywhere(tmp_path):
+    """The chart mounts the Fairwater site from a ConfigMap away from scenarios/, and a
+    client may send it as text: the bare EPW name finds the bundled weather library."""
+    from services.scenario import check_files, site_from_yaml
+
+    text = (ROOT / "scenarios" / "fairwater-wi.yaml").read_text()
+    (tmp_path / "site.yaml").write_text(text)
+    mounted = load_site(tmp_path / "site.yaml")
+    assert mounted.weather.epw == OHARE.name
+    assert drivers.load_drivers(mounted)  # reads the bundled file
+    sent = check_files(site_from_yaml(text, "scenario.yaml"), "scenario.yaml")
+    assert drivers.load_drivers(sent)
+    # A file of that name beside the site wins (the library is only the fallback).
+    (tmp_path / OHARE.name).write_text("not an EPW\n")
+    with pytest.raises(SiteError, match=r"weather\.epw"):
+        drivers.load_drivers(load_site(tmp_path / "site.yaml"))

@@ -704,7 +704,19 @@ def site_files(site: Site) -> list[tuple[str, str]]:
     return [(path, value) for path, value in named if value]
 
 
+# Typical-year weather files the model ships (their provenance in its README.md): a site
+# names one by its bare file name, so a site sent as text, or mounted from a ConfigMap
+# away from scenarios/, finds it too.
+WEATHER_LIBRARY = Path(__file__).resolve().parent / "catalog" / "weather"
+
+
 def resolve_file(site: Site, name: str) -> Path:
-    """A weather or series file named in ``site``, relative to its scenario folder."""
+    """A weather or series file named in ``site``, relative to its scenario folder; a bare
+    file name not there is looked up in the bundled weather library."""
     path = Path(name)
-    return path if path.is_absolute() else site.base_dir / path
+    if path.is_absolute():
+        return path
+    beside = site.base_dir / path
+    if not beside.exists() and len(path.parts) == 1 and (WEATHER_LIBRARY / path).is_file():
+        return WEATHER_LIBRARY / path
+    return beside
