@@ -7,7 +7,8 @@ emulator's own 1 s for eight days; what the twin sees is what a historian would 
 its meter, racks, CDU supplies, GPU temperatures and weather station: hourly means, with
 the truth file's sensor noise averaged over each hour's 3600 readings. The twin, which
 does not know the truth, is fitted on the first seven days at a planning step of 45 s
-(the long-step scheme, twin_core/long_step.py) and backtested on the eighth.
+(the long-step scheme, twin_core/long_step.py), corrected to the plant's 1 s step, and
+backtested on the eighth.
 """
 
 from __future__ import annotations
@@ -77,22 +78,18 @@ def window(series: dict[str, np.ndarray], first_h: int, hours: int) -> Measured:
 def test_a_week_of_hourly_data_recovers_the_truth_and_predicts_a_held_out_day(plant):
     base, truth, series = plant
     week = window(series, 0, DAYS * 24)
-    # Within 5 % of the truth; the UAs lie 4.5-5.5 standard errors off (model error of
-    # the 45 s step against the 1 s plant, README "Calibrate and monitor"), so the
-    # within-uncertainty half of the issue's check is not asserted here.
+    # Fitted at 45 s and corrected to the plant's 1 s (``reference_dt``): the 45 s step's
+    # own error would otherwise put the CDU UA ~3 standard errors off.
     bounds = {CDU_UA: (1e5, 4e5), DC_UA: (3e4, 1.2e5), R_DIE: (0.015, 0.066)}
-    # a pair that enters the model only as head / efficiency (the CDU pumps' power)
-    pair = {PUMP_EFF: (0.3, 0.95), PUMP_HEAD: (100.0, 400.0)}
-    cal = calibrate(base, week, fit={**bounds, **pair}, dt=FIT_DT)
-
-    assert cal.identifiability.groups == ((PUMP_EFF, PUMP_HEAD),)
-    assert f"{PUMP_EFF} and {PUMP_HEAD}: not identifiable apart" in cal.warnings[0]
-    assert math.isinf(cal.estimates[PUMP_EFF].std_error)
-    assert math.isinf(cal.estimates[PUMP_HEAD].std_error)
+    cal = calibrate(base, week, fit=bounds, dt=FIT_DT, reference_dt=PLANT_DT)
+    assert cal.warnings == []
     for path, true in truth.items():
         e = cal.estimates[path]
         assert abs(e.value - true) <= 0.05 * true, (path, e, true)
+        assert abs(e.value - true) <= 2 * e.std_error, (path, e, true)
         assert e.std_error < 0.05 * true, (path, e)
+    ua = cal.estimates[CDU_UA]
+    assert abs(ua.value - ua.step_correction - truth[CDU_UA]) > 2 * ua.std_error, ua
     for q in MEASURED:
         assert cal.after[q].n == DAYS * 24
         assert cal.after[q].cv_rmse_pct <= 5.0 and abs(cal.after[q].nmbe_pct) <= 1.0
@@ -108,3 +105,18 @@ def test_a_week_of_hourly_data_recovers_the_truth_and_predicts_a_held_out_day(pl
     before = backtest(base, held_out, dt=FIT_DT, offset_s=DAYS * 86400.0)
     for q in ("tcs_supply_mean_c", "gpu_temp_mean_c"):
         assert before.stats[q].cv_rmse_pct > 3 * bt.stats[q].cv_rmse_pct, q
+
+
+def test_a_pair_the_week_cannot_tell_apart_is_named(plant):
+    """The CDU pumps' efficiency and head enter the model only as head / efficiency:
+    fitted beside the three, on two of the days, the pair is reported unidentifiable."""
+    base, _, series = plant
+    pair = {PUMP_EFF: (0.3, 0.95), PUMP_HEAD: (100.0, 400.0)}
+    bounds = {CDU_UA: (1e5, 4e5), DC_UA: (3e4, 1.2e5), R_DIE: (0.015, 0.066)}
+    cal = calibrate(base, window(series, 0, 48), fit={**bounds, **pair}, dt=FIT_DT,
+                    max_iterations=3)  # fmt: skip
+    assert cal.identifiability.groups == ((PUMP_EFF, PUMP_HEAD),)
+    assert f"{PUMP_EFF} and {PUMP_HEAD}: not identifiable apart" in cal.warnings[0]
+    assert math.isinf(cal.estimates[PUMP_EFF].std_error)
+    assert math.isinf(cal.estimates[PUMP_HEAD].std_error)
+    assert all(math.isfinite(cal.estimates[p].std_error) for p in bounds)
