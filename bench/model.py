@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -168,6 +169,7 @@ def main() -> None:
         ("rack", args.rack_seconds, True),
         ("gpu", args.gpu_seconds, True),
     )
+    rows: list[tuple[Granularity, int, bool, float, str, Any, int | None]]
     rows = [(g, n, m, 1.0, g, site, None) for g, n, m in runs]
     # The power-quality mode: sub-second phases (the rack type's default iteration for the
     # flagship job), the meter kept at every step.

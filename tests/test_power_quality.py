@@ -48,29 +48,37 @@ def square(period_s: float) -> dict:
 # -- the schema --------------------------------------------------------------------------
 
 
+def phase(fraction, power_fraction) -> dict:
+    return {"name": "p", "fraction": fraction, "power_fraction": power_fraction}
+
+
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
         (
-            {"iteration_s": 1, "phases": [{"name": "a", "fraction": 0.6, "power_fraction": 1},
-                                          {"name": "b", "fraction": 0.3, "power_fraction": 0}]},  # fmt: skip
+            {"iteration_s": 1, "phases": [phase(0.6, 1), phase(0.3, 0)]},
             "workload.training.0: phases: fractions sum to 0.9, they must sum to 1",
         ),
         (
-            {"iteration_s": 1, "phases": [{"name": "a", "fraction": 0, "power_fraction": 1}]},
+            {"iteration_s": 1, "phases": [phase(0, 1)]},
             "workload.training.0.phases.0.fraction: Input should be greater than 0",
         ),
         (
-            {"iteration_s": 1, "phases": [{"name": "a", "fraction": 1, "power_fraction": 1.2}]},
+            {"iteration_s": 1, "phases": [phase(1, 1.2)]},
             "workload.training.0.phases.0.power_fraction: Input should be less than or equal to 1",
         ),
         (
-            {"iteration_s": 1, "phases": [{"name": "a", "fraction": 0.1, "power_fraction": 1}] * 10},
+            {"iteration_s": 1, "phases": [phase(0.1, 1)] * 10},
             "workload.training.0.phases: List should have at most 8 items after validation, not 10",
         ),
         (
-            {"iteration_s": 1, "compute_fraction": 0.5, "compute_util": 1, "comm_util": 0.2,
-             "phases": [{"name": "a", "fraction": 1, "power_fraction": 1}]},  # fmt: skip
+            {
+                "iteration_s": 1,
+                "compute_fraction": 0.5,
+                "compute_util": 1,
+                "comm_util": 0.2,
+                "phases": [phase(1, 1)],
+            },
             "workload.training.0: give phases or compute_fraction, compute_util, comm_util, "
             "not both",
         ),
@@ -156,7 +164,6 @@ def test_a_step_averages_the_phases_it_spans():
 
 
 # -- the spectrum ------------------------------------------------------------------------
-
 
 
 def square_share(samples: int, harmonics) -> float:

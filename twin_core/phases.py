@@ -80,10 +80,8 @@ def job_phases(job: TrainingJob, rt: RackType) -> JobPhases:
     hi_u = float(np.dot(frac[high], util[high]) / high_time)
     lo_u = float(np.dot(frac[~high], util[~high]) / low_time) if low_time > 0 else hi_u
     spread = hi_u - lo_u
-    if abs(spread) > 1e-12:
-        weight = (util - lo_u) / spread
-    else:
-        weight = high.astype(float)
+    # where the two levels are equal, the phases sit on them by group
+    weight = (util - lo_u) / spread if abs(spread) > 1e-12 else high.astype(float)
     share = np.where(high, frac / high_time, frac / max(low_time, 1e-300))
     pad = MAX_PHASES - len(phases)
     return JobPhases(

@@ -53,7 +53,7 @@ def _run(
     advance=_single_step,
     batch=(),
     trace: int | None = None,
-):
+) -> tuple[TwinState, Any]:
     """Advance ``n_records * every`` steps; per record, the mean and max of SERIES.
 
     ``advance(p, s) -> (s, series)``; a batch passes its vmapped step and its size.
@@ -215,9 +215,7 @@ def simulate_params(
     if power_quality:
         check_traced(n_records * every)
     trace = TRACED if power_quality else None
-    final, means, maxes, meter = run_records(
-        p, s0, n_records, every, progress, chunks, mark, trace
-    )
+    final, means, maxes, meter = run_records(p, s0, n_records, every, progress, chunks, mark, trace)
     mark("stepping")
     m, x = _unpack(means, maxes)
     kpis = kpi_mod.summarize(m, x, final, every * p.dt)
