@@ -50,11 +50,11 @@ def spectrum_png(s: Spectrum, summary: dict[str, Any], path: Path | BinaryIO) ->
     fig.subplots_adjust(left=0.08, right=0.98, top=0.9, bottom=0.11)
     f, psd = s.freq_hz[1:], s.psd_w2_per_hz[1:] * 1e-12  # above 0 Hz, in MW^2/Hz
     ax.loglog(f, np.maximum(psd, 1e-30), color="black", lw=0.8)
+    nyquist = summary.get("meter_nyquist_hz", math.inf)
     for (low, high), color in zip(BANDS_HZ.values(), ("tab:blue", "tab:red"), strict=True):
         energy = summary.get(f"meter_band_{low:g}_{high:g}hz_mw2".replace(".", "p"), math.nan)
-        ax.axvspan(
-            low, high, color=color, alpha=0.12, label=f"{low:g}-{high:g} Hz: {energy:.4g} MW²"
-        )
+        shown = f"{low:g}-{min(high, nyquist):g} Hz" + (" (Nyquist)" if high > nyquist else "")
+        ax.axvspan(low, high, color=color, alpha=0.12, label=f"{shown}: {energy:.4g} MW²")
     ax.set_xlim(f[0] if len(f) else 0.01, summary.get("meter_nyquist_hz", f[-1] if len(f) else 1))
     ax.set_xlabel("frequency (Hz)")
     ax.set_ylabel("meter power PSD (MW²/Hz)")
