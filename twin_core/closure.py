@@ -25,7 +25,7 @@ IN = ("facility_w",)
 OUT = ("heat_rejected_w", "losses_w", "misc_w", "heat_stored_w", "rack_storage_w")
 
 
-def site_closure_j(means: Mapping[str, Any], record_s: float):
+def site_closure_j(means: Mapping[str, Any], record_s: float) -> Any:
     """Energy in at the meter minus heat out and stored, over the run (J, signed);
     ``means`` the recorded interval means (JAX or NumPy arrays alike)."""
 

@@ -286,9 +286,7 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
         storage_j=g(_per_rack(grid, lambda rt: rt.smoothing.storage_j if smooth(rt) else 0.0)),
         storage_power_w=g(_per_rack(grid, lambda rt: rt.smoothing.storage_power_w)),
         target_soc=g(_per_rack(grid, lambda rt: rt.smoothing.target_soc)),
-        recentre_alpha=g(
-            _per_rack(grid, lambda rt: -np.expm1(-dt / rt.smoothing.recentre_s), 1.0)
-        ),
+        recentre_alpha=g(_per_rack(grid, lambda rt: -np.expm1(-dt / rt.smoothing.recentre_s), 1.0)),
         workload_of_rack=np.asarray(np.swapaxes(_workload_of_rack(site, mask, lay), 0, 1)),
         job_period_s=job_array(lambda j: j.iteration_s, 1.0),
         job_compute_s=job_array(lambda j: j.iteration_s * j.compute_fraction, 1.0),
