@@ -91,9 +91,9 @@ def kpi_table(
         "meter_band_rms_mw": jnp.sqrt(jnp.mean((means["meter_band_w"] * 1e-6) ** 2)),
         # Residual energy (W x s summed over records) relative to the facility energy.
         "energy_balance_rel_error": residual * record_s / jnp.maximum(facility * 3.6e9, 1.0),
-        "energy_balance_mwh": residual * record_s / 3.6e9,
+        "energy_balance_mwh": jnp.asarray(residual * record_s / 3.6e9),
         # Meter in = heat out + stored over the run (closure.py): sees lags between domains.
-        "site_closure_mwh": closure / 3.6e9,
+        "site_closure_mwh": jnp.asarray(closure / 3.6e9),
         "site_closure_rel_error": jnp.abs(closure) / jnp.maximum(facility * 3.6e9, 1.0),
         # rack-time share in which a rack's smoothing could not hold its ramp limit
         "smoothing_unheld_fraction": jnp.mean(means["smoothing_unheld"]),
