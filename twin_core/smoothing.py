@@ -74,8 +74,10 @@ def smooth(
     over = jnp.maximum(draw - burnt, 0.0)
     need_up = short * short / (2.0 * rate)
     need_down = over * over / (2.0 * rate)
-    draw = jnp.where(managed & (after < need_up), hi, draw)
-    draw = jnp.where(managed & (storage_max_j - after < need_down), lo, draw)
+    # (towards the load as fast as the limit allows, never past it)
+    draw = jnp.where(managed & (after < need_up), jnp.maximum(draw, jnp.minimum(hi, peak)), draw)
+    full = managed & (storage_max_j - after < need_down)
+    draw = jnp.where(full, jnp.minimum(draw, jnp.maximum(lo, burnt)), draw)
 
     # The store's limits: empty (or at its power) the draw must rise to the load; full,
     # the GPUs burn what it cannot take.
