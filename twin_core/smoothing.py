@@ -16,9 +16,11 @@ grid steady through a training job's compute/communication swings three ways:
 The store's controller steers its state of charge back to a target between swings:
 the draw aims at a running mean of the burnt power (time constant ``recentre_s``) plus
 the state-of-charge error returned over that same time, ramp-limited. It keeps a reserve:
-when the store holds just enough to ride the gap between draw and load while the draw
-ramps to the load at the limit (gap^2 / 2 ramp, the triangle under a ramp), the draw
-ramps now, so a held limit never leaves the store short later.
+when the store holds just enough to ride the gap between the draw and the recent peak
+load while the draw ramps there at the limit (gap^2 / 2 ramp, the triangle under a
+ramp), the draw moves towards it now (never past it), so a held limit never leaves the
+store short at the next high phase; likewise towards the load when the store is nearly
+full.
 
 It cannot hold the up ramp when the store runs empty (or at its power limit) before the
 draw has caught up: a swing S held for half a period T/2 needs about S T/4 (a 50 % duty
