@@ -72,7 +72,7 @@ def test_ramp_and_floor_hold_and_the_charge_stays_in_band(iteration_s, compute_f
     # the store never runs out or over, and once settled keeps to the middle of its range
     assert np.min(stored) >= -1e-6 and np.max(stored) <= STORE_J + 1e-6
     soc = stored[SETTLED:] / STORE_J
-    assert soc.min() > 0.03 and soc.max() < 0.97  # 0.05-0.88 at 40 s: the catalog store is tight
+    assert soc.min() > 0.03 and soc.max() < 0.97  # 0.07-0.88 at 40 s: the catalog store is tight
     # the site sees the job's mean: the settled meter swing is a small part of the raw
     # rack swing (8 racks x (high - low), before PSU and chain losses)
     raw = 8 * (rack_dc("GB300_NVL72", 0.92) - rack_dc("GB300_NVL72", 0.30))
@@ -81,8 +81,8 @@ def test_ramp_and_floor_hold_and_the_charge_stays_in_band(iteration_s, compute_f
 
 
 def test_store_too_small_for_the_half_period_breaks_the_up_ramp_and_says_so():
-    # 40 s at 75 % compute: riding the 62 kW swing for an iteration moves
-    # S x D (1 - D) x T = 62 kW x 0.1875 x 40 s = 470 kJ through the store; 50 kJ cannot.
+    # 40 s at 75 % compute: riding the 59 kW swing for an iteration moves
+    # S x D (1 - D) x T = 59 kW x 0.1875 x 40 s = 440 kJ through the store; 50 kJ cannot.
     swing = rack_dc("GB300_NVL72", 0.92) - rack_dc("GB300_NVL72", 0.30)
     assert swing * 0.1875 * 40.0 > 400e3
     draw, stored, unheld, _ = _racks(_job(40.0, 0.75, storage_j=50e3))
