@@ -393,19 +393,18 @@ def calibrate(
     workload schedule is read from there, and the state starts from the measured one as
     in ``twin_core.backtest``);
     ``reference_dt``: a finer step (e.g. 1 s) to correct the estimates to: the fit runs
-    at ``dt`` (fast), then one rollout at ``reference_dt`` measures what the coarse
-    step itself adds to the modelled series, and one Gauss-Newton step on the same
-    Jacobian takes it out of the estimates (``step_correction``), so they describe the
-    plant and not the step (a deferred correction; the statistics stay those of the fit
-    at ``dt``);
+    at ``dt`` (fast), then a rollout at ``reference_dt`` measures what the coarse step
+    itself adds to the modelled series and a Gauss-Newton step on the fit's Jacobian
+    takes it out of the estimates (``step_correction``), repeated from the corrected
+    estimates until they settle (at most ``REFERENCE_ROUNDS`` rollouts), so they
+    describe the plant and not the step (a deferred correction; the statistics stay
+    those of the fit at ``dt``);
     ``progress(iteration, max_iterations, cost)``; ``on_iteration(iteration, cost,
     values)``: the parameters (site units) after each accepted step."""
     fitted, params = _check(site, measured, fit, dt, noise, weights, stats_s, max_iterations)
-    if (
-        not (math.isfinite(offset_s) and offset_s >= 0)
-        or abs(offset_s / dt - round(offset_s / dt)) > 1e-6
-    ):
+    if not (math.isfinite(offset_s) and offset_s >= 0):
         raise ValueError(f"offset_s: {offset_s:g} s must be a whole number of dt = {dt:g} s, >= 0")
+    _whole_steps(offset_s, dt, "dt")
     if reference_dt is not None:
         _check_reference(reference_dt, dt, offset_s, measured)
     drivers = drivers if drivers is not None else load_drivers(site)
@@ -507,7 +506,7 @@ def calibrate(
             zc = moved
             if settled:
                 break
-            coarse = at(zc)[2]
+            coarse = at(zc)[2]  # the fit's compiled evaluation; the Jacobian is discarded
         correction = (zc - z) * span
     x_hat = lo + z * span + correction
     estimates = {
@@ -560,11 +559,17 @@ def _check_reference(reference_dt: float, dt: float, offset_s: float, measured: 
         raise ValueError(
             f"reference_dt: {reference_dt:g} s must be positive and finer than dt = {dt:g} s"
         )
-    if abs(offset_s / reference_dt - round(offset_s / reference_dt)) > 1e-6:
-        raise ValueError(
-            f"offset_s: {offset_s:g} s must be a whole number of reference_dt = {reference_dt:g} s"
-        )
+    _whole_steps(offset_s, reference_dt, "reference_dt")
     plan(measured.duration_s, reference_dt, measured.step_s)
+
+
+def _whole_steps(offset_s: float, step: float, name: str) -> None:
+    """The window starts on a step of the rollout (ValueError naming offset_s)."""
+    if abs(offset_s / step - round(offset_s / step)) > 1e-6:
+        suffix = ", >= 0" if name == "dt" else ""
+        raise ValueError(
+            f"offset_s: {offset_s:g} s must be a whole number of {name} = {step:g} s{suffix}"
+        )
 
 
 def step_correction(jac: np.ndarray, defect: np.ndarray, identifiable: list[bool]) -> np.ndarray:

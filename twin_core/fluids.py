@@ -90,7 +90,7 @@ def write_table(path: Path = TABLE) -> None:
 
     out: dict[str, dict] = {
         "_source": {"coolprop": CoolProp.__version__, "pressure_pa": PRESSURE_PA}
-    }  # type: ignore[dict-item]
+    }
     for name, (lo, hi) in TABULATED.items():
         n = round((hi - lo) / TABLE_STEP_C) + 1
         values = [_evaluate(name, lo + k * TABLE_STEP_C, name) for k in range(n)]
