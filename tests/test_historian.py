@@ -410,6 +410,13 @@ def test_incomplete_step_is_written_after_its_max_age(nats_server: NatsServer, d
             await wait_for(lambda: _stream_count(js, site), lambda n: n >= 4, "stream")
             writer = HistorianWriter(js, config(site, db, incomplete_max_age_s=0.5))
             task = asyncio.create_task(writer.run())
+
+            async def partial_steps() -> int:
+                return writer.stats.partial_steps
+
+            # The write itself, not the durable's counters: on a busy machine the consumer
+            # can read drained before the writer has fetched the step.
+            await wait_for(partial_steps, lambda n: n >= 1, "the incomplete step's write")
             await drained(js, site)
             partial = await asyncio.to_thread(stored, db, run_id)
             # The missing domain arrives after all (a redelivery after a historian crash):
