@@ -137,11 +137,12 @@ NOISE = {"supply_temperature_c": 0.05, "return_temperature_c": 0.05, "rack_power
 RACKS = [f"rack/{slot}/0" for slot in range(4)]
 
 
-def drive(monitor: ResidualMonitor, steps: int, residual, rng, start: int = 0):
-    """Feed ``steps`` readings of cdu/0 supply and return and the racks of cdu 0 against a
-    model that says 0 everywhere, so each reading is its residual: noise of the configured
-    sigma plus ``residual(step, (entity, quantity))``. The events, in order."""
-    keys = [("cdu/0", SUPPLY), ("cdu/0", RETURN)] + [(r, RACK_POWER) for r in RACKS]
+def drive(monitor: ResidualMonitor, steps: int, residual, rng, start: int = 0, cdus: int = 1):
+    """Feed ``steps`` readings of the supply and return of ``cdus`` CDUs and the racks of
+    cdu 0 against a model that says 0 everywhere, so each reading is its residual: noise of
+    the configured sigma plus ``residual(step, (entity, quantity))``. The events, in order."""
+    temperatures = [(f"cdu/{i}", q) for i in range(cdus) for q in (SUPPLY, RETURN)]
+    keys = temperatures + [(r, RACK_POWER) for r in RACKS]
     sigma = {SUPPLY: 0.05, RETURN: 0.05, RACK_POWER: 300.0}
     events = []
     for step in range(start, start + steps):
@@ -197,7 +198,28 @@ def test_supply_and_return_rising_together_are_equipment():
     found = raised(events)
     assert sorted(found) == [("cdu/0", SUPPLY), ("cdu/0", RETURN)]
     assert {e.cause for e in found.values()} == {EQUIPMENT}
-    assert "depart together" in found[("cdu/0", SUPPLY)].reason
+    assert found[("cdu/0", SUPPLY)].reason == "supply and return depart together"
+    assert {e.suspect for e in found.values()} == {"cdu/0"}
+
+
+def test_one_cdu_of_two_departing_is_that_cdu_and_every_cdu_is_the_shared_loop():
+    def fouled_cdu_1(step, key):
+        return 0.15 if key[0] == "cdu/1" and step >= 50 else 0.0
+
+    found = raised(drive(monitor_with(), 200, fouled_cdu_1, np.random.default_rng(7), cdus=2))
+    assert sorted(found) == [("cdu/1", SUPPLY), ("cdu/1", RETURN)]
+    assert {(e.cause, e.suspect) for e in found.values()} == {(EQUIPMENT, "cdu/1")}
+
+    # A lost facility water pump: every CDU's supply and return rise together.
+    def lost_pump(step, key):
+        return 0.15 if key[1] in (SUPPLY, RETURN) and step >= 50 else 0.0
+
+    found = raised(drive(monitor_with(), 200, lost_pump, np.random.default_rng(7), cdus=2))
+    assert len(found) == 4
+    assert {(e.cause, e.suspect) for e in found.values()} == {(EQUIPMENT, "facility_water")}
+    assert found[("cdu/1", RETURN)].reason == (
+        "return and supply depart together at every CDU: the facility water loop they share"
+    )
 
 
 def test_rack_power_departing_is_load_and_so_is_the_return_it_heats():

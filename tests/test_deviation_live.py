@@ -6,8 +6,9 @@ historian storing its events in PostgreSQL and the History API listing them.
 
 The plant and the twin run the same site (steady load, flat weather) in lockstep, one
 plant step per tick of 10 s; the sensors have the noise of the default truth file and
-the monitor is told it. A clean run raises nothing; a fault injected at 20 minutes is
-found within 10 minutes (the stated time) and attributed to its entity and cause.
+the monitor is told it. A clean run raises nothing; a fault injected at 20 minutes (a
+drifting sensor, a fouling heat exchanger, an unreported pump failure) is found within 10
+minutes (the stated time) and attributed to its entity, cause and suspect equipment.
 """
 
 from __future__ import annotations
@@ -106,7 +107,10 @@ class Run:
         return [e for e in self.events if e.status == RAISED]
 
 
-async def live_run(url: str, the_truth: Truth, minutes: float, database: str | None) -> Run:
+async def live_run(
+    url: str, the_truth: Truth, minutes: float, database: str | None, site: dict
+) -> Run:
+    """``site``: overrides of the small site, known to the plant and the twin alike."""
     conns, tasks = [], []
 
     async def connect(name: str):
@@ -139,10 +143,10 @@ async def live_run(url: str, the_truth: Truth, minutes: float, database: str | N
                 events.append(deviation_pb2.Deviation.FromString(msg.data))
 
         await spy.subscribe(bus.events_subject(SITE), cb=keep)
-        overrides = [f"{path}={value}" for path, value in OVERRIDES.items()]
+        overrides = [f"{path}={value}" for path, value in site.items()]
         spec = clock_pb2.RunSpec(scenario_yaml=SMALL.read_text(), dt_s=DT, overrides=overrides)
         run_id = await clock.start_run(spec, None, paused=True)
-        plant = Plant(small_site(OVERRIDES), the_truth, "truth", PlantOptions(dt=DT))
+        plant = Plant(small_site(site), the_truth, "truth", PlantOptions(dt=DT))
         subject = bus.telemetry_subject(SITE, "plant")
         for _ in range(round(minutes * 60 / DT)):
             snap = await asyncio.to_thread(plant.step_once)
@@ -164,8 +168,10 @@ async def live_run(url: str, the_truth: Truth, minutes: float, database: str | N
                 await nc.close()
 
 
-def run(url: str, the_truth: Truth, minutes: float, database: str | None = None) -> Run:
-    return asyncio.run(asyncio.wait_for(live_run(url, the_truth, minutes, database), 900))
+def run(
+    url: str, the_truth: Truth, minutes: float, database: str | None = None, site: dict = OVERRIDES
+) -> Run:
+    return asyncio.run(asyncio.wait_for(live_run(url, the_truth, minutes, database, site), 900))
 
 
 def test_a_clean_run_raises_no_deviation(nats_server):
@@ -187,6 +193,7 @@ def test_a_drifting_sensor_is_a_sensor_deviation_of_its_cdu(nats_server, databas
     e = raised[0]
     assert FAULT_AT_S < e.time_s <= FAULT_AT_S + DETECT_WITHIN_S, e.time_s
     assert e.reason == "return temperature and rack power agree with the model"
+    assert e.suspect == "cdu/1"
     # The size: the sensor is 2 degC/h off by then; the estimate is the mean departure
     # since the CUSUM left 0, between none and all of it.
     offset = 2.0 * (e.time_s - FAULT_AT_S) / 3600.0
@@ -212,6 +219,28 @@ def test_heat_exchanger_fouling_is_an_equipment_deviation_of_its_cdu(nats_server
     first = raised[0]
     assert FAULT_AT_S < first.time_s <= FAULT_AT_S + DETECT_WITHIN_S, first.time_s
     assert first.departure > 0  # a fouled exchanger runs warmer
+    assert {e.suspect for e in raised} == {"cdu/0"}  # its own exchanger, not the shared loop
+
+
+def test_an_unreported_pump_failure_is_an_equipment_deviation_of_the_facility_water(
+    nats_server,
+):
+    # Both facility water pumps on duty (the small site keeps one standby, whose takeover
+    # no reading could see): losing one halves the flow, and the facility water, hence
+    # every CDU's supply and return, settles about 0.24 K warmer (about 5 sigma).
+    site = {**OVERRIDES, "cooling.facility_water.duty_pumps": 2}
+    failure = {"kind": "pump_failure", "at": "20m", "index": 0}
+    result = run(nats_server.url, truth(failure), minutes=35, site=site)
+    raised = result.raised()
+    assert raised, "no deviation raised"
+    assert {e.cause for e in raised} == {EQUIPMENT}
+    assert {e.suspect for e in raised} == {"facility_water"}
+    assert {e.quantity for e in raised} <= {SUPPLY, RETURN}
+    assert {e.entity for e in raised} == {"cdu/0", "cdu/1"}
+    first = raised[0]
+    assert FAULT_AT_S < first.time_s <= FAULT_AT_S + DETECT_WITHIN_S, first.time_s
+    assert first.reason.endswith("at every CDU: the facility water loop they share")
+    assert 0.0 < first.departure <= 0.24 + 3 * 0.05
 
 
 def list_events(url: str, run_id: str, timeout_s: float = 30.0) -> list[history_pb2.Event]:

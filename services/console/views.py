@@ -35,6 +35,7 @@ def deviation_view(d: deviation_pb2.Deviation) -> dict[str, Any]:
         "unit": d.unit,
         "time_s": finite(d.time_s),
         "reason": d.reason,
+        "suspect": d.suspect,
     }
 
 

@@ -8,7 +8,9 @@ rate, and the rack heat follows the racks' power. So, for a deviation of ``entit
   1. **load** when a rack power on that CDU departs too (either way);
   2. else **equipment** when the CDU's other temperature departs the same way (fouling
      or a lost pump raises supply and return together: the heat still arrives, it is
-     rejected worse);
+     rejected worse). The suspect is the CDU itself, unless every CDU's temperature
+     departs the same way: then it is the loop they share, ``facility_water`` (a failed
+     pump, a fouled dry cooler, a tripped chiller), which no CDU reading sees directly;
   3. else **sensor** when the other temperature is measured and agrees (one sensor
      steps or drifts while the physics around it does not);
   4. else unspecified: nothing coupled is measured.
@@ -45,6 +47,10 @@ NAMES: dict[int, str] = {SUPPLY: "supply", RETURN: "return", RACK_POWER: "rack p
 class Finding:
     cause: deviation_pb2.DeviationCause
     reason: str
+    suspect: str  # the equipment the cause points at (see the module docstring)
+
+
+FACILITY_WATER = "facility_water"  # the suspect when every CDU departs together
 
 
 def departs(d: Cusum, side: int | None = None) -> bool:
@@ -64,16 +70,26 @@ def classify(key: Key, side: int, detectors: Mapping[Key, Cusum]) -> Finding:
     every residual's detector (only residuals with a known noise have one)."""
     entity, quantity = key
     if quantity == RACK_POWER:
-        return Finding(LOAD, "the rack's power departs from the model's")
+        return Finding(LOAD, "the rack's power departs from the model's", entity)
     racks = sorted(k[0] for k in detectors if k[1] == RACK_POWER and cdu_of_rack(k[0]) == entity)
     loaded = [r for r in racks if departs(detectors[(r, RACK_POWER)])]
     if loaded:
-        return Finding(LOAD, f"rack power departs too ({', '.join(loaded[:4])})")
+        return Finding(LOAD, f"rack power departs too ({', '.join(loaded[:4])})", entity)
     other = RETURN if quantity == SUPPLY else SUPPLY
     coupled = detectors.get((entity, other))
     if coupled is None:
-        return Finding(UNSPECIFIED, f"no {NAMES[other]} temperature measured at {entity}")
+        return Finding(
+            UNSPECIFIED, f"no {NAMES[other]} temperature measured at {entity}", entity
+        )
     if departs(coupled, side):
-        return Finding(EQUIPMENT, f"{NAMES[quantity]} and {NAMES[other]} depart together")
+        together = f"{NAMES[quantity]} and {NAMES[other]} depart together"
+        others = sorted(e for e, q in detectors if q == quantity and e != entity)
+        if others and all(departs(detectors[(e, quantity)], side) for e in others):
+            return Finding(
+                EQUIPMENT,
+                f"{together} at every CDU: the facility water loop they share",
+                FACILITY_WATER,
+            )
+        return Finding(EQUIPMENT, together, entity)
     agree = f"{NAMES[other]} temperature" + (" and rack power agree" if racks else " agrees")
-    return Finding(SENSOR, f"{agree} with the model")
+    return Finding(SENSOR, f"{agree} with the model", entity)

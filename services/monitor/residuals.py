@@ -161,6 +161,7 @@ class ResidualMonitor:
                 status=deviation_pb2.DEVIATION_STATUS_RAISED,
                 cause=finding.cause,
                 reason=finding.reason,
+                suspect=finding.suspect,
                 raised_step=step,
             )
         else:
@@ -171,6 +172,7 @@ class ResidualMonitor:
                 status=deviation_pb2.DEVIATION_STATUS_CLEARED,
                 cause=raised.cause,
                 reason=raised.reason,
+                suspect=raised.suspect,
                 raised_step=raised.raised_step,
             )
         status = "raised" if change is Change.RAISED else "cleared"

@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from twin.telemetry.v1 import telemetry_pb2 as twin_dot_telemetry_dot_v1_dot_telemetry__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctwin/twin/v1/deviation.proto\x12\x0ctwin.twin.v1\x1a!twin/telemetry/v1/telemetry.proto\"\xff\x02\n\tDeviation\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x04 \x01(\t\x12-\n\x08quantity\x18\x05 \x01(\x0e\x32\x1b.twin.telemetry.v1.Quantity\x12-\n\x06status\x18\x06 \x01(\x0e\x32\x1d.twin.twin.v1.DeviationStatus\x12+\n\x05\x63\x61use\x18\x07 \x01(\x0e\x32\x1c.twin.twin.v1.DeviationCause\x12\x11\n\tdeparture\x18\x08 \x01(\x01\x12\x18\n\x10\x64\x65parture_sigmas\x18\t \x01(\x01\x12\r\n\x05sigma\x18\n \x01(\x01\x12\x0c\n\x04unit\x18\x0b \x01(\t\x12\x0c\n\x04step\x18\x0c \x01(\x03\x12\x0e\n\x06time_s\x18\r \x01(\x01\x12\x17\n\x0fmeasured_time_s\x18\x0e \x01(\x01\x12\x13\n\x0braised_step\x18\x0f \x01(\x03\x12\x0e\n\x06reason\x18\x10 \x01(\t*\x86\x01\n\x0e\x44\x65viationCause\x12\x1f\n\x1b\x44\x45VIATION_CAUSE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45VIATION_CAUSE_SENSOR\x10\x01\x12\x1d\n\x19\x44\x45VIATION_CAUSE_EQUIPMENT\x10\x02\x12\x18\n\x14\x44\x45VIATION_CAUSE_LOAD\x10\x03*n\n\x0f\x44\x65viationStatus\x12 \n\x1c\x44\x45VIATION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45VIATION_STATUS_RAISED\x10\x01\x12\x1c\n\x18\x44\x45VIATION_STATUS_CLEARED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctwin/twin/v1/deviation.proto\x12\x0ctwin.twin.v1\x1a!twin/telemetry/v1/telemetry.proto\"\x90\x03\n\tDeviation\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07site_id\x18\x03 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x04 \x01(\t\x12-\n\x08quantity\x18\x05 \x01(\x0e\x32\x1b.twin.telemetry.v1.Quantity\x12-\n\x06status\x18\x06 \x01(\x0e\x32\x1d.twin.twin.v1.DeviationStatus\x12+\n\x05\x63\x61use\x18\x07 \x01(\x0e\x32\x1c.twin.twin.v1.DeviationCause\x12\x11\n\tdeparture\x18\x08 \x01(\x01\x12\x18\n\x10\x64\x65parture_sigmas\x18\t \x01(\x01\x12\r\n\x05sigma\x18\n \x01(\x01\x12\x0c\n\x04unit\x18\x0b \x01(\t\x12\x0c\n\x04step\x18\x0c \x01(\x03\x12\x0e\n\x06time_s\x18\r \x01(\x01\x12\x17\n\x0fmeasured_time_s\x18\x0e \x01(\x01\x12\x13\n\x0braised_step\x18\x0f \x01(\x03\x12\x0e\n\x06reason\x18\x10 \x01(\t\x12\x0f\n\x07suspect\x18\x11 \x01(\t*\x86\x01\n\x0e\x44\x65viationCause\x12\x1f\n\x1b\x44\x45VIATION_CAUSE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45VIATION_CAUSE_SENSOR\x10\x01\x12\x1d\n\x19\x44\x45VIATION_CAUSE_EQUIPMENT\x10\x02\x12\x18\n\x14\x44\x45VIATION_CAUSE_LOAD\x10\x03*n\n\x0f\x44\x65viationStatus\x12 \n\x1c\x44\x45VIATION_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45VIATION_STATUS_RAISED\x10\x01\x12\x1c\n\x18\x44\x45VIATION_STATUS_CLEARED\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'twin.twin.v1.deviation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEVIATIONCAUSE']._serialized_start=468
-  _globals['_DEVIATIONCAUSE']._serialized_end=602
-  _globals['_DEVIATIONSTATUS']._serialized_start=604
-  _globals['_DEVIATIONSTATUS']._serialized_end=714
+  _globals['_DEVIATIONCAUSE']._serialized_start=485
+  _globals['_DEVIATIONCAUSE']._serialized_end=619
+  _globals['_DEVIATIONSTATUS']._serialized_start=621
+  _globals['_DEVIATIONSTATUS']._serialized_end=731
   _globals['_DEVIATION']._serialized_start=82
-  _globals['_DEVIATION']._serialized_end=465
+  _globals['_DEVIATION']._serialized_end=482
 # @@protoc_insertion_point(module_scope)

@@ -27,7 +27,7 @@ DEVIATION_STATUS_RAISED: DeviationStatus
 DEVIATION_STATUS_CLEARED: DeviationStatus
 
 class Deviation(_message.Message):
-    __slots__ = ("event_id", "run_id", "site_id", "entity", "quantity", "status", "cause", "departure", "departure_sigmas", "sigma", "unit", "step", "time_s", "measured_time_s", "raised_step", "reason")
+    __slots__ = ("event_id", "run_id", "site_id", "entity", "quantity", "status", "cause", "departure", "departure_sigmas", "sigma", "unit", "step", "time_s", "measured_time_s", "raised_step", "reason", "suspect")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SITE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +44,7 @@ class Deviation(_message.Message):
     MEASURED_TIME_S_FIELD_NUMBER: _ClassVar[int]
     RAISED_STEP_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    SUSPECT_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     run_id: str
     site_id: str
@@ -60,4 +61,5 @@ class Deviation(_message.Message):
     measured_time_s: float
     raised_step: int
     reason: str
-    def __init__(self, event_id: _Optional[str] = ..., run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., entity: _Optional[str] = ..., quantity: _Optional[_Union[_telemetry_pb2.Quantity, str]] = ..., status: _Optional[_Union[DeviationStatus, str]] = ..., cause: _Optional[_Union[DeviationCause, str]] = ..., departure: _Optional[float] = ..., departure_sigmas: _Optional[float] = ..., sigma: _Optional[float] = ..., unit: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., measured_time_s: _Optional[float] = ..., raised_step: _Optional[int] = ..., reason: _Optional[str] = ...) -> None: ...
+    suspect: str
+    def __init__(self, event_id: _Optional[str] = ..., run_id: _Optional[str] = ..., site_id: _Optional[str] = ..., entity: _Optional[str] = ..., quantity: _Optional[_Union[_telemetry_pb2.Quantity, str]] = ..., status: _Optional[_Union[DeviationStatus, str]] = ..., cause: _Optional[_Union[DeviationCause, str]] = ..., departure: _Optional[float] = ..., departure_sigmas: _Optional[float] = ..., sigma: _Optional[float] = ..., unit: _Optional[str] = ..., step: _Optional[int] = ..., time_s: _Optional[float] = ..., measured_time_s: _Optional[float] = ..., raised_step: _Optional[int] = ..., reason: _Optional[str] = ..., suspect: _Optional[str] = ...) -> None: ...
