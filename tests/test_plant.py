@@ -346,6 +346,18 @@ def test_two_plants_with_one_seed_step_identically():
     assert all(np.array_equal(x, y, equal_nan=True) for x, y in zip(first, second, strict=True))
 
 
+def test_many_steps_in_one_loop_read_as_one_step_at_a_time():
+    truth = parse_truth("seed: 3", "t.yaml")
+    one, many = (TruePlant(load_site(SMALL), truth, dt=10.0) for _ in range(2))
+    singly = [one.advance() for _ in range(12)]
+    looped = many.advance_many(5) + many.advance_many(7)
+    assert (many.step, many.time_s) == (12, 120.0)
+    for a, b in zip(singly, looped, strict=True):
+        assert a.keys() == b.keys()
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert np.array_equal(one.energy_mj, many.energy_mj) and one.energy_mj.sum() > 0
+
+
 # --------------------------------------------------------------- (d) bad truth files
 
 

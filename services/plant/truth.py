@@ -12,6 +12,7 @@ power (in proportion to its AC power) split evenly over its GPUs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -83,9 +84,18 @@ class TruePlant:
             self.site, load_drivers(self.site), horizon_s=HORIZON_S, dt=self.dt
         )
         self.state = jit_init_state(self.params)
-        self._step = jax.jit(coupled_step)
+        self._step = jax.jit(step_and_read)
+        self._steps = jax.jit(steps_and_reads, static_argnums=2)
         c = self.params.compute
         self.layout = layout(self.site, np.asarray(c.mask), np.asarray(c.gpus))
+        # What the signals need of the params, which the step does not change (fouling
+        # changes only the CDUs' UA).
+        cdus, slots = np.nonzero(np.asarray(c.mask).T > 0)  # CDU-major, as Layout.racks
+        self._racks = (slots, cdus)
+        self._gpu_weight = np.asarray(c.gpu_weight, np.float64)
+        self._gpu_weight_sum = np.maximum(self._gpu_weight.sum(-1), 1e-9)
+        self._tcs_c = np.asarray(self.params.cooling.tcs_c, np.float64)[: self.layout.cdus]
+        self._dist_loss = float(self.params.power.dist_loss_coeff)
         self._base_ua = np.asarray(self.params.cooling.cdu_ua, np.float64)
         self._fouling = [f for f in self.truth.faults if isinstance(f, Fouling)]
         for i, fault in enumerate(self.truth.faults):
@@ -117,40 +127,89 @@ class TruePlant:
         if self._fouling:
             ua = self._base_ua * self.ua_fraction(self.time_s)
             self.params = set_param(self.params, "cooling.cdu_ua", ua)
-        self.state, out = self._step(self.params, self.state)
+        self.state, read = self._step(self.params, self.state)
         self.step += 1
-        signals = self.signals(self.state, out)
+        signals = self.signals(Readout(*jax.device_get(read)))
         self.energy_mj += signals["gpu_power_w"] * self.dt * 1e3
         return signals
 
-    def signals(self, state, out) -> dict[str, np.ndarray]:
-        host = jax.tree.map(lambda x: np.asarray(x, np.float64), (state, out))
-        s, o = host
-        p = self.params
-        mask = np.asarray(p.compute.mask) > 0
-        cdus, slots = np.nonzero(mask.T)  # CDU-major, as Layout.racks
-        rack_w = o.compute.rack_ac_w[slots, cdus]
-        gpu_share = o.compute.gpu_power_w / max(o.compute.ac_total_w, 1.0)
+    def advance_many(self, n: int) -> list[dict[str, np.ndarray]]:
+        """``n`` intervals in one compiled loop (one dispatch and one transfer, not ``n``);
+        the true signals at the end of each. The same values as ``n`` ``advance()`` calls,
+        for a plant without fouling (whose UA changes between steps)."""
+        if self._fouling:
+            return [self.advance() for _ in range(n)]
+        self.state, reads = self._steps(self.params, self.state, n)
+        host = Readout(*jax.device_get(reads))
+        out = []
+        for k in range(n):
+            self.step += 1
+            signals = self.signals(Readout(*(leaf[k] for leaf in host)))
+            self.energy_mj += signals["gpu_power_w"] * self.dt * 1e3
+            out.append(signals)
+        return out
+
+    def signals(self, r: Readout) -> dict[str, np.ndarray]:
+        slots, cdus = self._racks
+        rack_w = np.asarray(r.rack_ac_w, np.float64)[slots, cdus]
+        gpu_share = float(r.gpu_power_w) / max(float(r.ac_total_w), 1.0)
         gpu_w = np.repeat(rack_w * gpu_share / self._gpus_of_rack, self._gpus_of_rack)
-        weight = np.asarray(p.compute.gpu_weight, np.float64)
-        die = (s.compute.die_c * weight).sum(-1) / np.maximum(weight.sum(-1), 1e-9)
+        die = (np.asarray(r.die_c, np.float64) * self._gpu_weight).sum(-1) / self._gpu_weight_sum
         gpu_c = np.repeat(die[slots, cdus], self._gpus_of_rack)
-        supply = s.cooling.tcs_supply_c[: self.layout.cdus]
-        tcs_c = np.asarray(p.cooling.tcs_c, np.float64)[: self.layout.cdus]
-        ret = supply + o.compute.heat_liquid_w[: self.layout.cdus] / tcs_c
-        it_w = float(o.power.it_w)
+        n = self.layout.cdus
+        supply = np.asarray(r.tcs_supply_c, np.float64)[:n]
+        ret = supply + np.asarray(r.heat_liquid_w, np.float64)[:n] / self._tcs_c
+        it_w = float(r.it_w)
         scalar = lambda x: np.array([float(x)])  # noqa: E731
         return {
             "cdu_supply_c": supply,
             "cdu_return_c": ret,
-            "ambient_c": scalar(o.drivers.ambient_c),
+            "ambient_c": scalar(r.ambient_c),
             "rack_power_w": rack_w,
             "gpu_power_w": gpu_w,
             "gpu_temp_c": gpu_c,
-            "meter_power_w": scalar(o.power.meter_w),
+            "meter_power_w": scalar(r.meter_w),
             # the UPS feeds the IT load and the distribution losses after it
-            "ups_output_w": scalar(it_w + float(p.power.dist_loss_coeff) * it_w**2),
+            "ups_output_w": scalar(it_w + self._dist_loss * it_w**2),
         }
+
+
+class Readout(NamedTuple):
+    """The leaves of the state and outputs the signals are made of: one transfer to the
+    host per step instead of the whole state."""
+
+    rack_ac_w: Any
+    gpu_power_w: Any
+    ac_total_w: Any
+    die_c: Any
+    tcs_supply_c: Any
+    heat_liquid_w: Any
+    it_w: Any
+    ambient_c: Any
+    meter_w: Any
+
+
+def step_and_read(params, state):
+    """One coupled step; the new state and its readout."""
+    state, o = coupled_step(params, state)
+    c = o.compute
+    read = Readout(
+        c.rack_ac_w,
+        c.gpu_power_w,
+        c.ac_total_w,
+        state.compute.die_c,
+        state.cooling.tcs_supply_c,
+        c.heat_liquid_w,
+        o.power.it_w,
+        o.drivers.ambient_c,
+        o.power.meter_w,
+    )
+    return state, read
+
+
+def steps_and_reads(params, state, n: int):
+    """``n`` coupled steps; the last state and the readout of each step, stacked."""
+    return jax.lax.scan(lambda st, _: step_and_read(params, st), state, length=n)
 
 
 def warm_up(plant: TruePlant) -> None:
