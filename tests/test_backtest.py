@@ -20,6 +20,9 @@ from twin_core.calibrated_file import calibrated_site_text
 from twin_core.inputs import load_yaml
 from twin_core.site import with_overrides
 
+# One worker runs the module: its module-scoped fixture is computed once, not per worker.
+pytestmark = pytest.mark.xdist_group("backtest")
+
 DT = 10.0
 CDU_UA = "cooling.cdu.ua_w_per_k"
 DC_UA = "cooling.dry_coolers.ua_w_per_k_per_unit"

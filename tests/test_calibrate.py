@@ -28,6 +28,9 @@ from twin_core.inputs import load_yaml
 from twin_core.params import build_params
 from twin_core.site import load_site, with_overrides
 
+# One worker runs the module: its module-scoped fixture is computed once, not per worker.
+pytestmark = pytest.mark.xdist_group("calibrate")
+
 RACK = "rack_types.GB200_NVL72"
 R_DIE = f"{RACK}.thermal.r_die_c_per_w"
 CDU_UA = "cooling.cdu.ua_w_per_k"

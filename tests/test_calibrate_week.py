@@ -23,7 +23,7 @@ from services.plant.truthfile import parse_truth
 from twin_core.backtest import backtest
 from twin_core.calibrate import Measured, calibrate
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("calibrate-week")]  # one plant fixture
 
 CDU_UA = "cooling.cdu.ua_w_per_k"
 DC_UA = "cooling.dry_coolers.ua_w_per_k_per_unit"

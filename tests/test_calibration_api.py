@@ -29,6 +29,9 @@ from twin.calibration.v1 import calibration_pb2_grpc
 from twin.whatif.v1 import whatif_pb2
 from twin_core.site import load_site, with_overrides
 
+# One worker runs the module: its module-scoped fixture is computed once, not per worker.
+pytestmark = pytest.mark.xdist_group("calibration-api")
+
 CDU_UA = "cooling.cdu.ua_w_per_k"
 TRUE_UA = 230_000.0  # the site's 200,000 W/K × 1.15
 RUN = "run-cal-1"

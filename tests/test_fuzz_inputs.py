@@ -34,6 +34,9 @@ from twin_core.inputs import load_yaml
 from twin_core.rollout import simulate
 from twin_core.site import SiteError, build_site, parse_overrides, set_path
 
+# One worker runs the module: its module-scoped fixture is computed once, not per worker.
+pytestmark = pytest.mark.xdist_group("fuzz-inputs")
+
 FUZZ = settings(
     derandomize=True,  # the same examples on every run: a fixed budget, no flakes
     database=None,

@@ -20,6 +20,9 @@ from twin_core.coupling import init_state
 from twin_core.long_step import relax, wrap
 from twin_core.site import SiteError
 
+# One worker runs the module: its module-scoped fixture is computed once, not per worker.
+pytestmark = pytest.mark.xdist_group("long-steps")
+
 DAY_S = 86400.0
 
 

@@ -13,6 +13,9 @@ from twin_core import build_params, load_drivers
 from twin_core.cooling import chiller_power
 from twin_core.coupling import init_state
 
+# One worker runs the module: its module-scoped fixture is computed once, not per worker.
+pytestmark = pytest.mark.xdist_group("physics")
+
 # --------------------------------------------------------------------------- energy balance
 
 

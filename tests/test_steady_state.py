@@ -14,6 +14,9 @@ import pytest
 from conftest import constant_weather, run64, small_site, steady_load
 from hand import it_design, meter, poly, rack_ac, rack_dc, three_point_loss
 
+# One worker runs the module: its module-scoped fixture is computed once, not per worker.
+pytestmark = pytest.mark.xdist_group("steady-state")
+
 AMBIENT_C = 15.0
 UTIL = 0.8
 

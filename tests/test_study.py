@@ -245,6 +245,9 @@ jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, "tests")
 from conftest import small_site
 from twin_core import batch, parse_spec, run_study
+
+# One worker runs the module: its module-scoped fixture is computed once, not per worker.
+pytestmark = pytest.mark.xdist_group("study")
 seen = []
 original = batch._shard
 def spy(tree, size):

@@ -19,6 +19,9 @@ from services.whatif_store import StudyStore
 from twin.whatif.v1 import whatif_pb2 as pb
 from twin.whatif.v1 import whatif_pb2_grpc
 
+# One worker runs the module: its module-scoped fixture is computed once, not per worker.
+pytestmark = pytest.mark.xdist_group("whatif-api")
+
 SITE_YAML = SMALL.read_text()
 EPW_SITE = yaml.safe_dump({**yaml.safe_load(SITE_YAML), "weather": {"epw": "/etc/passwd"}})
 
