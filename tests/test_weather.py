@@ -24,6 +24,29 @@ def ohare() -> dict[str, np.ndarray]:
     return drivers.parse_epw(OHARE)
 
 
+def test_the_shipped_parse_is_pvlib_s_and_a_changed_file_is_parsed_again(tmp_path):
+    # The parse shipped beside the catalog file (drivers.PARSED_SUFFIX) is pvlib's, bit for
+    # bit: `python -m twin_core.drivers` rewrites it when the file changes.
+    shipped = drivers._shipped_parse(OHARE, OHARE.read_text())
+    assert shipped is not None
+    fresh = drivers._parse_epw_text(OHARE.read_text(), OHARE.name)
+    for k in ("ambient_c", "rh", "ghi"):
+        np.testing.assert_array_equal(shipped[k], fresh[k])
+    # A copy whose first record reads 5.0 C, beside the original's parse: its hash does not
+    # match, so the file itself is read.
+    lines = OHARE.read_text().splitlines(keepends=True)
+    fields = lines[8].split(",")
+    fields[6] = "5.0"
+    lines[8] = ",".join(fields)
+    copy = tmp_path / OHARE.name
+    copy.write_text("".join(lines))
+    parsed = OHARE.with_name(OHARE.name + drivers.PARSED_SUFFIX)
+    (tmp_path / parsed.name).write_bytes(parsed.read_bytes())
+    changed = drivers.parse_epw(copy)
+    assert changed["ambient_c"][1] == 5.0 and shipped["ambient_c"][1] == -12.2
+    np.testing.assert_array_equal(changed["ambient_c"][2:], shipped["ambient_c"][2:])
+
+
 def raw_records() -> list[list[str]]:
     """The file's data records, split by hand (no pvlib): the reference for the reader."""
     with OHARE.open(newline="") as handle:

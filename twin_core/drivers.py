@@ -10,6 +10,7 @@ stamped at the hour's end and are moved onto this grid when read (``parse_epw``)
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -80,6 +81,44 @@ def parse_epw(path: Path, name: str | None = None) -> dict[str, np.ndarray]:
     total unchanged)."""
     name = str(path) if name is None else name
     text = _read_text(path, "weather.epw", name)
+    shipped = _shipped_parse(path, text)
+    if shipped is not None:
+        return shipped
+    return _parse_epw_text(text, name)
+
+
+# The parse of a catalog EPW, shipped beside it: reading pandas and pvlib in costs a few
+# seconds of every start that uses the file, more than the rest of the site's set-up.
+# Used only while its recorded SHA-256 is the file's; `python -m twin_core.drivers`
+# rewrites them (tests/test_weather.py checks they equal the parse).
+PARSED_SUFFIX = ".parsed.npz"
+WEATHER_CATALOG = Path(__file__).parent / "catalog" / "weather"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _shipped_parse(path: Path, text: str) -> dict[str, np.ndarray] | None:
+    parsed = path.with_name(path.name + PARSED_SUFFIX)
+    if not parsed.is_file():
+        return None
+    with np.load(parsed) as z:
+        if str(z["sha256"]) != _digest(text):
+            return None
+        return {k: z[k] for k in ("ambient_c", "rh", "ghi")}
+
+
+def write_shipped_parse(path: Path) -> Path:
+    """Parse ``path`` with pvlib and write the result beside it (``PARSED_SUFFIX``)."""
+    text = _read_text(path, "weather.epw", str(path))
+    out = path.with_name(path.name + PARSED_SUFFIX)
+    arrays = {"sha256": np.asarray(_digest(text)), **_parse_epw_text(text, path.name)}
+    np.savez_compressed(out, allow_pickle=False, **arrays)
+    return out
+
+
+def _parse_epw_text(text: str, name: str) -> dict[str, np.ndarray]:
     rows = [line.split(",") for line in text.splitlines()[8:] if line.strip()]
     # Checked before pvlib parses anything, so that an error never quotes the file.
     if len(rows) != HOURS_PER_YEAR or any(len(r) < 22 for r in rows):
@@ -414,3 +453,8 @@ def interpolate(matrix, hour, frac):
 
     rows = jax.lax.dynamic_slice_in_dim(matrix, hour, 2, axis=0)
     return rows[0] * (1.0 - frac) + rows[1] * frac
+
+
+if __name__ == "__main__":
+    for epw in sorted(WEATHER_CATALOG.glob("*.epw")):
+        print(write_shipped_parse(epw))
