@@ -78,9 +78,7 @@ def classify(key: Key, side: int, detectors: Mapping[Key, Cusum]) -> Finding:
     other = RETURN if quantity == SUPPLY else SUPPLY
     coupled = detectors.get((entity, other))
     if coupled is None:
-        return Finding(
-            UNSPECIFIED, f"no {NAMES[other]} temperature measured at {entity}", entity
-        )
+        return Finding(UNSPECIFIED, f"no {NAMES[other]} temperature measured at {entity}", entity)
     if departs(coupled, side):
         together = f"{NAMES[quantity]} and {NAMES[other]} depart together"
         others = sorted(e for e, q in detectors if q == quantity and e != entity)
