@@ -284,3 +284,60 @@ def test_a_bad_line_in_a_cached_page_is_malformed(bad):
     assert len(parser.parse(page, 100.0)) == 4
     with pytest.raises(ValueError):
         parser.parse(page + bad, 100.0)
+
+
+def test_scrapes_in_flight_are_bounded():
+    """``max_in_flight: 1``: four endpoints that each take 0.3 s to answer, due every
+    0.2 s, are fetched one at a time (a page is fetched only when it will be read soon),
+    and each is still scraped."""
+    from services.gateway.adapters.dcgm import DcgmAdapter
+    from services.gateway.pointmap import DcgmSource
+
+    lock = threading.Lock()
+    state = {"now": 0, "peak": 0}
+    served: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with lock:
+                state["now"] += 1
+                state["peak"] = max(state["peak"], state["now"])
+            time.sleep(0.3)
+            host = self.path.strip("/")
+            body = exposition(host, [600.0], 1e6).encode()
+            with lock:
+                state["now"] -= 1
+                served.append(host)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = QuietThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    hosts = [f"node-{i}" for i in range(4)]
+    cfg = DcgmSource(
+        kind="dcgm", urls=[f"{url}/{h}" for h in hosts], interval_s=0.2, max_in_flight=1
+    )
+    adapter = DcgmAdapter("gpus", cfg)
+
+    async def main() -> None:
+        task = asyncio.create_task(adapter.run(lambda _: None))
+        deadline = time.monotonic() + 10
+        while not set(hosts) <= set(served):
+            assert time.monotonic() < deadline, served
+            await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    try:
+        asyncio.run(main())
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert state["peak"] == 1
+    assert adapter.scrapes >= 4

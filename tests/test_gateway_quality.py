@@ -171,6 +171,9 @@ def test_sum_drops_stale_gpus():
          "table field"),
         (("range: [5, 60]", "range: [60, 5]"),
          "<point map>:13: points.0.range: low 60 must be below high 5"),
+        (("urls: [", "max_in_flight: 0, urls: ["),
+         "<point map>:4: sources.gpus.max_in_flight: Input should be greater than or equal "
+         "to 1"),
     ],
 )  # fmt: skip
 def test_map_errors_name_line_and_field(edit, message):

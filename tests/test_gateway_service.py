@@ -4,10 +4,12 @@ and one that fails is restarted without taking the gateway down."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 
 import nats
 
+from services.gateway.heap import FULL, MIDDLE, YOUNG
 from services.gateway.pointmap import parse_pointmap
 from services.gateway.reading import Adapter, Emit, Reading
 from services.gateway.service import Gateway
@@ -48,7 +50,9 @@ def test_a_failing_adapter_is_restarted_and_its_values_arrive():
             flaky = Flaky()  # serves the map's source `meter`
             gateway = Gateway(nc, "small", parse_pointmap(MAP), adapters=[flaky])
             sub = await nc.subscribe("telemetry.small.meter")
+            before = gc.get_threshold()
             await gateway.start()
+            assert gc.get_threshold() == (YOUNG, MIDDLE, FULL)  # services/gateway/heap.py
             deadline = time.monotonic() + 10
             while gateway.aligner.stats.accepted < 1:
                 assert time.monotonic() < deadline
@@ -60,6 +64,7 @@ def test_a_failing_adapter_is_restarted_and_its_values_arrive():
                 ("meter", tm.QUANTITY_METER_POWER_W, 1_250_000.0)
             ]
             await gateway.stop()
+            assert gc.get_threshold() == before  # given back
             await nc.close()
 
     asyncio.run(main())

@@ -91,6 +91,9 @@ class DcgmSource(Strict):
     interval_s: float = Field(default=15.0, gt=0)
     timeout_s: float = Field(default=2.0, gt=0)
     max_backoff_s: float = Field(default=60.0, gt=0)
+    # Scrapes under way (requested, or fetched and not yet read), at most: a page is
+    # fetched only when it will be read soon, so its values are not minutes old by then.
+    max_in_flight: int = Field(default=16, ge=1)
 
 
 class ModbusRegister(Strict):

@@ -19,6 +19,7 @@ at shutdown. ``twin gateway stats`` prints them; Prometheus reads the same count
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from pathlib import Path
 from typing import Any, cast
@@ -29,7 +30,7 @@ from pydantic import Field, field_validator
 
 from services.gateway.adapters import make_adapter
 from services.gateway.grpc_api import GatewayServicer
-from services.gateway.heap import FrozenHeap
+from services.gateway.heap import FrozenHeap, relax
 from services.gateway.pointmap import PointMap, PointMapError, Resolver, load_pointmap
 from services.gateway.quality import Aligned, Aligner
 from services.gateway.reading import Adapter
@@ -115,8 +116,10 @@ class Gateway:
         self.restarts = 0
         self.batches = 0
         self._tasks: list[asyncio.Task] = []
+        self._thresholds: tuple[int, int, int] | None = None  # the collector's, before
 
     async def start(self) -> None:
+        self._thresholds = relax()
         self.heap.settle(1)  # the point map and its host table
         await self.nc.subscribe(bus.clock_subject(self.site), cb=self._on_clock)
         await self.nc.subscribe(stats_subject(self.site), cb=self._on_stats)
@@ -133,6 +136,9 @@ class Gateway:
             _, stuck = await asyncio.wait(self._tasks, timeout=STOP_TIMEOUT_S)
             if stuck:
                 log.warning("adapters did not stop in time", extra={"tasks": len(stuck)})
+        if self._thresholds is not None:
+            gc.set_threshold(*self._thresholds)
+            self._thresholds = None
         log.info("gateway stats", extra=self.stats())
 
     async def _supervise(self, adapter: Adapter) -> None:

@@ -8,7 +8,11 @@ in mJ/s between two scrapes (unit ``mJ/s`` in the map: the mean power over the i
 which a power sample cannot give). The exporter has no timestamps: a sample's time is
 the scrape's. A dead or slow endpoint (``timeout_s``) is counted (``unreachable`` /
 ``timeout``) and retried with backoff doubling up to ``max_backoff_s``. The URLs'
-scrapes are spread evenly over the interval.
+scrapes are spread evenly over the interval, and at most ``max_in_flight`` are under way
+at once (requested, or fetched and not yet read): a gateway short of CPU then scrapes
+later instead of holding fetched pages whose values age while they wait for it (at
+Fairwater size every one of the 240 pages had been fetched and was waiting, 5-17 s).
+A slow endpoint holds its slot for up to ``timeout_s``; backoff keeps that rare.
 """
 
 from __future__ import annotations
@@ -178,6 +182,7 @@ class DcgmAdapter:
         self._energy: dict[str, tuple[float, float]] = {}  # point -> (mJ, time)
         self.parser = DcgmParser(name)
         self.turns = Turns()
+        self.slots = asyncio.Semaphore(cfg.max_in_flight)
         self.scrapes = 0
 
     async def run(self, emit: Emit) -> None:
@@ -196,12 +201,13 @@ class DcgmAdapter:
     ) -> None:
         """Scrape ``url`` every interval, starting ``phase`` of an interval late: the
         endpoints are spread over the interval, not all scraped (and all their samples
-        checked) in one burst."""
+        checked) in one burst. A scrape waits for one of ``slots`` before it asks."""
         await asyncio.sleep(phase * self.cfg.interval_s)
         wait = self.cfg.interval_s
         while True:
             started = time.monotonic()
-            problem = await self._scrape(client, url, emit)
+            async with self.slots:
+                problem = await self._scrape(client, url, emit)
             if problem is None:
                 wait = self.cfg.interval_s
             else:
