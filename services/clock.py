@@ -38,7 +38,12 @@ READY_TIMEOUT_S = 180.0  # domains build and compile their models on START
 STALL_TIMEOUT_ENV = "TWIN_RUN_STALL_TIMEOUT_S"
 STALL_TIMEOUT_S = 300.0  # default: a run that makes no progress this long has failed
 RESEND_FIRST_S, RESEND_MAX_S = 1.0, 4.0  # tick re-sending backoff
-CONTROL_WAIT_S = 2.0  # Pause/Stop wait this long for a tick in flight, then abandon it
+CONTROL_WAIT_S = 2.0  # Pause/Stop wait this long for the ticks in flight, then abandon them
+# Ticks in flight at once when running as fast as possible or stepping: a node starts
+# interval k + 1 as soon as the peers it reads have published k, without waiting for the
+# clock's round trip in between (the Jacobi scheme needs nothing more). Each tick is still
+# completed in order; a few suffice to keep every node busy. At most node.HISTORY.
+PIPELINE = 4
 RUNNING, PAUSED, STOPPED, FAILED = (
     snapshot_pb2.RUN_STATE_RUNNING,
     snapshot_pb2.RUN_STATE_PAUSED,
@@ -46,6 +51,11 @@ RUNNING, PAUSED, STOPPED, FAILED = (
     snapshot_pb2.RUN_STATE_FAILED,
 )
 ENDED = (STOPPED, FAILED)
+# The rates each domain publishes that the run's totals integrate.
+RATES = {
+    d: tuple(r for r in contract.TOTALS.values() if contract.QUANTITY[r].domain == d)
+    for d in DOMAINS
+}
 
 
 class RunStalled(TimeoutError):
@@ -62,7 +72,12 @@ class Clock:
         self.run_id = ""
         self.state = STOPPED
         self.reason = ""  # why the run is in its state (a failure, a wait)
-        self.step = 0  # the next tick to send
+        self.step = 0  # the next tick to complete
+        self._sent = -1  # the latest tick sent in this run
+        self._sent_at: dict[int, float] = {}  # when each tick in flight was sent
+        # The rates of the contract's totals by step, as the owning domains publish them,
+        # until that step is complete and they are added to ``totals``.
+        self._rates: dict[int, dict[str, float]] = {}
         self.dt = 1.0
         self.horizon_steps: int | None = None
         self.real_time_factor: float | None = None  # None: as fast as possible
@@ -74,7 +89,7 @@ class Clock:
         self.stats = DecodeStats()
         self._changed = asyncio.Condition()
         self._runner: asyncio.Task | None = None
-        self._lock = asyncio.Lock()  # one tick at a time
+        self._lock = asyncio.Lock()  # one driver of ticks at a time
         self._measured_rate = 0.0
         # The residual monitor's open deviations, shown in every snapshot (twin_setup).
         self.deviations: Callable[[], Iterable[deviation_pb2.Deviation]] | None = None
@@ -113,13 +128,20 @@ class Clock:
             if state is None or state.run_id != self.run_id:
                 return
             problem = state_problem(state)
-            if problem is None and state.step > self.step:
-                problem = f"step {state.step} ahead of the clock's tick {self.step}"
+            if problem is None and state.step > max(self._sent, self.step):
+                problem = f"step {state.step} ahead of the clock's tick {self._sent}"
             if problem is not None:  # a forged state must not advance the clock
                 reject(self.stats, f"{type(state).__name__}.invalid", msg.subject, problem)
                 return
+            if state.step >= self.step:  # a step not complete yet: keep its rates
+                rates = self._rates.setdefault(state.step, {})
+                for rate in RATES[domain]:
+                    rates[rate] = state.quantities.get(rate, 0.0)
             async with self._changed:
-                self.latest[domain] = state
+                previous = self.latest.get(domain)
+                # Forward only: a state re-sent for an older tick must not hide a newer one.
+                if previous is None or state.step >= previous.step:
+                    self.latest[domain] = state
                 self._changed.notify_all()
 
         return handle
@@ -138,6 +160,9 @@ class Clock:
         self.halls = [(hall.name, hall.cdus) for hall in site.halls]
         self.reason = ""
         self.step, self.dt = 0, spec.dt_s or 1.0
+        self._sent = -1
+        self._sent_at.clear()
+        self._rates.clear()
         self.horizon_steps = round(spec.horizon_s / self.dt) if spec.horizon_s > 0 else None
         self.real_time_factor = real_time_factor
         self.latest.clear()
@@ -192,14 +217,11 @@ class Clock:
     async def step_ticks(self, ticks: int) -> None:
         """Advance ``ticks`` intervals while paused; a stalled tick fails the run (raises
         RunStalled, a TimeoutError, naming the domains that did not answer)."""
-        for _ in range(ticks):
-            if self.state != PAUSED or self._at_horizon():
-                break
-            try:
-                await self._tick()
-            except RunStalled as exc:
-                await self._end(FAILED, str(exc))
-                raise
+        try:
+            await self._drive(self.step + ticks, PIPELINE, lambda: self.state == PAUSED)
+        except RunStalled as exc:
+            await self._end(FAILED, str(exc))
+            raise
         if self.state == PAUSED and self._at_horizon():
             await self._end(STOPPED, "")
 
@@ -261,48 +283,82 @@ class Clock:
 
     async def _paced(self) -> None:
         started, first = time.perf_counter(), self.step
-        while self.state == RUNNING and not self._at_horizon():
-            await self._tick()
+
+        def going() -> bool:
             done = self.step - first
             elapsed = time.perf_counter() - started
             self._measured_rate = done * self.dt / max(elapsed, 1e-9)
-            if self.real_time_factor:
-                ahead = done * self.dt / self.real_time_factor - elapsed
+            return self.state == RUNNING
+
+        if self.real_time_factor:  # one tick at a time, each sent at its wall-clock time
+            while going() and not self._at_horizon():
+                await self._drive(self.step + 1, 1, going)
+                ahead = (self.step - first) * self.dt / self.real_time_factor
+                ahead -= time.perf_counter() - started
                 if ahead > 0:
                     await asyncio.sleep(ahead)
+        else:
+            await self._drive(None, PIPELINE, going)
         if self._at_horizon() and self.state == RUNNING:
             await self._end(STOPPED, "")
 
-    async def _tick(self) -> None:
+    async def _drive(self, end: int | None, window: int, going: Callable[[], bool]) -> None:
+        """Complete ticks up to ``end`` (exclusive; None: none but the horizon) while
+        ``going()`` holds, with up to ``window`` ticks sent ahead of the one awaited.
+        Ticks already sent when ``going()`` turns false are completed too, so that the
+        clock's step is again where every domain is (ticks in flight when a runner was
+        abandoned are sent again here: a domain that did one publishes its state again)."""
         async with self._lock:
-            k = self.step
-            tick = clock_pb2.Clock(
-                run_id=self.run_id,
-                step=k,
-                time_s=k * self.dt,
-                command=clock_pb2.CLOCK_COMMAND_TICK,
-            )
-            started = time.perf_counter()
-            await self._send_until_done(tick, k)
-            metrics.clock_tick_seconds.labels(self.site_id).observe(time.perf_counter() - started)
-            metrics.clock_ticks.labels(self.site_id).inc()
-            # The model holds each rate over its interval: the integral is exact.
-            for total, rate in contract.TOTALS.items():
-                state = self.latest[contract.QUANTITY[rate].domain]
-                self.totals[total] += state.quantities.get(rate, 0.0) * self.dt
-            self.step = k + 1
+            if self.horizon_steps is not None:
+                end = self.horizon_steps if end is None else min(end, self.horizon_steps)
+            sent = self.step - 1
+            while (end is None or self.step < end) and going():
+                last = self.step + window - 1
+                if end is not None:
+                    last = min(last, end - 1)
+                while sent < last and going():
+                    sent += 1
+                    await self._send(sent)
+                if sent >= self.step:
+                    await self._complete(self.step)
+            while self.step <= sent:
+                await self._complete(self.step)
 
-    async def _send_until_done(self, tick: clock_pb2.Clock, k: int) -> None:
-        """Send the tick, and again (backing off to ``RESEND_MAX_S``) until every domain
-        has answered: a domain service that restarted, resumed or reconnected meanwhile
-        picks the run up from the re-sent tick. Raises RunStalled after the stall limit."""
+    async def _send(self, k: int) -> None:
+        self._sent = max(self._sent, k)
+        self._sent_at[k] = time.perf_counter()
+        try:
+            await bus.publish(self.nc, bus.clock_subject(self.site_id), self._tick_message(k))
+        except Exception as exc:  # NATS away: sent again when the answers do not come
+            log.warning("tick not sent", extra={"step": k, "error": repr(exc)})
+
+    def _tick_message(self, k: int) -> clock_pb2.Clock:
+        return clock_pb2.Clock(
+            run_id=self.run_id, step=k, time_s=k * self.dt, command=clock_pb2.CLOCK_COMMAND_TICK
+        )
+
+    async def _complete(self, k: int) -> None:
+        """Wait for every domain's state of tick ``k`` (sent already), add its rates to the
+        totals and move the step on."""
+        await self._send_until_done(k)
+        started = self._sent_at.pop(k, None)
+        if started is not None:
+            metrics.clock_tick_seconds.labels(self.site_id).observe(time.perf_counter() - started)
+        metrics.clock_ticks.labels(self.site_id).inc()
+        # The model holds each rate over its interval: the integral is exact.
+        rates = self._rates.pop(k, {})
+        for total, rate in contract.TOTALS.items():
+            self.totals[total] += rates.get(rate, 0.0) * self.dt
+        self.step = k + 1
+
+    async def _send_until_done(self, k: int) -> None:
+        """Wait for every domain's answer to tick ``k``, sending it again (backing off to
+        ``RESEND_MAX_S``) until they have all answered: a domain service that restarted,
+        resumed or reconnected meanwhile picks the run up from the re-sent tick. Raises
+        RunStalled after the stall limit."""
         started = time.monotonic()
         wait = RESEND_FIRST_S
         while True:
-            try:
-                await bus.publish(self.nc, bus.clock_subject(self.site_id), tick)
-            except Exception as exc:  # NATS away: try again at the next re-send
-                log.warning("tick not sent", extra={"step": k, "error": repr(exc)})
             try:
                 await self._wait_for_step(k, wait)
                 if self.reason:
@@ -320,6 +376,11 @@ class Clock:
                     "waiting for domains", extra={"run_id": self.run_id, "reason": str(exc)}
                 )
                 wait = min(2 * wait, RESEND_MAX_S)
+                try:
+                    tick = self._tick_message(k)
+                    await bus.publish(self.nc, bus.clock_subject(self.site_id), tick)
+                except Exception as exc:  # NATS away: try again at the next re-send
+                    log.warning("tick not sent", extra={"step": k, "error": repr(exc)})
 
     async def _wait_for_step(self, step: int, timeout_s: float) -> None:
         def arrived() -> bool:

@@ -9,9 +9,11 @@ function, and publishes its own boundary values.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 import jax
@@ -55,6 +57,16 @@ def owned_parts(domain: str, state: Any, outputs: Any) -> dict[str, np.ndarray]:
     return {name: np.asarray(fields[name].read(state, outputs)) for name in OWNS[domain]}
 
 
+def published_step(domain: str, p: Params, s: Any, b: Boundary, k: Any) -> tuple[Any, Any]:
+    """One interval of ``domain`` and all that its service publishes of it: the new state,
+    and (outputs, the interval's drivers, the boundary values it owns). Compiled as one
+    function, so a tick costs one dispatch and one device-to-host copy."""
+    s, outputs = NODES[domain](p, s, b, k)
+    fields = contract.BOUNDARY_FIELD
+    parts = {name: fields[name].read(s, outputs) for name in OWNS[domain]}
+    return s, (outputs, coupling.drivers_at(p, k), parts)
+
+
 @dataclass
 class DomainModel:
     """The subsystem ``domain`` of ``site``, stepped one coupling interval at a time."""
@@ -95,13 +107,20 @@ class DomainModel:
         self.initial = s0.boundary
         self._boundary = s0.boundary  # the boundary of the latest step
         self._step = jax.jit(NODES[self.domain])
+        self._published_step = jax.jit(functools.partial(published_step, self.domain))
         self._drivers = jax.jit(coupling.drivers_at)
+        # The drivers of the latest interval stepped: (interval, the params, drivers).
+        self._last_drivers: tuple[int, Params, coupling.Drivers] | None = None
         self._host_params: tuple[Params, Any] | None = None  # (params, its domain on host)
 
     def warm_up(self) -> None:
-        """Compile the step and the drivers now (a discarded step from the initial state)."""
-        jax.block_until_ready(self._step(self.params, self.state, self.initial, jnp.int32(0)))
-        jax.block_until_ready(self._drivers(self.params, jnp.int32(0)))
+        """Compile the steps and the drivers now (discarded steps from the initial state,
+        with the initial boundary and with one of host arrays as peers' values arrive)."""
+        k = np.int32(0)
+        jax.block_until_ready(self._step(self.params, self.state, self.initial, k))
+        for b in (self.initial, jax.device_get(self.initial)):
+            jax.block_until_ready(self._published_step(self.params, self.state, b, k))
+        jax.block_until_ready(self._drivers(self.params, k))
 
     def initial_parts(self) -> dict[str, np.ndarray]:
         """The initial boundary values this domain owns (published as step -1)."""
@@ -114,13 +133,17 @@ class DomainModel:
 
     def drivers(self, step: int) -> coupling.Drivers:
         """The exogenous drivers of interval ``step`` (ambient, prices, PPA output...)."""
-        return self._drivers(self.params, jnp.asarray(step, jnp.int32))
+        if self._last_drivers is not None:
+            stepped, params, drivers = self._last_drivers
+            if stepped == step and params is self.params:  # computed by that interval's step
+                return drivers
+        return self._drivers(self.params, np.int32(step))
 
     def quantities(self, outputs: Any, drivers: coupling.Drivers) -> dict[str, float]:
         """The contract's quantities of this domain for a step's outputs and drivers,
         evaluated on the host in float64 (the bus carries doubles: a ratio such as the PUE
         is then exactly the ratio of the published values)."""
-        o, d = (jax.tree.map(lambda x: np.asarray(x, np.float64), t) for t in (outputs, drivers))
+        o, d = _float64(outputs), _float64(drivers)
         if self._host_params is None or self._host_params[0] is not self.params:
             host = jax.tree.map(np.asarray, getattr(self.params, self.domain))
             self._host_params = (self.params, host)
@@ -135,19 +158,25 @@ class DomainModel:
         values = {name: getattr(self.initial, name) for name in Boundary.__dataclass_fields__}
         for peer in NEEDS[self.domain]:
             for name, value in peers[peer].items():
-                values[name] = jnp.asarray(value, self.dtype)
+                # Host arrays of the initial values' dtype: the step copies them in itself
+                # (the rounding to float32 is numpy's, the same as jnp.asarray's).
+                values[name] = np.asarray(value, values[name].dtype)
         return Boundary(**values)
 
     def advance(self, peers: dict[str, dict[str, np.ndarray]]) -> tuple[Any, dict[str, np.ndarray]]:
-        """Step once; returns the outputs and the boundary values to publish."""
+        """Step once; returns the outputs and the boundary values to publish, on the host
+        (the interval's drivers are kept for ``drivers``)."""
         b = self.boundary(peers)
-        k = jnp.asarray(self.step, jnp.int32)
+        k = np.int32(self.step)
         if self.open_loop is not None:
             self.open_loop, _ = self._step(self.params, self.open_loop, b, k)
-        self.state, outputs = self._step(self.params, self.state, b, k)
+        self.state, published = self._published_step(self.params, self.state, b, k)
+        # np.asarray leaf by leaf: a fraction of jax.device_get's cost for small arrays.
+        outputs, drivers, parts = jax.tree.map(np.asarray, published)
+        self._last_drivers = (self.step, self.params, drivers)
         self._boundary = b
         self.step += 1
-        return outputs, owned_parts(self.domain, self.state, outputs)
+        return outputs, parts
 
     def assimilate(self, **values: Any) -> None:
         """Put measured values into the state (live mode); ``open_loop`` goes on without
@@ -254,6 +283,13 @@ class DomainModel:
         f = self.params.failures
         arrays = {k: jnp.asarray(v, getattr(f, k).dtype) for k, v in fields.items()}
         self.params = replace(self.params, failures=replace(f, **arrays))
+
+
+def _float64(fields: Any) -> SimpleNamespace:
+    """A flat dataclass of arrays (outputs, drivers) as float64 host arrays by field name:
+    what the contract's expressions read, without a pytree round trip per step."""
+    names = fields.__dataclass_fields__
+    return SimpleNamespace(**{k: np.asarray(getattr(fields, k), np.float64) for k in names})
 
 
 def _with(array: Any, slot: int, value: float) -> np.ndarray:
