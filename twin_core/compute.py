@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Float, Int
 
-from twin_core import long_step
+from twin_core import long_step, phases
 from twin_core.curves import loss, output_for_input
 from twin_core.pytree import Array, pytree
 
@@ -47,6 +47,10 @@ class ComputeParams:
     job_ckpt_s: Float[Array, " J"]
     job_ckpt_util: Float[Array, " J"]
     job_start_s: Float[Array, " J"]
+    # The phases of each job's iteration (phases.py), (J * MAX_PHASES,) flat.
+    job_phase_high: Float[Array, " JK"]
+    job_phase_share: Float[Array, " JK"]
+    job_phase_weight: Float[Array, " JK"]
     gpu_weight: Float[Array, "R C G"]  # GPUs each element stands for (rack level: all; 0 = pad)
     operator_cap_w: Float[Array, "#R #C"]  # per-rack caps set by an operator; (1, 1): "none"
     # Racks of one CDU each element stands for, and CDUs each column stands for: 1 and 1
@@ -105,15 +109,23 @@ def fold_racks(x: Float[Array, "R C"], op=jnp.add) -> Float[Array, " C"]:
 
 
 def workload_utilization(
-    p: ComputeParams, s: ComputeState, inference_util: Float[Array, " P"]
+    p: ComputeParams, s: ComputeState, inference_util: Float[Array, " P"], dt: float
 ) -> Float[Array, " W"]:
-    """Utilization of each workload: W = J training jobs, then P inference pools, then idle."""
-    active = s.job_clock_s >= 0.0
+    """Utilization of each workload over the step: W = J training jobs (their phases
+    integrated over [t, t + dt]), then P inference pools, then idle."""
     in_ckpt = s.ckpt_clock_s >= p.job_ckpt_every_s - p.job_ckpt_s  # last part of each interval
-    in_compute = s.job_clock_s < p.job_compute_s
-    train = jnp.where(in_compute, p.job_compute_util, p.job_comm_util)
-    train = jnp.where(in_ckpt, p.job_ckpt_util, train)
-    train = jnp.where(active, train, 0.0)
+    train = phases.mean_utilization(
+        p.job_period_s,
+        p.job_compute_s,
+        p.job_compute_util,
+        p.job_comm_util,
+        p.job_phase_high,
+        p.job_phase_share,
+        p.job_phase_weight,
+        s.job_clock_s,
+        dt,
+    )
+    train = jnp.where(in_ckpt & (s.job_clock_s >= 0.0), p.job_ckpt_util, train)
     idle = jnp.zeros((1,), train.dtype)
     return jnp.concatenate([train, inference_util.astype(train.dtype), idle])
 
@@ -280,7 +292,7 @@ def step(
         su = scaled(step_utilization(p, s, x.inference_util, dt), x.it_scale)
         util_w = su.mean
     else:
-        util_w = workload_utilization(p, s, x.inference_util) * x.it_scale
+        util_w = workload_utilization(p, s, x.inference_util, dt) * x.it_scale
     u = util_w[p.workload_of_rack]  # (R, C)
     theta_t = thermal_clock(p, s.die_c)  # (R, C, G)
 
@@ -375,8 +387,7 @@ def step(
         job_clock = long_step.wrap(s.job_clock_s, dt, p.job_period_s)
         ckpt_clock = long_step.wrap(s.ckpt_clock_s, dt, p.job_ckpt_every_s)
     else:
-        job_clock = s.job_clock_s + dt
-        job_clock = jnp.where(job_clock >= p.job_period_s, job_clock - p.job_period_s, job_clock)
+        job_clock = long_step.wrap(s.job_clock_s, dt, p.job_period_s)  # any iteration < dt
         ckpt_clock = s.ckpt_clock_s + dt
         ckpt_clock = jnp.where(
             ckpt_clock >= p.job_ckpt_every_s, ckpt_clock - p.job_ckpt_every_s, ckpt_clock
