@@ -85,12 +85,16 @@ class GpuThermal(Strict):
 
 
 class PowerSmoothing(Strict):
-    """GB300-style rack power smoothing: power floor, ramp limit and energy storage."""
+    """GB300-style rack power smoothing: power floor, ramp limit and energy storage, its
+    state of charge steered back to ``target_soc`` over ``recentre_s`` (smoothing.py)."""
 
     supported: bool = False
     power_floor_fraction: Frac = 0.0
     ramp_w_per_s: Pos = 1e12
     storage_j: NonNeg = 0.0
+    storage_power_w: Pos = BIG  # the store's charge/discharge limit; none by default
+    target_soc: Frac = 0.5
+    recentre_s: Pos = 120.0
 
 
 MAX_PHASES = 8  # phases of one training iteration (a static array width in the model)
