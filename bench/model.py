@@ -1,6 +1,8 @@
 """Model benchmark: one Fairwater rollout at dt = 1 s, at rack granularity (identical racks
-merged, the default, next to every rack advanced: the baseline) and per GPU, printed as a
-table with targets and ratios. Batched what-if throughput is bench/whatif.py.
+merged, the default, next to every rack advanced: the baseline) and per GPU, and the
+power-quality mode (an hour at dt = 50 ms, sub-second phases, the meter kept at every
+step), printed as a table with targets and ratios. Batched what-if throughput is
+bench/whatif.py.
 
     python bench/model.py                 # CPU targets (2-core CI machine)
     python bench/model.py --gpus 500000   # on an accelerator
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,14 +29,18 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from twin_core import Granularity, build_params, init_state, load_drivers, load_site
+from twin_core import Granularity, build_params, init_state, load_drivers, load_site, spectrum
 from twin_core.compress import compress
-from twin_core.rollout import run_jit
+from twin_core.rollout import TRACED, run_jit
+from twin_core.site import with_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 FAIRWATER = ROOT / "scenarios" / "fairwater-wi.yaml"
 # Memory bandwidth of the accelerators we report a floor for (vendor datasheets).
 BANDWIDTH_BYTES_PER_S = {"NVIDIA H200": 4.8e12, "NVIDIA H100 80GB HBM3": 3.35e12}
+# The power-quality row: an hour of Fairwater at dt = 50 ms (10 Hz Nyquist), at least
+# 100x real time (issue 15).
+PQ, PQ_DT, PQ_TARGET = "rack, pq 50 ms", 0.05, 100
 
 
 def fairwater(gpus: int | None):
@@ -62,6 +69,13 @@ def fairwater(gpus: int | None):
     return load_site(FAIRWATER, overrides)
 
 
+def pq_site(site):
+    """``site`` with its first training job on its rack type's default (sub-second phase)
+    iteration (site.TrainingJob)."""
+    two_phase = ("iteration_s", "compute_fraction", "compute_util", "comm_util")
+    return with_overrides(site, {f"workload.training.0.{f}": None for f in two_phase})
+
+
 def tree_bytes(tree) -> int:
     return sum(np.asarray(x).nbytes for x in jax.tree.leaves(tree))
 
@@ -79,26 +93,33 @@ def copy_bandwidth(mib: int = 256, rounds: int = 5) -> float:
     return 2 * src.nbytes / best
 
 
-def time_single(site, granularity: Granularity, seconds: int, merged: bool, dt: float = 1.0):
+def time_single(
+    site,
+    granularity: Granularity,
+    seconds: int,
+    merged: bool,
+    dt: float = 1.0,
+    trace: int | None = None,
+):
     """(compile s, wall s, simulated s per wall s, state bytes read and written per step,
-    elements) for one rollout; ``merged``: identical racks and CDUs advanced once
-    (compress.py)."""
-    every = 60
-    n_records = seconds // every
+    elements, the rollout's outputs) for one rollout; ``merged``: identical racks and CDUs
+    advanced once (compress.py); ``trace``: a quantity kept at every step (rollout.py)."""
+    every = round(60 / dt)  # a record a minute
+    n_records = round(seconds / dt) // every
     drivers = load_drivers(site)
     p = build_params(site, drivers, horizon_s=seconds, dt=dt, granularity=granularity, host=True)
     p = jax.device_put(compress(p) if merged else p)
     elements = int(np.prod(np.shape(p.compute.gpu_weight)))
     s0 = init_state(p)
     start = time.perf_counter()
-    compiled = run_jit.lower(p, s0, n_records, every).compile()
+    compiled = run_jit.lower(p, s0, n_records, every, trace=trace).compile()
     compile_s = time.perf_counter() - start
     jax.block_until_ready(compiled(p, s0))  # warm caches and allocations
     start = time.perf_counter()
-    jax.block_until_ready(compiled(p, s0))
+    out = jax.block_until_ready(compiled(p, s0))
     wall = time.perf_counter() - start
     # Lower bound on memory traffic per step: the carried state read once and written once.
-    return compile_s, wall, seconds / wall, 2 * tree_bytes(s0), elements
+    return compile_s, wall, seconds / wall, 2 * tree_bytes(s0), elements, out
 
 
 def main() -> None:
@@ -106,6 +127,9 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=None, help="scale Fairwater to ~N GPUs")
     parser.add_argument("--rack-seconds", type=int, default=3600, help="simulated s, rack run")
     parser.add_argument("--gpu-seconds", type=int, default=600, help="simulated s, per-GPU run")
+    parser.add_argument(
+        "--pq-seconds", type=int, default=3600, help="simulated s, power-quality run"
+    )
     args = parser.parse_args()
 
     device = jax.devices()[0]
@@ -138,34 +162,51 @@ def main() -> None:
         "step/floor",
     ):
         single.add_column(col, justify="right")
-    targets = {"rack": 20_000, "gpu": 5_000 if accelerator else 200}
+    targets = {"rack": 20_000, "gpu": 5_000 if accelerator else 200, PQ: PQ_TARGET}
     baseline = None
     runs: tuple[tuple[Granularity, int, bool], ...] = (
         ("rack", args.rack_seconds, False),
         ("rack", args.rack_seconds, True),
         ("gpu", args.gpu_seconds, True),
     )
-    for granularity, seconds, merged in runs:
-        compile_s, wall, speed, touched, elements = time_single(site, granularity, seconds, merged)
-        if granularity == "rack" and not merged:
+    rows: list[tuple[Granularity, int, bool, float, str, Any, int | None]]
+    rows = [(g, n, m, 1.0, g, site, None) for g, n, m in runs]
+    # The power-quality mode: sub-second phases (the rack type's default iteration for the
+    # flagship job), the meter kept at every step.
+    rows.append(("rack", args.pq_seconds, True, PQ_DT, PQ, pq_site(site), TRACED))
+    pq_out = None
+    for granularity, seconds, merged, dt, label, run_site, trace in rows:
+        compile_s, wall, speed, touched, elements, out = time_single(
+            run_site, granularity, seconds, merged, dt, trace
+        )
+        if trace is not None:
+            pq_out = np.asarray(out[1][2]).reshape(-1)
+        if granularity == "rack" and not merged and trace is None:
             baseline = speed
-        step_us = wall / seconds * 1e6
+        step_us = wall / round(seconds / dt) * 1e6
         floor_us = touched / bandwidth * 1e6 if bandwidth else float("nan")
         single.add_row(
-            granularity,
+            label,
             "yes" if merged else "no",
             f"{elements:,}",
             f"{compile_s:.1f}",
             f"{step_us:,.1f}",
             f"{speed:,.0f}",
-            f"{targets[granularity]:,}",
-            f"{speed / targets[granularity]:.2f}",
-            f"{speed / baseline:.2f}×" if granularity == "rack" and baseline else "-",
+            f"{targets[label]:,}",
+            f"{speed / targets[label]:.2f}",
+            f"{speed / baseline:.2f}×" if label == "rack" and baseline else "-",
             f"{touched / 1e3:,.1f}",
             f"{floor_us:.2f}" if bandwidth else "-",
             f"{step_us / floor_us:,.0f}" if bandwidth else "-",
         )
     console.print(single)
+    if pq_out is not None:
+        k = spectrum.kpis(pq_out, PQ_DT)
+        console.print(
+            f"{PQ}: meter band energy 0.1-2 Hz {k['meter_band_0p1_2hz_mw2']:,.4g} MW², "
+            f"3-{k['meter_nyquist_hz']:g} Hz {k['meter_band_3_30hz_mw2']:,.4g} MW² "
+            f"(3-30 Hz cut at the Nyquist frequency), peak {k['meter_peak_hz']:.3g} Hz"
+        )
 
 
 if __name__ == "__main__":

@@ -217,24 +217,26 @@ GB300_NO_FLOOR = {
 }
 
 
-def test_rack_power_smoothing_cuts_the_peak_ramp_by_the_configured_factor():
-    raw = _wave({**GB300_NO_FLOOR, "controls.smoothing_enabled": False})
-    smooth = _wave(GB300_NO_FLOOR)
+def test_rack_power_smoothing_holds_the_ramp_and_cuts_the_swing():
+    raw = _wave({**GB300_NO_FLOOR, "controls.smoothing_enabled": False}, 800)
+    smooth = _wave(GB300_NO_FLOOR, 800)
     ramp = 20000.0  # W/s per rack, GB300 catalog
     low, high = rack_dc("GB300_NVL72", 0.2), rack_dc("GB300_NVL72", 1.0)
     cooling = float(np.mean(raw.means["cooling_w"][100:]))
-    # by hand: each second the racks' DC draw climbs by the ramp limit; the steepest
-    # second at the meter is the one where the PSU and chain losses rise fastest
+    # by hand: the steepest the meter can move is every rack's DC draw climbing by the
+    # ramp limit in one second, where the PSU and chain losses rise fastest
     levels = np.minimum(low + ramp * np.arange(0, 10), high)
     steps = np.diff([_chain("GB300_NVL72", dc, cooling) for dc in levels])
     full_step = _chain("GB300_NVL72", high, cooling) - _chain("GB300_NVL72", low, cooling)
-    # cooling held constant by hand; air handlers follow the air-side heat one interval
-    # later and add ~3 kW/s to the steepest second
-    assert smooth.kpis["max_ramp_mw_per_s"] * 1e6 == pytest.approx(steps.max(), rel=0.03)
     assert raw.kpis["max_ramp_mw_per_s"] * 1e6 == pytest.approx(full_step, rel=0.01)
-    configured = (high - low) / ramp  # ~3.9: the swing takes that many seconds
-    measured = raw.kpis["max_ramp_mw_per_s"] / smooth.kpis["max_ramp_mw_per_s"]
-    assert measured == pytest.approx(configured, rel=0.06)
+    # cooling follows the heat one interval later and adds ~8 % to the steepest second
+    assert smooth.kpis["max_ramp_mw_per_s"] * 1e6 < 1.1 * steps.max()
+    assert smooth.kpis["smoothing_unheld_fraction"] == 0.0
+    # once the store's controller has found the job's mean (a few recentring times of
+    # 120 s), the meter no longer follows the 20 s wave: its swing is cut tenfold and more
+    settled = slice(600, None)
+    raw_swing = np.ptp(raw.means["facility_w"][settled])
+    assert np.ptp(smooth.means["facility_w"][settled]) < 0.1 * raw_swing
     # smoothing moves energy in time through rack storage; it does not throttle
     assert smooth.kpis["delivered_eflop"] == pytest.approx(raw.kpis["delivered_eflop"], rel=1e-12)
 
@@ -249,8 +251,11 @@ def test_power_floor_holds_rack_power_above_the_floor():
     none = _wave(GB300_NO_FLOOR)
     floor_dc = 0.7 * rack_dc("GB300_NVL72", 1.0)
     assert rack_dc("GB300_NVL72", 0.2) < floor_dc  # the comm phase sits below the floor
-    lowest = np.min(floor.means["rack_ac_w"][100:])
-    assert lowest == pytest.approx(8 * rack_ac("GB300_NVL72", floor_dc), rel=1e-9)
+    # the store holds the draw near the job's mean, so it never dips to the floor; the
+    # GPUs burn at least the floor in the communication phases (heat: burnt + PSU loss)
+    heat = floor.means["heat_liquid_w"] + floor.means["heat_air_w"]
+    assert np.min(floor.means["rack_ac_w"][100:]) > 8 * rack_ac("GB300_NVL72", floor_dc)
+    assert np.min(heat[100:]) > 8 * floor_dc
     assert floor.kpis["it_energy_mwh"] > none.kpis["it_energy_mwh"]  # the floor is burnt
     assert floor.kpis["delivered_eflop"] == pytest.approx(none.kpis["delivered_eflop"], rel=1e-12)
 

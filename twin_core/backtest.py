@@ -28,8 +28,9 @@ from twin_core.site import Site
 from twin_core.window import INITIALISES, first_values, start_state
 
 NOT_INITIALISED: tuple[str, ...] = (
-    "compute.storage_j (power-smoothing storage: half full)",
+    "compute.storage_j (power-smoothing storage: at its target charge)",
     "compute.dc_out_w (rack DC power: idle, settles in the first step)",
+    "compute.mean_w, compute.peak_w (smoothing controller: idle, settle over minutes)",
     "cooling.fan_integral (dry-cooler fan PI integrator: 0.5)",
     "power.* (UPS, filters: settled to the first step's meter power)",
 )

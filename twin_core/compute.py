@@ -10,7 +10,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jaxtyping import Float, Int
 
-from twin_core import long_step
+from twin_core import long_step, phases, smoothing
 from twin_core.curves import loss, output_for_input
 from twin_core.pytree import Array, pytree
 
@@ -38,6 +38,9 @@ class ComputeParams:
     floor_w: Float[Array, "#R #C"]  # smoothing power floor, 0 where off
     ramp_w: Float[Array, "#R #C"]  # smoothing ramp limit per step (W), huge where off
     storage_j: Float[Array, "#R #C"]  # smoothing energy storage, 0 where off
+    storage_power_w: Float[Array, "#R #C"]  # the store's charge/discharge power limit
+    target_soc: Float[Array, "#R #C"]  # the state of charge steered to between swings
+    recentre_alpha: Float[Array, "#R #C"]  # 1 - exp(-dt / recentring time constant)
     workload_of_rack: Int[Array, "R C"]  # index into the workload vector; last = idle
     job_period_s: Float[Array, " J"]
     job_compute_s: Float[Array, " J"]  # compute part of an iteration
@@ -47,6 +50,10 @@ class ComputeParams:
     job_ckpt_s: Float[Array, " J"]
     job_ckpt_util: Float[Array, " J"]
     job_start_s: Float[Array, " J"]
+    # The phases of each job's iteration (phases.py), (J * MAX_PHASES,) flat.
+    job_phase_high: Float[Array, " JK"]
+    job_phase_share: Float[Array, " JK"]
+    job_phase_weight: Float[Array, " JK"]
     gpu_weight: Float[Array, "R C G"]  # GPUs each element stands for (rack level: all; 0 = pad)
     operator_cap_w: Float[Array, "#R #C"]  # per-rack caps set by an operator; (1, 1): "none"
     # Racks of one CDU each element stands for, and CDUs each column stands for: 1 and 1
@@ -60,6 +67,8 @@ class ComputeState:
     die_c: Float[Array, "R C G"]
     dc_out_w: Float[Array, "R C"]  # power drawn from the power shelves after smoothing
     storage_j: Float[Array, "R C"]  # smoothing storage energy
+    mean_w: Float[Array, "R C"]  # the smoothing controller's running mean of the burnt power
+    peak_w: Float[Array, "R C"]  # and its running peak (smoothing.py)
     job_clock_s: Float[Array, " J"]  # time since job start, wrapped at the iteration period
     ckpt_clock_s: Float[Array, " J"]  # time since the last checkpoint began
 
@@ -85,6 +94,8 @@ class ComputeOutputs:
     delivered_pflops: Float[Array, ""]
     gpu_power_w: Float[Array, ""]  # all GPUs
     residual_w: Float[Array, ""]  # AC in - heat - d(storage)/dt
+    storage_w: Float[Array, ""]  # d(rack storage)/dt, site total
+    ramp_unheld: Float[Array, ""]  # share of the smoothed racks whose ramp limit broke
 
 
 FOLD_ROWS = 64  # rack slots per CDU up to which a per-CDU reduction is unrolled
@@ -105,15 +116,23 @@ def fold_racks(x: Float[Array, "R C"], op=jnp.add) -> Float[Array, " C"]:
 
 
 def workload_utilization(
-    p: ComputeParams, s: ComputeState, inference_util: Float[Array, " P"]
+    p: ComputeParams, s: ComputeState, inference_util: Float[Array, " P"], dt: float
 ) -> Float[Array, " W"]:
-    """Utilization of each workload: W = J training jobs, then P inference pools, then idle."""
-    active = s.job_clock_s >= 0.0
+    """Utilization of each workload over the step: W = J training jobs (their phases
+    integrated over [t, t + dt]), then P inference pools, then idle."""
     in_ckpt = s.ckpt_clock_s >= p.job_ckpt_every_s - p.job_ckpt_s  # last part of each interval
-    in_compute = s.job_clock_s < p.job_compute_s
-    train = jnp.where(in_compute, p.job_compute_util, p.job_comm_util)
-    train = jnp.where(in_ckpt, p.job_ckpt_util, train)
-    train = jnp.where(active, train, 0.0)
+    train = phases.mean_utilization(
+        p.job_period_s,
+        p.job_compute_s,
+        p.job_compute_util,
+        p.job_comm_util,
+        p.job_phase_high,
+        p.job_phase_share,
+        p.job_phase_weight,
+        s.job_clock_s,
+        dt,
+    )
+    train = jnp.where(in_ckpt & (s.job_clock_s >= 0.0), p.job_ckpt_util, train)
     idle = jnp.zeros((1,), train.dtype)
     return jnp.concatenate([train, inference_util.astype(train.dtype), idle])
 
@@ -261,12 +280,14 @@ def init(p: ComputeParams, tcs_supply_c: Float[Array, " C"], dtype) -> ComputeSt
     """Racks idle at t=0 with dies at coolant temperature plus their idle rise."""
     idle_gpu = p.gpu_idle_w[..., None]
     die = jnp.broadcast_to(tcs_supply_c[None, :, None] + p.r_die * idle_gpu, p.gpu_weight.shape)
-    dc = p.fixed_dc_w + p.gpus * p.gpu_idle_w
+    dc = jnp.maximum(p.fixed_dc_w + p.gpus * p.gpu_idle_w, p.floor_w) * p.mask
     clock = -p.job_start_s  # negative until the job starts
     return ComputeState(
         die_c=die.astype(dtype),
-        dc_out_w=(dc * p.mask).astype(dtype),
-        storage_j=(0.5 * p.storage_j * p.mask).astype(dtype),
+        dc_out_w=dc.astype(dtype),
+        storage_j=(p.target_soc * p.storage_j * p.mask).astype(dtype),
+        mean_w=dc.astype(dtype),
+        peak_w=dc.astype(dtype),
         job_clock_s=clock.astype(dtype),
         ckpt_clock_s=clock.astype(dtype),
     )
@@ -280,7 +301,7 @@ def step(
         su = scaled(step_utilization(p, s, x.inference_util, dt), x.it_scale)
         util_w = su.mean
     else:
-        util_w = workload_utilization(p, s, x.inference_util) * x.it_scale
+        util_w = workload_utilization(p, s, x.inference_util, dt) * x.it_scale
     u = util_w[p.workload_of_rack]  # (R, C)
     theta_t = thermal_clock(p, s.die_c)  # (R, C, G)
 
@@ -293,16 +314,15 @@ def step(
     theta_c = jnp.clip((allowed_dc - base_dc) / jnp.maximum(dyn_dc, 1e-3), 0.0, 1.0)
     demand_dc = base_dc + dyn_dc * theta_c
 
-    # Power smoothing: the floor is burnt in the GPUs (heat), the ramp limit is met from
-    # the rack energy storage until it is empty or full.
-    burnt_dc = jnp.maximum(demand_dc, p.floor_w)
-    ramped = jnp.clip(burnt_dc, s.dc_out_w - p.ramp_w, s.dc_out_w + p.ramp_w)
-    dc_out = jnp.clip(
-        ramped, burnt_dc - s.storage_j / dt, burnt_dc + (p.storage_j - s.storage_j) / dt
-    )
+    # Power smoothing (smoothing.py): floor and ramp-down surplus burnt in the GPUs (heat),
+    # the swings ridden by the rack energy storage, its charge steered back between them.
+    dc_out, burnt_dc, storage, mean_w, peak_w, unheld = smoothing.smooth(
+        p.floor_w, p.ramp_w, p.storage_j, p.storage_power_w, p.target_soc, p.recentre_alpha,
+        demand_dc, s.dc_out_w, s.storage_j, s.mean_w, s.peak_w, dt,
+    )  # fmt: skip
     dc_out = dc_out * p.mask
     burnt_dc = burnt_dc * p.mask
-    storage = s.storage_j + (dc_out - burnt_dc) * dt
+    storage = storage * p.mask
 
     psu_loss = loss(p.psu_loss, dc_out)
     if long:  # a quadratic loss over a cycling load: the mean of P^2 exceeds the mean^2
@@ -361,6 +381,8 @@ def step(
                         (1.0 - p.liquid_fraction) * burnt_dc + psu_loss,
                         storage - s.storage_j,
                         outlet,
+                        unheld * p.mask,
+                        (p.ramp_w < smoothing.NO_RAMP_LIMIT) * p.mask,
                     ]
                 )
                 * racks,
@@ -368,15 +390,15 @@ def step(
         ),
         axis=(1, 2),
     )
-    throttled, pflops, gpu_power, die_sum, ac, liquid, heat_air, stored, outlet_sum = totals
+    throttled, pflops, gpu_power, die_sum, ac, liquid, heat_air, stored, outlet_sum = totals[:9]
+    unheld_racks, smoothed_racks = totals[9:]
     residual = ac - liquid - heat_air - stored / dt
 
     if long:
         job_clock = long_step.wrap(s.job_clock_s, dt, p.job_period_s)
         ckpt_clock = long_step.wrap(s.ckpt_clock_s, dt, p.job_ckpt_every_s)
     else:
-        job_clock = s.job_clock_s + dt
-        job_clock = jnp.where(job_clock >= p.job_period_s, job_clock - p.job_period_s, job_clock)
+        job_clock = long_step.wrap(s.job_clock_s, dt, p.job_period_s)  # any iteration < dt
         ckpt_clock = s.ckpt_clock_s + dt
         ckpt_clock = jnp.where(
             ckpt_clock >= p.job_ckpt_every_s, ckpt_clock - p.job_ckpt_every_s, ckpt_clock
@@ -386,6 +408,8 @@ def step(
         die_c=die,
         dc_out_w=dc_out,
         storage_j=storage,
+        mean_w=mean_w,
+        peak_w=peak_w,
         job_clock_s=job_clock,
         ckpt_clock_s=ckpt_clock,
     )
@@ -402,5 +426,7 @@ def step(
         delivered_pflops=pflops,
         gpu_power_w=gpu_power,
         residual_w=residual,
+        storage_w=stored / dt,
+        ramp_unheld=unheld_racks / jnp.maximum(smoothed_racks, 1.0),
     )
     return state, out

@@ -132,6 +132,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("tower_fans_w", "W", "cooling", "tower_fans_w", "cooling tower fans (water-cooled chillers)"),
     _q("tower_heat_w", "W", "cooling", "tower_heat_w", "heat the cooling towers reject from the condenser water"),
     _q("condenser_c", "C", "cooling", "condenser_c", "entering the chiller condensers: outdoor air or tower water"),
+    _q("heat_stored_w", "W", "cooling", "stored_w", "heat going into the TCS and facility loops' thermal mass"),
     _q("residual_cooling_w", "W", "cooling", lambda o, d, p: abs(o.residual_w), "energy balance residual, cooling domain"),
     # ---- compute: racks and GPUs
     _q("gpu_temp_max_c", "C", "compute", "gpu_temp_max_c", "hottest GPU die", sql=F8, rollup=True),
@@ -143,6 +144,8 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("heat_liquid_w", "W", "compute", lambda o, d, p: (o.heat_liquid_w * p.cdu_count).sum(), "heat into the technology cooling loops"),
     _q("heat_air_w", "W", "compute", "heat_air_w", "heat into the room air"),
     _q("rack_outlet_c", "C", "compute", "rack_outlet_mean_c", "mean rack coolant outlet"),
+    _q("rack_storage_w", "W", "compute", "storage_w", "power going into the racks' smoothing storage"),
+    _q("smoothing_unheld", "1", "compute", "ramp_unheld", "share of the smoothed racks whose ramp limit broke (store empty)"),
     _q("residual_compute_w", "W", "compute", lambda o, d, p: abs(o.residual_w), "energy balance residual, compute domain"),
     # ---- energy: grid, battery, PPA, markets
     _q("grid_w", "W", "energy", "grid_w", "grid import", sql=F8, rollup=True),

@@ -122,6 +122,7 @@ class CoolingOutputs:
     tower_heat_w: Float[Array, ""]  # heat the condenser water gives up in the towers
     condenser_c: Float[Array, ""]  # entering the condensers: outdoor air, or tower water
     residual_w: Float[Array, ""]  # heat in + electrical - rejected - d(stored)/dt
+    stored_w: Float[Array, ""]  # d(heat stored in the TCS and facility loops)/dt
 
 
 @pytree
@@ -483,4 +484,5 @@ def _outputs(
         tower_heat_w=plant.tower_heat_w,
         condenser_c=plant.condenser_c,
         residual_w=heat_in + electrical - rejected - stored,
+        stored_w=stored,
     )

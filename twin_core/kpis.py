@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from twin_core.closure import site_closure_j
 from twin_core.coupling import TwinState
 from twin_core.pytree import Array
 
@@ -35,6 +36,10 @@ KPI_UNITS: dict[str, str] = {
     "max_grid_ramp_mw_per_s": "MW/s",
     "meter_band_rms_mw": "MW",
     "energy_balance_rel_error": "",
+    "energy_balance_mwh": "MWh",
+    "site_closure_mwh": "MWh",
+    "site_closure_rel_error": "",
+    "smoothing_unheld_fraction": "",
     "delivered_eflop": "EFLOP",
     "min_cap_fraction": "",
 }
@@ -63,6 +68,7 @@ def kpi_table(
         jnp.sum(jnp.abs(means[f"residual_{k}_w"]))
         for k in ("compute", "cooling", "power", "energy")
     )
+    closure = site_closure_j(means, record_s)
     return {
         "pue": facility / jnp.maximum(it, 1e-12),
         "it_energy_mwh": it,
@@ -85,6 +91,12 @@ def kpi_table(
         "meter_band_rms_mw": jnp.sqrt(jnp.mean((means["meter_band_w"] * 1e-6) ** 2)),
         # Residual energy (W x s summed over records) relative to the facility energy.
         "energy_balance_rel_error": residual * record_s / jnp.maximum(facility * 3.6e9, 1.0),
+        "energy_balance_mwh": jnp.asarray(residual * record_s / 3.6e9),
+        # Meter in = heat out + stored over the run (closure.py): sees lags between domains.
+        "site_closure_mwh": jnp.asarray(closure / 3.6e9),
+        "site_closure_rel_error": jnp.abs(closure) / jnp.maximum(facility * 3.6e9, 1.0),
+        # rack-time share in which a rack's smoothing could not hold its ramp limit
+        "smoothing_unheld_fraction": jnp.mean(means["smoothing_unheld"]),
         "delivered_eflop": jnp.sum(means["delivered_pflops"]) * record_s / 1000.0,
         "min_cap_fraction": jnp.min(means["cap_fraction"]),
     }

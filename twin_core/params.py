@@ -25,9 +25,10 @@ from twin_core.drivers import DriverData, hourly_matrix
 from twin_core.energy import ARBITRAGE, OFF, PEAK_SHAVE, SWING_FIRMING, EnergyParams
 from twin_core.fluids import fluid_properties
 from twin_core.long_step import MAX_DT_S, is_long
+from twin_core.phases import job_phases
 from twin_core.power import PowerParams
 from twin_core.pytree import Array, pytree, static
-from twin_core.site import Chillers, RackType, Site, SiteError
+from twin_core.site import MAX_PHASES, Chillers, RackType, Site, SiteError
 
 Granularity = Literal["rack", "gpu"]
 # "No limit" in params (caps, limits, schedules): finite so that gradients never meet
@@ -221,11 +222,19 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
         )
     decay = np.exp(-dt / (r_die * c_die[..., None]))
 
-    jobs = site.workload.training
+    jobs = [
+        job_phases(j, site.rack_types[kind])
+        for j, kind in zip(site.workload.training, site.job_rack_types(), strict=True)
+    ]
+    schedule = site.workload.training
 
-    def job_array(fn, default):
-        values = [fn(j) for j in jobs] + [default] * (lay.jobs - len(jobs))
+    def job_array(fn, default, of=jobs):
+        values = [fn(j) for j in of] + [default] * (lay.jobs - len(of))
         return np.asarray(values, dtype)
+
+    def phase_table(fn):  # (J * MAX_PHASES,): padded jobs have no phases
+        rows = [fn(j) for j in jobs] + [np.zeros(MAX_PHASES)] * (lay.jobs - len(jobs))
+        return np.asarray(np.concatenate(rows), dtype)
 
     # Built (CDU, slot) for readability, stored (slot, CDU): the long CDU axis innermost
     # vectorises well and per-CDU sums become row additions.
@@ -284,15 +293,21 @@ def _compute_params(site: Site, lay: Layout, dt: float, dtype) -> ComputeParams:
         ),
         ramp_w=g(_per_rack(grid, lambda rt: rt.smoothing.ramp_w_per_s * dt if smooth(rt) else BIG)),
         storage_j=g(_per_rack(grid, lambda rt: rt.smoothing.storage_j if smooth(rt) else 0.0)),
+        storage_power_w=g(_per_rack(grid, lambda rt: rt.smoothing.storage_power_w)),
+        target_soc=g(_per_rack(grid, lambda rt: rt.smoothing.target_soc)),
+        recentre_alpha=g(_per_rack(grid, lambda rt: -np.expm1(-dt / rt.smoothing.recentre_s), 1.0)),
         workload_of_rack=np.asarray(np.swapaxes(_workload_of_rack(site, mask, lay), 0, 1)),
-        job_period_s=job_array(lambda j: j.iteration_s, 1.0),
-        job_compute_s=job_array(lambda j: j.iteration_s * j.compute_fraction, 1.0),
+        job_period_s=job_array(lambda j: j.period_s, 1.0),
+        job_compute_s=job_array(lambda j: j.period_s * j.compute_fraction, 1.0),
         job_compute_util=job_array(lambda j: j.compute_util, 0.0),
         job_comm_util=job_array(lambda j: j.comm_util, 0.0),
-        job_ckpt_every_s=job_array(lambda j: j.checkpoint_every_s, BIG),
-        job_ckpt_s=job_array(lambda j: j.checkpoint_s, 0.0),
-        job_ckpt_util=job_array(lambda j: j.checkpoint_util, 0.0),
-        job_start_s=job_array(lambda j: j.start_s, 0.0),
+        job_ckpt_every_s=job_array(lambda j: j.checkpoint_every_s, BIG, schedule),
+        job_ckpt_s=job_array(lambda j: j.checkpoint_s, 0.0, schedule),
+        job_ckpt_util=job_array(lambda j: j.checkpoint_util, 0.0, schedule),
+        job_start_s=job_array(lambda j: j.start_s, 0.0, schedule),
+        job_phase_high=phase_table(lambda j: j.high),
+        job_phase_share=phase_table(lambda j: j.share),
+        job_phase_weight=phase_table(lambda j: j.weight),
         gpu_weight=f(weight * mask[..., None]),
         operator_cap_w=np.full((1, 1), BIG, dtype),
         rack_count=np.ones((1, 1), dtype),

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from twin_core import contract
+from twin_core import contract, spectrum
 from twin_core import kpis as kpi_mod
 from twin_core.compress import compress
 from twin_core.contract import SERIES
@@ -45,27 +45,52 @@ def _single_step(p: Params, s: TwinState):
     return s, site_series(p, out)
 
 
-def _run(p: Params, s0: TwinState, n_records: int, every: int, advance=_single_step, batch=()):
+def _run(
+    p: Params,
+    s0: TwinState,
+    n_records: int,
+    every: int,
+    advance=_single_step,
+    batch=(),
+    trace: int | None = None,
+) -> tuple[TwinState, Any]:
     """Advance ``n_records * every`` steps; per record, the mean and max of SERIES.
 
-    ``advance(p, s) -> (s, series)``; a batch passes its vmapped step and its size."""
+    ``advance(p, s) -> (s, series)``; a batch passes its vmapped step and its size.
+    ``trace``: the index of one SERIES quantity also kept at every step, (records, every),
+    as a third output (the power-quality mode keeps the meter so)."""
     shape = (*batch, len(SERIES))
     dtype = p.hourly.dtype
 
     def one_step(carry, _):
         s, total, peak = carry
         s, v = advance(p, s)
-        return (s, total + v, jnp.maximum(peak, v)), None
+        return (s, total + v, jnp.maximum(peak, v)), None if trace is None else v[..., trace]
 
     def one_record(s, _):
         start = (s, jnp.zeros(shape, dtype), jnp.full(shape, -jnp.inf, dtype))
-        (s, total, peak), _ = jax.lax.scan(one_step, start, None, length=every)
-        return s, (total / every, peak)
+        (s, total, peak), kept = jax.lax.scan(one_step, start, None, length=every)
+        if trace is None:
+            return s, (total / every, peak)
+        return s, (total / every, peak, kept)
 
     return jax.lax.scan(one_record, s0, None, length=n_records)
 
 
-run_jit = jax.jit(_run, static_argnames=("n_records", "every"))
+run_jit = jax.jit(_run, static_argnames=("n_records", "every", "trace"))
+TRACED = SERIES.index("facility_w")  # the meter: what the power-quality mode keeps per step
+# The most steps a power-quality run keeps (4 bytes each in float32: 64 MiB), e.g. 46 h
+# at dt = 10 ms; a longer run is a planning question for the recorded series.
+MAX_TRACED_STEPS = 2**24
+
+
+def check_traced(steps: int) -> None:
+    """Raises ValueError naming the limit when a power-quality run is too long to keep."""
+    if steps > MAX_TRACED_STEPS:
+        raise ValueError(
+            f"power_quality: {steps:,} steps is more than the {MAX_TRACED_STEPS:,} whose meter "
+            "power a run keeps; shorten the duration or lengthen dt"
+        )
 
 
 @dataclass
@@ -78,6 +103,8 @@ class Result:
     maxes: dict[str, np.ndarray]
     final: TwinState
     kpis: dict[str, float]
+    # The meter power at every coupling interval (W), in the power-quality mode only.
+    meter_trace: np.ndarray | None = None
 
     @property
     def time_h(self) -> np.ndarray:
@@ -132,30 +159,35 @@ def run_records(
     progress: Callable[[int], None] | None = None,
     chunks: int = 1,
     phase: Callable[[str], None] | None = None,
-) -> tuple[TwinState, np.ndarray, np.ndarray]:
+    trace: int | None = None,
+) -> tuple[TwinState, np.ndarray, np.ndarray, np.ndarray | None]:
     """``run_jit`` in at most ``chunks`` equal pieces so a caller can show progress.
 
     Every piece has the same size (the smallest divisor of ``n_records`` that fits), so
     one program is compiled, ahead of time (``phase("compile")`` then names its end). A
     piece is dispatched before the previous one is copied to the host: with JAX's
-    asynchronous dispatch the copy and the progress report overlap the next piece."""
+    asynchronous dispatch the copy and the progress report overlap the next piece.
+    Returns the final state, the means, the maxes and (with ``trace``) the traced
+    quantity at every step, flat."""
     size = _divisor_at_least(n_records, math.ceil(n_records / max(1, chunks)))
-    run = run_jit.lower(p, s0, size, every).compile()
+    run = run_jit.lower(p, s0, size, every, trace=trace).compile()
     if phase:
         phase("compile")
     n_chunks = n_records // size
-    means, maxes, s, pending = [], [], s0, None
+    pieces: list[list[np.ndarray]] = [[], [], []]
+    s, pending = s0, None
     for i in range(n_chunks + 1):
         ahead = None
         if i < n_chunks:  # dispatched, not waited for
             s, ahead = run(p, s)
         if pending is not None:  # the previous piece, copied while this one runs
-            means.append(np.asarray(pending[0]))
-            maxes.append(np.asarray(pending[1]))
+            for kept, array in zip(pieces, pending, strict=False):
+                kept.append(np.asarray(array))
             if progress:
                 progress(size)
         pending = ahead
-    return s, np.concatenate(means), np.concatenate(maxes)
+    kept = np.concatenate(pieces[2]).reshape(-1) if trace is not None else None
+    return s, np.concatenate(pieces[0]), np.concatenate(pieces[1]), kept
 
 
 def simulate_params(
@@ -167,23 +199,30 @@ def simulate_params(
     progress: Callable[[int], None] | None = None,
     chunks: int = 1,
     phase: Callable[[str], None] | None = None,
+    power_quality: bool = False,
 ) -> Result:
     """``simulate`` from parameters already built (``build_params(..., host=True)``), for a
     caller that built them once to check them. ``phase(name)`` is called as each stage
     ends: "params" (merged and on the device), "init_state", "compile", "stepping",
-    "kpis"."""
+    "kpis". ``power_quality``: keep the meter power at every step (``meter_trace``) and
+    add its spectrum's KPIs (spectrum.py)."""
     mark = phase or (lambda _: None)
     n_records, every = plan(horizon_s, p.dt, record_s)
     p = jax.device_put(compress(p) if merge_identical else p)
     mark("params")
     s0 = jax.block_until_ready(init_state(p))
     mark("init_state")
-    final, means, maxes = run_records(p, s0, n_records, every, progress, chunks, mark)
+    if power_quality:
+        check_traced(n_records * every)
+    trace = TRACED if power_quality else None
+    final, means, maxes, meter = run_records(p, s0, n_records, every, progress, chunks, mark, trace)
     mark("stepping")
     m, x = _unpack(means, maxes)
     kpis = kpi_mod.summarize(m, x, final, every * p.dt)
+    if meter is not None:
+        kpis.update(spectrum.kpis(meter, p.dt))
     mark("kpis")
-    return Result(every * p.dt, p.dt, m, x, final, kpis)
+    return Result(every * p.dt, p.dt, m, x, final, kpis, meter)
 
 
 def simulate(
@@ -198,20 +237,27 @@ def simulate(
     chunks: int = 1,
     merge_identical: bool = True,
     drivers: DriverData | None = None,
+    power_quality: bool = False,
 ) -> Result:
     """Run ``site`` for ``horizon_s`` seconds at coupling interval ``dt``.
 
     ``merge_identical``: advance one representative of each class of identical racks and
     CDUs (exact; see compress.py); ``False`` advances every rack (``final`` then holds
     the full per-rack state). ``drivers``: the site's loaded drivers (read here if not
-    given)."""
+    given). ``power_quality``: see ``simulate_params``."""
     plan(horizon_s, dt, record_s)
     drivers = drivers if drivers is not None else load_drivers(site)
     p = build_params(
         site, drivers, horizon_s=horizon_s, dt=dt, granularity=granularity, dtype=dtype, host=True
     )
     return simulate_params(
-        p, horizon_s, record_s, merge_identical=merge_identical, progress=progress, chunks=chunks
+        p,
+        horizon_s,
+        record_s,
+        merge_identical=merge_identical,
+        progress=progress,
+        chunks=chunks,
+        power_quality=power_quality,
     )
 
 

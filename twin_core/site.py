@@ -85,12 +85,49 @@ class GpuThermal(Strict):
 
 
 class PowerSmoothing(Strict):
-    """GB300-style rack power smoothing: power floor, ramp limit and energy storage."""
+    """GB300-style rack power smoothing: power floor, ramp limit and energy storage, its
+    state of charge steered back to ``target_soc`` over ``recentre_s`` (smoothing.py)."""
 
     supported: bool = False
     power_floor_fraction: Frac = 0.0
     ramp_w_per_s: Pos = 1e12
     storage_j: NonNeg = 0.0
+    storage_power_w: Pos = BIG  # the store's charge/discharge limit; none by default
+    target_soc: Frac = 0.5
+    recentre_s: Pos = 120.0
+
+
+MAX_PHASES = 8  # phases of one training iteration (a static array width in the model)
+
+
+class TrainingPhase(Strict):
+    """One part of a training iteration: its share of the iteration and the GPU power in
+    it as a fraction of TDP (at or below the idle draw: idle)."""
+
+    name: str
+    fraction: Annotated[float, Field(gt=0, le=1)]
+    power_fraction: Frac
+
+
+def _check_phases(phases: list[TrainingPhase]) -> None:
+    total = sum(ph.fraction for ph in phases)
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"phases: fractions sum to {total:g}, they must sum to 1")
+
+
+Phases = Annotated[list[TrainingPhase], Field(min_length=1, max_length=MAX_PHASES)]
+
+
+class TrainingProfile(Strict):
+    """A rack type's default training iteration: its period and phases."""
+
+    iteration_s: Pos
+    phases: Phases
+
+    @model_validator(mode="after")
+    def _sum(self) -> TrainingProfile:
+        _check_phases(self.phases)
+        return self
 
 
 class RackType(Strict):
@@ -110,6 +147,9 @@ class RackType(Strict):
     coolant_flow_lpm: Pos
     thermal: GpuThermal
     smoothing: PowerSmoothing = PowerSmoothing()
+    training: TrainingProfile | None = Field(
+        None, description="default phase structure of a training job on this rack type"
+    )
 
     @model_validator(mode="after")
     def _idle_below_max(self) -> RackType:
@@ -374,17 +414,37 @@ class Energy(Strict):
 # --------------------------------------------------------------------------- workload
 
 
+TWO_PHASE = ("compute_fraction", "compute_util", "comm_util")
+
+
 class TrainingJob(Strict):
+    """A synchronous training job. Its iteration is either two phases (``compute_fraction``
+    of it at ``compute_util``, the rest at ``comm_util``), or ``phases`` of its own, or,
+    with neither, the ``training`` defaults of its racks' type (``iteration_s`` too)."""
+
     name: str
     racks: PosCount
-    iteration_s: Pos
-    compute_fraction: PosFrac
-    compute_util: Frac
-    comm_util: Frac
+    iteration_s: Pos | None = None
+    compute_fraction: PosFrac | None = None
+    compute_util: Frac | None = None
+    comm_util: Frac | None = None
+    phases: Phases | None = None
     checkpoint_every_s: Pos = 1e12
     checkpoint_s: NonNeg = 0.0
     checkpoint_util: Frac = 0.1
     start_s: NonNeg = 0.0
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> TrainingJob:
+        given = [f for f in TWO_PHASE if getattr(self, f) is not None]
+        if given and self.phases is not None:
+            raise ValueError(f"give phases or {', '.join(TWO_PHASE)}, not both")
+        if given and len(given) < len(TWO_PHASE):
+            missing = next(f for f in TWO_PHASE if f not in given)
+            raise ValueError(f"{missing}: required with {given[0]} (a two-phase iteration)")
+        if self.phases is not None:
+            _check_phases(self.phases)
+        return self
 
 
 class InferencePool(Strict):
@@ -521,6 +581,16 @@ class Site(Strict):
             raise ValueError(
                 f"workload: assigns {assigned} racks but the site has {self.rack_count}"
             )
+        kinds = self.job_rack_types()
+        for i, job in enumerate(self.workload.training):
+            if self.rack_types[kinds[i]].training is not None:
+                continue
+            if job.iteration_s is None or (job.phases is None and job.compute_fraction is None):
+                raise ValueError(
+                    f"workload.training.{i}: rack type {kinds[i]!r} has no "
+                    "training defaults: give iteration_s and phases (or compute_fraction, "
+                    "compute_util, comm_util)"
+                )
         limits = self.installed_units()
         for i, failure in enumerate(self.failures):
             if failure.index >= limits[failure.equipment]:
@@ -529,6 +599,23 @@ class Site(Strict):
                     f"{limits[failure.equipment]} {failure.equipment} unit(s)"
                 )
         return self
+
+    def job_rack_types(self) -> list[str]:
+        """The rack type holding most of each training job's racks. Racks are assigned in
+        site order, hall by hall (params.py): training jobs first, then inference pools."""
+        slots = [(h.rack_type, h.cdus * h.racks_per_cdu) for h in self.halls]
+        kinds, cursor = [], 0
+        for job in self.workload.training:
+            held: dict[str, int] = {}
+            start, end, first = cursor, cursor + job.racks, 0
+            for name, count in slots:
+                overlap = min(end, first + count) - max(start, first)
+                if overlap > 0:
+                    held[name] = held.get(name, 0) + overlap
+                first += count
+            kinds.append(max(held, key=lambda k: held[k]))
+            cursor = end
+        return kinds
 
     @property
     def base_dir(self) -> Path:

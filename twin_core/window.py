@@ -51,21 +51,31 @@ def start_state(p: Params, k0, tcs_c, fws_c, die_c, soc) -> TwinState:
     dc_leaving = jnp.where(jnp.isnan(fws_c), ks.dc_leaving_c, fws_c)
     ks = replace(ks, tcs_supply_c=tcs, fws_supply_c=fws, dc_leaving_c=dc_leaving)
     cs = compute.init(p.compute, tcs, dtype)
-    cs = replace(
-        cs,
-        die_c=jnp.where(jnp.isnan(die_c), cs.die_c, jnp.full_like(cs.die_c, die_c)),
-        job_clock_s=_elapsed(-p.compute.job_start_s, p.compute.job_period_s, t),
-        ckpt_clock_s=_elapsed(-p.compute.job_start_s, p.compute.job_ckpt_every_s, t),
-    )
+    cs = replace(cs, die_c=jnp.where(jnp.isnan(die_c), cs.die_c, jnp.full_like(cs.die_c, die_c)))
+
+    def clocks_at(c: compute.ComputeState, time) -> compute.ComputeState:
+        return replace(
+            c,
+            job_clock_s=_elapsed(-p.compute.job_start_s, p.compute.job_period_s, time),
+            ckpt_clock_s=_elapsed(-p.compute.job_start_s, p.compute.job_ckpt_every_s, time),
+        )
+
     soc0 = jnp.where(jnp.isnan(soc), p.battery_soc0, soc)
-    s = replace(s, step=k0, compute=cs, cooling=ks, energy=energy.init(p.energy, soc0, 0.0, dtype))
+    s = replace(s, cooling=ks, energy=energy.init(p.energy, soc0, 0.0, dtype))
     s = replace(s, boundary=replace(s.boundary, tcs_supply_c=tcs))
+    # The boundary interval k0 reads is what interval k0 - 1 published: primed from the
+    # workload one interval back (its phase and hour), so a load that swings from step to
+    # step meets the meter's one-interval lag as the run met it. At the site's start there
+    # is no interval before: primed from the first, as init_state primes it.
+    back = jnp.where(k0 > 0, 1, 0)
+    prior = replace(s, step=k0 - back, compute=clocks_at(cs, t - back.astype(dtype) * p.dt))
 
     def prime(_, s: TwinState) -> TwinState:
         primed, _ = coupled_step(p, s)
         return replace(s, boundary=primed.boundary)
 
-    s = jax.lax.fori_loop(0, 2, prime, s)
+    primed = jax.lax.fori_loop(0, 2, prime, prior)
+    s = replace(s, step=k0, compute=clocks_at(cs, t), boundary=primed.boundary)
     meter = s.boundary.meter_w
     return replace(
         s, power=power.init(p.power, meter, dtype), energy=energy.init(p.energy, soc0, meter, dtype)

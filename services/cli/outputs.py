@@ -1,4 +1,5 @@
-"""Run artifacts: summary.json, timeseries.parquet and overview.png, written atomically."""
+"""Run artifacts: summary.json, timeseries.parquet and overview.png (and, with
+--power-quality, meter.parquet, spectrum.parquet and spectrum.png), written atomically."""
 
 from __future__ import annotations
 
@@ -43,4 +44,8 @@ def write_run(out_dir: Path, summary: dict[str, Any], result: Result) -> None:
         # matplotlib writes PNG to a file object (savefig.format's default)
         out_dir / "overview.png": lambda f: overview_png(table, summary, f),
     }
+    if result.meter_trace is not None:  # --power-quality
+        from services.cli import power_quality
+
+        files |= power_quality.files(result.meter_trace, result.dt, summary, out_dir)
     write_all_atomic(files, make_dirs=True)

@@ -51,11 +51,21 @@ def simulate(
             "advances every rack, as the live services do",
         ),
     ] = True,
+    power_quality: Annotated[
+        bool,
+        typer.Option(
+            "--power-quality",
+            help="keep the meter power at every dt and write its spectrum (meter.parquet, "
+            "spectrum.parquet, spectrum.png) with the 0.1-2 Hz and 3-30 Hz band energies; "
+            "use with a short dt, e.g. --dt 50ms",
+        ),
+    ] = False,
     timings: Annotated[
         Path | None, typer.Option(hidden=True, help="write seconds per stage as JSON here")
     ] = None,
 ) -> None:
-    """Run a scenario and write summary.json, timeseries.parquet and overview.png."""
+    """Run a scenario and write summary.json, timeseries.parquet and overview.png (and the
+    meter's spectrum with --power-quality)."""
     phases = Phases()
     from twin_core.site import SiteError, load_site, parse_overrides
 
@@ -87,12 +97,14 @@ def simulate(
 
     from twin_core import build_params, load_drivers, plan
     from twin_core.params import steps_per_hour
-    from twin_core.rollout import progress_chunks
+    from twin_core.rollout import check_traced, progress_chunks
 
     phases("imports")
     try:
         steps_per_hour(step)
         n_records, every = plan(horizon, step, record_s)
+        if power_quality:
+            check_traced(n_records * every)
         drivers = load_drivers(site)
         phases("site")
         params = build_params(
@@ -108,7 +120,9 @@ def simulate(
         fail(str(exc))
 
     chunks = progress_chunks(n_records, every)
-    result, wall = _run_with_progress(params, horizon, record_s, merge, n_records, chunks, phases)
+    result, wall = _run_with_progress(
+        params, horizon, record_s, merge, n_records, chunks, phases, power_quality
+    )
     if bad := sorted(k for k, v in result.kpis.items() if not math.isfinite(v)):
         fail(
             f"{scenario}: KPIs not finite ({', '.join(bad)}): the site's values are outside "
@@ -141,7 +155,7 @@ def simulate(
         timings.write_text(json.dumps(phases.seconds, indent=2) + "\n")
 
 
-def _run_with_progress(params, horizon, record_s, merge, n_records, chunks, phases):
+def _run_with_progress(params, horizon, record_s, merge, n_records, chunks, phases, pq):
     from twin_core.rollout import simulate_params
 
     progress = Progress(
@@ -177,6 +191,7 @@ def _run_with_progress(params, horizon, record_s, merge, n_records, chunks, phas
             progress=advance,
             chunks=chunks,
             phase=phase,
+            power_quality=pq,
         )
     return result, time.perf_counter() - start
 
@@ -188,15 +203,17 @@ def _import_writers() -> None:
 
 def _print_summary(name: str, kpis: dict[str, float], out: Path, wall: float, horizon: float):
     from twin_core.kpis import KPI_UNITS
+    from twin_core.spectrum import KPI_UNITS as PQ_UNITS
 
     table = Table(title=f"{name}: {horizon / 3600:g} h simulated in {wall:.1f} s")
     table.add_column("KPI")
     table.add_column("value", justify="right")
     table.add_column("unit")
     for key, value in kpis.items():
-        table.add_row(key, f"{value:,.6g}", KPI_UNITS.get(key, ""))
+        table.add_row(key, f"{value:,.6g}", KPI_UNITS.get(key) or PQ_UNITS.get(key, ""))
     Console().print(table)
-    Console().print(f"wrote {out}/summary.json, timeseries.parquet, overview.png")
+    more = ", meter.parquet, spectrum.parquet, spectrum.png" if "meter_peak_hz" in kpis else ""
+    Console().print(f"wrote {out}/summary.json, timeseries.parquet, overview.png{more}")
 
 
 def validate(scenario: Annotated[Path, typer.Argument(help="site file (YAML)")]) -> None:
