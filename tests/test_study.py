@@ -29,6 +29,9 @@ from twin_core import study as study_module
 from twin_core.batch import simulate_sites
 from twin_core.study import expand, grid_values, parse_variant_option, variant_sites
 
+# One worker runs the module: its module-scoped fixture is computed once, not per worker.
+pytestmark = pytest.mark.xdist_group("study")
+
 CHILLER_OUT = {"failures+": {"equipment": "chiller", "index": 0, "at": "10m"}}
 
 
@@ -245,9 +248,6 @@ jax.config.update("jax_enable_x64", True)
 sys.path.insert(0, "tests")
 from conftest import small_site
 from twin_core import batch, parse_spec, run_study
-
-# One worker runs the module: its module-scoped fixture is computed once, not per worker.
-pytestmark = pytest.mark.xdist_group("study")
 seen = []
 original = batch._shard
 def spy(tree, size):
