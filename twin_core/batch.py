@@ -112,6 +112,16 @@ def _segment(n_records: int, segments: int) -> int:
     return next(n_records // k for k in range(want, 0, -1) if n_records % k == 0)
 
 
+def chunk_size(params: Sequence[Params], chunk: int | None = None) -> int:
+    """Variants per compiled call for ``params``: ``chunk`` (or ``default_chunk``), at
+    most the variant count, rounded up to a whole number of variants on every device.
+    A runner that splits a study elsewhere (services/study_cluster.py) uses the same
+    size, so each part is the same compiled call as here."""
+    chunk = max(1, min(chunk or default_chunk(params[0]), len(params)))
+    devices = jax.device_count()
+    return -(-chunk // devices) * devices
+
+
 def run_batch(
     params: Sequence[Params],
     n_records: int,
@@ -125,9 +135,7 @@ def run_batch(
 
     ``progress(variants)`` reports the variants completed so far (fractional while a chunk
     is part-way, when its records are advanced in ``segments`` calls)."""
-    chunk = max(1, min(chunk or default_chunk(params[0]), len(params)))
-    devices = jax.device_count()
-    chunk = -(-chunk // devices) * devices  # a whole number of variants on every device
+    chunk = chunk_size(params, chunk)
     init, run = _compiled(chunk)
     size = _segment(n_records, segments)
     finals: list[TwinState] = []
@@ -149,6 +157,14 @@ def run_batch(
         maxes.append(np.swapaxes(np.concatenate(peak_parts), 0, 1)[:real])
         finals += [jax.tree.map(lambda x, i=i: x[i] if x.ndim else x, state) for i in range(real)]
     return finals, np.concatenate(means), np.concatenate(maxes)
+
+
+# ``run_batch``'s signature: (params, n_records, every, chunk, progress, segments) ->
+# (final states, means, maxes). ``simulate_sites`` takes another (a cluster's) in its place.
+BatchRunner = Callable[
+    [Sequence[Params], int, int, int | None, Callable[[float], None] | None, int],
+    tuple[list[TwinState], np.ndarray, np.ndarray],
+]
 
 
 def sites_params(
@@ -206,11 +222,12 @@ def simulate_sites(
     chunk: int | None = None,
     progress: Callable[[float], None] | None = None,
     segments: int = 1,
+    runner: BatchRunner = run_batch,
 ) -> list[Result]:
-    """Whole sites (validated variants) in vmapped rollouts."""
+    """Whole sites (validated variants) in vmapped rollouts, advanced by ``runner``."""
     n_records, every = plan(horizon_s, dt, record_s)
     params = sites_params(sites, horizon_s, dt, granularity, dtype)
-    finals, means, maxes = run_batch(params, n_records, every, chunk, progress, segments)
+    finals, means, maxes = runner(params, n_records, every, chunk, progress, segments)
     results = []
     for final, mean, peak in zip(finals, means, maxes, strict=True):
         m, x = _unpack(mean, peak)

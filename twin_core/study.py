@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from twin_core.batch import simulate_sites
+from twin_core.batch import BatchRunner, run_batch, simulate_sites
 from twin_core.durations import parse_duration
 from twin_core.inputs import load_yaml
 from twin_core.kpis import KPI_UNITS
@@ -458,12 +458,14 @@ def run_study(
     chunk: int | None = None,
     segments: int = 1,
     variants: list[tuple[str, dict[str, Any], Site]] | None = None,
+    runner: BatchRunner = run_batch,
 ) -> StudyResult:
     """Run every variant of ``spec`` in one batched rollout.
 
     ``progress(done, total)`` reports variants done (fractional inside a chunk advanced in
     ``segments`` calls). ``variants``: the output of ``variant_sites`` when the caller
-    validated the study already."""
+    validated the study already. ``runner``: what advances the variants' parameters
+    (``run_batch`` here; services/study_cluster.py sends chunks to Dask workers)."""
     horizon, dt, record_s = timing(spec)
     series_every = spec.seconds("series_every")
     variants = variants or variant_sites(base_site, spec)
@@ -486,6 +488,7 @@ def run_study(
             chunk=chunk,
             progress=advance,
             segments=segments,
+            runner=runner,
         )
     except SiteError as exc:
         raise StudyError(str(exc)) from None

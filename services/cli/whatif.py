@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO
 
@@ -85,9 +88,13 @@ def _local_base(spec, where: str):
     return site_by_name_or_file(spec.scenario, where)
 
 
-def run_local(doc: dict[str, Any], x64: bool) -> dict[str, Any]:
-    """Run the study here; study.json's form of its ``StudyResult``, with ``wall_s``."""
-    from twin_core import parse_spec, run_study
+def run_local(
+    doc: dict[str, Any], x64: bool, chunk: int | None = None, dask: str | None = None
+) -> dict[str, Any]:
+    """Run the study here, or in chunks of ``chunk`` variants on the Dask cluster ``dask``
+    names (``local:N`` or a scheduler address); study.json's form of its ``StudyResult``,
+    with ``wall_s``."""
+    from twin_core import parse_spec
     from twin_core.study import prepare
 
     spec = parse_spec(doc)
@@ -97,17 +104,32 @@ def run_local(doc: dict[str, Any], x64: bool) -> dict[str, Any]:
         jax.config.update("jax_enable_x64", True)
     site = _local_base(spec, "scenario")
     variants = prepare(site, spec)
-    with _progress() as bar:
+    with _progress() as bar, _study_runner(dask) as run:
         task = bar.add_task(f"{spec.name}: {len(variants)} variants", total=len(variants))
         start = time.perf_counter()
-        result = run_study(
+        result = run(
             site,
             spec,
             progress=lambda done, total: bar.update(task, completed=done),
+            chunk=chunk,
             segments=10,
             variants=variants,
         )
     return {**result.to_dict(), "wall_s": time.perf_counter() - start}
+
+
+@contextmanager
+def _study_runner(dask: str | None) -> Iterator[Callable[..., Any]]:
+    """``run_study`` here, or bound to a Dask client (started and closed around the run)."""
+    from twin_core import run_study
+
+    if dask is None:
+        yield run_study
+        return
+    from services.study_cluster import open_client, parse_target, run_study_on_dask
+
+    with open_client(parse_target(dask)) as client:
+        yield partial(run_study_on_dask, client)
 
 
 def run_remote(doc: dict[str, Any], address: str) -> dict[str, Any]:
@@ -274,6 +296,13 @@ def whatif(
         str | None, typer.Option(help="run on a twin service (host:port) instead of here")
     ] = None,
     x64: Annotated[bool, typer.Option(help="float64 (local runs)")] = False,
+    chunk: Annotated[
+        int | None, typer.Option(help="variants per compiled call (default: what fits)")
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(help="run the chunks on Dask: local:N workers, or tcp://scheduler:port"),
+    ] = None,
 ) -> None:
     """Compare variants of a site: one batched rollout, a table, study.json, comparison.png."""
     from twin_core.site import SiteError
@@ -283,6 +312,17 @@ def whatif(
     # travel to a --server as it is).
     seconds("--duration", duration)
     seconds("--dt", dt)
+    if chunk is not None and chunk < 1:
+        fail(f"--chunk: must be >= 1, got {chunk}")
+    if server and (dask or chunk is not None):
+        fail(f"{'--dask' if dask else '--chunk'}: local runs only (the --server chunks its own)")
+    if dask is not None:
+        from services.study_cluster import ClusterError, parse_target
+
+        try:
+            parse_target(dask)
+        except ClusterError as exc:
+            fail(str(exc))
     constraints: dict[str, Any] = {}
     options: dict[str, Any] = {"duration": duration, "dt": dt, "granularity": granularity}
     try:
@@ -298,8 +338,8 @@ def whatif(
             doc["series"] = series
         if x64:
             doc["precision"] = "float64"
-        result = run_remote(doc, server) if server else run_local(doc, x64)
-    except (StudyError, SiteError) as exc:
+        result = run_remote(doc, server) if server else run_local(doc, x64, chunk, dask)
+    except (StudyError, SiteError) as exc:  # a ClusterError is a StudyError
         fail(str(exc))
 
     files = {

@@ -1,0 +1,167 @@
+"""Studies on Dask workers (services/study_cluster.py): the chunks a study makes in-process
+run as tasks on a LocalCluster on loopback and come back as the same StudyResult, even
+when a worker dies mid-study."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from typing import Any, cast
+
+import pytest
+from conftest import ROOT, SMALL, small_site
+from test_cli import twin
+
+from services.study_cluster import DaskTarget, open_client, parse_target, run_study_on_dask
+from twin_core.study import StudyError, parse_spec, run_study
+
+pytestmark = pytest.mark.xdist_group("dask")
+
+# Five variants in chunks of two: the last chunk is padded, as run_batch pads it.
+STUDY = {
+    "duration": "1h",
+    "dt": "10s",
+    "precision": "float32",
+    "vary": {"cooling.supply_c": [26, 30, 34, 38]},
+    "series": ["facility_w", "gpu_temp_max_c"],
+    "series_every": "10m",
+}
+CHUNK = 2
+
+
+@pytest.fixture(scope="module")
+def small():
+    return small_site()
+
+
+@pytest.fixture(scope="module")
+def local_chunked(small):
+    return run_study(small, parse_spec(STUDY), chunk=CHUNK)
+
+
+@pytest.mark.parametrize(
+    ("text", "target"),
+    [
+        ("local:2", DaskTarget(local_workers=2)),
+        (" local:1 ", DaskTarget(local_workers=1)),
+        ("tcp://10.0.0.5:8786", DaskTarget(address="tcp://10.0.0.5:8786")),
+        ("tls://scheduler.study:8786", DaskTarget(address="tls://scheduler.study:8786")),
+    ],
+)
+def test_targets(text, target):
+    assert parse_target(text) == target
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("local:0", "--dask 'local:0': local:N needs a worker count from 1 to 64"),
+        ("local:two", "--dask 'local:two': local:N needs a worker count from 1 to 64"),
+        ("local:65", "--dask 'local:65': local:N needs a worker count from 1 to 64"),
+        ("10.0.0.5:8786", "--dask '10.0.0.5:8786': expected local:N or a scheduler tcp://host:port"),
+        ("tcp://host:99999", "--dask 'tcp://host:99999': expected local:N or a scheduler tcp://host:port"),
+        ("tcp://host", "--dask 'tcp://host': expected local:N or a scheduler tcp://host:port"),
+    ],
+)  # fmt: skip
+def test_bad_targets_name_the_option(text, message):
+    with pytest.raises(StudyError) as err:
+        parse_target(text)
+    assert str(err.value) == message
+
+
+def test_unreachable_scheduler_is_one_line():
+    # A port nothing listens on, on loopback: refused at once, not a hang.
+    with pytest.raises(StudyError, match=r"^--dask tcp://127.0.0.1:9: cannot reach the scheduler"):  # noqa: SIM117
+        with open_client(parse_target("tcp://127.0.0.1:9")):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--dask", "local:0"],
+            "error: --dask 'local:0': local:N needs a worker count from 1 to 64",
+        ),
+        (["--chunk", "0"], "error: --chunk: must be >= 1, got 0"),
+        (
+            ["--dask", "local:2", "--server", "127.0.0.1:9"],
+            "error: --dask: local runs only (the --server chunks its own)",
+        ),
+    ],
+)
+def test_cli_rejects_bad_options(tmp_path, args, message):
+    out = tmp_path / "never"
+    done = twin("whatif", str(SMALL), "--duration", "1h", "--out", str(out), *args)
+    assert done.returncode == 2
+    assert done.stderr.strip() == message
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_two_workers_equal_the_local_chunked_run_bit_for_bit(small, local_chunked):
+    spec = parse_spec(STUDY)
+    seen: list[tuple[float, int]] = []
+    with open_client(parse_target("local:2")) as client:
+        on_dask = run_study_on_dask(
+            client,
+            small,
+            spec,
+            chunk=CHUNK,
+            progress=lambda done, total: seen.append((done, total)),
+        )
+        workers = len(client.scheduler_info()["workers"])
+    assert workers == 2
+    # Same chunks, same dtype, same compiled call: every KPI and series value is equal.
+    assert on_dask.to_dict() == local_chunked.to_dict()
+    assert [v.name for v in on_dask.variants][:2] == ["base", "cooling.supply_c=26"]
+    # One report per chunk as it finishes (2 + 2 + 1 variants, in any order).
+    assert len(seen) == 3 and {total for _, total in seen} == {5}
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[-1] == 5
+    assert sorted(b - a for a, b in zip([0, *done], done, strict=False)) == [1, 2, 2]
+    # The unchunked run compiles one batch of 5 instead of 2: on the CPU each variant's
+    # arithmetic is the same lane by lane whatever the batch, and it is equal too.
+    whole = run_study(small, spec)
+    assert whole.to_dict() == local_chunked.to_dict()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_study_has_its_chunks_rerun(small, local_chunked):
+    spec = parse_spec(STUDY)
+    with open_client(parse_target("local:2")) as client:
+        # The synchronous client returns plain values (typed as maybe-coroutines).
+        pids = cast(dict[str, int], client.run(os.getpid))
+        killed: dict[str, object] = {}
+
+        def kill_a_busy_worker() -> None:
+            # A fresh worker imports JAX and compiles before its first chunk ends: seconds
+            # in which it holds a chunk; kill that worker's process outright.
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                busy = {
+                    a: keys for a, keys in cast(dict[str, Any], client.processing()).items() if keys
+                }
+                if busy:
+                    address, keys = next(iter(busy.items()))
+                    killed.update(address=address, keys=list(keys))
+                    os.kill(pids[address], signal.SIGKILL)
+                    return
+                time.sleep(0.02)
+
+        killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
+        killer.start()
+        on_dask = run_study_on_dask(client, small, spec, chunk=CHUNK)
+        killer.join(timeout=5)
+        after = cast(dict[str, int], client.run(os.getpid))
+    assert killed, "no worker was busy to kill"
+    assert any(str(k).startswith("study-") for k in killed["keys"])  # type: ignore[union-attr]
+    assert pids[str(killed["address"])] not in after.values()  # that process is gone
+    assert on_dask.to_dict() == local_chunked.to_dict()
+
+
+def test_the_readme_names_the_option():
+    text = (ROOT / "README.md").read_text()
+    assert "--dask local:2" in text and "--chunk" in text
