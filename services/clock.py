@@ -290,15 +290,16 @@ class Clock:
             self._measured_rate = done * self.dt / max(elapsed, 1e-9)
             return self.state == RUNNING
 
-        if self.real_time_factor:  # one tick at a time, each sent at its wall-clock time
-            while going() and not self._at_horizon():
-                await self._drive(self.step + 1, 1, going)
-                ahead = (self.step - first) * self.dt / self.real_time_factor
-                ahead -= time.perf_counter() - started
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-        else:
-            await self._drive(None, PIPELINE, going)
+        # The speed is read again at every tick: SetSpeed changes it under a running run.
+        while going() and not self._at_horizon():
+            factor = self.real_time_factor
+            if not factor:  # as fast as possible, ticks in flight, while the speed stays so
+                await self._drive(None, PIPELINE, lambda: going() and not self.real_time_factor)
+                continue
+            await self._drive(self.step + 1, 1, going)  # one tick at its wall-clock time
+            ahead = (self.step - first) * self.dt / factor - (time.perf_counter() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
         if self._at_horizon() and self.state == RUNNING:
             await self._end(STOPPED, "")
 

@@ -154,7 +154,9 @@ def test_calibrate_streams_progress_and_stores_the_result(stub, db, address):
     )
     (e,) = c.estimates
     assert e.path == CDU_UA and e.start == 200_000.0 and e.identifiable
-    assert e.value == pytest.approx(TRUE_UA, rel=1e-6)  # noise-free: the truth
+    # Noise-free: the truth, to where the fit stops (a cost change below 1e-3 of one
+    # residual's variance; 230,000.31 with the training phases resolved).
+    assert e.value == pytest.approx(TRUE_UA, rel=1e-5)
     assert (e.lower, e.upper, e.at_bound) == (1e5, 4e5, False)
     assert list(c.warnings) == [] and c.converged and 1 <= c.iterations <= 20
     assert c.cost_after < c.cost_before

@@ -357,8 +357,10 @@ def test_many_steps_in_one_loop_read_as_one_step_at_a_time():
     assert (many.step, many.time_s) == (12, 120.0)
     for a, b in zip(singly, looped, strict=True):
         assert a.keys() == b.keys()
-        assert all(np.array_equal(a[k], b[k]) for k in a)
-    assert np.array_equal(one.energy_mj, many.energy_mj) and one.energy_mj.sum() > 0
+        for k in a:  # one compiled loop may fuse differently from single steps: rounding
+            np.testing.assert_allclose(b[k], a[k], rtol=1e-6, err_msg=k)
+    np.testing.assert_allclose(many.energy_mj, one.energy_mj, rtol=1e-6)
+    assert one.energy_mj.sum() > 0
 
 
 # --------------------------------------------------------------- (d) bad truth files

@@ -135,8 +135,9 @@ class TruePlant:
 
     def advance_many(self, n: int) -> list[dict[str, np.ndarray]]:
         """``n`` intervals in one compiled loop (one dispatch and one transfer, not ``n``);
-        the true signals at the end of each. The same values as ``n`` ``advance()`` calls,
-        for a plant without fouling (whose UA changes between steps)."""
+        the true signals at the end of each. The values of ``n`` ``advance()`` calls (to
+        rounding: XLA may fuse the loop differently), for a plant without fouling (whose UA
+        changes between steps)."""
         if self._fouling:
             return [self.advance() for _ in range(n)]
         self.state, reads = self._steps(self.params, self.state, n)
