@@ -212,3 +212,35 @@ def test_simulate_help_imports_no_model_bus_or_writers() -> None:
     assert done.returncode == 0, done.stderr
     assert "--no-merge" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_model_start_path_imports_no_scipy_pandas_or_pvlib() -> None:
+    """scipy.signal (the power-quality spectrum), pandas and pvlib (a fresh EPW parse) each
+    cost a large part of a second to import: a plain run never needs them."""
+    script = (
+        "import sys\n"
+        "import twin_core, twin_core.rollout, twin_core.spectrum\n"
+        "heavy = ('scipy', 'pandas', 'pvlib')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_the_console_entry_point_freezes_the_heap_before_shutdown() -> None:
+    # atexit runs last-registered first: this print runs after main's gc.freeze.
+    script = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0))\n"
+        "from services.cli.main import main\n"
+        "sys.argv = ['twin', '--help']\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "frozen True"

@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
 
 BANDS_HZ: dict[str, tuple[float, float]] = {"low": (0.1, 2.0), "high": (3.0, 30.0)}
 # Welch segment: 60 s resolves 1/60 Hz, a sixth of the low band's lower edge.
@@ -64,6 +63,10 @@ def welch(power_w: np.ndarray, dt: float, segment_s: float = SEGMENT_S) -> Spect
     if not np.all(np.isfinite(x)):
         raise ValueError("power: the series is not finite")
     nperseg = min(len(x), max(2, round(segment_s / dt)))
+    # Imported here: scipy.signal takes ~0.6 s to import, and only power-quality runs
+    # need it (rollout.py imports this module on every start).
+    from scipy import signal
+
     freq, psd = signal.welch(
         x, fs=1.0 / dt, window="hann", nperseg=nperseg, detrend="constant", scaling="density"
     )

@@ -7,6 +7,8 @@ and the light commands start fast."""
 
 from __future__ import annotations
 
+import atexit
+import gc
 import sys
 
 import typer
@@ -45,5 +47,10 @@ app.add_typer(gateway_app, name="gateway")
 app.add_typer(history_app, name="history")
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    sys.exit(app())
+def main() -> None:
+    """The console entry point (``twin``, ``python -m services.cli``)."""
+    # What is alive at exit is freed by the OS with the process: without this, the last
+    # full collection at interpreter shutdown walks every JAX and model object, about
+    # 0.5 s of every command's end (0.64 -> 0.14 s after a `twin simulate`).
+    atexit.register(gc.freeze)
+    sys.exit(app(prog_name="twin"))
