@@ -131,6 +131,11 @@ def test_a_second_process_loads_what_the_first_compiled(tmp_path: Path) -> None:
     assert second.returncode == 0, second.stderr
     hits = int(second.stdout.rsplit("hits", 1)[1])
     assert hits >= 3 and entries(cache) == written  # loaded, nothing compiled anew
+    # ... from the programs the first process kept lowered (twin_core/lowered.py)
+    assert sorted(p.name.split("-")[0] for p in (cache / "lowered").iterdir()) == [
+        "init_state",
+        "rollout",
+    ]
     summaries = [json.loads((tmp_path / d / "summary.json").read_text()) for d in "ab"]
     assert summaries[0]["pue"] == summaries[1]["pue"]
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from twin_core import contract, spectrum
+from twin_core import contract, lowered, spectrum
 from twin_core import kpis as kpi_mod
 from twin_core.compress import compress
 from twin_core.contract import SERIES
@@ -170,7 +170,7 @@ def run_records(
     Returns the final state, the means, the maxes and (with ``trace``) the traced
     quantity at every step, flat."""
     size = _divisor_at_least(n_records, math.ceil(n_records / max(1, chunks)))
-    run = run_jit.lower(p, s0, size, every, trace=trace).compile()
+    run = lowered.compiled(run_jit, "rollout", p, s0, n_records=size, every=every, trace=trace)
     if phase:
         phase("compile")
     n_chunks = n_records // size
@@ -210,7 +210,7 @@ def simulate_params(
     n_records, every = plan(horizon_s, p.dt, record_s)
     p = jax.device_put(compress(p) if merge_identical else p)
     mark("params")
-    s0 = jax.block_until_ready(init_state(p))
+    s0 = jax.block_until_ready(lowered.compiled(init_state, "init_state", p)(p))
     mark("init_state")
     if power_quality:
         check_traced(n_records * every)
