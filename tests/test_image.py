@@ -25,6 +25,7 @@ from helm_binary import Helm
 from image_build import build_image, podman
 from podman_pods import LIMITS, by_kind, podman_run
 from test_distributed import stored_series
+from unix_forward import forward
 
 from services.launcher import free_addresses
 from services.runtime.nats_server import NatsServer
@@ -83,51 +84,59 @@ def test_image_runs_as_10001_read_only_and_writes_only_tmp(image: str, tmp_path:
     lines = out.splitlines()
     assert lines[:2] == [str(UID), str(UID)]
     assert "Read-only file system" in lines[2] and lines[3] == "tmp-ok"
-    # A writable root this time: a whole simulation and a service's start-up leave nothing
-    # changed outside /tmp (podman diff lists the container layer's changes).
-    name = f"twin-diff-{os.getpid()}"
+    # A writable root this time: a whole simulation and a service's start-up change
+    # nothing outside /tmp. podman diff lists the container layer's changes; podman's own
+    # mount points (/etc/hosts and the like, the site file) are those of a container
+    # that ran `true`.
     site = tmp_path / "site.yaml"
     site.write_text(SMALL.read_text())
     site.chmod(0o644)
-    try:
-        podman(
-            "run", "--name", name, *LIMITS, "--tmpfs", "/tmp:rw,mode=1777",
-            "-v", f"{site}:/site.yaml:ro",
-            "--entrypoint", "sh", image, "-c",
-            "twin simulate /site.yaml --duration 1h --dt 10s --out /tmp/out >/dev/null"
-            " && test -s /tmp/out/timeseries.parquet"
-            " && TWIN_SCENARIO=/site.yaml TWIN_SITE=small timeout -s INT 20 twin serve cooling"
-            " >/dev/null 2>&1; test -s /tmp/out/summary.json",
-            timeout_s=300,
-        )  # fmt: skip
-        changed = podman("diff", name).split()
-    finally:
-        _remove([name])
-    assert changed == []
+    mounts = [*LIMITS, "--tmpfs", "/tmp:rw,mode=1777", "-v", f"{site}:/site.yaml:ro"]
+    work = (
+        "twin simulate /site.yaml --duration 1h --dt 10s --out /tmp/out >/dev/null"
+        " && TWIN_SCENARIO=/site.yaml TWIN_SITE=small timeout -s INT 20 twin serve cooling"
+        " >/dev/null 2>&1; test -s /tmp/out/timeseries.parquet && test -s /tmp/out/summary.json"
+    )
+    diffs = []
+    for what, command in (("baseline", "true"), ("work", work)):
+        name = f"twin-diff-{what}-{os.getpid()}"
+        try:
+            podman("run", "--name", name, *mounts, "--entrypoint", "sh", image, "-c", command,
+                   timeout_s=300)  # fmt: skip
+            diffs.append(podman("diff", name).splitlines())
+        finally:
+            _remove([name])
+    baseline, changed = diffs
+    assert "A /site.yaml" in baseline  # the comparison sees the container's layer
+    assert changed == baseline
 
 
 @pytest.fixture(scope="module")
-def host_backends() -> Iterator[tuple[str, LocalPostgres]]:
-    with NatsServer() as nats_server, LocalPostgres() as postgres:
-        yield nats_server.url, postgres
+def host_backends() -> Iterator[tuple[str, str]]:
+    """NATS and PostgreSQL URLs on this host's loopback (the containers share its network)."""
+    postgres = LocalPostgres()
+    try:
+        postgres.start()
+        socket_dir = postgres.url.split("host=", 1)[1]
+        with NatsServer() as nats_server, forward(f"{socket_dir}/.s.PGSQL.5432") as port:
+            yield nats_server.url, f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        postgres.close()
 
 
 def test_chart_pods_in_containers_run_a_fairwater_hour(
     image: str, helm: Helm, host_backends, tmp_path: Path
 ) -> None:
-    nats_url, postgres = host_backends
-    objects = render(helm, tmp_path, image, nats_url, postgres.url)
+    nats_url, database_url = host_backends
+    objects = render(helm, tmp_path, image, nats_url, database_url)
     deployments = by_kind(objects, "Deployment")
     assert sorted(deployments) == sorted(f"{PREFIX}-{s}" for s in SERVICES)
-    # pgserver listens on a unix socket only: its folder is mounted for the two clients.
-    socket_dir = postgres.url.split("host=", 1)[1]
     names: list[str] = []
     addresses = free_addresses("127.0.0.1", [f"{s}-{p}" for s in SERVICES for p in "gmh"])
     try:
         (job,) = by_kind(objects, "Job").values()
         argv = podman_run(job, objects, image, f"twin-migrate-{os.getpid()}", tmp_path, {})
         argv.remove("--detach")
-        argv[argv.index(image) - 1 : argv.index(image) - 1] = ["-v", f"{socket_dir}:{socket_dir}"]
         names.append(argv[argv.index("--name") + 1])
         podman(*argv, timeout_s=180)
         for service in SERVICES:
@@ -140,8 +149,6 @@ def test_chart_pods_in_containers_run_a_fairwater_hour(
             argv = podman_run(
                 deployments[f"{PREFIX}-{service}"], objects, image, name, tmp_path, listen
             )
-            if service in ("twin", "historian"):
-                argv[argv.index(image) : argv.index(image)] = ["-v", f"{socket_dir}:{socket_dir}"]
             podman(*argv)
             names.append(name)
         probes = [addresses[f"{s}-h"] for s in SERVICES]
@@ -168,7 +175,7 @@ def test_chart_pods_in_containers_run_a_fairwater_hour(
                 assert time.monotonic() < deadline, f"run at step {snap.snapshot.step}"
                 time.sleep(1)
         assert (snap.snapshot.step, snap.snapshot.reason) == (STEPS, "")
-        stored = stored_series(postgres.url, run_id, STEPS, timeout_s=120)
+        stored = stored_series(database_url, run_id, STEPS, timeout_s=120)
         np.testing.assert_array_equal(stored[:, 0], np.arange(STEPS))
         np.testing.assert_allclose(stored[:, 1], whole.means["facility_w"], rtol=1e-6)
     finally:
