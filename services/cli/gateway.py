@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from services.cli.errors import fail, seconds
+from services.cli.extras import need
 
 gateway_app = typer.Typer(help="The field telemetry gateway.", no_args_is_help=True)
 SHOWN = 10  # entries listed per problem; the rest are counted
@@ -197,6 +198,7 @@ def hosts_cmd(
 
     if nodes_json is not None and (context or kubeconfig):
         fail("give --nodes-json or a cluster (--context/--kubeconfig), not both")
+    need("kubernetes", "k8s", "twin gateway hosts")
     try:
         if nodes_json is not None:
             nodes, source = inv_mod.read_nodes_json(nodes_json), f"file {nodes_json}"

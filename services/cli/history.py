@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.errors import console, fail, rpc_failed, seconds
+from services.cli.extras import need
 from services.cli.files import write_atomic
 from services.cli.tables import clock, print_whole
 
@@ -177,6 +178,7 @@ def history_query(
         table.add_row(clock(row.time_s), *(f"{v:.6g}" for v in row.values))
     Console().print(table)
     if plot is not None:
+        need("matplotlib", "plot", "--png")
         from services.cli.history_plots import series_png
 
         series_png(plot, metrics, rows, f"{run}: {label}")

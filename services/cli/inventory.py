@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from services.cli.errors import console, fail
+from services.cli.extras import need
 from services.cli.files import write_atomic
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ def from_k8s(
         products=products,
         skip_unknown=skip_unknown,
     )
+    need("kubernetes", "k8s", "twin inventory from-k8s")
     try:
         if nodes_json is not None:
             nodes, source = inv_mod.read_nodes_json(nodes_json), f"file {nodes_json}"

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.errors import console, fail, rpc_failed, seconds
+from services.cli.extras import need
 from services.cli.history import export_to_file, history_call
 from services.cli.tables import clock
 from services.runtime.redact import redact
@@ -123,6 +124,8 @@ def up(
         fail(f"--duration: {duration} is not a whole number of --dt {dt} steps")
     if report is not None and duration is None:
         fail("--report: needs --duration (the report is written when the run ends)")
+    if report is not None:
+        need("matplotlib", "plot", "--report")  # before the run, not after it
     if duration is not None and paused:
         fail("--paused: not with --duration")
     if speed is None:

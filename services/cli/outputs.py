@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from services.cli.extras import installed, need
 from services.cli.files import write_all_atomic
 from twin_core.contract import QUANTITIES, QUANTITY
 from twin_core.rollout import Result
@@ -34,17 +35,20 @@ def timeseries_table(result: Result) -> pa.Table:
 
 
 def write_run(out_dir: Path, summary: dict[str, Any], result: Result) -> None:
-    """summary.json, timeseries.parquet and overview.png into ``out_dir``, atomically."""
-    from services.cli.plots import overview_png
-
+    """summary.json, timeseries.parquet and overview.png (with the plot extra) into
+    ``out_dir``, atomically."""
     table = timeseries_table(result)
-    files = {
+    files: dict[Path, Any] = {
         out_dir / "summary.json": json.dumps(summary, indent=2, allow_nan=False) + "\n",
         out_dir / "timeseries.parquet": lambda f: pq.write_table(table, f),
-        # matplotlib writes PNG to a file object (savefig.format's default)
-        out_dir / "overview.png": lambda f: overview_png(table, summary, f),
     }
+    if installed("matplotlib"):
+        from services.cli.plots import overview_png
+
+        # matplotlib writes PNG to a file object (savefig.format's default)
+        files[out_dir / "overview.png"] = lambda f: overview_png(table, summary, f)
     if result.meter_trace is not None:  # --power-quality
+        need("matplotlib", "plot", "--power-quality")
         from services.cli import power_quality
 
         files |= power_quality.files(result.meter_trace, result.dt, summary, out_dir)

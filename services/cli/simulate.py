@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from services.cli.errors import console, fail, seconds
+from services.cli.extras import installed
 
 
 class Phases:
@@ -198,7 +199,9 @@ def _run_with_progress(params, horizon, record_s, merge, n_records, chunks, phas
 
 def _import_writers() -> None:
     import services.cli.outputs
-    import services.cli.plots  # noqa: F401
+
+    if installed("matplotlib"):
+        import services.cli.plots  # noqa: F401
 
 
 def _print_summary(name: str, kpis: dict[str, float], out: Path, wall: float, horizon: float):

@@ -18,7 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.cli.errors import fail, rpc_failed, seconds
+from services.cli.errors import console, fail, rpc_failed, seconds
+from services.cli.extras import installed, need
 from services.cli.files import write_all_atomic
 
 # KPIs in the comparison table, with short headings (all KPIs are in study.json).
@@ -317,6 +318,7 @@ def whatif(
     if server and (dask or chunk is not None):
         fail(f"{'--dask' if dask else '--chunk'}: local runs only (the --server chunks its own)")
     if dask is not None:
+        need("distributed", "dask", "--dask")
         from services.study_cluster import ClusterError, parse_target
 
         try:
@@ -342,10 +344,11 @@ def whatif(
     except (StudyError, SiteError) as exc:  # a ClusterError is a StudyError
         fail(str(exc))
 
-    files = {
-        out / "study.json": json.dumps(result, indent=2) + "\n",
-        out / "comparison.png": lambda f: comparison_png(result, f),  # PNG: savefig's default
-    }
+    files: dict[Path, Any] = {out / "study.json": json.dumps(result, indent=2) + "\n"}
+    if installed("matplotlib"):
+        files[out / "comparison.png"] = lambda f: comparison_png(result, f)  # savefig's PNG
+    else:  # the container image (no plot extra): the study is complete without its chart
+        console.print("comparison.png skipped: matplotlib is not installed (the plot extra)")
     try:
         write_all_atomic(files, make_dirs=True)
     except OSError as exc:
