@@ -51,7 +51,7 @@ RUN --mount=type=bind,source=image/wheels,target=/tmp/wheels \
 # `skaffold dev` syncs edited files, and `twin` is the console script pip would write.
 RUN site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
     && printf '/app\n/app/proto/gen/python\n' > "$site/ai-factory-twin.pth" \
-    && printf '#!/opt/venv/bin/python\nimport sys\nfrom services.cli.main import app\nsys.exit(app())\n' \
+    && printf '#!/opt/venv/bin/python\nfrom services.cli.main import main\nmain()\n' \
         > /opt/venv/bin/twin \
     && chmod 755 /opt/venv/bin/twin
 

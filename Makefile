@@ -32,7 +32,7 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/pyright --pythonpath $(BIN)/python
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10
+	TWIN_IMAGE_BUILD_EARLY=1 $(BIN)/python -m pytest -n 2 --dist loadgroup --durations=10
 
 # buildah (or docker), from python:3.11-slim or a debootstrap base; image/build.sh says how.
 image: $(STAMP)

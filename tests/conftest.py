@@ -55,3 +55,13 @@ def run64(site: Site, horizon_s: float, dt: float = 1.0, record_s: float | None 
 @pytest.fixture
 def small() -> Site:
     return load_site(SMALL)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The controller (or a run without xdist) starts the container image's build now when
+    # `make test` asks for it early (image_build.py); the workers inherit where it writes.
+    if not hasattr(config, "workerinput"):
+        from image_build import ROOT as image_root
+        from image_build import start_early
+
+        start_early(image_root / ".pytest_cache" / "image-build")
