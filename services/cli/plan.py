@@ -80,6 +80,9 @@ def capacity(
     ] = None,
     max_ramp: Annotated[float | None, typer.Option(help="grid ramp limit, MW/s")] = None,
     min_cap: Annotated[float, typer.Option(help="capped case: lowest cap fraction allowed")] = 0.9,
+    cap_overshoot: Annotated[
+        float, typer.Option(help="capped case: share the peak may pass the limit by")
+    ] = 0.01,
     n1: Annotated[bool, typer.Option(help="check N+1 cooling on the design day")] = True,
     battery_mw: Annotated[float | None, typer.Option(help="firming battery power, MW")] = None,
     battery_mwh: Annotated[float | None, typer.Option(help="firming battery energy, MWh")] = None,
@@ -125,7 +128,7 @@ def capacity(
             horizon_s=horizon,
             dt=step,
             cases=cases,
-            limits=Limits(max_gpu_temp, max_ramp, min_cap, n1),
+            limits=Limits(max_gpu_temp, max_ramp, min_cap, n1, cap_overshoot),
             space=space,
             racks_per_cdu=racks_per_cdu,
             battery=battery,
