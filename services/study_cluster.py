@@ -10,9 +10,10 @@ can re-run the chunks of a worker that dies.
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,9 @@ from twin_core.site import Site
 from twin_core.study import StudyError, StudyResult, StudySpec, run_study
 
 OPTION = "--dask"
+# The scheduler a deployment's study workers listen on (the chart's studyWorkers): the
+# twin service runs its studies there, and `twin whatif` without --dask or --server too.
+SCHEDULER_ENV = "TWIN_DASK_SCHEDULER"
 MAX_LOCAL_WORKERS = 64
 CONNECT_TIMEOUT_S = 10.0
 _ADDRESS = re.compile(r"^(tcp|tls)://[^\s/]+:\d{1,5}$")
@@ -60,6 +64,13 @@ def parse_target(text: str, option: str = OPTION) -> DaskTarget:
     if _ADDRESS.match(text) and 0 < int(text.rsplit(":", 1)[1]) < 65536:
         return DaskTarget(address=text)
     raise ClusterError(f"{option} {text!r}: expected local:N or a scheduler tcp://host:port")
+
+
+def target_from_env(environ: Mapping[str, str] | None = None) -> DaskTarget | None:
+    """The cluster ``TWIN_DASK_SCHEDULER`` names (None when unset or empty); a bad value
+    is a ClusterError naming the variable."""
+    text = (os.environ if environ is None else environ).get(SCHEDULER_ENV, "").strip()
+    return parse_target(text, SCHEDULER_ENV) if text else None
 
 
 @contextmanager
@@ -168,3 +179,12 @@ def run_study_on_dask(
         variants=variants,
         runner=DaskRunner(client),
     )
+
+
+def run_study_on_target(
+    target: DaskTarget, base_site: Site, spec: StudySpec, **kwargs: Any
+) -> StudyResult:
+    """``run_study_on_dask`` on a client opened for this study alone (a service that
+    holds no connection between studies, so a restarted scheduler costs nothing)."""
+    with open_client(target, SCHEDULER_ENV) as client:
+        return run_study_on_dask(client, base_site, spec, **kwargs)

@@ -13,10 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import gc
 import logging
+import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -257,10 +260,23 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
+def study_runner() -> Callable[..., StudyResult]:
+    """``run_study`` here, or on the Dask scheduler TWIN_DASK_SCHEDULER names (the chart's
+    study workers); a bad address stops the service at start, naming the variable."""
+    if not os.environ.get("TWIN_DASK_SCHEDULER", "").strip():
+        return run_study
+    from services.study_cluster import run_study_on_target, target_from_env
+
+    target = target_from_env()
+    assert target is not None
+    return functools.partial(run_study_on_target, target)
+
+
 class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
     """``default_site``: the site a study without a scenario runs on (TWIN_SCENARIO)."""
 
     def __init__(self, store: StudyStore | None = None, default_site: Site | None = None) -> None:
+        self.run_study = study_runner()
         self.store = store or StudyStore()
         self.default_site = default_site
         self._trusted = trusted_files(default_site)  # the operator's own files
@@ -330,7 +346,7 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
 
             try:
                 result = await asyncio.to_thread(
-                    run_study,
+                    self.run_study,
                     site,
                     spec,
                     progress=progress,

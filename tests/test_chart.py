@@ -102,6 +102,7 @@ CASES: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "study-workers": {"studyWorkers": {"enabled": True, "replicas": 3}},
     "console": {
         "console": {
             "enabled": True,
@@ -242,7 +243,8 @@ def test_service_deployments(rendered: dict, case: str) -> None:
     docs = rendered[case]
     gateway = CASES[case].get("gateway", {}).get("enabled", False)
     console = CASES[case].get("console", {}).get("enabled", False)
-    assert len(objects(docs, "Deployment")) == len(SERVICES) + gateway + console
+    workers = 2 * CASES[case].get("studyWorkers", {}).get("enabled", False)  # scheduler, workers
+    assert len(objects(docs, "Deployment")) == len(SERVICES) + gateway + console + workers
     for name in SERVICES:
         dep = deployment(docs, name)
         assert dep["spec"]["replicas"] == 1
@@ -1076,3 +1078,65 @@ def test_schema_refuses_a_bad_monitoring_setting(helm: Helm, tmp_path: Path) -> 
     assert "at '/metrics/serviceMonitor/enabled': value must be one of 'auto', true, false" in (
         result.stderr
     )
+
+
+# -- Dask study workers ------------------------------------------------------------------
+
+SCHEDULER = f"{PREFIX}-dask-scheduler"
+
+
+def test_no_study_workers_by_default(rendered: dict) -> None:
+    docs = rendered["defaults"]
+    names = {d["metadata"]["name"] for d in docs}
+    assert not {n for n in names if "dask" in n or "study-worker" in n}
+    twin = container(deployment(docs, "twin"))
+    assert "TWIN_DASK_SCHEDULER" not in env_of(twin)
+    labels = deployment(docs, "twin")["spec"]["template"]["metadata"]["labels"]
+    assert "ai-factory-twin.io/study-client" not in labels
+
+
+def test_study_workers(rendered: dict) -> None:
+    docs = rendered["study-workers"]
+    scheduler = one(docs, "Deployment", SCHEDULER)
+    workers = one(docs, "Deployment", f"{PREFIX}-dask-worker")
+    assert scheduler["spec"]["replicas"] == 1
+    assert workers["spec"]["replicas"] == 3
+    image = container(deployment(docs, "twin"))["image"]
+    s, w = container(scheduler), container(workers)
+    assert s["image"] == w["image"] == image  # the twin's image: workers import twin_core
+    assert s["command"] == [
+        "dask", "scheduler", "--host", "0.0.0.0", "--port", "8786", "--no-dashboard"
+    ]  # fmt: skip
+    assert w["command"][:3] == ["dask", "worker", f"tcp://{SCHEDULER}:8786"]
+    assert {"--nthreads=1", "--worker-port=8788", "--nanny-port=8789"} <= set(w["command"])
+    assert w["resources"]["limits"] == {"cpu": "2", "memory": "8Gi"}
+    assert {p["name"]: p["containerPort"] for p in w["ports"]} == {"worker": 8788, "nanny": 8789}
+    service = one(docs, "Service", SCHEDULER)
+    assert service["spec"]["ports"][0]["port"] == 8786
+    assert service["spec"]["selector"] == scheduler["spec"]["selector"]["matchLabels"]
+    # The twin service is told where the scheduler is and is let in.
+    twin = deployment(docs, "twin")
+    env = env_of(container(twin))
+    assert env["TWIN_DASK_SCHEDULER"]["value"] == f"tcp://{SCHEDULER}:8786"
+    assert "TWIN_DASK_SCHEDULER" not in env_of(container(deployment(docs, "cooling")))
+    assert twin["spec"]["template"]["metadata"]["labels"]["ai-factory-twin.io/study-client"]
+    policy = one(docs, "NetworkPolicy", f"{PREFIX}-study-workers")["spec"]
+    assert policy["podSelector"]["matchLabels"]["ai-factory-twin.io/study-worker"] == "true"
+    (rule,) = policy["ingress"]
+    assert [p["port"] for p in rule["ports"]] == [8786, 8788, 8789]
+    roles = [
+        next(k for k in f["podSelector"]["matchLabels"] if k.startswith("ai-"))
+        for f in rule["from"]
+    ]
+    assert roles == ["ai-factory-twin.io/study-worker", "ai-factory-twin.io/study-client"]
+    for dep in (scheduler, workers):
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        assert labels["ai-factory-twin.io/study-worker"] == "true"
+
+
+def test_study_worker_values_are_checked(helm: Helm, tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"studyWorkers": {"enabled": True, "replicas": 0}}))
+    result = helm.run("template", RELEASE, str(CHART), "-f", str(values), check=False)
+    assert result.returncode != 0
+    assert "studyWorkers.replicas" in result.stderr or "replicas" in result.stderr

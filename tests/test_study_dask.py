@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, cast
@@ -14,7 +16,14 @@ import pytest
 from conftest import ROOT, SMALL, small_site
 from test_cli import twin
 
-from services.study_cluster import DaskTarget, open_client, parse_target, run_study_on_dask
+from services.study_cluster import (
+    DaskTarget,
+    open_client,
+    parse_target,
+    run_study_on_dask,
+    run_study_on_target,
+    target_from_env,
+)
 from twin_core.study import StudyError, parse_spec, run_study
 
 pytestmark = pytest.mark.xdist_group("dask")
@@ -101,6 +110,43 @@ def test_cli_rejects_bad_options(tmp_path, args, message):
 
 
 @pytest.mark.slow
+def test_scheduler_from_the_environment():
+    assert target_from_env({}) is None
+    assert target_from_env({"TWIN_DASK_SCHEDULER": " "}) is None
+    address = "tcp://twin-ai-factory-twin-dask-scheduler:8786"  # the chart's value
+    assert target_from_env({"TWIN_DASK_SCHEDULER": address}) == DaskTarget(address=address)
+    with pytest.raises(StudyError) as err:
+        target_from_env({"TWIN_DASK_SCHEDULER": "sched:8786"})
+    assert str(err.value) == (
+        "TWIN_DASK_SCHEDULER 'sched:8786': expected local:N or a scheduler tcp://host:port"
+    )
+
+
+def test_the_service_runs_studies_where_the_variable_says(monkeypatch):
+    from services.whatif_service import study_runner
+
+    monkeypatch.delenv("TWIN_DASK_SCHEDULER", raising=False)
+    assert study_runner() is run_study
+    monkeypatch.setenv("TWIN_DASK_SCHEDULER", "tcp://10.0.0.5:8786")
+    runner = cast(Any, study_runner())
+    assert runner.func is run_study_on_target
+    assert runner.args == (DaskTarget(address="tcp://10.0.0.5:8786"),)
+
+
+def test_whatif_honours_the_scheduler_variable(tmp_path):
+    # Nothing listens on port 9: the CLI tried the variable's scheduler, and says so.
+    env = {**os.environ, "TWIN_DASK_SCHEDULER": "tcp://127.0.0.1:9"}
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "whatif", str(SMALL), "--duration", "1h",
+         "--out", str(tmp_path / "never")],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(
+        "error: TWIN_DASK_SCHEDULER tcp://127.0.0.1:9: cannot reach the scheduler"
+    )
+
+
 def test_two_workers_equal_the_local_chunked_run_bit_for_bit(small, local_chunked):
     spec = parse_spec(STUDY)
     seen: list[tuple[float, int]] = []

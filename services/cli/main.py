@@ -1,7 +1,7 @@
 """The ``twin`` command: its command groups assembled into one typer app.
 
 Each group lives in its own module (``simulate``, ``live``, ``history``, ``db``,
-``whatif``, ``inventory``, ``gateway``, ``calibrate``, ``calibrations``, ``backtest``);
+``whatif``, ``plan``, ``inventory``, ``gateway``, ``calibrate``, ``calibrations``, ``backtest``);
 heavy imports (JAX, gRPC stubs, matplotlib) stay inside the commands, so ``twin --help``
 and the light commands start fast."""
 
@@ -21,6 +21,7 @@ from services.cli.gateway import gateway_app, replay_cmd
 from services.cli.history import history_app
 from services.cli.inventory import inventory_app
 from services.cli.live import serve, status, up
+from services.cli.plan import plan_app
 from services.cli.plant import plant
 from services.cli.simulate import simulate, validate
 from services.cli.whatif import whatif
@@ -45,6 +46,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(inventory_app, name="inventory")
 app.add_typer(gateway_app, name="gateway")
 app.add_typer(history_app, name="history")
+app.add_typer(plan_app, name="plan")
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ on a twin service (``--server``), printed as a comparison table and written as
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -90,11 +91,15 @@ def _local_base(spec, where: str):
 
 
 def run_local(
-    doc: dict[str, Any], x64: bool, chunk: int | None = None, dask: str | None = None
+    doc: dict[str, Any],
+    x64: bool,
+    chunk: int | None = None,
+    dask: str | None = None,
+    option: str = "--dask",
 ) -> dict[str, Any]:
     """Run the study here, or in chunks of ``chunk`` variants on the Dask cluster ``dask``
-    names (``local:N`` or a scheduler address); study.json's form of its ``StudyResult``,
-    with ``wall_s``."""
+    names (``local:N`` or a scheduler address; ``option``: where it came from, for errors);
+    study.json's form of its ``StudyResult``, with ``wall_s``."""
     from twin_core import parse_spec
     from twin_core.study import prepare
 
@@ -105,7 +110,7 @@ def run_local(
         jax.config.update("jax_enable_x64", True)
     site = _local_base(spec, "scenario")
     variants = prepare(site, spec)
-    with _progress() as bar, _study_runner(dask) as run:
+    with _progress() as bar, _study_runner(dask, option) as run:
         task = bar.add_task(f"{spec.name}: {len(variants)} variants", total=len(variants))
         start = time.perf_counter()
         result = run(
@@ -120,7 +125,7 @@ def run_local(
 
 
 @contextmanager
-def _study_runner(dask: str | None) -> Iterator[Callable[..., Any]]:
+def _study_runner(dask: str | None, option: str = "--dask") -> Iterator[Callable[..., Any]]:
     """``run_study`` here, or bound to a Dask client (started and closed around the run)."""
     from twin_core import run_study
 
@@ -129,7 +134,7 @@ def _study_runner(dask: str | None) -> Iterator[Callable[..., Any]]:
         return
     from services.study_cluster import open_client, parse_target, run_study_on_dask
 
-    with open_client(parse_target(dask)) as client:
+    with open_client(parse_target(dask, option), option) as client:
         yield partial(run_study_on_dask, client)
 
 
@@ -302,7 +307,10 @@ def whatif(
     ] = None,
     dask: Annotated[
         str | None,
-        typer.Option(help="run the chunks on Dask: local:N workers, or tcp://scheduler:port"),
+        typer.Option(
+            help="run the chunks on Dask: local:N workers, or tcp://scheduler:port "
+            "(default: TWIN_DASK_SCHEDULER when set)"
+        ),
     ] = None,
 ) -> None:
     """Compare variants of a site: one batched rollout, a table, study.json, comparison.png."""
@@ -317,12 +325,18 @@ def whatif(
         fail(f"--chunk: must be >= 1, got {chunk}")
     if server and (dask or chunk is not None):
         fail(f"{'--dask' if dask else '--chunk'}: local runs only (the --server chunks its own)")
+    if dask is None and not server:
+        # A pod of a deployment with study workers runs its studies there (the chart).
+        dask = os.environ.get("TWIN_DASK_SCHEDULER", "").strip() or None
+        option = "TWIN_DASK_SCHEDULER"
+    else:
+        option = "--dask"
     if dask is not None:
         need("distributed", "dask", "--dask")
         from services.study_cluster import ClusterError, parse_target
 
         try:
-            parse_target(dask)
+            parse_target(dask, option)
         except ClusterError as exc:
             fail(str(exc))
     constraints: dict[str, Any] = {}
@@ -340,7 +354,7 @@ def whatif(
             doc["series"] = series
         if x64:
             doc["precision"] = "float64"
-        result = run_remote(doc, server) if server else run_local(doc, x64, chunk, dask)
+        result = run_remote(doc, server) if server else run_local(doc, x64, chunk, dask, option)
     except (StudyError, SiteError) as exc:  # a ClusterError is a StudyError
         fail(str(exc))
 
