@@ -14,16 +14,20 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # strip (binutils), for the builder stage only: jaxlib ships its 330 MB library with
-# its symbol table, a third of which nothing reads at run time.
+# its symbol table, a third of which nothing reads at run time, and pyarrow's libraries
+# 34 MB of theirs. Not the libraries auditwheel vendored (numpy.libs, ...): patchelf
+# rewrote those, and strip leaves them unloadable ("ELF load command ... not
+# page-aligned").
 RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends binutils >/dev/null
-# The runtime dependencies only (pyproject.toml's, no extras: no plotting, Kubernetes
-# client, Dask or test tools), in a layer that the code does not touch. image/wheels holds
-# the wheels `make image` downloaded, with constraints.txt pinning them to the host's
-# versions: installed offline (a bind mount: the wheels never become a layer). Empty
+# The runtime dependencies only (pyproject.toml's, and the dask extra that the what-if
+# service and the chart's study workers run; no plotting, Kubernetes client or test
+# tools), in a layer that the code does not touch. image/wheels holds the wheels
+# `make image` downloaded, with constraints.txt pinning them to the host's versions:
+# installed offline (a bind mount: the wheels never become a layer). Empty
 # (plain docker or skaffold): from PyPI.
 COPY pyproject.toml /tmp/pyproject.toml
 RUN --mount=type=bind,source=image/wheels,target=/tmp/wheels \
-    python -c 'import tomllib; print(*tomllib.load(open("/tmp/pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' \
+    python -c 'import tomllib; p = tomllib.load(open("/tmp/pyproject.toml", "rb"))["project"]; print(*p["dependencies"], *p["optional-dependencies"]["dask"], sep="\n")' \
         > /tmp/requirements.txt \
     && if [ -f /tmp/wheels/constraints.txt ]; then \
         pip install --no-index --find-links /tmp/wheels -c /tmp/wheels/constraints.txt \
@@ -37,10 +41,12 @@ RUN --mount=type=bind,source=image/wheels,target=/tmp/wheels \
         echo "JAX_VARIANT must be cpu or cuda, not $JAX_VARIANT" >&2; exit 1; \
     fi \
     && site="$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
-    && strip --strip-unneeded "$site"/jaxlib/*.so \
     && rm -rf "$site"/pandas/tests "$site"/pyarrow/tests "$site"/numpy/*/tests \
         "$site"/scipy/*/tests "$site"/scipy/*/*/tests "$site"/pyarrow/include \
+        "$site"/dask/*/tests "$site"/distributed/tests "$site"/distributed/*/tests \
         "$site"/pyarrow/*flight* "$site"/pyarrow/*s3* "$site"/pyarrow/_pyarrow_cpp_tests* \
+    && find "$site"/jaxlib "$site"/pyarrow -maxdepth 1 -type f \
+        \( -name '*.so' -o -name '*.so.[0-9]*' \) -exec strip --strip-unneeded {} + \
     && pip uninstall --quiet --yes pip setuptools
 # Above: the CUDA plugins match the installed jax exactly (from PyPI: not among the
 # wheels); the test suites inside the dependencies, pyarrow's headers, Flight and S3

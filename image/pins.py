@@ -1,6 +1,6 @@
 """Print the image's Python requirements pinned to the versions installed here.
 
-The image installs the project's runtime dependencies (pyproject.toml, no extras) offline
+The image installs the project's runtime dependencies (pyproject.toml, and its dask extra) offline
 from wheels downloaded on this machine; pinning them to this environment's versions makes the
 containers run the very releases the tests run (the distributed history is compared
 bit for bit with the monolithic rollout of this process).
@@ -52,7 +52,9 @@ def closure(requirements: list[str]) -> dict[str, str]:
 
 def main() -> None:
     try:
-        runtime = tomllib.loads(PYPROJECT.read_text())["project"]["dependencies"]
+        project = tomllib.loads(PYPROJECT.read_text())["project"]
+        # the dask extra too: the what-if service runs studies on the chart's study workers
+        runtime = [*project["dependencies"], *project["optional-dependencies"]["dask"]]
         pins = closure(runtime)
     except metadata.PackageNotFoundError as exc:
         sys.exit(f"image/pins.py: {exc.name} is not installed in {sys.prefix}")
