@@ -143,6 +143,25 @@ def test_losses_are_split_among_the_outages_in_force():
     assert out[NONE_IN_FORCE] == pytest.approx([5.0, 0.5])
 
 
+def test_n2_cases_pair_alike_units_and_other_feeder_paths(site):
+    from twin_core.contract import Equipment
+    from twin_core.montecarlo import sweep_cases
+
+    spec = parse_monte_carlo({"sweep": "n-2", **HORIZON})
+    block = UpsBlock(4, 1)
+    names, outages = sweep_cases(site, spec, class_units(site, block), block, 7200.0)
+    cases = dict(zip([" + ".join(n) for n in names], outages, strict=True))
+    # 7 classes: 21 cross pairs + 6 same-class pairs (the lone CDU has no second)
+    assert len(cases) == 27 and "cdu/0 + cdu/1" not in cases
+    assert [(o.kind, o.index) for o in cases["feeder/0 + transformer/1"]] == [
+        (Equipment.FEEDER, 0),
+        (Equipment.FEEDER, 1),
+    ]
+    # two modules of one N+1 block take its path; one module alone takes nothing
+    assert [(o.kind, o.index) for o in cases["ups/0 + ups/1"]] == [(Equipment.FEEDER, 0)]
+    assert [(o.cls, o.index) for o in cases["feeder/0 + ups/4"]] == [("feeder", 0)]
+
+
 def test_failure_slots_merge_one_unit_and_pad():
     from twin_core.contract import Equipment
     from twin_core.reliability import Outage

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from twin_core.batch import BatchRunner, run_batch
 from twin_core.compress import cdu_classes, compress, pad
-from twin_core.contract import SERIES
+from twin_core.contract import SERIES, Equipment
 from twin_core.drivers import load_drivers
 from twin_core.durations import parse_duration
 from twin_core.params import BIG, Granularity, Params, build_params, steps_per_hour
@@ -267,8 +267,6 @@ def _timing(spec: MonteCarloSpec) -> tuple[float, float, float, int, int]:
 
 def _scheduled(site: Site) -> list[Outage]:
     """The site file's own failures, kept in every sample."""
-    from twin_core.contract import Equipment
-
     out = []
     for f in site.failures:
         end = BIG if f.repair_at is None else parse_duration_or_zero(f.repair_at)
@@ -524,6 +522,9 @@ def sweep_cases(
                 if second is None:
                     continue
                 b = second
+            elif TARGET[a[0]] == TARGET[b[0]] == Equipment.FEEDER and units["feeder"] > 1:
+                # two electrical classes: the worse case, on the other feeder path
+                b = (b[0], block.modules if b[0] == "ups" else 1)
             chosen.append([a, b])
     return (
         [tuple(label(c, u) for c, u in pair) for pair in chosen],

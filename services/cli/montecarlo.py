@@ -195,8 +195,9 @@ def reply_to_dict(reply) -> dict[str, Any]:
 def tables(result: dict[str, Any]) -> list[Table]:
     """The distributions and the ranked contributions (Monte Carlo), or the cases."""
     days = result["duration_s"] / 86400
+    span = f"{days:g} days" if days >= 1 else f"{result['duration_s'] / 3600:g} h"
     if result["sweep"] != "monte_carlo":
-        table = Table(title=f"{result['sweep']} on {result['site']}: {days:g} days each")
+        table = Table(title=f"{result['sweep']} on {result['site']}: {span} each")
         table.add_column("failed", overflow="fold")
         for heading in HEADINGS.values():
             table.add_column(heading, justify="right")
@@ -206,7 +207,7 @@ def tables(result: dict[str, Any]) -> list[Table]:
             table.add_row(case["name"], *cells, "[red]yes[/]" if case["critical"] else "no")
         return [table]
     samples = len(next(iter(result.get("samples", {}).values()), [])) or "?"
-    dist = Table(title=f"Monte Carlo on {result['site']}: {samples} samples x {days:g} days")
+    dist = Table(title=f"Monte Carlo on {result['site']}: {samples} samples x {span}")
     for heading in ("metric", "base", "mean ± 95 % CI", "P50", "P95", "P99"):
         dist.add_column(heading, justify="right")
     for metric, d in result["distributions"].items():
