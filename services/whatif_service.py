@@ -57,6 +57,13 @@ from twin_core import (
 )
 from twin_core.durations import parse_duration
 from twin_core.inputs import clip, load_yaml
+from twin_core.montecarlo import (
+    MonteCarloResult,
+    MonteCarloSpec,
+    parse_monte_carlo,
+    run_monte_carlo,
+)
+from twin_core.reliability import CLASSES
 from twin_core.site import format_validation_error, parse_value
 from twin_core.study import APPEND, BASE, prepare
 
@@ -73,6 +80,13 @@ OBJECTIVES: dict[int, Objective] = {
     whatif_pb2.OBJECTIVE_COST: "cost_usd",
     whatif_pb2.OBJECTIVE_EMISSIONS: "emissions_tco2",
 }
+SWEEPS = {
+    whatif_pb2.FAILURE_SWEEP_UNSPECIFIED: "monte_carlo",
+    whatif_pb2.FAILURE_SWEEP_MONTE_CARLO: "monte_carlo",
+    whatif_pb2.FAILURE_SWEEP_N_MINUS_1: "n-1",
+    whatif_pb2.FAILURE_SWEEP_N_MINUS_2: "n-2",
+}
+SWEEP_ENUMS = {name: number for number, name in SWEEPS.items() if number}
 MAX_LIST = 1000
 MAX_ITERATIONS = 500
 PROGRESS_SEGMENTS = 10  # progress messages per batch of variants
@@ -209,6 +223,68 @@ def _duration(text: str, field: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise BadRequest(f"{field}: {exc}") from None
+
+
+def monte_carlo_spec(r: whatif_pb2.RunMonteCarloRequest) -> MonteCarloSpec:
+    """A RunMonteCarloRequest as a checked failure study; BadRequest/StudyError name the
+    field."""
+    sweep = SWEEPS.get(r.sweep)
+    if sweep is None:
+        raise BadRequest(f"sweep: unknown value {r.sweep}")
+    doc: dict[str, Any] = {"sweep": sweep, "seed": r.seed}
+    if sweep == "monte_carlo":
+        doc["samples"] = r.samples
+    for key in ("duration", "dt", "record_every"):
+        if getattr(r, key):
+            doc[key] = getattr(r, key)
+    if r.classes:
+        doc["classes"] = list(r.classes)
+    rates: dict[str, Any] = {}
+    for i, rate in enumerate(r.rates):
+        if rate.equipment not in CLASSES:
+            known = ", ".join(CLASSES)
+            raise BadRequest(
+                f"rates.{i}.equipment: unknown equipment class {clip(rate.equipment)!r} "
+                f"(known: {known})"
+            )
+        rates[rate.equipment] = {"mtbf_h": rate.mtbf_h, "mttr_h": rate.mttr_h}
+    doc["rates"] = rates
+    doc["precision"] = "float64" if r.float64 else "float32"
+    return parse_monte_carlo(doc)
+
+
+def monte_carlo_site(r: whatif_pb2.RunMonteCarloRequest, trusted: frozenset) -> Site:
+    which = r.scenario.WhichOneof("source")
+    if which == "name":
+        site = seeded_site(r.scenario.name, "scenario.name")
+    elif which == "yaml":
+        site = site_from_yaml(r.scenario.yaml, "scenario.yaml")
+    else:
+        raise BadRequest("scenario: give name or yaml")
+    return check_files(site, "scenario.", trusted)
+
+
+def monte_carlo_reply(result: MonteCarloResult) -> whatif_pb2.RunMonteCarloResponse:
+    reply = whatif_pb2.RunMonteCarloResponse(
+        name=result.name,
+        site_id=result.site,
+        sweep=SWEEP_ENUMS[result.sweep],
+        duration_s=result.duration_s,
+        dt_s=result.dt_s,
+        wall_s=result.wall_s,
+    )
+    reply.base.update(result.base)
+    for metric, d in result.distributions.items():
+        reply.distributions.add(metric=metric, unit=result.metric_units[metric], **d.to_dict())
+    for c in result.contributions:
+        reply.contributions.add(**c.to_dict())
+    for cls, (sampled, analytic) in result.unavailability.items():
+        reply.unavailability.add(equipment=cls, sampled=sampled, analytic=analytic)
+    for case in result.cases:
+        reply.cases.add(
+            name=case.name, failed=list(case.failed), critical=case.critical
+        ).metrics.update(case.metrics)
+    return reply
 
 
 # --------------------------------------------------------------------------- results
@@ -461,6 +537,22 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
         )
         reply.start.update(out.start.x)
         reply.best.update(out.best.x)
+        return reply
+
+    async def RunMonteCarlo(self, request, context: aio.ServicerContext):
+        try:
+            spec = monte_carlo_spec(request)
+            check_precision(request.float64, "float64")
+            site = monte_carlo_site(request, self._trusted)
+            async with self._one_at_a_time:
+                start = time.perf_counter()
+                result = await asyncio.to_thread(run_monte_carlo, site, spec)
+                wall = time.perf_counter() - start
+        except (BadRequest, StudyError, SiteError) as exc:
+            await self._invalid(context, exc)
+            return None
+        reply = monte_carlo_reply(result)
+        reply.wall_s = wall
         return reply
 
 

@@ -67,6 +67,11 @@ _EXPORTS: dict[str, str] = {
     "parse_spec": "twin_core.study",
     "parse_spec_yaml": "twin_core.study",
     "run_study": "twin_core.study",
+    # failure studies: Monte Carlo and N-1 / N-2 sweeps
+    "MonteCarloSpec": "twin_core.montecarlo",
+    "MonteCarloResult": "twin_core.montecarlo",
+    "parse_monte_carlo": "twin_core.montecarlo",
+    "run_monte_carlo": "twin_core.montecarlo",
     # planning by gradients
     "Objective": "twin_core.gradients",
     "Sensitivities": "twin_core.gradients",
@@ -88,6 +93,8 @@ __all__ = [
     "Equipment",
     "Granularity",
     "Layout",
+    "MonteCarloResult",
+    "MonteCarloSpec",
     "Objective",
     "OptimizeResult",
     "OptimizeStep",
@@ -112,9 +119,11 @@ __all__ = [
     "load_drivers",
     "load_site",
     "optimize",
+    "parse_monte_carlo",
     "parse_spec",
     "parse_spec_yaml",
     "plan",
+    "run_monte_carlo",
     "run_study",
     "sensitivities",
     "set_param",
@@ -137,6 +146,12 @@ if TYPE_CHECKING:  # what type checkers and editors see; at run time, __getattr_
         sensitivities,
     )
     from twin_core.kpis import KPI_UNITS
+    from twin_core.montecarlo import (
+        MonteCarloResult,
+        MonteCarloSpec,
+        parse_monte_carlo,
+        run_monte_carlo,
+    )
     from twin_core.params import (
         NO_LIMIT,
         Granularity,

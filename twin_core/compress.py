@@ -45,16 +45,16 @@ def _idle_workload(p: Params) -> int:
     return int(np.shape(p.compute.job_period_s)[0] + np.shape(p.hourly)[1] - len(COLUMNS))
 
 
-def compress(p: Params) -> Params:
-    """The same site with one representative per class of identical racks and CDUs."""
+def _signatures(p: Params):
+    """Per-rack leaves, rack signatures, the real-rack mask, per-CDU values and the CDU
+    classes (signature -> member CDUs, in CDU order)."""
     cp, cl, pw = p.compute, p.cooling, p.power
     n_racks, n_cdus = np.shape(cp.mask)
     shape = (n_racks, n_cdus)
     rack_fields = _rack_fields(cp, shape)
     full = {name: np.asarray(getattr(cp, name)) for name in rack_fields}
     full["rack_max_ac_w"] = np.asarray(pw.rack_max_ac_w)
-    rack_count = np.broadcast_to(np.asarray(cp.rack_count), shape)
-    full["rack_count"] = rack_count
+    full["rack_count"] = np.broadcast_to(np.asarray(cp.rack_count), shape)
 
     # A rack's signature: every per-rack value at its slot.
     columns = [a.reshape(n_racks, n_cdus, -1).astype(np.float64) for a in full.values()]
@@ -82,6 +82,22 @@ def compress(p: Params) -> Params:
             tuple(counts),
         )
         classes.setdefault(key, []).append(int(c))
+    return rack_fields, full, rack_sig, mask, cdu_values, classes
+
+
+def cdu_classes(p: Params) -> list[list[int]]:
+    """CDUs of an uncompressed layout that behave identically (same values, racks and
+    failures), each class in CDU order: one of a class stands for any of them."""
+    return list(_signatures(p)[-1].values())
+
+
+def compress(p: Params) -> Params:
+    """The same site with one representative per class of identical racks and CDUs."""
+    cp, cl, pw = p.compute, p.cooling, p.power
+    n_cdus = np.shape(cp.mask)[1]
+    rack_fields, full, rack_sig, mask, cdu_values, classes = _signatures(p)
+    rack_count = full["rack_count"]
+    f = p.failures
     reps = [members[0] for members in classes.values()]
     counts_before = np.broadcast_to(np.asarray(cp.cdu_count, np.float64), (n_cdus,))
     cdu_count = np.array([counts_before[m].sum() for m in classes.values()], np.float64)

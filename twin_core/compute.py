@@ -91,6 +91,7 @@ class ComputeOutputs:
     gpu_temp_max_c: Float[Array, ""]
     gpu_temp_mean_c: Float[Array, ""]
     throttled_gpus: Float[Array, ""]  # GPUs running below 99 % of their clock
+    above_throttle: Float[Array, ""]  # 1 while any GPU die is above its throttle start
     delivered_pflops: Float[Array, ""]
     gpu_power_w: Float[Array, ""]  # all GPUs
     residual_w: Float[Array, ""]  # AC in - heat - d(storage)/dt
@@ -414,6 +415,7 @@ def step(
         ckpt_clock_s=ckpt_clock,
     )
     masked_hottest = jnp.where(weights > 0, hottest, -jnp.inf)
+    over_start = jnp.max(masked_hottest - p.throttle_start_c[..., None])
     out = ComputeOutputs(
         rack_ac_w=rack_ac,
         ac_total_w=ac,
@@ -423,6 +425,7 @@ def step(
         gpu_temp_max_c=jnp.max(fold_racks(jnp.max(masked_hottest, axis=-1), jnp.maximum)),
         gpu_temp_mean_c=die_sum / n_gpu,
         throttled_gpus=throttled,
+        above_throttle=(over_start > 0.0).astype(ac.dtype),
         delivered_pflops=pflops,
         gpu_power_w=gpu_power,
         residual_w=residual,

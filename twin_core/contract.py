@@ -138,6 +138,7 @@ QUANTITIES: tuple[Quantity, ...] = (
     _q("gpu_temp_max_c", "C", "compute", "gpu_temp_max_c", "hottest GPU die", sql=F8, rollup=True),
     _q("gpu_temp_mean_c", "C", "compute", "gpu_temp_mean_c", "mean GPU die", sql=F8),
     _q("throttled_gpus", "GPUs", "compute", "throttled_gpus", "GPUs below 99 % of their clock", sql="integer"),
+    _q("above_throttle_start", "1", "compute", "above_throttle", "1 while any GPU die is above its throttle start (its mean: the share of time)"),
     _q("delivered_pflops", "PFLOP/s", "compute", "delivered_pflops", "compute delivered", sql=F8, rollup=True),
     _q("rack_ac_w", "W", "compute", "ac_total_w", "AC power drawn by the racks"),
     _q("gpu_power_w", "W", "compute", "gpu_power_w", "all GPUs"),

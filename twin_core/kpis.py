@@ -25,6 +25,7 @@ KPI_UNITS: dict[str, str] = {
     "max_gpu_temp_c": "C",
     "max_supply_c": "C",
     "throttled_gpu_hours": "GPU h",
+    "hours_above_throttle_start": "h",
     "chiller_hours": "unit h",
     "water_m3": "m3",
     "wue_l_per_kwh": "L/kWh",
@@ -78,6 +79,8 @@ def kpi_table(
         "max_gpu_temp_c": jnp.max(maxes["gpu_temp_max_c"]),
         "max_supply_c": jnp.max(maxes["tcs_supply_max_c"]),
         "throttled_gpu_hours": jnp.sum(means["throttled_gpus"]) * hours,
+        # time in which any GPU die was above its throttle start
+        "hours_above_throttle_start": jnp.sum(means["above_throttle_start"]) * hours,
         "chiller_hours": jnp.sum(means["chillers_running"]) * hours,
         "water_m3": integral("water_m3_per_s"),
         # Water usage effectiveness (The Green Grid): site water per IT energy, L/kWh.

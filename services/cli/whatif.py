@@ -312,8 +312,26 @@ def whatif(
             "(default: TWIN_DASK_SCHEDULER when set)"
         ),
     ] = None,
+    monte_carlo: Annotated[
+        int | None,
+        typer.Option(help="a failure study: N Monte Carlo samples of failures and repairs"),
+    ] = None,
+    sweep: Annotated[
+        str | None, typer.Option(help="a deterministic failure sweep: n-1 or n-2")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="failure sampling seed")] = 0,
+    rates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rate", help="class=mtbf_h:mttr_h, replacing the catalog's (e.g. pump=20000:8)"
+        ),
+    ] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="equipment classes that fail (default all), a,b,c")
+    ] = None,
 ) -> None:
-    """Compare variants of a site: one batched rollout, a table, study.json, comparison.png."""
+    """Compare variants of a site: one batched rollout, a table, study.json, comparison.png.
+    With --monte-carlo N or --sweep: a failure study, its tables and montecarlo.json."""
     from twin_core.site import SiteError
     from twin_core.study import StudyError
 
@@ -339,6 +357,13 @@ def whatif(
             parse_target(dask, option)
         except ClusterError as exc:
             fail(str(exc))
+    if monte_carlo is not None or sweep is not None:
+        failure_study(
+            scenario, monte_carlo, sweep, seed, rates or [], classes,
+            {"duration": duration, "dt": dt, "granularity": granularity},
+            out, server, x64, chunk, dask,
+        )  # fmt: skip
+        return
     constraints: dict[str, Any] = {}
     options: dict[str, Any] = {"duration": duration, "dt": dt, "granularity": granularity}
     try:
@@ -374,3 +399,35 @@ def whatif(
     wall = result.get("wall_s") or 0.0
     rate = f", {days / wall * 60:,.0f} variant-days per minute" if wall > 0 else ""
     Console().print(f"wrote {out}/study.json and {out}/comparison.png ({wall:.1f} s{rate})")
+
+
+def failure_study(
+    scenario: str | None,
+    samples: int | None,
+    sweep: str | None,
+    seed: int,
+    rates: list[str],
+    classes: str | None,
+    options: dict[str, Any],
+    out: Path,
+    server: str | None,
+    x64: bool,
+    chunk: int | None,
+    dask: str | None,
+) -> None:
+    """``--monte-carlo N`` / ``--sweep``: services/cli/montecarlo.py."""
+    from services.cli import montecarlo
+    from twin_core.site import SiteError
+    from twin_core.study import StudyError
+
+    doc = montecarlo.document(samples, sweep, seed, rates, classes, options)
+    if scenario is None:
+        fail("scenario: give a site file or a seeded scenario name")
+    try:
+        if server:
+            result = montecarlo.run_remote(scenario, doc, server)
+        else:
+            result = montecarlo.run_local(scenario, doc, x64, chunk, dask)
+    except (StudyError, SiteError) as exc:
+        fail(str(exc))
+    montecarlo.report(result, out)

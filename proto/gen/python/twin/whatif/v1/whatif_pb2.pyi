@@ -29,6 +29,13 @@ class Objective(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     OBJECTIVE_FACILITY_ENERGY: _ClassVar[Objective]
     OBJECTIVE_COST: _ClassVar[Objective]
     OBJECTIVE_EMISSIONS: _ClassVar[Objective]
+
+class FailureSweep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    FAILURE_SWEEP_UNSPECIFIED: _ClassVar[FailureSweep]
+    FAILURE_SWEEP_MONTE_CARLO: _ClassVar[FailureSweep]
+    FAILURE_SWEEP_N_MINUS_1: _ClassVar[FailureSweep]
+    FAILURE_SWEEP_N_MINUS_2: _ClassVar[FailureSweep]
 GRANULARITY_UNSPECIFIED: Granularity
 GRANULARITY_RACK: Granularity
 GRANULARITY_GPU: Granularity
@@ -40,6 +47,10 @@ OBJECTIVE_UNSPECIFIED: Objective
 OBJECTIVE_FACILITY_ENERGY: Objective
 OBJECTIVE_COST: Objective
 OBJECTIVE_EMISSIONS: Objective
+FAILURE_SWEEP_UNSPECIFIED: FailureSweep
+FAILURE_SWEEP_MONTE_CARLO: FailureSweep
+FAILURE_SWEEP_N_MINUS_1: FailureSweep
+FAILURE_SWEEP_N_MINUS_2: FailureSweep
 
 class Scenario(_message.Message):
     __slots__ = ("name", "yaml")
@@ -399,3 +410,131 @@ class OptimizeResponse(_message.Message):
     constraints: _containers.RepeatedCompositeFieldContainer[ConstraintCheck]
     objective_trace: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, start: _Optional[_Mapping[str, float]] = ..., start_objective: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., best_objective: _Optional[float] = ..., feasible: _Optional[bool] = ..., constraints: _Optional[_Iterable[_Union[ConstraintCheck, _Mapping]]] = ..., objective_trace: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ClassRate(_message.Message):
+    __slots__ = ("equipment", "mtbf_h", "mttr_h")
+    EQUIPMENT_FIELD_NUMBER: _ClassVar[int]
+    MTBF_H_FIELD_NUMBER: _ClassVar[int]
+    MTTR_H_FIELD_NUMBER: _ClassVar[int]
+    equipment: str
+    mtbf_h: float
+    mttr_h: float
+    def __init__(self, equipment: _Optional[str] = ..., mtbf_h: _Optional[float] = ..., mttr_h: _Optional[float] = ...) -> None: ...
+
+class RunMonteCarloRequest(_message.Message):
+    __slots__ = ("scenario", "sweep", "samples", "seed", "duration", "dt", "record_every", "classes", "rates", "float64")
+    SCENARIO_FIELD_NUMBER: _ClassVar[int]
+    SWEEP_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    DT_FIELD_NUMBER: _ClassVar[int]
+    RECORD_EVERY_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    RATES_FIELD_NUMBER: _ClassVar[int]
+    FLOAT64_FIELD_NUMBER: _ClassVar[int]
+    scenario: Scenario
+    sweep: FailureSweep
+    samples: int
+    seed: int
+    duration: str
+    dt: str
+    record_every: str
+    classes: _containers.RepeatedScalarFieldContainer[str]
+    rates: _containers.RepeatedCompositeFieldContainer[ClassRate]
+    float64: bool
+    def __init__(self, scenario: _Optional[_Union[Scenario, _Mapping]] = ..., sweep: _Optional[_Union[FailureSweep, str]] = ..., samples: _Optional[int] = ..., seed: _Optional[int] = ..., duration: _Optional[str] = ..., dt: _Optional[str] = ..., record_every: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., rates: _Optional[_Iterable[_Union[ClassRate, _Mapping]]] = ..., float64: _Optional[bool] = ...) -> None: ...
+
+class MetricDistribution(_message.Message):
+    __slots__ = ("metric", "unit", "mean", "ci95", "p50", "p95", "p99")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    UNIT_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    CI95_FIELD_NUMBER: _ClassVar[int]
+    P50_FIELD_NUMBER: _ClassVar[int]
+    P95_FIELD_NUMBER: _ClassVar[int]
+    P99_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    unit: str
+    mean: float
+    ci95: float
+    p50: float
+    p95: float
+    p99: float
+    def __init__(self, metric: _Optional[str] = ..., unit: _Optional[str] = ..., mean: _Optional[float] = ..., ci95: _Optional[float] = ..., p50: _Optional[float] = ..., p95: _Optional[float] = ..., p99: _Optional[float] = ...) -> None: ...
+
+class EquipmentContribution(_message.Message):
+    __slots__ = ("equipment", "throttled_gpu_hours", "lost_eflop", "unit_hours_down", "share")
+    EQUIPMENT_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_GPU_HOURS_FIELD_NUMBER: _ClassVar[int]
+    LOST_EFLOP_FIELD_NUMBER: _ClassVar[int]
+    UNIT_HOURS_DOWN_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    equipment: str
+    throttled_gpu_hours: float
+    lost_eflop: float
+    unit_hours_down: float
+    share: float
+    def __init__(self, equipment: _Optional[str] = ..., throttled_gpu_hours: _Optional[float] = ..., lost_eflop: _Optional[float] = ..., unit_hours_down: _Optional[float] = ..., share: _Optional[float] = ...) -> None: ...
+
+class ClassUnavailability(_message.Message):
+    __slots__ = ("equipment", "sampled", "analytic")
+    EQUIPMENT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    ANALYTIC_FIELD_NUMBER: _ClassVar[int]
+    equipment: str
+    sampled: float
+    analytic: float
+    def __init__(self, equipment: _Optional[str] = ..., sampled: _Optional[float] = ..., analytic: _Optional[float] = ...) -> None: ...
+
+class SweepCase(_message.Message):
+    __slots__ = ("name", "failed", "metrics", "critical")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    CRITICAL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    failed: _containers.RepeatedScalarFieldContainer[str]
+    metrics: _containers.ScalarMap[str, float]
+    critical: bool
+    def __init__(self, name: _Optional[str] = ..., failed: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., critical: _Optional[bool] = ...) -> None: ...
+
+class RunMonteCarloResponse(_message.Message):
+    __slots__ = ("name", "site_id", "sweep", "duration_s", "dt_s", "base", "distributions", "contributions", "unavailability", "cases", "wall_s")
+    class BaseEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SITE_ID_FIELD_NUMBER: _ClassVar[int]
+    SWEEP_FIELD_NUMBER: _ClassVar[int]
+    DURATION_S_FIELD_NUMBER: _ClassVar[int]
+    DT_S_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    DISTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    UNAVAILABILITY_FIELD_NUMBER: _ClassVar[int]
+    CASES_FIELD_NUMBER: _ClassVar[int]
+    WALL_S_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    site_id: str
+    sweep: FailureSweep
+    duration_s: float
+    dt_s: float
+    base: _containers.ScalarMap[str, float]
+    distributions: _containers.RepeatedCompositeFieldContainer[MetricDistribution]
+    contributions: _containers.RepeatedCompositeFieldContainer[EquipmentContribution]
+    unavailability: _containers.RepeatedCompositeFieldContainer[ClassUnavailability]
+    cases: _containers.RepeatedCompositeFieldContainer[SweepCase]
+    wall_s: float
+    def __init__(self, name: _Optional[str] = ..., site_id: _Optional[str] = ..., sweep: _Optional[_Union[FailureSweep, str]] = ..., duration_s: _Optional[float] = ..., dt_s: _Optional[float] = ..., base: _Optional[_Mapping[str, float]] = ..., distributions: _Optional[_Iterable[_Union[MetricDistribution, _Mapping]]] = ..., contributions: _Optional[_Iterable[_Union[EquipmentContribution, _Mapping]]] = ..., unavailability: _Optional[_Iterable[_Union[ClassUnavailability, _Mapping]]] = ..., cases: _Optional[_Iterable[_Union[SweepCase, _Mapping]]] = ..., wall_s: _Optional[float] = ...) -> None: ...

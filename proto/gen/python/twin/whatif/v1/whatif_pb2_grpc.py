@@ -60,6 +60,11 @@ class WhatIfServiceStub:
                 request_serializer=twin_dot_whatif_dot_v1_dot_whatif__pb2.OptimizeRequest.SerializeToString,
                 response_deserializer=twin_dot_whatif_dot_v1_dot_whatif__pb2.OptimizeResponse.FromString,
                 _registered_method=True)
+        self.RunMonteCarlo = channel.unary_unary(
+                '/twin.whatif.v1.WhatIfService/RunMonteCarlo',
+                request_serializer=twin_dot_whatif_dot_v1_dot_whatif__pb2.RunMonteCarloRequest.SerializeToString,
+                response_deserializer=twin_dot_whatif_dot_v1_dot_whatif__pb2.RunMonteCarloResponse.FromString,
+                _registered_method=True)
 
 
 class WhatIfServiceServicer:
@@ -102,6 +107,14 @@ class WhatIfServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunMonteCarlo(self, request, context):
+        """A failure study: Monte Carlo samples of equipment failures and repairs (MTBF/MTTR
+        per equipment class), or an N-1 / N-2 sweep. INVALID_ARGUMENT naming the field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WhatIfServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +142,11 @@ def add_WhatIfServiceServicer_to_server(servicer, server):
                     servicer.Optimize,
                     request_deserializer=twin_dot_whatif_dot_v1_dot_whatif__pb2.OptimizeRequest.FromString,
                     response_serializer=twin_dot_whatif_dot_v1_dot_whatif__pb2.OptimizeResponse.SerializeToString,
+            ),
+            'RunMonteCarlo': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunMonteCarlo,
+                    request_deserializer=twin_dot_whatif_dot_v1_dot_whatif__pb2.RunMonteCarloRequest.FromString,
+                    response_serializer=twin_dot_whatif_dot_v1_dot_whatif__pb2.RunMonteCarloResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +285,33 @@ class WhatIfService:
             '/twin.whatif.v1.WhatIfService/Optimize',
             twin_dot_whatif_dot_v1_dot_whatif__pb2.OptimizeRequest.SerializeToString,
             twin_dot_whatif_dot_v1_dot_whatif__pb2.OptimizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunMonteCarlo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/twin.whatif.v1.WhatIfService/RunMonteCarlo',
+            twin_dot_whatif_dot_v1_dot_whatif__pb2.RunMonteCarloRequest.SerializeToString,
+            twin_dot_whatif_dot_v1_dot_whatif__pb2.RunMonteCarloResponse.FromString,
             options,
             channel_credentials,
             insecure,
