@@ -202,6 +202,15 @@ def test_no_merge_takes_no_value() -> None:
 # -- imports on the start path -----------------------------------------------------------
 
 
+def python_script(script: str) -> subprocess.CompletedProcess[str]:
+    """``script`` run by a fresh interpreter here; it must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    return done
+
+
 def test_simulate_help_imports_no_model_bus_or_writers() -> None:
     script = (
         "import sys\n"
@@ -211,10 +220,7 @@ def test_simulate_help_imports_no_model_bus_or_writers() -> None:
         "heavy = ('jax', 'grpc', 'nats', 'aiohttp', 'matplotlib', 'pyarrow', 'psycopg')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
+    done = python_script(script)
     assert "--no-merge" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "[]"
 
@@ -228,10 +234,7 @@ def test_the_model_start_path_imports_no_scipy_pandas_or_pvlib() -> None:
         "heavy = ('scipy', 'pandas', 'pvlib')\n"
         "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
+    done = python_script(script)
     assert done.stdout.strip() == "[]"
 
 
@@ -244,8 +247,5 @@ def test_the_console_entry_point_freezes_the_heap_before_shutdown() -> None:
         "sys.argv = ['twin', '--help']\n"
         "main()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
-    assert done.returncode == 0, done.stderr
+    done = python_script(script)
     assert done.stdout.strip().splitlines()[-1] == "frozen True"

@@ -29,7 +29,6 @@ from twin_core.batch import BatchRunner, run_batch
 from twin_core.compress import cdu_classes, compress, pad
 from twin_core.contract import SERIES, Equipment
 from twin_core.drivers import load_drivers
-from twin_core.durations import parse_duration
 from twin_core.params import BIG, Granularity, Params, build_params, steps_per_hour
 from twin_core.pytree import replace
 from twin_core.reliability import (
@@ -47,7 +46,7 @@ from twin_core.reliability import (
 )
 from twin_core.rollout import plan
 from twin_core.site import Site, SiteError, format_validation_error, parse_duration_or_zero
-from twin_core.study import StudyError
+from twin_core.study import StudyError, field_seconds
 
 MAX_SAMPLES = 100_000
 SLOT_BLOCK = 8
@@ -113,11 +112,7 @@ class MonteCarloSpec(_Strict):
         return rates
 
     def seconds(self, field: str) -> float:
-        value = getattr(self, field)
-        try:
-            return parse_duration(value) if isinstance(value, str) else float(value)
-        except ValueError as exc:
-            raise StudyError(f"{field}: {exc}") from None
+        return field_seconds(self, field)
 
     def class_rates(self) -> dict[str, Rate]:
         """The rate of every class that fails in this study."""

@@ -104,11 +104,17 @@ class StudySpec(_Strict):
         return variants
 
     def seconds(self, field: str) -> float:
-        value = getattr(self, field)
-        try:
-            return parse_duration(value) if isinstance(value, str) else float(value)
-        except ValueError as exc:
-            raise StudyError(f"{field}: {exc}") from None
+        return field_seconds(self, field)
+
+
+def field_seconds(spec: BaseModel, field: str) -> float:
+    """A duration field of a study document ("30d" or seconds) in seconds; StudyError
+    names the field."""
+    value = getattr(spec, field)
+    try:
+        return parse_duration(value) if isinstance(value, str) else float(value)
+    except ValueError as exc:
+        raise StudyError(f"{field}: {exc}") from None
 
 
 def parse_spec(doc: Any, where: str = "study", prefix: str = "") -> StudySpec:
