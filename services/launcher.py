@@ -375,19 +375,20 @@ class LocalTwin:
     def _terminate(process: subprocess.Popen, timeout_s: float = 15.0) -> None:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _wait_or_kill(process, timeout_s)
 
-    def _stop_children(self) -> None:
+    def _stop_children(self, timeout_s: float = 15.0) -> None:
+        # One SIGTERM each, all at once so they stop in parallel; a second one would land
+        # mid-shutdown (see Service._stop, which keeps its handlers to the end anyway).
         for process in self.processes.values():
             if process.poll() is None:
                 with_cont(process)
                 process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            self._terminate(process)
+        deadline = time.monotonic() + timeout_s
+        for name, process in self.processes.items():
+            _wait_or_kill(process, max(0.0, deadline - time.monotonic()))
+            if process.returncode != 0:  # SIGTERM is answered with a clean exit 0
+                self._event(f"{name} ended with {exit_status(process.returncode)} when stopped")
 
     def close(self) -> None:
         self._closing.set()
@@ -405,6 +406,24 @@ class LocalTwin:
 
 class _GiveUp(Exception):
     """The restart budget of a component is spent."""
+
+
+def _wait_or_kill(process: subprocess.Popen, timeout_s: float) -> None:
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def exit_status(returncode: int) -> str:
+    """``status 2``, or the signal's name for a process a signal ended (``SIGSEGV``)."""
+    if returncode >= 0:
+        return f"status {returncode}"
+    try:
+        return signal.Signals(-returncode).name
+    except ValueError:
+        return f"signal {-returncode}"
 
 
 def with_cont(process: subprocess.Popen) -> None:

@@ -147,16 +147,30 @@ async def wait_for(probe, done, what: str, timeout: float = TIMEOUT_S):
 
 
 async def drained(js, site: str, durable: str = bus.HISTORIAN_DURABLE) -> None:
-    """Until the durable has nothing pending and nothing unacked."""
+    """Until the durable has delivered the last message its filters match and has nothing
+    unacked. ``num_pending`` alone is not enough: the server (2.12 on) fills it in after a
+    consumer is created, so a fresh consumer can report (0 pending, 0 unacked) before its
+    first delivery."""
+    stream = bus.stream_name(site)
+
+    async def last_matching(filters: list[str]) -> int:
+        last = 0
+        for subject in filters:
+            with contextlib.suppress(NotFoundError):
+                last = max(last, (await js.get_last_msg(stream, subject)).seq or 0)
+        return last
 
     async def probe():
         try:
-            info = await js.consumer_info(bus.stream_name(site), durable)
+            info = await js.consumer_info(stream, durable)
         except NotFoundError:  # the writer has not declared it yet
             return None
-        return info.num_pending, info.num_ack_pending
+        config = info.config
+        filters = config.filter_subjects or [config.filter_subject or ">"]
+        behind = (info.delivered.stream_seq or 0) < await last_matching(filters)
+        return info.num_pending, info.num_ack_pending, behind
 
-    await wait_for(probe, lambda v: v == (0, 0), "the consumer to drain")
+    await wait_for(probe, lambda v: v == (0, 0, False), "the consumer to drain")
 
 
 def count(db: str, table: LiteralString, run_id: str) -> int:

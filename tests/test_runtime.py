@@ -718,6 +718,51 @@ def test_health_follows_the_bus_and_crashed_task_stops_service() -> None:
         arun(main(server))
 
 
+def test_a_second_sigterm_mid_shutdown_does_not_cut_it_short(nats_server: NatsServer) -> None:
+    """A supervisor that signals twice (the launcher did) must not kill a service between
+    two steps of its shutdown: the repeat is logged and the sequence ends, exit 0."""
+    script = (
+        "import asyncio, sys\n"
+        "from services.runtime import run\n"
+        "async def slow_stop():\n"
+        "    print('STOPPING', flush=True)\n"
+        "    await asyncio.sleep(1.0)\n"
+        "    print('FLUSHED', flush=True)\n"
+        "def ready(svc):\n"
+        "    svc.on_shutdown(slow_stop)\n"
+        "    print('READY', flush=True)\n"
+        "sys.exit(run('demo', on_ready=ready))\n"
+    )
+    env = {**os.environ, "TWIN_SITE": "sigterm2", "TWIN_NATS_URL": nats_server.url}
+    env |= {"TWIN_SHUTDOWN_GRACE_S": "1", "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        for expected in ("READY", "STOPPING"):
+            ready, _, _ = select.select([process.stdout], [], [], 30)
+            line = process.stdout.readline() if ready else ""
+            assert line.strip() == expected, process.stderr.read() if process.poll() else line
+            if expected == "READY":
+                process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)  # mid-shutdown
+        stdout, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=5)
+    assert process.returncode == 0, stderr
+    assert stdout.strip() == "FLUSHED"
+    assert "signal received while stopping signal=SIGTERM" in stderr
+    assert "service stopped service=demo" in stderr
+
+
 def test_sigterm_shuts_a_service_process_down(nats_server: NatsServer) -> None:
     """A real process and a real SIGTERM: the entry point exits 0 after the sequence."""
     script = (

@@ -228,11 +228,15 @@ class Service:
 
     async def _stop(self) -> None:
         self._stopping.set()
-        self._remove_signal_handlers()
         try:
             await self.grpc.stop(self.config.shutdown_grace_s, announce_s=self._announce_s)
         finally:
-            await self._stack.aclose()
+            try:
+                await self._stack.aclose()
+            finally:
+                # Only now: a repeated SIGTERM during the drain would otherwise take the
+                # default action and end the process between two writes.
+                self._remove_signal_handlers()
         log.info("service stopped", extra={"service": self.name})
 
     async def _cancel_tasks(self) -> None:
@@ -288,6 +292,9 @@ class Service:
             loop.remove_signal_handler(self._signals.pop())
 
     def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stopping.is_set():
+            log.info("signal received while stopping", extra={"signal": sig.name})
+            return
         log.info("signal received", extra={"signal": sig.name, "service": self.name})
         self.request_shutdown()
 
