@@ -12,12 +12,12 @@ import math
 
 import pytest
 from conftest import SMALL, constant_weather, small_site
-from hand import rack_ac, rack_dc
+from hand import RACKS, rack_ac, rack_dc
 from typer.testing import CliRunner
 
 from services.cli.main import app
 from twin_core.capacity import Limits, plan_capacity
-from twin_core.capacity_sites import CapacityError, parse_mix, split_count
+from twin_core.capacity_sites import Battery, CapacityError, parse_mix, split_count
 
 HORIZON_S, DT = 1800.0, 10.0
 INTERCONNECT_MW = 3.0
@@ -104,6 +104,73 @@ def test_cooling_binds_when_the_plant_is_smaller():
     assert one_more in result.evaluated
     assert all(c.passed for c in result.checks.values())
     assert result.checks["cooling_n1"].margin < result.checks["gpu_temp"].margin
+
+
+def test_power_caps_fit_racks_until_the_cap_depth_binds():
+    """Capped, the site's cap loop holds the meter at the interconnect limit: racks fit
+    while the cap they need stays at or above --min-cap (0.9). Hand: the cap c that holds
+    3 MW with n planned racks, c = (3 MW - fixed - n x pumping) / (n x full-load AC)."""
+    _, per_rack, fixed = hand_count()
+    full_ac = per_rack - CDU_PUMP_PER_RACK_W
+
+    def cap(n: int) -> float:
+        return (INTERCONNECT_MW * 1e6 - fixed - n * CDU_PUMP_PER_RACK_W) / (n * full_ac)
+
+    assert (round(cap(20), 4), round(cap(21), 4)) == (0.9362, 0.8914)
+    result = plan(small_site(HAND, BIG_PLANT), cases=["capped"])
+    assert (result.racks, result.binding) == (20, ("cap_depth",))
+    assert result.checks["cap_depth"].value == pytest.approx(cap(20), abs=2e-4)
+    # The loop starts settled (coupling.init_state): no start-up overshoot at the meter.
+    assert result.checks["interconnect"].value == pytest.approx(INTERCONNECT_MW, rel=1e-4)
+
+
+# Training that swings: 7 s at full power, 3 s at a fifth, so the meter steps by the
+# racks' swing every 10 s; checked against a 0.5 MW/s grid ramp limit at dt = 1 s.
+SWING = {
+    "iteration_s": 10.0,
+    "phases": [
+        {"name": "compute", "fraction": 0.7, "power_fraction": 1.0},
+        {"name": "comm", "fraction": 0.3, "power_fraction": 0.2},
+    ],
+}
+MAX_RAMP = 0.5
+
+
+def plan_swinging(rack_type: str, cases: list[str]):
+    site = small_site(HAND, BIG_PLANT, {f"rack_types.{rack_type}.training": SWING})
+    return plan_capacity(
+        site, parse_mix([rack_type], site), horizon_s=600.0, dt=1.0, cases=cases,
+        limits=Limits(max_ramp_mw_per_s=MAX_RAMP), battery=Battery(2.0, 0.5), guess=False,
+    ).cases  # fmt: skip
+
+
+def test_a_firming_battery_lifts_the_grid_ramp_bound_to_the_interconnect():
+    """Uncapped, the grid ramp binds: each planned rack steps the meter by its swing (a
+    lossless chain here). A 2 MW firming battery takes the steps; the grid ramp then sits
+    at its limit and the interconnect binds at its hand count."""
+    idle, tdp = RACKS["GB200_NVL72"][:2]
+    comm_util = (0.2 * tdp - idle) / (tdp - idle)  # a fifth of TDP per GPU
+    full, comm = (rack_ac("GB200_NVL72", rack_dc("GB200_NVL72", u)) for u in (1.0, comm_util))
+    swing = full - comm
+    assert round(swing) == 80_600  # W per rack, once an iteration
+    uncapped, battery = plan_swinging("GB200_NVL72", ["uncapped", "battery"])
+    assert (uncapped.racks, uncapped.binding) == (
+        math.floor(MAX_RAMP * 1e6 / swing),
+        ("grid_ramp",),
+    )
+    assert uncapped.checks["grid_ramp"].value == pytest.approx(6 * swing / 1e6, rel=1e-3)
+    assert (battery.racks, battery.binding) == (hand_count()[0], ("interconnect",))
+    assert battery.checks["grid_ramp"].value == pytest.approx(MAX_RAMP, rel=1e-6)
+
+
+def test_gb300_smoothing_lifts_the_grid_ramp_bound():
+    """GB300's power smoothing (floor and ramp limits in the racks) cuts the steps the
+    grid sees: several times the racks fit, and then the interconnect binds."""
+    uncapped, smoothing = plan_swinging("GB300_NVL72", ["uncapped", "smoothing"])
+    assert uncapped.binding == ("grid_ramp",)
+    assert smoothing.binding == ("interconnect",)
+    assert smoothing.racks > 3 * uncapped.racks
+    assert smoothing.checks["grid_ramp"].margin > 0
 
 
 def test_mix_split_and_largest_remainder():

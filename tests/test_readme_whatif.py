@@ -52,4 +52,4 @@ def test_each_readme_variant_differs_from_the_base_as_described(tmp_path):
     assert k["gb300"]["max_grid_ramp_mw_per_s"] < base["max_grid_ramp_mw_per_s"] - 2.0
     # the battery is the variant that meets the utility's ramp limit
     assert not v["base"]["passed"] and v["battery"]["passed"]
-    assert k["battery"]["max_grid_ramp_mw_per_s"] < 1.0
+    assert k["battery"]["max_grid_ramp_mw_per_s"] <= 0.5 * (1 + 1e-6)  # held at its limit

@@ -87,12 +87,14 @@ def _battery_request(p: EnergyParams, s: EnergyState, x: EnergyInputs, dt: float
     """Requested battery power (+ discharge) by dispatch mode, before limits."""
     max_w = p.battery_power_mw * 1e6
     peak = x.demand_w - p.peak_threshold_w
-    target_grid = jnp.clip(
-        x.demand_w, s.grid_w - p.grid_ramp_w_per_s * dt, s.grid_w + p.grid_ramp_w_per_s * dt
-    )
     soc = s.battery_j / jnp.maximum(capacity_j(p), 1.0)
-    # Swing firming recentres the state of charge slowly so it can absorb either direction.
-    firming = x.demand_w - target_grid + 0.01 * max_w * (soc - 0.5)
+    # Swing firming recentres the state of charge slowly so it can absorb either direction,
+    # only as far as the ramp limit allows: the limit is what the utility holds it to.
+    recentred = x.demand_w - 0.01 * max_w * (soc - 0.5)
+    target_grid = jnp.clip(
+        recentred, s.grid_w - p.grid_ramp_w_per_s * dt, s.grid_w + p.grid_ramp_w_per_s * dt
+    )
+    firming = x.demand_w - target_grid
     arbitrage = jnp.where(
         x.price >= p.discharge_above, max_w, jnp.where(x.price <= p.charge_below, -max_w, 0.0)
     )
