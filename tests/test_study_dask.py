@@ -13,10 +13,13 @@ import time
 from typing import Any, cast
 
 import pytest
-from conftest import ROOT, SMALL, small_site
+from conftest import ROOT, SITES, SMALL, small_site
 from test_cli import twin
+from test_montecarlo import HORIZON as MC_HORIZON
+from test_montecarlo import RATES as MC_RATES
 
 from services.study_cluster import (
+    DaskRunner,
     DaskTarget,
     open_client,
     parse_target,
@@ -24,6 +27,8 @@ from services.study_cluster import (
     run_study_on_target,
     target_from_env,
 )
+from twin_core import load_site
+from twin_core.montecarlo import parse_monte_carlo, run_monte_carlo
 from twin_core.study import StudyError, parse_spec, run_study
 
 pytestmark = pytest.mark.xdist_group("dask")
@@ -206,6 +211,25 @@ def test_a_worker_killed_mid_study_has_its_chunks_rerun(small, local_chunked):
     assert any(str(k).startswith("study-") for k in killed["keys"])  # type: ignore[union-attr]
     assert pids[str(killed["address"])] not in after.values()  # that process is gone
     assert on_dask.to_dict() == local_chunked.to_dict()
+
+
+def test_a_monte_carlo_study_on_two_workers_equals_the_local_run():
+    """A failure study's samples go to the workers in chunks like any study's variants:
+    the same distributions, ranking and per-sample values, progress per chunk."""
+    site = load_site(SITES / "single_cdu.yaml")
+    spec = parse_monte_carlo(
+        {"samples": 7, "seed": 3, "classes": ["cdu", "feeder"], "rates": MC_RATES, **MC_HORIZON}
+    )
+    local = run_monte_carlo(site, spec, chunk=4)
+    seen: list[tuple[float, int]] = []
+    with open_client(parse_target("local:2")) as client:
+        on_dask = run_monte_carlo(
+            site, spec, chunk=4, runner=DaskRunner(client),
+            progress=lambda done, total: seen.append((done, total)),
+        )  # fmt: skip
+    assert on_dask.to_dict() == local.to_dict()
+    assert max(on_dask.samples["throttled_gpu_hours"]) > 0  # failures that cost something
+    assert seen == [(4, 8), (8, 8)]  # the base and 7 samples, in two chunks of 4
 
 
 def test_the_readme_names_the_option():
