@@ -11,21 +11,26 @@ first and last runs.
 
 The same study (the small test site by default, a grid of supply temperatures) runs in
 chunks of ``--chunk`` variants on a LocalCluster of 1, then 2 one-thread worker processes
-on 127.0.0.1, next to the in-process chunked run.
+on 127.0.0.1, next to the in-process chunked run. Each worker is pinned to a core of its
+own, as each worker of a cluster has a machine of its own: unpinned, one JAX process
+already keeps both cores of this machine busy (its runtime threads spin beside the
+one that computes), so a second worker would only measure the contention.
 
-    python bench/planning.py                      # small site, 16 variants x 6 h
-    python bench/planning.py --variants 64 --duration 24h
+    python bench/planning.py                      # small site, 32 variants x 7 d, chunks of 4
+    python bench/planning.py --variants 64 --duration 24h --chunk 8
 
 Columns: ``first s`` is the first study on fresh workers (each imports JAX and compiles
 the chunk's rollout once); ``warm s`` the same study again on the same workers (the best
 of ``--repeat``); ``per chunk s`` is ``warm s`` x workers / chunks, the cost of one chunk
-on one worker, from which a cluster of N workers takes about chunks / N x that. Every
-run's result is checked equal to the in-process run's.
+on one worker, from which a cluster of N workers takes about chunks / N x that;
+``speed-up`` is the 1-worker warm time over this row's. Every run's result is checked
+equal to the in-process run's.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -85,12 +90,25 @@ def monte_carlo(site_path: Path, counts: list[int], duration: str, dt: str) -> N
     )
 
 
+def pin_to_a_core(dask_worker) -> int:
+    """Pin every thread of a LocalCluster worker to the core of its index (run with
+    ``client.run``, which passes the worker); returns the core."""
+    cores = sorted(os.sched_getaffinity(0))
+    core = cores[int(dask_worker.name) % len(cores)]
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), {core})
+        except OSError:  # a thread that ended meanwhile
+            continue
+    return core
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="A what-if study on 1 and 2 Dask workers.")
     parser.add_argument("--site", type=Path, default=ROOT / "tests" / "sites" / "small.yaml")
-    parser.add_argument("--variants", type=int, default=16, help="grid points (plus the base)")
-    parser.add_argument("--duration", default="6h")
-    parser.add_argument("--chunk", type=int, default=2)
+    parser.add_argument("--variants", type=int, default=31, help="grid points (plus the base)")
+    parser.add_argument("--duration", default="7d")
+    parser.add_argument("--chunk", type=int, default=4)
     parser.add_argument("--workers", default="1,2", help="worker counts to compare")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument(
@@ -117,6 +135,7 @@ def main() -> None:
     rows = [("in-process", "-", time.perf_counter() - start, None, None)]
     for workers in (int(w) for w in args.workers.split(",")):
         with open_client(parse_target(f"local:{workers}")) as client:
+            client.run(pin_to_a_core)
             start = time.perf_counter()
             first = run_study_on_dask(client, site, spec, chunk=args.chunk)
             first_s = time.perf_counter() - start
@@ -134,8 +153,9 @@ def main() -> None:
         title=f"{site.name}: {total} variants x {args.duration}, dt 10 s, "
         f"{chunks} chunks of {args.chunk}"
     )
-    for heading in ("run", "workers", "first s", "warm s", "per chunk s"):
+    for heading in ("run", "workers", "first s", "warm s", "per chunk s", "speed-up"):
         table.add_column(heading, justify="right")
+    one = next((best for _, w, _, best, _ in rows if w == "1"), None)
     for name, workers, first_s, best, per_chunk in rows:
         table.add_row(
             name,
@@ -143,6 +163,7 @@ def main() -> None:
             f"{first_s:.1f}",
             "-" if best is None else f"{best:.2f}",
             "-" if per_chunk is None else f"{per_chunk:.3f}",
+            "-" if best is None or one is None else f"{one / best:.2f}x",
         )
     Console().print(table)
 
