@@ -187,6 +187,28 @@ def test_mix_split_and_largest_remainder():
         parse_mix(["GB300_NVL72=-1"], site)
 
 
+def test_a_mix_is_planned_in_its_shares_up_to_the_hand_count():
+    """Half GB200, half GB300 (both at TDP): the count split by largest remainder, the
+    interconnect binding where the hand sum of both types' racks passes 3 MW."""
+    full = HAND["rack_types.GB200_NVL72.training"]
+    site = small_site(HAND, BIG_PLANT, {"rack_types.GB300_NVL72.training": full})
+    mix = parse_mix(["GB200_NVL72=1", "GB300_NVL72=1"], site)
+    _, per_gb200, fixed = hand_count()
+    per_gb300 = rack_ac("GB300_NVL72", rack_dc("GB300_NVL72", 1.0)) + CDU_PUMP_PER_RACK_W
+
+    def facility_w(n: int) -> float:
+        c = split_count(n, mix)
+        return fixed + c["GB200_NVL72"] * per_gb200 + c["GB300_NVL72"] * per_gb300
+
+    hand = max(n for n in range(40) if facility_w(n) <= INTERCONNECT_MW * 1e6)
+    assert hand == 18  # 9 + 9: 2.891 MW; a 19th (GB200) rack makes 3.029 MW
+    result = plan_capacity(site, mix, horizon_s=HORIZON_S, dt=DT, cases=["uncapped"]).cases[0]
+    assert (result.racks, result.binding) == (hand, ("interconnect",))
+    assert result.counts == {"GB200_NVL72": 9, "GB300_NVL72": 9}
+    assert result.gpus == 18 * 72
+    assert result.checks["interconnect"].value == pytest.approx(facility_w(hand) / 1e6, abs=2e-3)
+
+
 def test_planner_refuses_bad_limits_naming_them():
     site = small_site()
     with pytest.raises(CapacityError, match=r"^--min-cap: must be in \(0, 1\], got 1.5$"):
