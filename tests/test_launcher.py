@@ -155,6 +155,23 @@ def _children_of(instance: str) -> list[psutil.Process]:
     return found
 
 
+def _up(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """``twin up`` of the small site on free ports, and its instance id once it says it."""
+    up = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", str(SMALL), "--base-port", "0",
+         "--log-dir", str(tmp_path / "logs"), *args],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "COLUMNS": "200", "TMPDIR": str(tmp_path)},
+    )  # fmt: skip
+    assert up.stderr is not None
+    first = up.stderr.readline()
+    started = re.fullmatch(r"twin small: instance ([0-9a-f]{12}), logs in .*\n", first)
+    if not started:
+        up.kill()
+        raise AssertionError(first)
+    return up, started[1]
+
+
 def _serves(process: psutil.Process, name: str) -> bool:
     try:
         return process.cmdline()[-2:] == ["serve", name]
@@ -165,18 +182,8 @@ def _serves(process: psutil.Process, name: str) -> bool:
 def test_start_up_shows_progress_and_fails_in_one_line_leaving_nothing(tmp_path: Path) -> None:
     """Services that are not serving within --ready-timeout: progress lines while waiting,
     then one line naming them and the log, no traceback, no folder or process left."""
-    up = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", str(SMALL), "--base-port", "0",
-         "--ready-timeout", "6s", "--log-dir", str(tmp_path / "logs")],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "COLUMNS": "200", "TMPDIR": str(tmp_path)},
-    )  # fmt: skip
+    up, instance = _up(tmp_path, "--ready-timeout", "6s")
     try:
-        assert up.stderr is not None
-        first = up.stderr.readline()
-        started = re.fullmatch(r"twin small: instance ([0-9a-f]{12}), logs in .*\n", first)
-        assert started, first
-        instance = started[1]
         # A warm compilation cache can bring the whole twin up inside 6 s: hold the twin
         # service (stopped, not killed) so that it cannot answer in time on any machine.
         deadline = time.monotonic() + 60
@@ -208,18 +215,8 @@ def test_start_up_shows_progress_and_fails_in_one_line_leaving_nothing(tmp_path:
 
 
 def test_sigterm_while_starting_leaves_nothing_behind(tmp_path: Path) -> None:
-    up = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", str(SMALL), "--base-port", "0",
-         "--log-dir", str(tmp_path / "logs")],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "COLUMNS": "200", "TMPDIR": str(tmp_path)},
-    )  # fmt: skip
+    up, instance = _up(tmp_path)
     try:
-        assert up.stderr is not None
-        first = up.stderr.readline()
-        started = re.fullmatch(r"twin small: instance ([0-9a-f]{12}), logs in .*\n", first)
-        assert started, first
-        instance = started[1]
         deadline = time.monotonic() + 60
         while len(_children_of(instance)) < 6:  # the services are starting
             assert time.monotonic() < deadline

@@ -718,6 +718,17 @@ def test_health_follows_the_bus_and_crashed_task_stops_service() -> None:
         arun(main(server))
 
 
+def _service_process(script: str, site: str, nats_server: NatsServer) -> subprocess.Popen:
+    """``script`` in a process of its own, a service of ``site`` on ``nats_server`` with a
+    1 s shutdown grace, its output piped."""
+    env = {**os.environ, "TWIN_SITE": site, "TWIN_NATS_URL": nats_server.url}
+    env |= {"TWIN_SHUTDOWN_GRACE_S": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
 def test_a_second_sigterm_mid_shutdown_does_not_cut_it_short(nats_server: NatsServer) -> None:
     """A supervisor that signals twice (the launcher did) must not kill a service between
     two steps of its shutdown: the repeat is logged and the sequence ends, exit 0."""
@@ -733,16 +744,7 @@ def test_a_second_sigterm_mid_shutdown_does_not_cut_it_short(nats_server: NatsSe
         "    print('READY', flush=True)\n"
         "sys.exit(run('demo', on_ready=ready))\n"
     )
-    env = {**os.environ, "TWIN_SITE": "sigterm2", "TWIN_NATS_URL": nats_server.url}
-    env |= {"TWIN_SHUTDOWN_GRACE_S": "1", "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _service_process(script, "sigterm2", nats_server)
     try:
         assert process.stdout is not None and process.stderr is not None
         for expected in ("READY", "STOPPING"):
@@ -771,21 +773,7 @@ def test_sigterm_shuts_a_service_process_down(nats_server: NatsServer) -> None:
         "def ready(svc): print('PORT', svc.port, flush=True)\n"
         "sys.exit(run('demo', on_ready=ready))\n"
     )
-    env = {
-        **os.environ,
-        "TWIN_SITE": "sigterm",
-        "TWIN_NATS_URL": nats_server.url,
-        "TWIN_SHUTDOWN_GRACE_S": "1",
-        "PYTHONPATH": str(ROOT),
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = _service_process(script, "sigterm", nats_server)
     try:
         assert process.stdout is not None and process.stderr is not None
         ready, _, _ = select.select([process.stdout], [], [], 20)  # bounded wait for PORT
