@@ -24,6 +24,7 @@ from distributed import Client, LocalCluster, as_completed
 
 from twin_core.batch import chunk_size, run_batch
 from twin_core.coupling import TwinState
+from twin_core.montecarlo import MonteCarloResult, MonteCarloSpec, run_monte_carlo
 from twin_core.params import Params
 from twin_core.site import Site
 from twin_core.study import StudyError, StudyResult, StudySpec, run_study
@@ -188,3 +189,12 @@ def run_study_on_target(
     holds no connection between studies, so a restarted scheduler costs nothing)."""
     with open_client(target, SCHEDULER_ENV) as client:
         return run_study_on_dask(client, base_site, spec, **kwargs)
+
+
+def run_monte_carlo_on_target(
+    target: DaskTarget, site: Site, spec: MonteCarloSpec, **kwargs: Any
+) -> MonteCarloResult:
+    """A failure study's chunks on the scheduler ``target`` names, on a client opened for
+    this study alone (as ``run_study_on_target``)."""
+    with open_client(target, SCHEDULER_ENV) as client:
+        return run_monte_carlo(site, spec, runner=DaskRunner(client), **kwargs)

@@ -336,16 +336,27 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def study_runner() -> Callable[..., StudyResult]:
-    """``run_study`` here, or on the Dask scheduler TWIN_DASK_SCHEDULER names (the chart's
-    study workers); a bad address stops the service at start, naming the variable."""
+def _where_the_variable_says(local: Callable[..., Any], remote: str) -> Callable[..., Any]:
+    """``local``, or ``services.study_cluster.<remote>`` bound to the Dask scheduler
+    TWIN_DASK_SCHEDULER names (the chart's study workers); a bad address stops the
+    service at start, naming the variable."""
     if not os.environ.get("TWIN_DASK_SCHEDULER", "").strip():
-        return run_study
-    from services.study_cluster import run_study_on_target, target_from_env
+        return local
+    from services import study_cluster
 
-    target = target_from_env()
+    target = study_cluster.target_from_env()
     assert target is not None
-    return functools.partial(run_study_on_target, target)
+    return functools.partial(getattr(study_cluster, remote), target)
+
+
+def study_runner() -> Callable[..., StudyResult]:
+    """``run_study`` here, or on the Dask scheduler TWIN_DASK_SCHEDULER names."""
+    return _where_the_variable_says(run_study, "run_study_on_target")
+
+
+def monte_carlo_runner() -> Callable[..., MonteCarloResult]:
+    """``run_monte_carlo`` here, or its chunks on the scheduler TWIN_DASK_SCHEDULER names."""
+    return _where_the_variable_says(run_monte_carlo, "run_monte_carlo_on_target")
 
 
 class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
@@ -353,6 +364,7 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
 
     def __init__(self, store: StudyStore | None = None, default_site: Site | None = None) -> None:
         self.run_study = study_runner()
+        self.run_monte_carlo = monte_carlo_runner()
         self.store = store or StudyStore()
         self.default_site = default_site
         self._trusted = trusted_files(default_site)  # the operator's own files
@@ -546,7 +558,7 @@ class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
             site = monte_carlo_site(request, self._trusted)
             async with self._one_at_a_time:
                 start = time.perf_counter()
-                result = await asyncio.to_thread(run_monte_carlo, site, spec)
+                result = await asyncio.to_thread(self.run_monte_carlo, site, spec)
                 wall = time.perf_counter() - start
         except (BadRequest, StudyError, SiteError) as exc:
             await self._invalid(context, exc)

@@ -12,21 +12,28 @@ import threading
 import time
 from typing import Any, cast
 
+import grpc
 import pytest
 from conftest import ROOT, SITES, SMALL, small_site
+from distributed import Client
+from served import served
 from test_cli import twin
 from test_montecarlo import HORIZON as MC_HORIZON
 from test_montecarlo import RATES as MC_RATES
 
+from services import whatif_service
 from services.study_cluster import (
     DaskRunner,
     DaskTarget,
     open_client,
     parse_target,
+    run_monte_carlo_on_target,
     run_study_on_dask,
     run_study_on_target,
     target_from_env,
 )
+from twin.whatif.v1 import whatif_pb2 as pb
+from twin.whatif.v1 import whatif_pb2_grpc
 from twin_core import load_site
 from twin_core.montecarlo import parse_monte_carlo, run_monte_carlo
 from twin_core.study import StudyError, parse_spec, run_study
@@ -128,14 +135,18 @@ def test_scheduler_from_the_environment():
 
 
 def test_the_service_runs_studies_where_the_variable_says(monkeypatch):
-    from services.whatif_service import study_runner
+    from services.whatif_service import monte_carlo_runner, study_runner
 
     monkeypatch.delenv("TWIN_DASK_SCHEDULER", raising=False)
     assert study_runner() is run_study
+    assert monte_carlo_runner() is run_monte_carlo
     monkeypatch.setenv("TWIN_DASK_SCHEDULER", "tcp://10.0.0.5:8786")
     runner = cast(Any, study_runner())
     assert runner.func is run_study_on_target
     assert runner.args == (DaskTarget(address="tcp://10.0.0.5:8786"),)
+    failures = cast(Any, monte_carlo_runner())
+    assert failures.func is run_monte_carlo_on_target
+    assert failures.args == runner.args
 
 
 def test_whatif_honours_the_scheduler_variable(tmp_path):
@@ -230,6 +241,47 @@ def test_a_monte_carlo_study_on_two_workers_equals_the_local_run():
     assert on_dask.to_dict() == local.to_dict()
     assert max(on_dask.samples["throttled_gpu_hours"]) > 0  # failures that cost something
     assert seen == [(4, 8), (8, 8)]  # the base and 7 samples, in two chunks of 4
+
+
+def test_the_service_runs_a_monte_carlo_study_on_the_scheduler_the_variable_names(monkeypatch):
+    """RunMonteCarlo on a what-if service whose TWIN_DASK_SCHEDULER names a running
+    scheduler: the chunks run on its worker and the reply equals the local run's."""
+    from distributed import LocalCluster
+
+    site = load_site(SITES / "single_cdu.yaml")
+    doc = {"samples": 5, "seed": 11, "classes": ["cdu", "feeder"], **MC_HORIZON}
+    local = run_monte_carlo(site, parse_monte_carlo({**doc, "rates": MC_RATES}))
+    request = pb.RunMonteCarloRequest(
+        scenario=pb.Scenario(yaml=(SITES / "single_cdu.yaml").read_text()),
+        samples=5, seed=11, classes=["cdu", "feeder"],
+        rates=[pb.ClassRate(equipment=k, **v) for k, v in MC_RATES.items()],
+        duration=MC_HORIZON["duration"], dt=MC_HORIZON["dt"],
+        record_every=MC_HORIZON["record_every"],
+    )  # fmt: skip
+    with LocalCluster(
+        n_workers=1, threads_per_worker=1, host="127.0.0.1",
+        dashboard_address=None,  # pyright: ignore[reportArgumentType]
+    ) as cluster, Client(cluster) as watcher:  # fmt: skip
+        # The synchronous cluster and client return plain values (typed as coroutines).
+        monkeypatch.setenv("TWIN_DASK_SCHEDULER", cast(Any, cluster).scheduler_address)
+        with (
+            served(lambda server: whatif_service.add_to_server(server)) as address,
+            grpc.insecure_channel(address) as channel,
+        ):
+            reply = whatif_pb2_grpc.WhatIfServiceStub(channel).RunMonteCarlo(request, timeout=600)
+        ran = cast(int, watcher.run_on_scheduler(_study_tasks_seen))
+    assert ran >= 1  # the study's chunk went through the scheduler
+    got = {d.metric: (d.mean, d.p50, d.p99) for d in reply.distributions}
+    want = {k: (d.mean, d.p50, d.p99) for k, d in local.distributions.items()}
+    assert got == want
+    assert dict(reply.base) == local.base
+
+
+def _study_tasks_seen(dask_scheduler) -> int:
+    """On the scheduler: how many study chunks it has seen (keys study-<id>-chunk-<n>,
+    grouped under the prefix "study")."""
+    prefix = dask_scheduler.task_prefixes.get("study")
+    return 0 if prefix is None else sum(prefix.state_counts.values())
 
 
 def test_the_readme_names_the_option():
