@@ -123,6 +123,18 @@ def test_monte_carlo_distribution_and_ranking(site):
     assert result.unavailability["cdu"][1] == pytest.approx(0.2)
 
 
+def test_progress_moves_part_way_through_a_chunk_and_changes_nothing(site):
+    """Records advanced in two calls (``segments``): progress after each, fractional
+    within the one chunk of 8 variants, and the same samples as one call."""
+    spec = parse_monte_carlo(
+        {"samples": 7, "seed": 3, "classes": ["cdu", "feeder"], "rates": RATES, **HORIZON}
+    )
+    seen: list[tuple[float, int]] = []
+    split = run_monte_carlo(site, spec, segments=2, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(4.0, 8), (8.0, 8)]  # half the records of all 8 variants, then all
+    assert split.to_dict() == run_monte_carlo(site, spec).to_dict()
+
+
 def test_losses_are_split_among_the_outages_in_force():
     from twin_core.contract import Equipment
     from twin_core.montecarlo import NONE_IN_FORCE, attribute

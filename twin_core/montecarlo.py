@@ -303,6 +303,7 @@ def _rollout(
     chunk: int | None,
     progress: Callable[[float], None] | None,
     runner: BatchRunner,
+    segments: int,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     horizon, dt, record_s, n_records, every = _timing(spec)
     dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
@@ -319,7 +320,7 @@ def _rollout(
     except SiteError as exc:
         raise StudyError(str(exc)) from None
     params = _variant_params(base, schedules, dtype)
-    _, means, maxes = runner(params, n_records, every, chunk, progress, 1)
+    _, means, maxes = runner(params, n_records, every, chunk, progress, segments)
     return np.asarray(means), np.asarray(maxes), record_s
 
 
@@ -365,8 +366,12 @@ def run_monte_carlo(
     chunk: int | None = None,
     progress: Callable[[float, int], None] | None = None,
     runner: BatchRunner = run_batch,
+    segments: int = 1,
 ) -> MonteCarloResult:
-    """Run a failure study on ``site``: variant 0 is the base (no sampled failure)."""
+    """Run a failure study on ``site``: variant 0 is the base (no sampled failure).
+
+    ``progress(done, total)``: variants done, part-way through a chunk when its records
+    are advanced in ``segments`` calls (results are the same)."""
     horizon, dt, record_s, _, _ = _timing(spec)
     rates, block = spec.class_rates(), spec.block()
     units = class_units(site, block)
@@ -384,7 +389,7 @@ def run_monte_carlo(
         if progress:
             progress(done, total)
 
-    means, maxes, record_s = _rollout(site, spec, schedules, chunk, advance, runner)
+    means, maxes, record_s = _rollout(site, spec, schedules, chunk, advance, runner, segments)
     m = _metrics(means, maxes, record_s)
     m["lost_eflop"] = m["delivered_eflop"][0] - m["delivered_eflop"]
     base = {k: float(v[0]) for k, v in m.items()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from rich.table import Table
 
 from services.cli.errors import fail, rpc_failed
 from services.cli.files import write_all_atomic
+from services.cli.progress import progress_bar
 
 HEADINGS = {
     "throttled_gpu_hours": "throttled GPU h",
@@ -100,14 +102,20 @@ def run_local(
         jax.config.update("jax_enable_x64", True)
         spec = spec.model_copy(update={"precision": "float64"})
     site = site_by_name_or_file(scenario, "scenario")
-    start = time.perf_counter()
-    if dask is None:
-        result = run_monte_carlo(site, spec, chunk=chunk)
-    else:
-        from services.study_cluster import DaskRunner, open_client, parse_target
+    label = f"{spec.name}: {spec.samples} samples" if spec.sweep == "monte_carlo" else spec.sweep
+    with progress_bar() as bar, ExitStack() as stack:
+        task = bar.add_task(label, total=None)
 
-        with open_client(parse_target(dask)) as client:
-            result = run_monte_carlo(site, spec, chunk=chunk, runner=DaskRunner(client))
+        def advance(done: float, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        kwargs: dict[str, Any] = {"chunk": chunk, "progress": advance, "segments": 10}
+        if dask is not None:
+            from services.study_cluster import DaskRunner, open_client, parse_target
+
+            kwargs["runner"] = DaskRunner(stack.enter_context(open_client(parse_target(dask))))
+        start = time.perf_counter()
+        result = run_monte_carlo(site, spec, **kwargs)
     return {**result.to_dict(), "wall_s": time.perf_counter() - start}
 
 

@@ -16,12 +16,12 @@ from typing import Annotated, Any, BinaryIO
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from services.cli.errors import console, fail, rpc_failed, seconds
 from services.cli.extras import installed, need
 from services.cli.files import write_all_atomic
+from services.cli.progress import progress_bar
 
 # KPIs in the comparison table, with short headings (all KPIs are in study.json).
 TABLE_KPIS = {
@@ -110,7 +110,7 @@ def run_local(
         jax.config.update("jax_enable_x64", True)
     site = _local_base(spec, "scenario")
     variants = prepare(site, spec)
-    with _progress() as bar, _study_runner(dask, option) as run:
+    with progress_bar() as bar, _study_runner(dask, option) as run:
         task = bar.add_task(f"{spec.name}: {len(variants)} variants", total=len(variants))
         start = time.perf_counter()
         result = run(
@@ -155,7 +155,7 @@ def run_remote(doc: dict[str, Any], address: str) -> dict[str, Any]:
         doc.pop("scenario")
     request = whatif_pb2.RunStudyRequest(study_yaml=yaml.safe_dump(doc, sort_keys=False))
     result = None
-    with open_channel(address) as channel, _progress() as bar:
+    with open_channel(address) as channel, progress_bar() as bar:
         task = None
         try:
             stream = whatif_pb2_grpc.WhatIfServiceStub(channel).RunStudy(request, timeout=3600)
@@ -211,17 +211,6 @@ def study_to_dict(study) -> dict[str, Any]:
             for v in study.variants
         ],
     }
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:.1f}/{task.total}"),
-        TimeElapsedColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
 
 
 def comparison_table(result: dict[str, Any]) -> Table:
