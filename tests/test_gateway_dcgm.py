@@ -328,8 +328,10 @@ def test_scrapes_in_flight_are_bounded():
     async def main() -> None:
         task = asyncio.create_task(adapter.run(lambda _: None))
         deadline = time.monotonic() + 10
-        while not set(hosts) <= set(served):
-            assert time.monotonic() < deadline, served
+        # The server lists a host before its page is sent; the adapter counts the scrape
+        # once it has read the page: wait for both.
+        while not (set(hosts) <= set(served) and adapter.scrapes >= len(hosts)):
+            assert time.monotonic() < deadline, (served, adapter.scrapes)
             await asyncio.sleep(0.05)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
