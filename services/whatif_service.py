@@ -20,7 +20,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import jax
@@ -66,6 +66,9 @@ from twin_core.montecarlo import (
 from twin_core.reliability import CLASSES
 from twin_core.site import format_validation_error, parse_value
 from twin_core.study import APPEND, BASE, prepare
+
+if TYPE_CHECKING:  # distributed is an extra: imported only where a scheduler is named
+    from services.study_cluster import DaskTarget
 
 log = logging.getLogger(__name__)
 
@@ -336,27 +339,32 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
-def _where_the_variable_says(local: Callable[..., Any], remote: str) -> Callable[..., Any]:
-    """``local``, or ``services.study_cluster.<remote>`` bound to the Dask scheduler
-    TWIN_DASK_SCHEDULER names (the chart's study workers); a bad address stops the
-    service at start, naming the variable."""
+def _scheduler() -> DaskTarget | None:
+    """The Dask scheduler TWIN_DASK_SCHEDULER names (the chart's study workers), or None
+    to run here; a bad address stops the service at start, naming the variable."""
     if not os.environ.get("TWIN_DASK_SCHEDULER", "").strip():
-        return local
-    from services import study_cluster
+        return None
+    from services.study_cluster import target_from_env
 
-    target = study_cluster.target_from_env()
-    assert target is not None
-    return functools.partial(getattr(study_cluster, remote), target)
+    return target_from_env()
 
 
 def study_runner() -> Callable[..., StudyResult]:
     """``run_study`` here, or on the Dask scheduler TWIN_DASK_SCHEDULER names."""
-    return _where_the_variable_says(run_study, "run_study_on_target")
+    if (target := _scheduler()) is None:
+        return run_study
+    from services.study_cluster import run_study_on_target
+
+    return functools.partial(run_study_on_target, target)
 
 
 def monte_carlo_runner() -> Callable[..., MonteCarloResult]:
     """``run_monte_carlo`` here, or its chunks on the scheduler TWIN_DASK_SCHEDULER names."""
-    return _where_the_variable_says(run_monte_carlo, "run_monte_carlo_on_target")
+    if (target := _scheduler()) is None:
+        return run_monte_carlo
+    from services.study_cluster import run_monte_carlo_on_target
+
+    return functools.partial(run_monte_carlo_on_target, target)
 
 
 class WhatIfServicer(whatif_pb2_grpc.WhatIfServiceServicer):
