@@ -546,8 +546,20 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health(tmp_path):
         "0",
         "--prometheus-targets",
         str(tmp_path / "targets.json"),
+        # Six services compiling on a 2-core machine beside another test: as the other
+        # twins in the tests, more time than the CLI's 120 s default.
+        "--ready-timeout",
+        "300s",
+        "--log-dir",
+        str(tmp_path / "logs"),
     ]
     err = tmp_path / "stderr"
+
+    def diagnosis() -> str:
+        services_log = tmp_path / "logs" / "services.log"
+        tail = services_log.read_text()[-4000:] if services_log.exists() else "(no log)"
+        return f"stderr:\n{err.read_text()}\nservices.log (end):\n{tail}"
+
     up = subprocess.Popen(
         command,
         cwd=ROOT,
@@ -558,17 +570,15 @@ def test_twin_up_serves_until_interrupted_and_status_reports_health(tmp_path):
     )
     try:
         assert up.stdout is not None
-        deadline = time.monotonic() + 180
         lines = []
-        while time.monotonic() < deadline:
-            line = up.stdout.readline()
+        while line := up.stdout.readline():  # until the ready banner, or the command ended
             lines.append(line)
             if "Ctrl-C stops everything" in line:
                 break
         printed = "".join(lines)
         instance_match = re.search(r"up \(instance ([0-9a-f]{12})\)", printed)
         ports_match = re.search(r"gRPC: (.*)", printed)
-        assert instance_match and ports_match, lines
+        assert instance_match and ports_match, (lines, diagnosis())
         instance, ports = instance_match[1], ports_match[1]
         addresses = [part.split(" ")[1] for part in ports.split(", ")]
         assert len(addresses) == 6 and "127.0.0.1:50051" not in addresses, lines
