@@ -7,8 +7,10 @@ bench/whatif.py.
     python bench/model.py                 # CPU targets (2-core CI machine)
     python bench/model.py --gpus 500000   # on an accelerator
 
-Compile time is measured on its own (lower + compile); the timed run re-uses the
-compiled rollout, so figures are steady-state simulation speed.
+Compile time is measured on its own (lower + compile); the timed runs re-use the
+compiled rollout, so figures are steady-state simulation speed: the median of
+``--repeats`` runs, with the range of real-time factors beside it (these machines are
+shared, and one run can be off by half).
 
 The floor of a step is the memory traffic it cannot avoid: the carried state read and
 written once (its pytree's bytes, twice) at the memory bandwidth, measured in the same
@@ -100,10 +102,12 @@ def time_single(
     merged: bool,
     dt: float = 1.0,
     trace: int | None = None,
+    repeats: int = 5,
 ):
-    """(compile s, wall s, simulated s per wall s, state bytes read and written per step,
-    elements, the rollout's outputs) for one rollout; ``merged``: identical racks and CDUs
-    advanced once (compress.py); ``trace``: a quantity kept at every step (rollout.py)."""
+    """(compile s, wall s of each of ``repeats`` runs, state bytes read and written per
+    step, elements, the rollout's outputs) for one rollout; ``merged``: identical racks and
+    CDUs advanced once (compress.py); ``trace``: a quantity kept at every step
+    (rollout.py)."""
     every = round(60 / dt)  # a record a minute
     n_records = round(seconds / dt) // every
     drivers = load_drivers(site)
@@ -114,12 +118,14 @@ def time_single(
     start = time.perf_counter()
     compiled = run_jit.lower(p, s0, n_records, every, trace=trace).compile()
     compile_s = time.perf_counter() - start
-    jax.block_until_ready(compiled(p, s0))  # warm caches and allocations
-    start = time.perf_counter()
-    out = jax.block_until_ready(compiled(p, s0))
-    wall = time.perf_counter() - start
+    out = jax.block_until_ready(compiled(p, s0))  # warm caches and allocations
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(compiled(p, s0))
+        walls.append(time.perf_counter() - start)
     # Lower bound on memory traffic per step: the carried state read once and written once.
-    return compile_s, wall, seconds / wall, 2 * tree_bytes(s0), elements, out
+    return compile_s, walls, 2 * tree_bytes(s0), elements, out
 
 
 def main() -> None:
@@ -130,6 +136,7 @@ def main() -> None:
     parser.add_argument(
         "--pq-seconds", type=int, default=3600, help="simulated s, power-quality run"
     )
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per row (median)")
     args = parser.parse_args()
 
     device = jax.devices()[0]
@@ -154,6 +161,7 @@ def main() -> None:
         "compile s",
         "step µs",
         "× real time",
+        "range ×",
         "target",
         "ratio",
         "vs every rack",
@@ -176,9 +184,11 @@ def main() -> None:
     rows.append(("rack", args.pq_seconds, True, PQ_DT, PQ, pq_site(site), TRACED))
     pq_out = None
     for granularity, seconds, merged, dt, label, run_site, trace in rows:
-        compile_s, wall, speed, touched, elements, out = time_single(
-            run_site, granularity, seconds, merged, dt, trace
+        compile_s, walls, touched, elements, out = time_single(
+            run_site, granularity, seconds, merged, dt, trace, args.repeats
         )
+        wall = float(np.median(walls))
+        speed = seconds / wall
         if trace is not None:
             pq_out = np.asarray(out[1][2]).reshape(-1)
         if granularity == "rack" and not merged and trace is None:
@@ -192,6 +202,7 @@ def main() -> None:
             f"{compile_s:.1f}",
             f"{step_us:,.1f}",
             f"{speed:,.0f}",
+            f"{seconds / max(walls):,.0f}-{seconds / min(walls):,.0f}",
             f"{targets[label]:,}",
             f"{speed / targets[label]:.2f}",
             f"{speed / baseline:.2f}×" if label == "rack" and baseline else "-",
