@@ -22,10 +22,6 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from twin_core.xla_cpu import prefer_wide_vectors
-
-prefer_wide_vectors()  # before JAX starts its CPU backend (xla_cpu.py)
-
 # public name -> the module that defines it
 _EXPORTS: dict[str, str] = {
     # sites: the schema and loading (reads the site file)

@@ -7,11 +7,14 @@ properties shared by every rack are stored once, (1, 1) (``#R #C``), and broadca
 
 from __future__ import annotations
 
+import functools
+
 import jax.numpy as jnp
 from jaxtyping import Float, Int
 
 from twin_core import long_step, phases, smoothing
 from twin_core.curves import loss, output_for_input
+from twin_core.fusion import computed_once
 from twin_core.pytree import Array, pytree
 
 
@@ -328,9 +331,12 @@ def step(
 
     # Power smoothing (smoothing.py): floor and ramp-down surplus burnt in the GPUs (heat),
     # the swings ridden by the rack energy storage, its charge steered back between them.
-    dc_out, burnt_dc, storage, mean_w, peak_w, unheld = smoothing.smooth(
+    # Stored once: six kernels read its results, and fused into each it is a large share of
+    # a step on a CPU (fusion.py).
+    dc_out, burnt_dc, storage, mean_w, peak_w, unheld = computed_once(
+        functools.partial(smoothing.smooth, dt=dt),
         p.floor_w, p.ramp_w, p.storage_j, p.storage_power_w, p.target_soc, p.recentre_alpha,
-        demand_dc, s.dc_out_w, s.storage_j, s.mean_w, s.peak_w, dt,
+        demand_dc, s.dc_out_w, s.storage_j, s.mean_w, s.peak_w,
     )  # fmt: skip
     dc_out = dc_out * p.mask
     burnt_dc = burnt_dc * p.mask
