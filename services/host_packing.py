@@ -48,10 +48,7 @@ class HostPacking:
         groups: list[list[jax.Array]] = [[] for _ in self.dtypes]
         for leaf, (group, *_) in zip(leaves, self.places, strict=True):
             groups[group].append(jnp.ravel(leaf))
-        return tuple(
-            jnp.concatenate(parts) if parts else jnp.zeros(0, dtype)
-            for parts, dtype in zip(groups, self.dtypes, strict=True)
-        )
+        return tuple(jnp.concatenate(parts) for parts in groups)  # every dtype has a leaf
 
     def unpack(self, packed: tuple[Any, ...]) -> Any:
         """On the host: the tree again, each leaf a view into its packed array's copy."""
