@@ -111,6 +111,7 @@ class DomainModel:
         # What a step publishes comes to the host packed: one copy per dtype, not per leaf.
         publish = functools.partial(published_step, self.domain)
         shapes = jax.eval_shape(publish, self.params, self.state, self.initial, jnp.int32(0))
+        self._output_shapes = shapes[1][0]  # (outputs, drivers, owned parts)
         packing = HostPacking.of(shapes[1])
         self._unpack = packing.unpack
 
@@ -139,8 +140,7 @@ class DomainModel:
 
     def initial_outputs(self) -> Any:
         """Zero outputs of the right structure, for the step -1 ("ready") message."""
-        shapes = jax.eval_shape(self._step, self.params, self.state, self.initial, jnp.int32(0))
-        return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes[1])
+        return jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), self._output_shapes)
 
     def drivers(self, step: int) -> coupling.Drivers:
         """The exogenous drivers of interval ``step`` (ambient, prices, PPA output...)."""
