@@ -114,8 +114,14 @@ class DomainModel:
         self._output_shapes = shapes[1][0]  # (outputs, drivers, owned parts)
         packing = HostPacking.of(shapes[1])
         self._unpack = packing.unpack
+        # The parameters and the boundary go in packed too: one argument per dtype.
+        self._params_packing = HostPacking.of(self.params)
+        self._packed_params: tuple[Params, Any] | None = None  # (params, packed on device)
+        self._boundary_packing = HostPacking.of(self.initial)
 
-        def packed_step(p: Params, s: Any, b: Boundary, k: Any) -> tuple[Any, Any]:
+        def packed_step(pp: Any, s: Any, pb: Any, k: Any) -> tuple[Any, Any]:
+            p = self._params_packing.unpack_inside(pp)
+            b = self._boundary_packing.unpack_inside(pb)
             s, published = publish(p, s, b, k)
             return s, packing.pack(published)
 
@@ -126,12 +132,12 @@ class DomainModel:
         self._host_params: tuple[Params, Any] | None = None  # (params, its domain on host)
 
     def warm_up(self) -> None:
-        """Compile the steps and the drivers now (discarded steps from the initial state,
-        with the initial boundary and with one of host arrays as peers' values arrive)."""
+        """Compile the steps and the drivers now (discarded steps from the initial state
+        and boundary; the published step takes its boundary packed on the host, so peers'
+        values arriving later need no second compilation)."""
         k = np.int32(0)
         jax.block_until_ready(self._step(self.params, self.state, self.initial, k))
-        for b in (self.initial, jax.device_get(self.initial)):
-            jax.block_until_ready(self._published_step(self.params, self.state, b, k))
+        jax.block_until_ready(self._stepped_published(self.state, self.initial, k))
         jax.block_until_ready(self._drivers(self.params, k))
 
     def initial_parts(self) -> dict[str, np.ndarray]:
@@ -181,12 +187,21 @@ class DomainModel:
         k = np.int32(self.step)
         if self.open_loop is not None:
             self.open_loop, _ = self._step(self.params, self.open_loop, b, k)
-        self.state, packed = self._published_step(self.params, self.state, b, k)
+        self.state, packed = self._stepped_published(self.state, b, k)
         outputs, drivers, parts = self._unpack(packed)
         self._last_drivers = (self.step, self.params, drivers)
         self._boundary = b
         self.step += 1
         return outputs, parts
+
+    def _stepped_published(self, s: Any, b: Boundary, k: Any) -> tuple[Any, Any]:
+        """The compiled step on packed parameters (packed again only once they change) and
+        a packed boundary: (new state, what it publishes, packed)."""
+        if self._packed_params is None or self._packed_params[0] is not self.params:
+            packed = jax.device_put(self._params_packing.pack_on_host(self.params))
+            self._packed_params = (self.params, packed)
+        pb = self._boundary_packing.pack_on_host(b)
+        return self._published_step(self._packed_params[1], s, pb, k)
 
     def assimilate(self, **values: Any) -> None:
         """Put measured values into the state (live mode); ``open_loop`` goes on without

@@ -249,3 +249,37 @@ def test_the_console_entry_point_freezes_the_heap_before_shutdown() -> None:
     )
     done = python_script(script)
     assert done.stdout.strip().splitlines()[-1] == "frozen True"
+
+
+XLA_THREADS = """
+import os, sys
+import jax, jax.numpy as jnp
+from services.serve import one_xla_thread_for_domains
+one_xla_thread_for_domains(sys.argv[1])
+jax.block_until_ready(jax.jit(lambda a: [a * i for i in range(8)])(jnp.ones(4096)))
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print(names.count("tf_XLAEigen"))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's /proc")
+@pytest.mark.parametrize(
+    ("service", "preset", "threads"),
+    [("cooling", None, 1), ("compute", "2", 2), ("twin", None, len(os.sched_getaffinity(0)))],
+)
+def test_domain_services_step_on_one_xla_thread_unless_the_operator_sets_it(
+    service: str, preset: str | None, threads: int
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PJRT_NPROC", "NPROC")}
+    if preset is not None:
+        env["PJRT_NPROC"] = preset
+    run = subprocess.run(
+        [sys.executable, "-c", XLA_THREADS, service],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env=env,
+    )
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout) == threads
