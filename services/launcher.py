@@ -32,6 +32,7 @@ from services.runtime.config import ConfigError, RuntimeConfig
 from services.runtime.interceptors import INSTANCE_KEY
 from services.runtime.nats_server import NatsServer, NatsServerError
 from services.runtime.postgres import LocalPostgres, PostgresError
+from services.runtime.reaper import Reaper
 from services.serve import SERVICES
 
 log = logging.getLogger("twin.launcher")
@@ -191,11 +192,14 @@ class LocalTwin:
     failed: threading.Event = field(default_factory=threading.Event, init=False)
     _restarts: dict[str, deque] = field(default_factory=dict, init=False)
     _supervisor: threading.Thread | None = field(default=None, init=False)
+    # Stops what this twin started if this process dies without stopping it (reaper.py).
+    _reaper: Reaper | None = field(default=None, init=False)
 
     def __enter__(self) -> LocalTwin:
         try:
             metrics = {f"{name} metrics": a for name, a in self.metrics_addresses.items()}
             check_ports({**self.addresses, **metrics})  # before anything starts
+            self._reaper = Reaper()
             if self.log_path:
                 self._log = self._stack.enter_context(open(self.log_path, "ab"))
             self.nats_url = self.nats_url or _setting("nats_url")
@@ -207,17 +211,19 @@ class LocalTwin:
                 except NatsServerError as exc:
                     raise TwinStartError(f"nats-server did not start: {exc}") from None
                 self.nats_url = self.nats.url
+                self._record()
             if self.history:
                 self.database_url = self.database_url or _setting("database_url")
                 if not self.database_url:
                     self.database_url = self._start_postgres()
+                    self._record()
             for name in SERVICES:
                 if name != "historian" or self.history:
-                    self.processes[name] = self._spawn(name)
+                    self._spawn(name)
             if self.before_optional is not None:
                 self.before_optional(self)
             for name in self.optional:
-                self.processes[name] = self._spawn(name)
+                self._spawn(name)
             self.wait_ready()
             if self.supervise:
                 self._supervisor = threading.Thread(
@@ -251,7 +257,20 @@ class LocalTwin:
             ) from None
         return self.postgres.url
 
+    def _record(self) -> None:
+        """Tell the reaper what runs now (after each start and restart)."""
+        if self._reaper is None:
+            return
+        servers = [(self.nats.pid, signal.SIGTERM)] if self.nats and self.nats.pid else []
+        if self.postgres is not None and self.postgres.pid is not None:
+            servers.append((self.postgres.pid, signal.SIGINT))  # the postmaster's fast stop
+        folders = [str(self.nats.folder)] if self.nats else []
+        folders += [str(self.postgres.data)] if self.postgres else []
+        services = [process.pid for process in self.processes.values()]
+        self._reaper.record(services, servers, folders)
+
     def _spawn(self, name: str) -> subprocess.Popen:
+        """Start service ``name`` (again), as ``processes[name]``."""
         env = {
             **os.environ,
             **self.env,
@@ -265,7 +284,12 @@ class LocalTwin:
         }
         command = [sys.executable, "-m", "services.cli", "serve", name]
         out = self._log
-        return subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        process = subprocess.Popen(
+            command, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+        )
+        self.processes[name] = process
+        self._record()
+        return process
 
     def wait_ready(self) -> None:
         """Until every service reports SERVING for this instance; progress every 5 s. Raises
@@ -311,7 +335,7 @@ class LocalTwin:
         """Stop one service (SIGTERM) and start it again, as after a crash or a rollout."""
         with self._lock:
             self._terminate(self.processes[name])
-            self.processes[name] = self._spawn(name)
+            self._spawn(name)
 
     # -- supervision ---------------------------------------------------------------
 
@@ -353,6 +377,7 @@ class LocalTwin:
             )
             try:
                 self.nats.restart()
+                self._record()
             except NatsServerError as exc:
                 self._event(f"nats-server did not start again: {exc}")
         if self.postgres is not None and not self.postgres.running:
@@ -360,6 +385,7 @@ class LocalTwin:
             self._event(f"PostgreSQL died; restarting it on the same data ({count})")
             try:
                 self.postgres.restart()
+                self._record()
             except PostgresError as exc:
                 self._event(str(exc))
         for name, process in list(self.processes.items()):
@@ -367,7 +393,7 @@ class LocalTwin:
             if code is not None:
                 count = self._budget(name, code, self.log_location)
                 self._event(f"{name} exited with status {code}; restarting it ({count})")
-                self.processes[name] = self._spawn(name)
+                self._spawn(name)
 
     # -- shutdown ------------------------------------------------------------------
 
@@ -395,13 +421,18 @@ class LocalTwin:
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join(30)
         with self._lock:
-            self._stop_children()
-            for server in (self.nats, self.postgres):  # a paused server would not stop
-                pid = getattr(server, "pid", None)
-                if pid is not None:
-                    with suppress(OSError):
-                        os.kill(pid, signal.SIGCONT)
-            self._stack.close()
+            try:
+                self._stop_children()
+                for server in (self.nats, self.postgres):  # a paused server would not stop
+                    pid = getattr(server, "pid", None)
+                    if pid is not None:
+                        with suppress(OSError):
+                            os.kill(pid, signal.SIGCONT)
+                self._stack.close()
+            finally:
+                if self._reaper is not None:  # everything is stopped: nothing to reap
+                    self._reaper.release()
+                    self._reaper = None
 
 
 class _GiveUp(Exception):

@@ -232,6 +232,38 @@ def test_sigterm_while_starting_leaves_nothing_behind(tmp_path: Path) -> None:
     assert _children_of(instance) == []
 
 
+def test_sigkill_of_twin_up_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Killed outright, ``twin up`` cannot stop its twin: its reaper stops the services,
+    nats-server and PostgreSQL and removes their folders."""
+    up, instance = _up(tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children_of(instance)) < 6:  # the servers are up, the services starting
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        ours = [p for p in psutil.process_iter() if _mentions(p, tmp_path)]
+        assert {"nats-server", "postgres"} <= {Path(p.cmdline()[0]).name for p in ours}
+        up.send_signal(signal.SIGKILL)
+        up.wait(10)
+        deadline = time.monotonic() + 60
+        while left := _children_of(instance) + [p for p in ours if _mentions(p, tmp_path)]:
+            assert time.monotonic() < deadline, left
+            time.sleep(0.2)
+    finally:
+        up.kill()
+    assert [p for p in psutil.process_iter() if _mentions(p, tmp_path)] == []  # the reaper too
+    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith("runtime-")] == ["logs"]
+
+
+def _mentions(process: psutil.Process, folder: Path) -> bool:
+    """``process`` runs with ``folder`` in its command line (and is not a zombie)."""
+    try:
+        running = process.status() != psutil.STATUS_ZOMBIE
+        return running and any(str(folder) in arg for arg in process.cmdline())
+    except psutil.Error:
+        return False
+
+
 def test_a_run_that_does_not_progress_ends_twin_up_with_one_line(capsys) -> None:
     """`twin up --duration` waits for the run's last step: a run stuck at one step ends it
     after the stall timeout with one line (no endless 'step 3/10' every 5 s)."""

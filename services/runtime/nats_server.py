@@ -131,6 +131,11 @@ class NatsServer:
         return None if self._process is None else self._process.pid
 
     @property
+    def folder(self) -> Path:
+        """The temporary folder ``close`` removes (its files; the store when made here)."""
+        return Path(self._own_dir)
+
+    @property
     def exit_status(self) -> int | None:
         """The exit status once the server died (None while it runs or before start)."""
         return None if self._process is None else self._process.poll()
