@@ -5,6 +5,8 @@ Modules, one responsibility each:
   config        RuntimeConfig from TWIN_* variables; errors name the variable
   log           one-line logging setup; request id in every line
   nats_server   a local nats-server with JetStream (tests, ``twin up``)
+  postgres      a local PostgreSQL from the pgserver wheel (tests, ``twin up``)
+  reaper        stops a local twin whose launcher was killed outright
   bus           connect with reconnect, subjects, idempotent stream/consumer/KV, fetch
   codec         encode; decode that skips and counts garbled payloads
   interceptors  gRPC request-id and access-log interceptors
