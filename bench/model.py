@@ -10,7 +10,9 @@ bench/whatif.py.
 Compile time is measured on its own (lower + compile); the timed runs re-use the
 compiled rollout, so figures are steady-state simulation speed: the median of
 ``--repeats`` runs, with the range of real-time factors beside it (these machines are
-shared, and one run can be off by half).
+shared, and one run can be off by half). Each row runs in its own process, on the XLA
+CPU thread pool ``twin simulate`` gives its granularity (one thread at rack granularity,
+the default pool per GPU: services/runtime/xla_threads.py).
 
 The floor of a step is the memory traffic it cannot avoid: the carried state read and
 written once (its pytree's bytes, twice) at the memory bandwidth, measured in the same
@@ -21,7 +23,9 @@ above its floor is bound by kernel launches and arithmetic, not by memory.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from services.runtime import xla_threads
 from twin_core import Granularity, build_params, init_state, load_drivers, load_site, spectrum
 from twin_core.compress import compress
 from twin_core.rollout import TRACED, run_jit
@@ -128,6 +133,27 @@ def time_single(
     return compile_s, walls, 2 * tree_bytes(s0), elements, out
 
 
+def in_own_process(granularity: Granularity, site, seconds, merged, dt, trace, repeats):
+    """``time_single`` in a fresh process whose XLA CPU thread pool is the one ``twin
+    simulate`` gives that granularity (one thread at rack granularity: xla_threads.py),
+    which a process cannot change once JAX's client has started. Returns (compile s,
+    walls, state bytes, elements, the traced meter or None)."""
+    on_cpu = jax.devices()[0].platform == "cpu"
+    init = xla_threads.use_one_thread if on_cpu and granularity == "rack" else None
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=init) as pool:
+        job = pool.submit(_measured, site, granularity, seconds, merged, dt, trace, repeats)
+        return job.result()
+
+
+def _measured(site, granularity, seconds, merged, dt, trace, repeats):
+    compile_s, walls, touched, elements, out = time_single(
+        site, granularity, seconds, merged, dt, trace, repeats
+    )
+    meter = None if trace is None else np.asarray(out[1][2]).reshape(-1)
+    return compile_s, walls, touched, elements, meter
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").partition("\n")[0])
     parser.add_argument("--gpus", type=int, default=None, help="scale Fairwater to ~N GPUs")
@@ -184,13 +210,13 @@ def main() -> None:
     rows.append(("rack", args.pq_seconds, True, PQ_DT, PQ, pq_site(site), TRACED))
     pq_out = None
     for granularity, seconds, merged, dt, label, run_site, trace in rows:
-        compile_s, walls, touched, elements, out = time_single(
-            run_site, granularity, seconds, merged, dt, trace, args.repeats
+        compile_s, walls, touched, elements, meter = in_own_process(
+            granularity, run_site, seconds, merged, dt, trace, args.repeats
         )
         wall = float(np.median(walls))
         speed = seconds / wall
         if trace is not None:
-            pq_out = np.asarray(out[1][2]).reshape(-1)
+            pq_out = meter
         if granularity == "rack" and not merged and trace is None:
             baseline = speed
         step_us = wall / round(seconds / dt) * 1e6

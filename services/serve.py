@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from typing import TYPE_CHECKING
 
-from services.runtime import bus, compilation_cache, metrics, run
+from services.runtime import bus, compilation_cache, metrics, run, xla_threads
 from services.runtime.config import ConfigError, RuntimeConfig
 from twin_core.contract import DOMAINS
 
@@ -27,14 +26,11 @@ MODEL_SERVICES = (*DOMAINS, "twin")
 
 
 def one_xla_thread_for_domains(name: str) -> None:
-    """A domain's step is one small compiled call a tick (tens of microseconds of
-    kernels); handing its kernels to XLA's CPU thread pool costs more in thread hand-offs
-    than it saves (on the 2-core machine, a cooling call 85-124 -> 52-91 µs, compute
-    125-129 -> 105-110 µs), and the twin's processes share the cores anyway. PJRT_NPROC
-    sizes that pool when JAX's CPU client starts; an operator's own setting stands. The
-    twin service keeps the default: its what-if batches use every core."""
+    """A domain's step is one small compiled call a tick: on one XLA thread
+    (xla_threads.py). The twin service keeps the default: its what-if batches use every
+    core."""
     if name in DOMAINS:
-        os.environ.setdefault("PJRT_NPROC", "1")
+        xla_threads.use_one_thread()
 
 
 def domain_setup(domain: str):

@@ -283,3 +283,35 @@ def test_domain_services_step_on_one_xla_thread_unless_the_operator_sets_it(
     )
     assert run.returncode == 0, run.stderr
     assert int(run.stdout) == threads
+
+
+SIMULATE_THREADS = """
+import os, sys
+from typer.testing import CliRunner
+from services.cli.main import app
+args = ["simulate", sys.argv[1], "--duration", "120s", "--out", sys.argv[2]]
+done = CliRunner().invoke(app, [*args, "--granularity", sys.argv[3]])
+assert done.exit_code == 0, done.output
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print(names.count("tf_XLAEigen"))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads Linux's /proc")
+@pytest.mark.parametrize(
+    ("granularity", "threads"), [("rack", 1), ("gpu", len(os.sched_getaffinity(0)))]
+)
+def test_simulate_at_rack_granularity_steps_on_one_xla_thread(
+    tmp_path: Path, granularity: str, threads: int
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("PJRT_NPROC", "NPROC")}
+    run = subprocess.run(
+        [sys.executable, "-c", SIMULATE_THREADS, str(SMALL), str(tmp_path), granularity],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        env={**env, CACHE: "off"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout.strip().splitlines()[-1]) == threads

@@ -75,6 +75,10 @@ def simulate(
     record_s = seconds("--record", record)
     if granularity not in ("rack", "gpu"):
         fail(f"--granularity: {granularity!r} is not one of rack, gpu")
+    if granularity == "rack":  # a few thousand elements a step at most
+        from services.runtime import xla_threads
+
+        xla_threads.use_one_thread()  # before JAX's CPU client starts
     phases("imports")
     try:
         overrides = parse_overrides(set_ or [])

@@ -13,6 +13,7 @@ Modules, one responsibility each:
   grpc_server   grpc.aio server with health and reflection
   service       Service / serve / run: AsyncExitStack lifetime, graceful SIGTERM
   compilation_cache  JAX's persistent compilation cache (TWIN_COMPILATION_CACHE_DIR)
+  xla_threads   one XLA CPU thread for processes of small steps (PJRT_NPROC)
 """
 
 from __future__ import annotations
