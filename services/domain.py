@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -112,20 +113,13 @@ class DomainModel:
         publish = functools.partial(published_step, self.domain)
         shapes = jax.eval_shape(publish, self.params, self.state, self.initial, jnp.int32(0))
         self._output_shapes = shapes[1][0]  # (outputs, drivers, owned parts)
-        packing = HostPacking.of(shapes[1])
-        self._unpack = packing.unpack
+        self._published_packing = HostPacking.of(shapes[1])
+        self._unpack = self._published_packing.unpack
         # The parameters and the boundary go in packed too: one argument per dtype.
-        self._params_packing = HostPacking.of(self.params)
-        self._packed_params: tuple[Params, Any] | None = None  # (params, packed on device)
         self._boundary_packing = HostPacking.of(self.initial)
-
-        def packed_step(pp: Any, s: Any, pb: Any, k: Any) -> tuple[Any, Any]:
-            p = self._params_packing.unpack_inside(pp)
-            b = self._boundary_packing.unpack_inside(pb)
-            s, published = publish(p, s, b, k)
-            return s, packing.pack(published)
-
-        self._published_step = jax.jit(packed_step)
+        self._params_packing = HostPacking.of(self.params)
+        self._published_step = self._compiled_step(self._params_packing)
+        self._packed_params: tuple[Params, Any] | None = None  # (params, packed on device)
         self._drivers = jax.jit(coupling.drivers_at)
         # The drivers of the latest interval stepped: (interval, the params, drivers).
         self._last_drivers: tuple[int, Params, coupling.Drivers] | None = None
@@ -194,11 +188,29 @@ class DomainModel:
         self.step += 1
         return outputs, parts
 
+    def _compiled_step(self, params_packing: HostPacking) -> Callable[..., tuple[Any, Any]]:
+        """The step and what it publishes, compiled for parameters packed by
+        ``params_packing`` and a packed boundary; returns (new state, published, packed)."""
+        publish = functools.partial(published_step, self.domain)
+        boundary_packing, published_packing = self._boundary_packing, self._published_packing
+
+        def packed_step(pp: Any, s: Any, pb: Any, k: Any) -> tuple[Any, Any]:
+            p = params_packing.unpack_inside(pp)
+            b = boundary_packing.unpack_inside(pb)
+            s, published = publish(p, s, b, k)
+            return s, published_packing.pack(published)
+
+        return jax.jit(packed_step)
+
     def _stepped_published(self, s: Any, b: Boundary, k: Any) -> tuple[Any, Any]:
         """The compiled step on packed parameters (packed again only once they change) and
         a packed boundary: (new state, what it publishes, packed)."""
         if self._packed_params is None or self._packed_params[0] is not self.params:
-            packed = jax.device_put(self._params_packing.pack_on_host(self.params))
+            packing = HostPacking.of(self.params)
+            if packing != self._params_packing:  # a setting changed a parameter's shape
+                self._params_packing = packing
+                self._published_step = self._compiled_step(packing)
+            packed = jax.device_put(packing.pack_on_host(self.params))
             self._packed_params = (self.params, packed)
         pb = self._boundary_packing.pack_on_host(b)
         return self._published_step(self._packed_params[1], s, pb, k)

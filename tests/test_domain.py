@@ -8,7 +8,7 @@ import pytest
 from conftest import F64, run64, small_site
 from state_messages import State
 
-from services.domain import DOMAINS, DomainModel
+from services.domain import DOMAINS, NEEDS, OWNS, DomainModel
 from twin_core import contract
 
 
@@ -73,6 +73,27 @@ def test_live_setpoint_change_and_repair():
     assert (
         int(np.sum(np.asarray(f.kind) >= 0)) == 1 and float(np.max(np.asarray(f.end_s)[:1])) == 50.0
     )
+
+
+def test_a_setting_that_changes_a_parameters_shape_steps_as_one_that_keeps_it():
+    """The step takes its parameters packed; a value of another shape (one cap for every
+    rack, broadcast, for the per-rack array) is packed anew, not cut along the old
+    shape's lines."""
+    site = small_site()
+    results = []
+    for cap in (lambda shape: np.full(shape, 20e3), lambda shape: np.full((1, 1), 20e3)):
+        model = DomainModel(site, "compute", dt=1.0, dtype=F64)
+        shape = np.shape(model.params.compute.operator_cap_w)
+        # the peers' values: the initial boundary's
+        peers = {q: {n: getattr(model.initial, n) for n in OWNS[q]} for q in NEEDS["compute"]}
+        model.advance(peers)
+        model.set("compute.operator_cap_w", cap(shape))
+        outputs, _ = model.advance(peers)
+        results.append(float(outputs.ac_total_w))
+    uncapped = DomainModel(site, "compute", dt=1.0, dtype=F64)
+    uncapped.advance(peers)
+    free = float(uncapped.advance(peers)[0].ac_total_w)
+    assert results[0] == results[1] < free  # the cap binds, the same either way
 
 
 def test_unknown_domain_is_named():
