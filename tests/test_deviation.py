@@ -165,6 +165,19 @@ def raised(events) -> dict[tuple[str, int], deviation_pb2.Deviation]:
     return {(e.entity, e.quantity): e for e in events if e.status == RAISED}
 
 
+def test_a_domains_state_is_waited_for_only_while_one_of_its_readings_is_pending():
+    monitor = monitor_with()
+    assert not monitor.waiting("cooling") and not monitor.waiting("compute")
+    monitor.offer("cdu/0", SUPPLY, 30.0, 1e9)
+    assert monitor.waiting("cooling") and not monitor.waiting("compute")
+    monitor.on_model("compute", lambda entity, q: 0.0, 0, 10.0)  # not the reading's domain
+    assert monitor.waiting("cooling")
+    monitor.on_model("cooling", lambda entity, q: 30.0, 0, 10.0)  # tested: nothing waits
+    assert not monitor.waiting("cooling")
+    monitor.offer("rack/0/0", RACK_POWER, 1e5, 1e9 + 1)
+    assert monitor.waiting("compute") and not monitor.waiting("cooling")
+
+
 def test_clean_residuals_raise_nothing():
     events = drive(monitor_with(), 3000, lambda step, key: 0.0, np.random.default_rng(5))
     assert events == []

@@ -104,6 +104,14 @@ class ResidualMonitor:
 
     # ------------------------------------------------------------------ model states
 
+    def waiting(self, domain: str) -> bool:
+        """Whether a reading waits for ``domain``'s next state (else ``on_model`` has
+        nothing to test)."""
+        return any(
+            s.pending is not None and MONITORED[quantity][2] == domain
+            for (_, quantity), s in self._series.items()
+        )
+
     def on_model(
         self, domain: str, lookup: Lookup, step: int, time_s: float
     ) -> list[deviation_pb2.Deviation]:

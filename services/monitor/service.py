@@ -106,12 +106,22 @@ class MonitorNode:
         for m in batch.measurements:
             self.monitor.offer(m.entity, m.quantity, m.value, m.time_s)
 
+    def _waiting(self, domain: str) -> bool:
+        """A reading waits for ``domain``'s model values: only then is its state message
+        decoded and checked here (a whole rack array each tick for compute; the clock in
+        this process checks every state message anyway)."""
+        return self._follow_run() and self.monitor.waiting(domain)
+
     async def _on_cooling(self, msg) -> None:
+        if not self._waiting("cooling"):
+            return
         state = decode_msg(cooling_pb2.CoolingState, msg, stats=self.stats)
         if state is not None:
             await self._on_state("cooling", state, cooling_lookup)
 
     async def _on_compute(self, msg) -> None:
+        if not self._waiting("compute"):
+            return
         state = decode_msg(compute_pb2.ComputeState, msg, stats=self.stats)
         if state is not None:
             await self._on_state("compute", state, compute_lookup)
