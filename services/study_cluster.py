@@ -76,8 +76,8 @@ def target_from_env(environ: Mapping[str, str] | None = None) -> DaskTarget | No
 
 @contextmanager
 def open_client(target: DaskTarget, option: str = OPTION) -> Iterator[Client]:
-    """A client on ``target``; a local cluster is started on 127.0.0.1 (no dashboard)
-    and closed on exit."""
+    """A client on ``target``; a local cluster is started on 127.0.0.1 and closed on
+    exit."""
     if target.local_workers is not None:
         # Processes, one thread each: JAX's compiled rollout is not shared between
         # threads of one worker, and a process can be lost (and its chunks re-run) alone.
@@ -87,8 +87,9 @@ def open_client(target: DaskTarget, option: str = OPTION) -> Iterator[Client]:
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
-                # None: no dashboard at all (documented; the stub says str).
-                dashboard_address=None,  # pyright: ignore[reportArgumentType]
+                # The scheduler's HTTP server (dashboard, health) on a free loopback
+                # port: distributed starts it even when told None, then on 8787.
+                dashboard_address="127.0.0.1:0",
             ) as cluster,
             Client(cluster) as client,
         ):

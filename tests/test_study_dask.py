@@ -10,9 +10,11 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from typing import Any, cast
 
 import grpc
+import psutil
 import pytest
 from conftest import ROOT, SITES, SMALL, small_site
 from distributed import Client
@@ -163,6 +165,22 @@ def test_whatif_honours_the_scheduler_variable(tmp_path):
     )
 
 
+def test_local_clusters_listen_on_free_loopback_ports_only():
+    """Two at once: the second would find a fixed port (the dashboard's 8787) taken."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # distributed warns when it moves off a taken port
+        with open_client(parse_target("local:1")), open_client(parse_target("local:1")):
+            listening = [
+                c.laddr
+                for p in [psutil.Process(), *psutil.Process().children(recursive=True)]
+                for c in p.net_connections(kind="inet")
+                if c.status == psutil.CONN_LISTEN
+            ]
+    assert len(listening) >= 2 * 3  # per cluster: scheduler, its HTTP server, a worker
+    assert {a.ip for a in listening} == {"127.0.0.1"}
+    assert 8787 not in {a.port for a in listening}
+
+
 def test_two_workers_equal_the_local_chunked_run_bit_for_bit(small, local_chunked):
     spec = parse_spec(STUDY)
     seen: list[tuple[float, int]] = []
@@ -260,7 +278,7 @@ def test_the_service_runs_a_monte_carlo_study_on_the_scheduler_the_variable_name
     )  # fmt: skip
     with LocalCluster(
         n_workers=1, threads_per_worker=1, host="127.0.0.1",
-        dashboard_address=None,  # pyright: ignore[reportArgumentType]
+        dashboard_address="127.0.0.1:0",
     ) as cluster, Client(cluster) as watcher:  # fmt: skip
         # The synchronous cluster and client return plain values (typed as coroutines).
         monkeypatch.setenv("TWIN_DASK_SCHEDULER", cast(Any, cluster).scheduler_address)
