@@ -91,6 +91,9 @@ class Clock:
         self._runner: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one driver of ticks at a time
         self._measured_rate = 0.0
+        # True from the moment a run is told to end until its end is published and its run
+        # key deleted: waiters see the end only once a client can rely on all of it.
+        self._ending = False
         # The residual monitor's open deviations, shown in every snapshot (twin_setup).
         self.deviations: Callable[[], Iterable[deviation_pb2.Deviation]] | None = None
 
@@ -228,13 +231,21 @@ class Clock:
     async def stop(self) -> None:
         if self.state in ENDED:
             return
-        self.state = STOPPED
+        self.state, self._ending = STOPPED, True
         await self._settle_runner()
         await self._end(STOPPED, "")
 
     async def _end(self, state: snapshot_pb2.RunState, reason: str) -> None:
         """End the run: say how on the clock subject and as an event, delete the run key."""
-        self.state, self.reason = state, reason
+        self.state, self.reason, self._ending = state, reason, True
+        try:
+            await self._publish_end(state, reason)
+        finally:
+            self._ending = False
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _publish_end(self, state: snapshot_pb2.RunState, reason: str) -> None:
         end = {
             STOPPED: clock_pb2.RUN_END_STOPPED,
             FAILED: clock_pb2.RUN_END_FAILED,
@@ -264,8 +275,6 @@ class Clock:
                 await self.kv.delete("run")
             except Exception as exc:
                 log.warning("run key not deleted", extra={"error": repr(exc)})
-        async with self._changed:
-            self._changed.notify_all()
 
     def _at_horizon(self) -> bool:
         return self.horizon_steps is not None and self.step >= self.horizon_steps
@@ -395,9 +404,14 @@ class Clock:
                 raise TimeoutError(f"no state for step {step} from {', '.join(missing)}") from None
 
     async def wait_changed(self, after_step: int) -> None:
-        """Until the run passes ``after_step`` or ends (stopped, completed or failed)."""
+        """Until the run passes ``after_step`` or has ended (stopped, completed or failed:
+        the end published and the run key deleted)."""
+
+        def changed() -> bool:
+            return self.step > after_step or (self.state in ENDED and not self._ending)
+
         async with self._changed:
-            await self._changed.wait_for(lambda: self.step > after_step or self.state in ENDED)
+            await self._changed.wait_for(changed)
 
     # ------------------------------------------------------------------ snapshot
 
