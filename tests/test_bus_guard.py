@@ -235,7 +235,7 @@ def test_a_domain_away_for_longer_than_the_old_tick_timeout_does_not_stall_the_r
     assert sorted(got) == list(range(-1, 20))
 
 
-def test_a_waiter_sees_a_run_end_only_once_its_run_key_is_deleted(nats_server) -> None:
+def test_a_waiter_sees_a_run_end_only_once_its_run_key_is_deleted(nats_server, monkeypatch) -> None:
     # A state re-sent late, arriving while the end is being published, used to wake
     # ``wait_changed`` with the run key still there.
     async def main():
@@ -249,7 +249,7 @@ def test_a_waiter_sees_a_run_end_only_once_its_run_key_is_deleted(nats_server) -
                 await asyncio.sleep(0.5)
                 return await delete(key)
 
-            twin.clock.kv.delete = slow_delete
+            monkeypatch.setattr(twin.kv, "delete", slow_delete)  # the clock's bucket too
             waiter = asyncio.create_task(twin.clock.wait_changed(10**9))
             stopping = asyncio.create_task(twin.clock.stop())
             await asyncio.wait_for(deleting.wait(), 10)
