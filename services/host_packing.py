@@ -59,12 +59,7 @@ class HostPacking:
 
     def unpack(self, packed: tuple[Any, ...]) -> Any:
         """On the host: the tree again, each leaf a view into its packed array's copy."""
-        flat = [np.asarray(array) for array in packed]
-        leaves = [
-            flat[group][start : start + size].reshape(shape)
-            for group, start, size, shape in self.places
-        ]
-        return self.treedef.unflatten(leaves)
+        return self.unpack_inside(tuple(np.asarray(array) for array in packed))
 
     def pack_on_host(self, tree: Any) -> tuple[np.ndarray, ...]:
         """On the host: the leaves, raveled and joined per dtype (``unpack_inside`` cuts
@@ -80,7 +75,8 @@ class HostPacking:
         return tuple(np.concatenate(parts) for parts in groups)
 
     def unpack_inside(self, packed: tuple[Any, ...]) -> Any:
-        """Inside a compiled function: the tree again from ``pack_on_host``'s arrays."""
+        """The tree again from packed arrays: inside a compiled function from
+        ``pack_on_host``'s, or on the host (``unpack``) as views."""
         leaves = [
             packed[group][start : start + size].reshape(shape)
             for group, start, size, shape in self.places

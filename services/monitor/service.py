@@ -77,8 +77,14 @@ class MonitorNode:
     async def start(self) -> None:
         subscriptions = (
             (bus.telemetry_subject(self.site_id), self._on_telemetry),
-            (bus.state_subject(self.site_id, "cooling"), self._on_cooling),
-            (bus.state_subject(self.site_id, "compute"), self._on_compute),
+            (
+                bus.state_subject(self.site_id, "cooling"),
+                self._state_handler("cooling", cooling_pb2.CoolingState, cooling_lookup),
+            ),
+            (
+                bus.state_subject(self.site_id, "compute"),
+                self._state_handler("compute", compute_pb2.ComputeState, compute_lookup),
+            ),
         )
         for subject, handler in subscriptions:
             await self.nc.subscribe(subject, cb=self._guarded(handler))
@@ -106,36 +112,25 @@ class MonitorNode:
         for m in batch.measurements:
             self.monitor.offer(m.entity, m.quantity, m.value, m.time_s)
 
-    def _waiting(self, domain: str) -> bool:
-        """A reading waits for ``domain``'s model values: only then is its state message
-        decoded and checked here (a whole rack array each tick for compute; the clock in
-        this process checks every state message anyway)."""
-        return self._follow_run() and self.monitor.waiting(domain)
+    def _state_handler(self, domain: str, message_type, lookup):
+        async def handle(msg) -> None:
+            # Decoded and checked only while a reading waits for this domain's model values
+            # (a whole rack array each tick for compute; the clock in this process checks
+            # every state message anyway).
+            if not (self._follow_run() and self.monitor.waiting(domain)):
+                return
+            state = decode_msg(message_type, msg, stats=self.stats)
+            if state is None or state.run_id != self.monitor.run_id or state.step < 0:
+                return
+            problem = state_problem(state)
+            if problem is not None:
+                reject(self.stats, f"{type(state).__name__}.invalid", domain, problem)
+                return
+            events = self.monitor.on_model(domain, lookup(state), state.step, state.time_s)
+            for event in events:
+                await self.publish(event)
 
-    async def _on_cooling(self, msg) -> None:
-        if not self._waiting("cooling"):
-            return
-        state = decode_msg(cooling_pb2.CoolingState, msg, stats=self.stats)
-        if state is not None:
-            await self._on_state("cooling", state, cooling_lookup)
-
-    async def _on_compute(self, msg) -> None:
-        if not self._waiting("compute"):
-            return
-        state = decode_msg(compute_pb2.ComputeState, msg, stats=self.stats)
-        if state is not None:
-            await self._on_state("compute", state, compute_lookup)
-
-    async def _on_state(self, domain: str, state, lookup) -> None:
-        if not self._follow_run() or state.run_id != self.monitor.run_id or state.step < 0:
-            return
-        problem = state_problem(state)
-        if problem is not None:
-            reject(self.stats, f"{type(state).__name__}.invalid", domain, problem)
-            return
-        events = self.monitor.on_model(domain, lookup(state), state.step, state.time_s)
-        for event in events:
-            await self.publish(event)
+        return handle
 
     async def publish(self, event: deviation_pb2.Deviation) -> None:
         subject = bus.events_subject(self.site_id)
